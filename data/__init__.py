@@ -1,0 +1,1 @@
+"""Project data (TCGA label tables and splits, the paper's published numbers); see README.md."""

@@ -1,0 +1,10 @@
+"""gigassl: the reference implementation of "Giga-SSL: Self-Supervised Learning for Gigapixel Images".
+
+Stages (one module each): ``synth`` (synthetic cohort), ``slides`` (OpenSlide reading), ``tiling``,
+``encoders`` (tile embedder), ``moco`` (tile pre-training), ``augment`` (tile augmentation domain),
+``bank`` (augmented tile embeddings), ``maps`` (views, sparse maps, slide augmentation), ``sparse``
+(sparse convolution backends), ``aggregators``, ``loss`` (NT-Xent), ``dist``, ``train``, ``embed``,
+``probe``, ``splits``, ``baselines``, ``runner`` and ``cli``. ``io`` is the only module that touches HDF5.
+"""
+
+__version__ = "0.1.0"

@@ -1,0 +1,80 @@
+"""The per-slide batch runner shared by ``tile`` and ``bank``.
+
+It shows a progress bar, skips slides whose output already exists (outputs appear only complete, through a
+temporary name and a rename, so existence means done: a stopped run resumes where it stopped), keeps going
+past a bad slide, and lists every failure in ``<out>/failures.csv`` (slide_id, reason).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Iterable
+
+import pandas as pd
+from tqdm.auto import tqdm
+
+from .utils import atomic_path, write_csv_atomic
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class BatchReport:
+    """What a batch run did: ids processed now, ids skipped (already done), failures (slide_id -> reason)."""
+
+    done: list[str] = field(default_factory=list)
+    skipped: list[str] = field(default_factory=list)
+    failed: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def ok(self) -> bool:
+        return not self.failed
+
+    def summary(self) -> str:
+        text = f"{len(self.done)} done, {len(self.skipped)} already done, {len(self.failed)} failed"
+        if self.failed:
+            text += ":\n" + "\n".join(f"  {sid}: {why}" for sid, why in self.failed.items())
+        return text
+
+
+def run_batch(
+    items: Iterable[tuple[str, Path]],
+    work: Callable[[str, Path], None],
+    out_dir: str | os.PathLike,
+    desc: str = "slides",
+    progress: bool = True,
+) -> BatchReport:
+    """Run ``work(slide_id, tmp_path)`` for every ``(slide_id, final_path)`` whose final path is missing.
+
+    ``work`` writes its output to ``tmp_path``; on success it is renamed to ``final_path``. An exception in
+    ``work`` is recorded as a failure of that slide (its type and message) and the batch goes on.
+    ``out_dir/failures.csv`` is rewritten at the end with this run's failures (empty when none).
+    """
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    items = list(items)
+    report = BatchReport()
+    bar = tqdm(items, desc=desc, unit="slide", disable=not progress)
+    for slide_id, final in bar:
+        final = Path(final)
+        if final.exists():
+            report.skipped.append(slide_id)
+            continue
+        bar.set_postfix_str(slide_id)
+        try:
+            with atomic_path(final) as tmp:
+                work(slide_id, tmp)
+        except Exception as err:  # noqa: BLE001 - a bad slide must not stop the batch; it is reported
+            reason = f"{type(err).__name__}: {err}".replace("\n", " ")
+            report.failed[slide_id] = reason
+            log.warning("%s failed: %s", slide_id, reason)
+        else:
+            report.done.append(slide_id)
+    failures = pd.DataFrame(
+        {"slide_id": list(report.failed), "reason": list(report.failed.values())}, columns=["slide_id", "reason"]
+    )
+    write_csv_atomic(failures, out_dir / "failures.csv")
+    return report

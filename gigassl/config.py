@@ -1,0 +1,298 @@
+"""Frozen configuration of every stage, and the three run profiles ``smoke``, ``demo`` and ``paper``.
+
+This is the one place where parameter values live. Each stage function takes its own config; a notebook's
+``parameters`` cell and the CLI options map onto these fields, and override them with
+:func:`dataclasses.replace`. Profiles are named instances of :class:`Profile`:
+
+- ``smoke``: a handful of tiny slides; every stage takes seconds (used by the tests);
+- ``demo``: the default of ``make book``; the synthetic cohort, sized for a 2-core CPU;
+- ``paper``: the paper's parameters (Sec. 3.2, 4.1, 4.2), for real slides and a GPU.
+
+This module imports nothing heavy so that ``gigassl --help`` stays instant.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+
+from .errors import ConfigError
+
+
+@dataclass(frozen=True)
+class SynthConfig:
+    """Synthetic cohort of pyramidal TIFF slides (``gigassl synth``).
+
+    The difficulty fields are documented in :mod:`gigassl.synth`; they were calibrated once (on the
+    AverageMIL baseline alone, see the book's calibration section) and then frozen.
+    """
+
+    n_slides: int = 120
+    n_centers: int = 8
+    width: int = 2048  # level-0 pixels
+    height: int = 1536
+    mpp: float = 0.5  # level-0 microns per pixel (20x)
+    n_levels: int = 3  # pyramid levels, each a 2x reduction
+    tiff_tile: int = 256  # TIFF tile edge (pixels)
+    two_slide_cases: float = 0.2  # fraction of cases with two slides
+    # difficulty (see gigassl.synth for what each one does)
+    label_fraction: float = 0.5
+    effect_size: float = 0.5
+    center_strength: float = 1.0
+    label_noise: float = 0.03
+    artefact_fraction: float = 0.15
+    seed: int = 0
+    workers: int = 2
+
+
+@dataclass(frozen=True)
+class TileConfig:
+    """Tissue detection and tiling (``gigassl tile``, Sec. 4.1: non-overlapping tiles at 10x)."""
+
+    target_mpp: float = 1.0  # microns per pixel of the tiles (1.0 ~ 10x)
+    tile_px: int = 224  # tile edge at target_mpp
+    min_tissue: float = 0.5  # minimum tissue fraction of a tile
+    thumbnail_px: int = 2048  # longest side of the thumbnail used for tissue detection
+    mpp: float | None = None  # overrides the slides' own level-0 MPP
+    workers: int = 1
+
+
+@dataclass(frozen=True)
+class EncoderConfig:
+    """The tile embedder e_theta1 (Sec. 3.1): which network, which weights, where it runs."""
+
+    name: str = "resnet18"  # resnet18 | efficientnet_lite0
+    weights: str | None = None  # checkpoint path; None = seeded random init (resnet18) / ImageNet (effnet)
+    device: str = "auto"  # auto | cuda | mps | cpu
+    batch_size: int = 256
+    seed: int = 0
+
+
+@dataclass(frozen=True)
+class AugmentConfig:
+    """Tile-level augmentation domain A (Sec. 3.1 Step 1; the authors' kornia values)."""
+
+    mode: str = "shared"  # shared (the paper) | independent (the "NS" ablation, Table 3)
+    brightness: float = 0.4
+    contrast: float = 0.4
+    saturation: float = 0.4
+    hue: float = 0.2
+    p_jitter: float = 0.8
+    p_grayscale: float = 0.2
+    crop_scale: tuple[float, float] = (0.5, 1.0)
+    p_blur: float = 0.5
+    blur_sigma: tuple[float, float] = (0.1, 1.0)
+    blur_kernel: int = 5
+    flips: bool = True
+    rot90: bool = True
+
+
+@dataclass(frozen=True)
+class MocoConfig:
+    """MoCo v2 pre-training of the tile embedder (``gigassl pretrain-tiles``, Sec. 4.1)."""
+
+    epochs: int = 200
+    tiles_per_slide: int = 2000  # tiles drawn (once, seeded) from each slide's tissue tiles
+    batch_size: int = 256
+    lr: float = 0.03
+    momentum: float = 0.9  # SGD momentum
+    weight_decay: float = 1e-4
+    ema: float = 0.999  # momentum of the key encoder
+    queue_size: int = 65536
+    temperature: float = 0.2
+    proj_dim: int = 128
+    checkpoint_every: int = 10
+    max_minutes: float | None = None  # stop (and checkpoint) after this wall time
+    seed: int = 0
+
+
+@dataclass(frozen=True)
+class BankConfig:
+    """The bank of augmented tile embeddings (``gigassl bank``, Sec. 3.2 "Freezing the tile encoder")."""
+
+    augmentations: int = 50  # A draws per slide
+    tiles: int = 256  # N tiles per draw, sampled with replacement
+    seed: int = 0
+    workers: int = 0  # DataLoader worker processes reading tiles
+
+
+@dataclass(frozen=True)
+class MapConfig:
+    """Sparse maps and slide-level augmentation (Sec. 3.1 Steps 3-4)."""
+
+    downsample: int | str = 224  # level-0 pixels per site; "tile" = one tile per site
+    slide_aug: bool = True
+    rotation: bool = True
+    flips: bool = True
+    scale: tuple[float, float] = (0.5, 2.0)  # per-axis; the authors' code used (0.7, 1.3)
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Giga-SSL training (``gigassl train``, Sec. 3.1 Steps 3-6, Sec. 4.1)."""
+
+    tiles_per_view: int = 5  # T
+    epochs: int = 1000
+    batch_size: int = 256
+    base_lr: float = 0.03  # lr = base_lr * batch_size / 256
+    warmup_epochs: int = 10
+    temperature: float = 0.05
+    aggregator: str = "sparseconv"  # sparseconv | attention | mean
+    backend: str = "torch"  # torch | spconv
+    checkpoint_every: int = 100
+    monitor_every: int = 0  # run the linear probe every k epochs (0: never)
+    device: str = "auto"
+    seed: int = 0
+    maps: MapConfig = field(default_factory=MapConfig)
+
+
+@dataclass(frozen=True)
+class EmbedConfig:
+    """R-view inference of one embedding per slide (``gigassl embed``, Sec. 4.2 "Default settings")."""
+
+    views: int = 50  # R
+    tiles_per_view: int = 5  # T
+    batch_views: int = 4096  # views per forward pass
+    device: str = "auto"
+    seed: int = 0
+
+
+@dataclass(frozen=True)
+class ProbeConfig:
+    """Linear probe protocol (``gigassl probe``, Sec. 4.2)."""
+
+    C: float = 10.0
+    max_iter: int = 1000
+    n_splits: int = 10
+    test_fraction: float = 0.25
+    budgets: tuple[float, ...] = (1.0, 0.25)
+    train_sizes: tuple[int, ...] = (250, 100, 50)
+    n_bootstrap: int = 2000
+    seed: int = 0
+
+
+@dataclass(frozen=True)
+class DeepMILConfig:
+    """Gated attention MIL trained from scratch (Ilse et al. 2018), the DeepMIL column of Table 2."""
+
+    hidden: int = 128
+    attention: int = 128
+    dropout: float = 0.25
+    lr: float = 2e-4
+    weight_decay: float = 1e-4
+    batch_size: int = 16
+    max_epochs: int = 100
+    patience: int = 10
+    val_fraction: float = 0.2
+    max_tiles: int | None = 4096  # tiles per bag (a seeded subsample of larger bags)
+    device: str = "auto"
+    seed: int = 0
+
+
+@dataclass(frozen=True)
+class Profile:
+    """A named set of every stage's parameters."""
+
+    name: str
+    synth: SynthConfig
+    tile: TileConfig
+    encoder: EncoderConfig
+    augment: AugmentConfig
+    moco: MocoConfig
+    bank: BankConfig
+    train: TrainConfig
+    embed: EmbedConfig
+    probe: ProbeConfig
+    deepmil: DeepMILConfig
+
+
+_PAPER = Profile(
+    name="paper",
+    synth=SynthConfig(),
+    tile=TileConfig(target_mpp=1.0, tile_px=224),
+    encoder=EncoderConfig(),
+    augment=AugmentConfig(),
+    moco=MocoConfig(),
+    bank=BankConfig(augmentations=50, tiles=256, workers=8),
+    train=TrainConfig(),
+    embed=EmbedConfig(),
+    probe=ProbeConfig(),
+    deepmil=DeepMILConfig(),
+)
+
+_DEMO = Profile(
+    name="demo",
+    synth=SynthConfig(),
+    tile=TileConfig(target_mpp=1.0, tile_px=64, thumbnail_px=1024),
+    encoder=EncoderConfig(batch_size=128, device="cpu"),
+    augment=AugmentConfig(),
+    moco=MocoConfig(
+        epochs=6, tiles_per_slide=40, batch_size=64, lr=0.06, queue_size=1024, checkpoint_every=2, max_minutes=5
+    ),
+    bank=BankConfig(augmentations=8, tiles=32),
+    train=TrainConfig(
+        epochs=60, batch_size=32, warmup_epochs=5, checkpoint_every=20, device="cpu",
+        maps=MapConfig(downsample="tile"),
+    ),
+    embed=EmbedConfig(views=50, device="cpu"),
+    probe=ProbeConfig(train_sizes=(80, 40, 20)),
+    deepmil=DeepMILConfig(max_epochs=60, device="cpu"),
+)
+
+_SMOKE = Profile(
+    name="smoke",
+    synth=SynthConfig(n_slides=8, n_centers=2, width=768, height=512, n_levels=2, workers=1),
+    tile=TileConfig(target_mpp=1.0, tile_px=32, thumbnail_px=512),
+    encoder=EncoderConfig(batch_size=64, device="cpu"),
+    augment=AugmentConfig(),
+    moco=MocoConfig(
+        epochs=2, tiles_per_slide=8, batch_size=16, queue_size=64, checkpoint_every=1, max_minutes=1
+    ),
+    bank=BankConfig(augmentations=3, tiles=8),
+    train=TrainConfig(
+        epochs=3, batch_size=4, warmup_epochs=1, checkpoint_every=1, device="cpu",
+        maps=MapConfig(downsample="tile"),
+    ),
+    embed=EmbedConfig(views=4, device="cpu"),
+    probe=ProbeConfig(n_splits=3, test_fraction=0.5, train_sizes=(4,), n_bootstrap=200),
+    deepmil=DeepMILConfig(max_epochs=3, patience=2, batch_size=4, device="cpu"),
+)
+
+PROFILES: dict[str, Profile] = {p.name: p for p in (_SMOKE, _DEMO, _PAPER)}
+
+
+def get_profile(name: str) -> Profile:
+    """Return the profile called ``name`` (``smoke``, ``demo`` or ``paper``)."""
+    try:
+        return PROFILES[name]
+    except KeyError:
+        raise ConfigError(
+            f"Unknown profile {name!r}; allowed: {', '.join(PROFILES)}. Pass one of them to --profile."
+        ) from None
+
+
+def override(config, **changes):
+    """Return ``config`` with the non-``None`` ``changes`` applied (a CLI option left unset keeps the profile's value).
+
+    Raises:
+        ConfigError: a change names a field the config does not have.
+    """
+    names = {f.name for f in dataclasses.fields(config)}
+    unknown = sorted(set(changes) - names)
+    if unknown:
+        raise ConfigError(
+            f"{type(config).__name__} has no field(s) {unknown}; allowed: {sorted(names)}."
+        )
+    return dataclasses.replace(config, **{k: v for k, v in changes.items() if v is not None})
+
+
+def choice(value: str, allowed: tuple[str, ...], what: str) -> str:
+    """Check that ``value`` is one of ``allowed``; the error names ``what`` and the allowed values."""
+    if value not in allowed:
+        raise ConfigError(f"{what} must be one of {', '.join(allowed)}; got {value!r}.")
+    return value
+
+
+def as_dict(config) -> dict:
+    """A config as a plain dict (nested configs included), e.g. to store beside an output."""
+    return dataclasses.asdict(config)

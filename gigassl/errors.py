@@ -1,0 +1,27 @@
+"""Errors raised on bad user input.
+
+Every message says what was wrong (with the offending value and file), what is allowed, and how to fix it.
+"""
+
+
+class GigasslError(Exception):
+    """Base class of the errors that name a user-fixable problem."""
+
+
+class SlideError(GigasslError):
+    """A slide cannot be used: unreadable, not pyramidal, no MPP, no tissue, ..."""
+
+
+class ManifestError(GigasslError):
+    """A manifest, label table or split file is malformed or inconsistent."""
+
+
+class ConfigError(GigasslError):
+    """A parameter has a value outside what is allowed."""
+
+
+def suggest(message: str, *fixes: str) -> str:
+    """Format ``message`` followed by a bullet list of fixes (TRIDENT-style suggestions)."""
+    if not fixes:
+        return message
+    return message + "\n" + "\n".join(f"  - {fix}" for fix in fixes)

@@ -1,0 +1,60 @@
+"""Cohort manifests: one row per slide (``slide_id, path, case_id, center``, then one column per task).
+
+``path`` may be relative to the manifest's folder. An optional ``mpp`` column overrides the slides' own MPP.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pandas as pd
+
+from .errors import ManifestError
+
+REQUIRED = ("slide_id", "path")
+META_COLUMNS = ("slide_id", "path", "case_id", "center", "mpp")
+
+
+def read_manifest(path: str | os.PathLike, required: tuple[str, ...] = REQUIRED) -> pd.DataFrame:
+    """Read and validate a manifest; ``path`` values become absolute.
+
+    Raises:
+        ManifestError: missing file or column, empty table, repeated or empty slide_id.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise ManifestError(f"Manifest {path} does not exist. Create it (gigassl synth writes one) or fix the path.")
+    try:
+        frame = pd.read_csv(path, dtype={"slide_id": str, "case_id": str, "center": str})
+    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as err:
+        raise ManifestError(f"Manifest {path} is not a readable CSV file: {err}") from None
+    missing = [c for c in required if c not in frame.columns]
+    if missing:
+        raise ManifestError(
+            f"Manifest {path} lacks column(s) {missing}; it has {list(frame.columns)}. "
+            f"A manifest needs at least {list(required)} (slide_id, path[, case_id, center, mpp, <tasks>...])."
+        )
+    if frame.empty:
+        raise ManifestError(f"Manifest {path} has no rows.")
+    ids = frame["slide_id"]
+    if ids.isna().any() or (ids.astype(str).str.strip() == "").any():
+        rows = [int(i) + 2 for i in frame.index[ids.isna() | (ids.astype(str).str.strip() == "")]]
+        raise ManifestError(f"Manifest {path}: empty slide_id on line(s) {rows}. Give every slide an id.")
+    repeated = sorted(ids[ids.duplicated()].unique())
+    if repeated:
+        raise ManifestError(
+            f"Manifest {path}: slide_id repeated: {repeated}. Each slide_id must be unique (it names output files)."
+        )
+    if "path" in frame.columns:
+        root = path.parent.resolve()
+        frame["path"] = [str(p if Path(p).is_absolute() else root / p) for p in frame["path"].astype(str)]
+    if "case_id" not in frame.columns:
+        frame["case_id"] = frame["slide_id"]
+    frame["case_id"] = frame["case_id"].fillna(frame["slide_id"]).astype(str)
+    return frame.reset_index(drop=True)
+
+
+def task_columns(frame: pd.DataFrame) -> list[str]:
+    """The label columns of a manifest: every column that is not slide metadata."""
+    return [c for c in frame.columns if c not in META_COLUMNS]
