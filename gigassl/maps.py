@@ -1,0 +1,217 @@
+"""Views of slides and their sparse maps (Sec. 3.1 Steps 3-4, Sec. 3.2), read from a packed bank.
+
+- A *view* of a slide (training): pick one augmentation draw of its bank, sample T tiles of that draw with
+  replacement (paper T = 5). At inference the T tiles come from the plain (non-augmented) embeddings.
+- *Sparse map* (Step 3): tile coordinates divided by a downsampling factor d (the paper: d = 224 level-0 pixels;
+  ``"tile"`` = the tile's level-0 size, which puts adjacent tiles on adjacent sites), shifted so the view's minimum
+  is 0, floored. Tiles landing on the same site are averaged by the aggregator (:mod:`gigassl.aggregators`).
+- *Slide-level augmentation* (Step 4), on the coordinates before the map is built: a random rotation, independent
+  horizontal and vertical flips, and a per-axis scale uniform in [0.5, 2] (the paper; the authors' code used
+  [0.7, 1.3]: ``MapConfig.scale``).
+
+``PackedBank`` reads a bank folder once into NumPy files (``<bank>/packed/``) that are memory-mapped, so training
+reads views without reopening HDF5 files (the data path must keep up with the model).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import shutil
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from . import io
+from .aggregators import Views
+from .bank import slide_key
+from .config import MapConfig
+from .errors import ConfigError, GigasslError
+from .utils import rng
+
+PACK_VERSION = 1
+
+
+# ------------------------------------------------------------------------------------------- sparse map geometry
+def transform_coords(coords: np.ndarray, angle: float = 0.0, flip_x: bool = False, flip_y: bool = False,
+                     scale: tuple[float, float] = (1.0, 1.0)) -> np.ndarray:
+    """Rotate by ``angle`` (radians, counter-clockwise in (x, y)), flip, then scale map coordinates.
+
+    Shape: (..., 2) float -> (..., 2) float.
+    """
+    c = np.asarray(coords, dtype=np.float64)
+    cos, sin = math.cos(angle), math.sin(angle)
+    x = cos * c[..., 0] - sin * c[..., 1]
+    y = sin * c[..., 0] + cos * c[..., 1]
+    if flip_x:
+        x = -x
+    if flip_y:
+        y = -y
+    return np.stack([x * scale[0], y * scale[1]], axis=-1)
+
+
+def to_sites(coords: np.ndarray) -> np.ndarray:
+    """Shift float map coordinates so that the minimum of each view is 0 and floor them to integer sites.
+
+    Shape: (B, T, 2) or (T, 2) float -> int64 of the same shape. Values are rounded to 1e-6 first so that an exact
+    90-degree rotation of integer coordinates stays integer.
+    """
+    c = np.asarray(coords, dtype=np.float64)
+    shifted = c - c.min(axis=-2, keepdims=True)
+    return np.floor(np.round(shifted, 6)).astype(np.int64)
+
+
+def map_units(coords: np.ndarray, downsample: int | str, patch_size_level0: int) -> np.ndarray:
+    """Level-0 pixel coordinates -> map units (divided by d). Shape preserved, float64."""
+    d = patch_size_level0 if downsample == "tile" else downsample
+    if not isinstance(d, (int, float)) or d <= 0:
+        raise ConfigError(f"map downsample must be a positive number of level-0 pixels or 'tile'; got {downsample!r}.")
+    return np.asarray(coords, dtype=np.float64) / float(d)
+
+
+def slide_augmentation(coords: np.ndarray, config: MapConfig, generator: np.random.Generator) -> np.ndarray:
+    """Step 4: random rotation, flips and per-axis scaling of one view's map coordinates (T, 2) float."""
+    if not config.slide_aug:
+        return coords
+    angle = generator.uniform(0, 2 * math.pi) if config.rotation else 0.0
+    flip_x, flip_y = (generator.random(2) < 0.5) if config.flips else (False, False)
+    scale = tuple(generator.uniform(config.scale[0], config.scale[1], 2))
+    return transform_coords(coords, angle, bool(flip_x), bool(flip_y), scale)
+
+
+# ---------------------------------------------------------------------------------------------- packed bank
+class PackedBank:
+    """A bank folder packed into memory-mapped arrays (made once, reused while the bank files are unchanged).
+
+    Shapes: ``features`` (S, A, N, F) float16, ``coords`` (S, A, N, 2) int32 (None when the bank has no augmented
+    draws), ``plain_features`` (sum M, F) float16, ``plain_coords`` (sum M, 2) int32, ``offsets`` (S + 1,).
+    """
+
+    def __init__(self, bank_dir: str | os.PathLike):
+        self.bank_dir = Path(bank_dir)
+        files = sorted(self.bank_dir.glob("*.h5"))
+        if not files:
+            raise GigasslError(f"No bank files (*.h5) in {self.bank_dir}; run `gigassl bank` first.")
+        signature = [[f.name, f.stat().st_size, f.stat().st_mtime_ns] for f in files]
+        self.dir = self.bank_dir / "packed"
+        meta_path = self.dir / "meta.json"
+        meta = json.loads(meta_path.read_text()) if meta_path.exists() else None
+        if meta is None or meta.get("signature") != signature or meta.get("version") != PACK_VERSION:
+            self._pack(files, signature)
+            meta = json.loads(meta_path.read_text())
+        self.ids: list[str] = meta["ids"]
+        self.patch_size_level0 = np.asarray(meta["patch_size_level0"], np.int64)
+        self.attrs: dict = meta["attrs"]
+        self.feature_dim = int(meta["feature_dim"])
+        self.offsets = np.load(self.dir / "offsets.npy")
+        self.plain_features = np.load(self.dir / "plain_features.npy", mmap_mode="r")
+        self.plain_coords = np.load(self.dir / "plain_coords.npy", mmap_mode="r")
+        if meta["augmented"]:
+            self.features = np.load(self.dir / "features.npy", mmap_mode="r")
+            self.coords = np.load(self.dir / "coords.npy", mmap_mode="r")
+        else:
+            self.features = self.coords = None
+        self.keys = np.array([slide_key(i) for i in self.ids], dtype=np.int64)
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    def indices(self, slide_ids=None) -> np.ndarray:
+        """Positions of ``slide_ids`` in the pack (all slides when None).
+
+        Raises:
+            GigasslError: some ids have no bank file.
+        """
+        if slide_ids is None:
+            return np.arange(len(self.ids))
+        position = {sid: i for i, sid in enumerate(self.ids)}
+        missing = [sid for sid in slide_ids if sid not in position]
+        if missing:
+            raise GigasslError(f"{len(missing)} slide(s) have no bank file in {self.bank_dir}: {missing[:10]}; run "
+                               "`gigassl bank` for them (see its failures.csv) or leave them out.")
+        return np.array([position[sid] for sid in slide_ids], dtype=np.int64)
+
+    def _pack(self, files: list[Path], signature: list) -> None:
+        first = io.read_bank(files[0])
+        augmented = first.features is not None
+        tmp = self.dir.with_name(self.dir.name + f".tmp{os.getpid()}")
+        shutil.rmtree(tmp, ignore_errors=True)
+        tmp.mkdir(parents=True)
+        sizes, patch, plains, plain_coords = [], [], [], []
+        feats = coords = None
+        if augmented:
+            shape = (len(files),) + first.features.shape
+            feats = np.lib.format.open_memmap(tmp / "features.npy", "w+", np.float16, shape)
+            coords = np.lib.format.open_memmap(tmp / "coords.npy", "w+", np.int32, shape[:3] + (2,))
+        for i, path in enumerate(files):
+            bank = first if i == 0 else io.read_bank(path)
+            if augmented:
+                if bank.features is None or bank.features.shape != feats.shape[1:]:
+                    got = None if bank.features is None else bank.features.shape
+                    raise GigasslError(f"{path}: augmented features {got} differ from {feats.shape[1:]} of "
+                                       f"{files[0].name}; rebuild the bank with one setting for all slides.")
+                feats[i] = bank.features
+                coords[i] = bank.coords
+            plains.append(bank.plain_features.astype(np.float16))
+            plain_coords.append(bank.plain_coords.astype(np.int32))
+            sizes.append(len(bank.plain_features))
+            patch.append(int(bank.attrs.get("patch_size_level0", 0)))
+        if augmented:
+            feats.flush()
+            coords.flush()
+            del feats, coords
+        np.save(tmp / "plain_features.npy", np.concatenate(plains))
+        np.save(tmp / "plain_coords.npy", np.concatenate(plain_coords))
+        np.save(tmp / "offsets.npy", np.concatenate([[0], np.cumsum(sizes)]).astype(np.int64))
+        attrs = {k: v for k, v in first.attrs.items() if k != "slide_id"}
+        (tmp / "meta.json").write_text(json.dumps({
+            "version": PACK_VERSION, "signature": signature, "ids": [f.stem for f in files],
+            "patch_size_level0": patch, "feature_dim": int(first.plain_features.shape[1]), "augmented": augmented,
+            "attrs": attrs,
+        }, default=str))
+        shutil.rmtree(self.dir, ignore_errors=True)
+        os.replace(tmp, self.dir)
+
+    # ---------------------------------------------------------------------------------------------- views
+    def _sites(self, i: int, coords: np.ndarray, config: MapConfig, generator: np.random.Generator | None):
+        c = map_units(coords, config.downsample, int(self.patch_size_level0[i]))
+        if generator is not None:
+            c = slide_augmentation(c, config, generator)
+        return to_sites(c)
+
+    def training_views(self, indices: np.ndarray, tiles: int, config: MapConfig, seed: int, epoch: int) -> tuple[Views, Views]:
+        """Two views of each slide in ``indices`` (Sec. 3.2): each picks its own draw and T tiles of it, then the
+        slide-level augmentation. Randomness keyed by (seed, epoch, slide, view): independent of batch and rank.
+
+        Shape: two ``Views`` with features (B, T, F) float32 and coords (B, T, 2) int64.
+        """
+        if self.features is None:
+            raise GigasslError(f"The bank {self.bank_dir} has no augmented draws (built with --augmentations 0 or "
+                               "imported from TRIDENT/CLAM); training needs `gigassl bank` with A > 0.")
+        n_draws, n_tiles = self.features.shape[1:3]
+        out = []
+        for view in (0, 1):
+            feats = np.empty((len(indices), tiles, self.feature_dim), np.float32)
+            sites = np.empty((len(indices), tiles, 2), np.int64)
+            for b, i in enumerate(indices):
+                g = rng(seed, epoch, self.keys[i], view)
+                draw = int(g.integers(n_draws))
+                pick = np.sort(g.integers(0, n_tiles, tiles))
+                feats[b] = self.features[i, draw][pick]
+                sites[b] = self._sites(i, self.coords[i, draw][pick], config, g)
+            out.append(Views(torch.from_numpy(feats), torch.from_numpy(sites)))
+        return out[0], out[1]
+
+    def inference_views(self, i: int, views: int, tiles: int, config: MapConfig, seed: int) -> Views:
+        """R views of T tiles of slide ``i`` sampled from its plain embeddings, without slide augmentation
+        (Sec. 4.2). Shape: features (R, T, F), coords (R, T, 2)."""
+        start, stop = int(self.offsets[i]), int(self.offsets[i + 1])
+        plain = self.plain_features[start:stop]
+        coords = self.plain_coords[start:stop]
+        g = rng(seed, self.keys[i])
+        pick = np.sort(g.integers(0, stop - start, (views, tiles)), axis=1)
+        sites = np.stack([self._sites(i, coords[p], config, None) for p in pick])
+        return Views(torch.from_numpy(np.asarray(plain[pick.ravel()], np.float32).reshape(views, tiles, -1)),
+                     torch.from_numpy(sites))

