@@ -50,7 +50,7 @@ def parse_shard(text: str | None) -> tuple[int, int] | None:
     except ValueError:
         raise ConfigError(f"--shard {text!r} must look like i/n, e.g. 0/4 (slides 0, 4, 8, ...).") from None
     if not 0 <= i < n:
-        raise ConfigError(f"--shard {text!r}: need 0 <= i < n.")
+        raise ConfigError(f"--shard {text!r}: need 0 <= i < n in i/n (e.g. 0/4 ... 3/4).")
     return i, n
 
 

@@ -99,6 +99,58 @@ def cmd_bank(args) -> int:
                               shard=parse_shard(args.shard), progress=not args.no_progress))
 
 
+def _slide_list(path: str | None) -> list[str] | None:
+    if path is None:
+        return None
+    import pandas as pd
+
+    frame = pd.read_csv(path, dtype=str)
+    column = "slide_id" if "slide_id" in frame.columns else frame.columns[0]
+    return frame[column].dropna().tolist()
+
+
+def cmd_train(args) -> int:
+    from .train import train
+
+    profile = get_profile(args.profile)
+    maps = override(profile.train.maps, downsample=_downsample(args.downsample),
+                    slide_aug=False if args.no_slide_aug else None,
+                    scale=tuple(args.scale) if args.scale else None)
+    config = override(profile.train, tiles_per_view=args.tiles_per_view, epochs=args.epochs,
+                      batch_size=args.batch_size, base_lr=args.base_lr, aggregator=args.aggregator,
+                      backend=args.backend, checkpoint_every=args.checkpoint_every, monitor_every=args.monitor_every,
+                      device=args.device, seed=args.seed)
+    config = dataclasses.replace(config, maps=maps)
+    monitor = None
+    if args.monitor_labels:
+        from .embed import probe_monitor
+
+        monitor = probe_monitor(args.monitor_labels, args.monitor_task, config.maps, profile.embed.views,
+                                config.tiles_per_view, profile.probe, config.seed, config.device)
+    path = train(args.bank, args.out, config, encoder_weights=args.encoder_weights,
+                 slide_ids=_slide_list(args.slides), resume=args.resume, monitor=monitor,
+                 progress=not args.no_progress)
+    print(f"wrote {path}")
+    return 0
+
+
+def _downsample(value: str | None):
+    if value is None or value == "tile":
+        return value
+    return int(value)
+
+
+def cmd_embed(args) -> int:
+    from .embed import embed_slides
+
+    config = override(get_profile(args.profile).embed, views=args.views, tiles_per_view=args.tiles_per_view,
+                      device=args.device, seed=args.seed)
+    path = embed_slides(args.bank, args.checkpoint, args.out, config, backend=args.backend,
+                        progress=not args.no_progress)
+    print(f"wrote {path}")
+    return 0
+
+
 # ------------------------------------------------------------------------------------------------- parser
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
@@ -181,6 +233,50 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--shard", help="i/n: process slides i, i+n, ... (0-based)")
     _quiet(p)
     p.set_defaults(func=cmd_bank)
+
+    p = sub.add_parser("train", help="train the Giga-SSL aggregator on a bank (SimCLR, NT-Xent)",
+                       description="Writes OUT/checkpoint.pt, OUT/checkpoint_eNNNN.pt, OUT/log.csv (loss, collapse, "
+                                   "lr, seconds per epoch) and, with --monitor-labels, OUT/monitor.csv. Under "
+                                   "`torchrun --nproc_per_node K` it trains with DistributedDataParallel.")
+    p.add_argument("--bank", required=True, help="bank folder (gigassl bank)")
+    p.add_argument("--out", required=True)
+    _profile(p)
+    p.add_argument("--tiles-per-view", type=int, help="T: tiles sampled per view (paper: 5)")
+    p.add_argument("--epochs", type=int)
+    p.add_argument("--batch-size", type=int, help="slides per global batch (paper: 256)")
+    p.add_argument("--base-lr", type=float, help="learning rate for batch 256 (scaled by batch/256; paper: 0.03)")
+    p.add_argument("--aggregator", choices=["sparseconv", "attention", "mean"])
+    p.add_argument("--backend", choices=["torch", "spconv"], help="sparse convolution backend")
+    p.add_argument("--no-slide-aug", action="store_true", help="no slide-level augmentation (Table 3 ablation)")
+    p.add_argument("--scale", type=float, nargs=2, metavar=("LOW", "HIGH"),
+                   help="per-axis scale range of the slide augmentation (paper 0.5 2; authors' code 0.7 1.3)")
+    p.add_argument("--downsample", help="level-0 pixels per sparse-map site (paper: 224), or 'tile'")
+    p.add_argument("--encoder-weights", help="tile-encoder checkpoint whose dense layer4 initialises the aggregator")
+    p.add_argument("--slides", help="CSV (slide_id column) of the slides to train on; default: the whole bank")
+    p.add_argument("--checkpoint-every", type=int)
+    p.add_argument("--monitor-labels", help="labels CSV (slide_id, case_id, tasks) for the linear-probe monitor")
+    p.add_argument("--monitor-task", action="append", default=[], help="task column to monitor (repeatable)")
+    p.add_argument("--monitor-every", type=int, help="run the monitor every k epochs")
+    p.add_argument("--device", help="auto | cuda | mps | cpu")
+    p.add_argument("--seed", type=int)
+    p.add_argument("--resume", action="store_true", help="continue from OUT/checkpoint.pt")
+    _quiet(p)
+    p.set_defaults(func=cmd_train)
+
+    p = sub.add_parser("embed", help="one embedding per slide: the mean of R views of T plain tiles",
+                       description="Writes one HDF5 file with `ids` and `embeddings` (slides, 512) float32, "
+                                   "L2-normalised, plus the checkpoint's sha256, R and T (Sec. 4.2).")
+    p.add_argument("--bank", required=True, help="bank folder (gigassl bank, or TRIDENT/CLAM features)")
+    p.add_argument("--checkpoint", required=True, help="checkpoint of gigassl train")
+    p.add_argument("--out", required=True, help="output .h5 file")
+    _profile(p)
+    p.add_argument("--views", type=int, help="R: views per slide (paper: 50)")
+    p.add_argument("--tiles-per-view", type=int, help="T: tiles per view (as in training; paper: 5)")
+    p.add_argument("--backend", choices=["torch", "spconv"], help="override the checkpoint's sparse backend")
+    p.add_argument("--device", help="auto | cuda | mps | cpu")
+    p.add_argument("--seed", type=int)
+    _quiet(p)
+    p.set_defaults(func=cmd_embed)
     return parser
 
 

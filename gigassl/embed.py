@@ -73,3 +73,29 @@ def embed_slides(bank_dir: str | os.PathLike, checkpoint: str | os.PathLike, out
                         tiles_per_view=config.tiles_per_view, seed=config.seed, epoch=int(state["epoch"]),
                         aggregator=state["config"]["aggregator"], version=__version__)
     return Path(out)
+
+
+def probe_monitor(labels, tasks: list[str], maps: MapConfig, views: int, tiles: int, probe=None, seed: int = 0,
+                  device: str = "cpu"):
+    """A training monitor (Fig. 3C): every k epochs, embed the labelled slides of the bank with R views and run the
+    linear probe (generated, case-grouped splits, 100% budget) on each task; rows: task, auc_mean, auc_std."""
+    from .config import ProbeConfig
+    from .probe import run_probe, summarize
+    from .splits import load_labels
+    from .train import Monitor
+
+    probe = probe or ProbeConfig()
+    tables = {task: load_labels(labels, task) for task in tasks}
+
+    def fn(model, bank: PackedBank, epoch: int) -> list[dict]:
+        rows = []
+        for task, table in tables.items():
+            ids = [sid for sid in bank.ids if sid in set(table["slide_id"])]
+            emb = embed_bank(model, bank, bank.indices(ids), views, tiles, maps, seed, device=device)
+            result = summarize(run_probe((ids, emb), table, task, n_splits=probe.n_splits, budgets=(1.0,),
+                                         train_sizes=(), config=probe), n_bootstrap=0)
+            rows.append({"task": task, "auc_mean": float(result["auc_mean"].iloc[0]),
+                         "auc_std": float(result["auc_std"].iloc[0])})
+        return rows
+
+    return Monitor(fn)

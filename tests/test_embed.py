@@ -1,0 +1,56 @@
+"""R-view inference: one unit-norm embedding per slide, deterministic for a seed."""
+
+import dataclasses
+
+import numpy as np
+import pytest
+
+from gigassl import cli, io
+from gigassl.config import EmbedConfig, MapConfig, TrainConfig
+from gigassl.embed import embed_slides
+from gigassl.errors import ConfigError
+from gigassl.train import train
+
+
+@pytest.fixture(scope="module")
+def checkpoint(synthetic_bank, tmp_path_factory):
+    config = TrainConfig(epochs=1, batch_size=8, warmup_epochs=0, device="cpu", maps=MapConfig(downsample="tile"))
+    return train(synthetic_bank, tmp_path_factory.mktemp("ssl"), config, progress=False)
+
+
+def test_embeddings_are_unit_norm_deterministic_and_documented(synthetic_bank, checkpoint, tmp_path):
+    config = EmbedConfig(views=6, tiles_per_view=5, device="cpu", batch_views=16)
+    a = embed_slides(synthetic_bank, checkpoint, tmp_path / "a.h5", config, progress=False)
+    b = embed_slides(synthetic_bank, checkpoint, tmp_path / "b.h5", config, progress=False)
+    c = embed_slides(synthetic_bank, checkpoint, tmp_path / "c.h5", dataclasses.replace(config, seed=1), progress=False)
+    ids, emb, attrs = io.read_embeddings(a)
+    assert ids == [f"S{i:03d}" for i in range(16)] and emb.shape == (16, 512) and emb.dtype == np.float32
+    np.testing.assert_allclose(np.linalg.norm(emb, axis=1), 1.0, rtol=1e-5)
+    np.testing.assert_array_equal(emb, io.read_embeddings(b)[1])
+    assert not np.allclose(emb, io.read_embeddings(c)[1])
+    assert attrs["views"] == 6 and attrs["tiles_per_view"] == 5 and len(attrs["checkpoint_sha256"]) == 64
+    # the batch size of the forward passes does not change the result
+    d = embed_slides(synthetic_bank, checkpoint, tmp_path / "d.h5", dataclasses.replace(config, batch_views=1000),
+                     progress=False)
+    np.testing.assert_allclose(io.read_embeddings(d)[1], emb, rtol=1e-4, atol=1e-5)
+
+
+def test_more_views_give_embeddings_closer_to_the_limit(synthetic_bank, checkpoint, tmp_path):
+    def run(views, seed):
+        path = embed_slides(synthetic_bank, checkpoint, tmp_path / f"{views}-{seed}.h5",
+                            EmbedConfig(views=views, device="cpu", seed=seed), progress=False)
+        return io.read_embeddings(path)[1]
+
+    spread = {r: np.linalg.norm(run(r, 0) - run(r, 1), axis=1).mean() for r in (1, 16)}
+    assert spread[16] < spread[1]  # averaging R views reduces the sampling noise of one view
+
+
+def test_cli_embed_and_errors(synthetic_bank, checkpoint, tmp_path):
+    out = tmp_path / "e.h5"
+    assert cli.main(["embed", "--bank", str(synthetic_bank), "--checkpoint", str(checkpoint), "--out", str(out),
+                     "--views", "3", "--tiles-per-view", "4", "--profile", "smoke", "--no-progress"]) == 0
+    assert io.read_embeddings(out)[2]["tiles_per_view"] == 4
+    assert cli.main(["embed", "--bank", str(synthetic_bank), "--checkpoint", str(tmp_path / "none.pt"),
+                     "--out", str(out)]) == 1
+    with pytest.raises(ConfigError, match="views"):
+        embed_slides(synthetic_bank, checkpoint, out, EmbedConfig(views=0, device="cpu"), progress=False)

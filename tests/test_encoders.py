@@ -1,0 +1,94 @@
+"""The tile embedder: torchvision names, the layer3 cut, checkpoint layouts, the ImageNet encoder."""
+
+import pytest
+import torch
+
+from gigassl.aggregators import SparseConvAggregator
+from gigassl.config import EncoderConfig
+from gigassl.encoders import Embedding, ResNet18, build_embedder, clean_state_dict
+from gigassl.errors import GigasslError
+
+# torchvision's resnet18 parameter and buffer names (122 entries), generated from its module tree.
+def _torchvision_keys():
+    keys = ["conv1.weight"] + [f"bn1.{b}" for b in ("weight", "bias", "running_mean", "running_var",
+                                                     "num_batches_tracked")]
+    bn = ("weight", "bias", "running_mean", "running_var", "num_batches_tracked")
+    for layer in range(1, 5):
+        for block in range(2):
+            p = f"layer{layer}.{block}."
+            keys += [p + "conv1.weight"] + [p + "bn1." + b for b in bn] + [p + "conv2.weight"] + [p + "bn2." + b for b in bn]
+            if layer > 1 and block == 0:
+                keys += [p + "downsample.0.weight"] + [p + "downsample.1." + b for b in bn]
+    return keys + ["fc.weight", "fc.bias"]
+
+
+def test_parameter_names_are_torchvisions():
+    names = list(ResNet18().state_dict())
+    assert names == _torchvision_keys() and len(names) == 122
+
+
+def test_embedder_is_the_layer3_output_averaged():
+    embedder = build_embedder(EncoderConfig(seed=3))
+    net = embedder.network.eval()
+    captured = {}
+    net.layer3.register_forward_hook(lambda module, inp, out: captured.setdefault("layer3", out))
+    tiles = torch.randint(0, 256, (4, 64, 64, 3), dtype=torch.uint8)
+    x = (tiles.permute(0, 3, 1, 2).float() / 255 - torch.tensor([0.485, 0.456, 0.406]).view(1, 3, 1, 1)) / torch.tensor(
+        [0.229, 0.224, 0.225]).view(1, 3, 1, 1)
+    with torch.no_grad():
+        net(x)  # the full ResNet18 forward
+        reference = captured["layer3"].mean(dim=(2, 3))
+        out = embedder(tiles)
+    assert out.shape == (4, 256)
+    torch.testing.assert_close(out, reference, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(Embedding(embedder, "cpu")(tiles), reference, rtol=1e-4, atol=1e-4)
+
+
+def test_torchvision_and_moco_layouts_load_identically(tmp_path):
+    source = ResNet18()
+    with torch.no_grad():
+        for p in source.parameters():
+            p.normal_(generator=torch.Generator().manual_seed(1))
+    torch.save(source.state_dict(), tmp_path / "tv.pth")
+    moco = {f"module.encoder_q.{k}": v for k, v in source.state_dict().items() if not k.startswith("fc.")}
+    moco.update({"module.encoder_q.fc.0.weight": torch.zeros(512, 512), "module.encoder_k.conv1.weight": torch.ones(1),
+                 "module.queue": torch.zeros(128, 16)})
+    torch.save({"state_dict": moco, "epoch": 200, "arch": "resnet18"}, tmp_path / "moco.pth.tar")
+    tiles = torch.randint(0, 256, (2, 64, 64, 3), dtype=torch.uint8)
+    a = build_embedder(EncoderConfig(weights=str(tmp_path / "tv.pth")))
+    b = build_embedder(EncoderConfig(weights=str(tmp_path / "moco.pth.tar")))
+    with torch.no_grad():
+        torch.testing.assert_close(a(tiles), b(tiles), rtol=0, atol=0)
+    assert a.weights_id != build_embedder(EncoderConfig()).weights_id
+    assert "queue" not in clean_state_dict({"state_dict": moco})
+    layer4 = b.layer4_state_dict()
+    SparseConvAggregator().load_dense_layer4(layer4)  # the aggregator accepts the embedder's layer4
+    torch.testing.assert_close(layer4["1.conv2.weight"], source.layer4[1].conv2.weight)
+
+
+def test_random_init_is_seeded():
+    tiles = torch.randint(0, 256, (2, 32, 32, 3), dtype=torch.uint8)
+    with torch.no_grad():
+        same = build_embedder(EncoderConfig(seed=5))(tiles), build_embedder(EncoderConfig(seed=5))(tiles)
+        other = build_embedder(EncoderConfig(seed=6))(tiles)
+    torch.testing.assert_close(*same)
+    assert not torch.allclose(same[0], other)
+
+
+def test_bad_weights_are_reported(tmp_path):
+    with pytest.raises(GigasslError, match="does not exist"):
+        build_embedder(EncoderConfig(weights=str(tmp_path / "none.pt")))
+    torch.save({"state_dict": {"conv1.weight": torch.zeros(64, 3, 7, 7)}}, tmp_path / "partial.pt")
+    with pytest.raises(GigasslError, match="lacks .* ResNet18 parameters"):
+        build_embedder(EncoderConfig(weights=str(tmp_path / "partial.pt")))
+    (tmp_path / "junk.pt").write_bytes(b"not a checkpoint")
+    with pytest.raises(GigasslError, match="not a readable torch checkpoint"):
+        build_embedder(EncoderConfig(weights=str(tmp_path / "junk.pt")))
+
+
+def test_imagenet_efficientnet_lite0_works_offline():
+    embedder = build_embedder(EncoderConfig(name="efficientnet_lite0"))
+    with torch.no_grad():
+        out = embedder(torch.randint(0, 256, (2, 64, 64, 3), dtype=torch.uint8))
+    assert out.shape == (2, 1280) and embedder.out_dim == 1280 and torch.isfinite(out).all()
+    assert embedder.layer4_state_dict() is None and len(embedder.weights_id) == 64

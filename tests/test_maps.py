@@ -1,0 +1,127 @@
+"""Views and sparse maps (Sec. 3.1 Steps 3-4): placement, collisions, slide augmentation, the packed bank."""
+
+import dataclasses
+import math
+import os
+
+import numpy as np
+import pytest
+import torch
+
+from gigassl.aggregators import SparseConvAggregator, Views
+from gigassl.config import MapConfig
+from gigassl.errors import ConfigError
+from gigassl.maps import PackedBank, map_units, slide_augmentation, to_sites, transform_coords
+from gigassl.utils import rng
+
+
+def dense_map(sites: np.ndarray, feats: np.ndarray) -> np.ndarray:
+    """The map written directly: (H, W, F) with the mean of the tiles on each site, NaN where empty."""
+    h, w = sites[:, 1].max() + 1, sites[:, 0].max() + 1
+    total = np.zeros((h, w, feats.shape[1]))
+    count = np.zeros((h, w, 1))
+    for (x, y), f in zip(sites, feats):
+        total[y, x] += f
+        count[y, x] += 1
+    with np.errstate(invalid="ignore"):
+        return np.where(count > 0, total / count, np.nan)
+
+
+def test_each_tile_lands_on_its_site():
+    coords = np.array([[2240, 448], [448, 896], [1344, 448]])  # level-0 (x, y)
+    sites = to_sites(map_units(coords, 224, 448))
+    np.testing.assert_array_equal(sites, [[8, 0], [0, 2], [4, 0]])
+    np.testing.assert_array_equal(to_sites(map_units(coords, "tile", 448)), [[4, 0], [0, 1], [2, 0]])
+    with pytest.raises(ConfigError, match="positive number of level-0 pixels or 'tile'"):
+        map_units(coords, 0, 448)
+
+
+def test_tiles_on_one_site_are_averaged_by_the_aggregator():
+    feats = torch.arange(3 * 256, dtype=torch.float32).view(1, 3, 256)
+    views = Views(feats, torch.tensor([[[0, 0], [0, 0], [2, 1]]]))
+    sparse = SparseConvAggregator().to_sparse(views)
+    assert len(sparse.features) == 2
+    by_site = {tuple(c[1:].tolist()): f for c, f in zip(sparse.coords, sparse.features)}
+    origin = sparse.coords[:, 1:].min(0).values
+    torch.testing.assert_close(by_site[tuple(origin.tolist())], feats[0, :2].mean(0))
+
+
+@pytest.mark.parametrize("k", [1, 2, 3])
+def test_rotating_coordinates_by_90_degrees_rotates_the_map(k):
+    g = np.random.default_rng(k)
+    coords = g.integers(0, 9, (12, 2)).astype(float)
+    feats = g.normal(size=(12, 4))
+    base = dense_map(to_sites(coords), feats)
+    turned = dense_map(to_sites(transform_coords(coords, angle=k * math.pi / 2)), feats)
+    # (x, y) rotated counter-clockwise in the (x, y) frame, with y the row index: np.rot90 with axes (1, 0)
+    np.testing.assert_array_equal(np.isnan(turned), np.isnan(np.rot90(base, k, axes=(1, 0))))
+    np.testing.assert_allclose(np.nan_to_num(turned), np.nan_to_num(np.rot90(base, k, axes=(1, 0))))
+
+
+def test_flipping_coordinates_flips_the_map():
+    g = np.random.default_rng(0)
+    coords = g.integers(0, 7, (10, 2)).astype(float)
+    feats = g.normal(size=(10, 3))
+    base = dense_map(to_sites(coords), feats)
+    np.testing.assert_allclose(np.nan_to_num(dense_map(to_sites(transform_coords(coords, flip_x=True)), feats)),
+                               np.nan_to_num(base[:, ::-1]))
+    np.testing.assert_allclose(np.nan_to_num(dense_map(to_sites(transform_coords(coords, flip_y=True)), feats)),
+                               np.nan_to_num(base[::-1]))
+    np.testing.assert_allclose(transform_coords(coords, scale=(2.0, 0.5)), coords * [2.0, 0.5])
+
+
+def test_slide_augmentation_switch_and_ranges():
+    coords = np.random.default_rng(0).integers(0, 20, (30, 2)).astype(float)
+    off = dataclasses.replace(MapConfig(), slide_aug=False)
+    np.testing.assert_array_equal(slide_augmentation(coords, off, rng(0)), coords)
+    on = slide_augmentation(coords, MapConfig(), rng(0))
+    assert on.shape == coords.shape and not np.allclose(on, coords)
+    np.testing.assert_array_equal(on, slide_augmentation(coords, MapConfig(), rng(0)))
+    # scaling only: the spread of each axis is multiplied by a factor in [0.5, 2]
+    only_scale = MapConfig(rotation=False, flips=False, scale=(0.5, 2.0))
+    for seed in range(20):
+        out = slide_augmentation(coords, only_scale, rng(seed))
+        ratio = np.ptp(out, axis=0) / np.ptp(coords, axis=0)
+        assert ((ratio >= 0.5 - 1e-9) & (ratio <= 2 + 1e-9)).all()
+
+
+def test_packed_bank_views_are_keyed_by_slide_not_batch(bank_dir):
+    bank = PackedBank(bank_dir)
+    assert len(bank) == 6 and bank.features.shape == (6, 3, 8, 256) and bank.feature_dim == 256
+    config = MapConfig(downsample="tile")
+    a1, a2 = bank.training_views(np.array([0, 3]), 5, config, seed=1, epoch=2)
+    b1, _ = bank.training_views(np.array([4, 0, 5]), 5, config, seed=1, epoch=2)
+    assert a1.features.shape == (2, 5, 256) and a1.coords.shape == (2, 5, 2) and a1.coords.dtype == torch.int64
+    torch.testing.assert_close(a1.features[0], b1.features[1])
+    torch.testing.assert_close(a1.coords[0], b1.coords[1])
+    assert not torch.equal(a1.features[0], a2.features[0]) or not torch.equal(a1.coords[0], a2.coords[0])
+    c1, _ = bank.training_views(np.array([0, 3]), 5, config, seed=1, epoch=3)
+    assert not torch.equal(a1.coords, c1.coords) or not torch.equal(a1.features, c1.features)
+    assert (a1.coords.min(dim=1).values == 0).all()  # each view's map starts at 0
+
+
+def test_packed_bank_is_reused_and_refreshed(bank_dir, tmp_path):
+    import shutil
+
+    copy = tmp_path / "bank"
+    shutil.copytree(bank_dir, copy, ignore=shutil.ignore_patterns("packed"))
+    PackedBank(copy)
+    stamp = (copy / "packed" / "meta.json").stat().st_mtime_ns
+    PackedBank(copy)
+    assert (copy / "packed" / "meta.json").stat().st_mtime_ns == stamp  # unchanged bank: no repacking
+    (copy / "S0006.h5").unlink()
+    assert len(PackedBank(copy)) == 5  # a changed bank is packed again
+
+
+def test_inference_views_use_plain_tiles_without_augmentation(bank_dir):
+    bank = PackedBank(bank_dir)
+    config = MapConfig(downsample="tile")
+    views = bank.inference_views(2, views=7, tiles=5, config=config, seed=0)
+    again = bank.inference_views(2, views=7, tiles=5, config=config, seed=0)
+    assert views.features.shape == (7, 5, 256)
+    torch.testing.assert_close(views.features, again.features)
+    plain = np.asarray(bank.plain_features[bank.offsets[2]:bank.offsets[3]], np.float32)
+    rows = {tuple(r) for r in plain.round(3)}
+    assert all(tuple(r) in rows for r in views.features.reshape(-1, 256).numpy().round(3))
+    patch = int(bank.patch_size_level0[2])
+    assert patch == 64
