@@ -151,6 +151,69 @@ def cmd_embed(args) -> int:
     return 0
 
 
+def cmd_probe(args) -> int:
+    from .probe import run_probe, summarize
+
+    profile = get_profile(args.profile)
+    budgets = (args.budget,) if args.budget is not None else (() if args.train_size is not None else (1.0,))
+    sizes = (args.train_size,) if args.train_size is not None else ()
+    if args.tcga_task:
+        from .tcga import run_tcga, run_tcga_baseline
+
+        if args.method == "gigassl":
+            if not args.embeddings:
+                raise GigasslError("--tcga-task with the gigassl method needs --embeddings (and --ids for a .npy).")
+            table = run_tcga(args.embeddings, args.tcga_task, ids_path=args.ids, n_splits=args.n_splits,
+                             config=profile.probe, out=args.out)
+        else:
+            table = run_tcga_baseline(_need_bank(args), args.tcga_task, method=args.method, n_splits=args.n_splits,
+                                      config=profile.probe, deepmil=profile.deepmil, out=args.out)
+    else:
+        if not args.labels or not args.task:
+            raise GigasslError("gigassl probe needs --labels CSV and --task COLUMN (or --tcga-task).")
+        common = dict(splits=args.splits, n_splits=args.n_splits, budgets=budgets, train_sizes=sizes,
+                      allow_case_overlap=args.allow_case_overlap, out=args.out)
+        if args.method == "gigassl":
+            if not args.embeddings:
+                raise GigasslError("--method gigassl needs --embeddings FILE (gigassl embed).")
+            table = run_probe(args.embeddings, args.labels, args.task, ids_path=args.ids, config=profile.probe,
+                              **common)
+        elif args.method == "averagemil":
+            from .baselines import run_averagemil
+
+            table = run_averagemil(_need_bank(args), args.labels, args.task, config=profile.probe, **common)
+        else:
+            from .baselines import run_deepmil
+
+            table = run_deepmil(_need_bank(args), args.labels, args.task, config=profile.deepmil,
+                                probe_config=profile.probe, **common)
+    summary = summarize(table, n_bootstrap=profile.probe.n_bootstrap, seed=profile.probe.seed)
+    columns = ["method", "task", "budget", "n_splits", "auc_mean", "auc_std", "ci_low", "ci_high", "cpu_seconds"]
+    print(summary[columns].to_string(index=False, float_format=lambda v: f"{v:.3f}"))
+    if args.out:
+        print(f"wrote {args.out}")
+    return 0
+
+
+def _need_bank(args) -> str:
+    if not args.bank:
+        raise GigasslError(f"--method {args.method} needs --bank DIR (the plain tile embeddings of gigassl bank, "
+                           "or a folder of TRIDENT/CLAM features).")
+    return args.bank
+
+
+def cmd_run(args) -> int:
+    from .runner import run_plan
+
+    records = run_plan(args.profile, root=args.root, only=args.only, force=args.force, plan_file=args.plan,
+                       progress=not args.no_progress)
+    ran = [r for r in records if not r["skipped"]]
+    print(f"{len(ran)} executed, {len(records) - len(ran)} unchanged (skipped)")
+    for record in ran:
+        print(f"  {record['name']}: {record['seconds']:.1f} s, peak {record['peak_memory_mb']:.0f} MB")
+    return 0
+
+
 # ------------------------------------------------------------------------------------------------- parser
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
@@ -277,6 +340,42 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int)
     _quiet(p)
     p.set_defaults(func=cmd_embed)
+
+    p = sub.add_parser("probe", help="linear probe (or AverageMIL / DeepMIL) over splits: the Table 2 protocol",
+                       description="Logistic regression (C=10, balanced) on frozen slide embeddings over splits; "
+                                   "ROC AUC per split in a tidy CSV (--out) and a summary (mean, std, bootstrap "
+                                   "95%% interval). --method averagemil|deepmil --bank DIR runs the baselines.")
+    p.add_argument("--embeddings", help="slide embeddings (gigassl embed .h5, or a .npy with --ids)")
+    p.add_argument("--ids", help="slide ids (.npy) of a .npy embedding matrix")
+    p.add_argument("--labels", help="labels CSV: slide_id, case_id, task columns (a manifest works)")
+    p.add_argument("--task", help="label column")
+    p.add_argument("--splits", help="folder of split_0.csv ... (columns train, test); default: generated")
+    p.add_argument("--n-splits", type=int, help="number of generated splits (case-grouped, stratified)")
+    group = p.add_mutually_exclusive_group()
+    group.add_argument("--budget", type=float, help="fraction of each training split to use (e.g. 0.25)")
+    group.add_argument("--train-size", type=int, help="tiny training sets of exactly N slides")
+    p.add_argument("--allow-case-overlap", action="store_true",
+                   help="accept splits with a case on both sides (the authors' TCGA splits); recorded in the table")
+    p.add_argument("--method", choices=["gigassl", "averagemil", "deepmil"], default="gigassl")
+    p.add_argument("--bank", help="bank folder for --method averagemil|deepmil")
+    p.add_argument("--tcga-task", choices=["lung", "brca", "kidney", "mhrd", "thrd", "tnbc"],
+                   help="the paper's TCGA protocol with the authors' labels and splits (data/tcga)")
+    _profile(p)
+    p.add_argument("--out", help="tidy CSV of every split's result")
+    p.set_defaults(func=cmd_probe)
+
+    p = sub.add_parser("run", help="execute the notebooks of the run plan (experiments.yml) with papermill",
+                       description="Runs every execution of the plan for a profile into book/executed/ and "
+                                   "runs/<profile>/, skipping executions whose notebook, parameters, package source "
+                                   "and inputs are unchanged. Stops at the first failing notebook.")
+    _profile(p)
+    p.add_argument("--only", action="append", help="run only this execution or notebook (repeatable), and what "
+                                                    "it needs when that changed")
+    p.add_argument("--force", action="store_true", help="run even executions whose hash is unchanged")
+    p.add_argument("--root", default=".", help="project root holding notebooks/, experiments.yml, book/")
+    p.add_argument("--plan", help="run plan file (default: ROOT/experiments.yml)")
+    _quiet(p)
+    p.set_defaults(func=cmd_run)
     return parser
 
 

@@ -39,7 +39,7 @@ class SynthConfig:
     label_fraction: float = 0.5
     effect_size: float = 0.5
     center_strength: float = 1.0
-    label_noise: float = 0.03
+    label_noise: float = 0.05
     artefact_fraction: float = 0.15
     seed: int = 0
     workers: int = 2

@@ -201,7 +201,7 @@ def pretrain_tiles(
             if (epoch + 1) % config.checkpoint_every == 0:
                 with atomic_path(out_dir / f"checkpoint_e{epoch + 1:04d}.pt") as tmp:
                     torch.save(state, tmp)
-            write_csv_atomic(pd.DataFrame(log), out_dir / "log.csv")
+        write_csv_atomic(pd.DataFrame(log), out_dir / "log.csv")
         if timed_out:
             break
     return last

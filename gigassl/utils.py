@@ -89,6 +89,7 @@ def temporary_path(final: str | os.PathLike) -> Path:
     final.parent.mkdir(parents=True, exist_ok=True)
     fd, name = tempfile.mkstemp(prefix=f".{final.name}.", suffix=".tmp", dir=final.parent)
     os.close(fd)
+    os.chmod(name, 0o644)  # mkstemp makes 0600 files; outputs are meant to be shared
     return Path(name)
 
 

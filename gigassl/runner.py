@@ -1,0 +1,270 @@
+"""The experiment runner (``gigassl run``): executes the run plan ``experiments.yml`` with papermill.
+
+The plan lists executions in order. Each runs one notebook of ``notebooks/`` (a jupytext ``py:percent`` file) with
+parameters; a ``grid`` expands one entry into several executions of the same notebook (an ablation); ``needs``
+names the executions whose outputs it reads; ``profiles`` gives per-profile parameter overrides (and grids).
+
+Every execution receives ``profile``, ``run_dir`` (``<root>/runs/<profile>``: the outputs of every execution, in a
+folder named after it), ``out_dir`` (its own folder) and ``figures_dir`` (``<root>/figures``); its executed notebook
+goes to ``<root>/book/executed/`` (those of a notebook executed several times, e.g. the training runs of the
+ablations, to ``book/executed/runs/`` under a title of their own), where the book reads it.
+
+An execution is skipped when its hash is unchanged: the hash covers the notebook source, its parameters, the
+source of the gigassl package and the hashes of the executions it needs, so that a changed parameter re-runs that
+execution and those downstream of it, and nothing else. Wall time and peak memory (the kernel's resident set,
+sampled) of every execution are recorded in ``runs/<profile>/runner.json``. On a failure the runner stops and names
+the notebook, the cell and the error.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import itertools
+import json
+import os
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import yaml
+from tqdm.auto import tqdm
+
+from .config import PROFILES
+from .errors import ConfigError, GigasslError
+from .utils import atomic_path, write_text_atomic
+
+PACKAGE = Path(__file__).resolve().parent
+
+
+@dataclass(frozen=True)
+class Execution:
+    """One notebook run: its name, notebook, parameters and the executions it reads from."""
+
+    name: str
+    notebook: str
+    parameters: dict = field(default_factory=dict)
+    needs: tuple[str, ...] = ()
+    grid: bool = False  # expanded from a grid
+    title: str | None = None
+
+
+class ExecutionFailed(GigasslError):
+    """A notebook raised: names the execution, the notebook, the cell and the error."""
+
+
+def _format(template: str, values: dict) -> str:
+    try:
+        return template.format(**values)
+    except (KeyError, IndexError) as err:
+        raise ConfigError(f"Name template {template!r} uses {err} which the grid does not define.") from None
+
+
+def load_plan(path: str | os.PathLike, profile: str) -> list[Execution]:
+    """The executions of ``profile`` in plan order, grids expanded.
+
+    A grid entry's ``name`` is a template (``ssl_T{tiles_per_view}``) and its ``group`` (default: the template) is
+    the name by which later entries ``need`` all of its executions.
+
+    Raises:
+        ConfigError: unknown profile, malformed entry, duplicate name, or a ``needs`` that is not earlier in the plan.
+    """
+    if profile not in PROFILES:
+        raise ConfigError(f"Unknown profile {profile!r}; allowed: {', '.join(PROFILES)}.")
+    plan = yaml.safe_load(Path(path).read_text())
+    if not isinstance(plan, dict) or not isinstance(plan.get("executions"), list):
+        raise ConfigError(f"{path}: expected a mapping with a list `executions`.")
+    out: list[Execution] = []
+    groups: dict[str, list[str]] = {}
+    for entry in plan["executions"]:
+        if "name" not in entry or "notebook" not in entry:
+            raise ConfigError(f"{path}: every execution needs `name` and `notebook`; got {entry}.")
+        per_profile = (entry.get("profiles") or {}).get(profile) or {}
+        if per_profile.get("skip"):
+            continue
+        params = {**(entry.get("parameters") or {}), **(per_profile.get("parameters") or {})}
+        grid = {**(entry.get("grid") or {}), **(per_profile.get("grid") or {})}
+        needs = []
+        for need in entry.get("needs") or ():
+            if need not in groups:
+                raise ConfigError(f"{path}: {entry['name']} needs {need!r}, which is not an earlier execution "
+                                  f"of profile {profile}.")
+            needs += groups[need]
+        if not grid:
+            expanded = [Execution(entry["name"], entry["notebook"], params, tuple(needs), title=entry.get("title"))]
+        else:
+            keys = list(grid)
+            expanded = []
+            for values in itertools.product(*(grid[k] for k in keys)):
+                point = dict(zip(keys, values))
+                resolved = {k: _format(v, point) if isinstance(v, str) and "{" in v else v for k, v in params.items()}
+                title = _format(entry["title"], point) if entry.get("title") else None
+                expanded.append(Execution(_format(entry["name"], point), entry["notebook"], {**resolved, **point},
+                                          tuple(needs), grid=True, title=title))
+        groups[entry.get("group", entry["name"])] = [e.name for e in expanded]
+        for e in expanded:
+            if any(e.name == o.name for o in out):
+                raise ConfigError(f"{path}: execution name {e.name!r} repeated for profile {profile}.")
+            groups[e.name] = [e.name]
+        out += expanded
+    return out
+
+
+def source_hash() -> str:
+    """sha256 of the gigassl package's Python sources."""
+    digest = hashlib.sha256()
+    for path in sorted(PACKAGE.rglob("*.py")):
+        digest.update(path.relative_to(PACKAGE).as_posix().encode())
+        digest.update(path.read_bytes())
+    return digest.hexdigest()
+
+
+def execution_hash(execution: Execution, notebooks: Path, upstream: dict[str, str], package: str) -> str:
+    """The hash that decides whether an execution must run again."""
+    digest = hashlib.sha256()
+    digest.update((notebooks / f"{execution.notebook}.py").read_bytes())
+    digest.update(json.dumps(execution.parameters, sort_keys=True, default=str).encode())
+    digest.update(package.encode())
+    for need in execution.needs:
+        digest.update(upstream[need].encode())
+    return digest.hexdigest()
+
+
+class _PeakMemory:
+    """Samples the resident memory of this process's children (the kernel) until stopped; peak in MB."""
+
+    def __init__(self, interval: float = 0.25):
+        import psutil
+
+        self.process, self.interval, self.peak = psutil.Process(), interval, 0.0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        import psutil
+
+        while not self._stop.is_set():
+            total = 0
+            for child in self.process.children(recursive=True):
+                try:
+                    total += child.memory_info().rss
+                except (psutil.NoSuchProcess, psutil.AccessDenied):
+                    continue
+            self.peak = max(self.peak, total / 2**20)
+            self._stop.wait(self.interval)
+
+    def __enter__(self) -> "_PeakMemory":
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._stop.set()
+        self._thread.join()
+
+
+def _execute(execution: Execution, notebooks: Path, output: Path, parameters: dict, cwd: Path,
+             retitle: bool) -> None:
+    import jupytext
+    import nbformat
+    import papermill
+
+    notebook = jupytext.read(notebooks / f"{execution.notebook}.py")
+    if retitle:  # one of several executions of a notebook: its page gets its own title
+        title = execution.title or execution.name
+        notebook.cells.insert(0, nbformat.v4.new_markdown_cell(f"# {title}\n\nExecution `{execution.name}` "
+                                                               f"of `notebooks/{execution.notebook}.py`."))
+        if len(notebook.cells) > 1 and notebook.cells[1].cell_type == "markdown":
+            notebook.cells[1].source = notebook.cells[1].source.replace("# ", "## ", 1)
+    output.parent.mkdir(parents=True, exist_ok=True)
+    with atomic_path(output) as tmp:
+        tmp = tmp.with_suffix(".ipynb")
+        try:
+            papermill.execute_notebook(notebook, str(tmp), parameters=parameters, kernel_name="python3",
+                                       language="python", cwd=str(cwd), progress_bar=False, log_output=False)
+        except papermill.PapermillExecutionError as err:
+            failed = output.with_name(output.stem + ".failed.ipynb")
+            if tmp.exists():
+                os.replace(tmp, failed)
+            raise ExecutionFailed(
+                f"{execution.name} (notebooks/{execution.notebook}.py) failed in cell {err.cell_index} "
+                f"(execution count {err.exec_count}): {err.ename}: {err.evalue}\n"
+                f"The partly executed notebook is in {failed}."
+            ) from None
+        finally:
+            if tmp.exists():
+                os.replace(tmp, output)
+
+
+def run_plan(profile: str, root: str | os.PathLike = ".", only: list[str] | None = None, force: bool = False,
+             plan_file: str | None = None, progress: bool = True) -> list[dict]:
+    """Execute the plan of ``profile`` under ``root``; returns one record per execution (ran or skipped).
+
+    Args:
+        only: run only these executions (names or notebook names; grids by their unexpanded name); the executions
+            they need run too when their hash changed.
+        force: run even when the hash is unchanged.
+    """
+    root = Path(root).resolve()
+    plan = load_plan(Path(plan_file) if plan_file else root / "experiments.yml", profile)
+    notebooks = root / "notebooks"
+    run_dir = root / "runs" / profile
+    state_path = run_dir / "runner.json"
+    state = json.loads(state_path.read_text()) if state_path.exists() else {}
+    package = source_hash()
+    hashes: dict[str, str] = {}
+    for execution in plan:
+        hashes[execution.name] = execution_hash(execution, notebooks, hashes, package)
+    selected = _select(plan, only)
+    uses = {}
+    for execution in plan:
+        uses[execution.notebook] = uses.get(execution.notebook, 0) + 1
+    records = []
+    bar = tqdm(plan, desc=f"run {profile}", unit="notebook", disable=not progress)
+    for execution in bar:
+        if execution.name not in selected:
+            continue
+        repeated = uses[execution.notebook] > 1
+        output = root / "book" / "executed" / ("runs" if repeated else "") / f"{execution.name}.ipynb"
+        previous = state.get(execution.name, {})
+        if not force and previous.get("hash") == hashes[execution.name] and previous.get("status") == "ok" \
+                and output.exists():
+            records.append({**previous, "name": execution.name, "skipped": True})
+            continue
+        bar.set_postfix_str(execution.name)
+        parameters = {"profile": profile, "run_dir": str(run_dir), "out_dir": str(run_dir / execution.name),
+                      "figures_dir": str(root / "figures"), **execution.parameters}
+        (run_dir / execution.name).mkdir(parents=True, exist_ok=True)
+        started = time.monotonic()
+        record = {"name": execution.name, "notebook": execution.notebook, "hash": hashes[execution.name],
+                  "parameters": execution.parameters}
+        with _PeakMemory() as memory:
+            try:
+                _execute(execution, notebooks, output, parameters, root, retitle=repeated)
+            except ExecutionFailed:
+                state[execution.name] = {**record, "status": "failed"}
+                write_text_atomic(state_path, json.dumps(state, indent=1, default=str))
+                raise
+        record.update(status="ok", seconds=round(time.monotonic() - started, 2),
+                      peak_memory_mb=round(memory.peak, 1), finished=time.strftime("%Y-%m-%dT%H:%M:%S"))
+        state[execution.name] = record
+        write_text_atomic(state_path, json.dumps(state, indent=1, default=str))
+        records.append({**record, "skipped": False})
+    return records
+
+
+def _select(plan: list[Execution], only: list[str] | None) -> set[str]:
+    """Names to consider: everything, or ``only`` (by name, notebook or name prefix) and what they need."""
+    if not only:
+        return {e.name for e in plan}
+    by_name = {e.name: e for e in plan}
+    chosen = {e.name for e in plan if any(e.name == o or e.notebook == o or e.name.startswith(o) for o in only)}
+    if not chosen:
+        raise ConfigError(f"--only {only}: no execution has that name or notebook; names: {sorted(by_name)}.")
+    stack = list(chosen)
+    while stack:
+        for need in by_name[stack.pop()].needs:
+            if need not in chosen:
+                chosen.add(need)
+                stack.append(need)
+    return chosen

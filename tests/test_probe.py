@@ -1,0 +1,151 @@
+"""Linear probe: scikit-learn conformance, the authors' estimator and metric, the tidy table, fast runs."""
+
+import numpy as np
+import pandas as pd
+import pytest
+from sklearn.linear_model import LogisticRegression
+from sklearn.metrics import roc_auc_score
+from sklearn.preprocessing import StandardScaler, normalize
+from sklearn.utils.estimator_checks import parametrize_with_checks
+
+from gigassl.config import ProbeConfig
+from gigassl.errors import ConfigError, ManifestError
+from gigassl.probe import COLUMNS, LinearProbe, auc_score, bootstrap_ci, run_probe, summarize
+from gigassl.splits import write_splits, Split
+
+
+@parametrize_with_checks([LinearProbe(), LinearProbe(preprocessing="standard"), LinearProbe(preprocessing="none")])
+def test_sklearn_conformance(estimator, check):
+    check(estimator)
+
+
+def data(n=200, d=16, k=2, seed=0):
+    gen = np.random.default_rng(seed)
+    y = gen.integers(0, k, n)
+    X = gen.normal(size=(n, d)) + gen.normal(size=(k, d))[y]
+    return X, y
+
+
+@pytest.mark.parametrize("preprocessing, transform", [
+    ("l2", normalize), ("standard", lambda X: StandardScaler().fit_transform(X)), ("none", lambda X: X),
+])
+@pytest.mark.parametrize("k", [2, 3])
+def test_probe_is_the_authors_logistic_regression(preprocessing, transform, k):
+    X, y = data(k=k)
+    probe = LinearProbe(preprocessing=preprocessing).fit(X, y)
+    ref = LogisticRegression(C=10, class_weight="balanced", max_iter=1000).fit(transform(X), y)
+    np.testing.assert_allclose(probe.coef_, ref.coef_, rtol=1e-6, atol=1e-8)
+    assert list(probe.classes_) == list(ref.classes_)
+    assert probe.predict_proba(X).shape == (len(X), k)
+    np.testing.assert_allclose(probe.predict_proba(X).sum(axis=1), 1.0)
+
+
+def test_threads_do_not_change_the_result():
+    X, y = data(k=3, d=64)
+    one = LinearProbe(n_threads=1).fit(X, y).predict_proba(X)
+    default = LinearProbe(n_threads=None).fit(X, y).predict_proba(X)
+    np.testing.assert_allclose(one, default, rtol=1e-9, atol=1e-12)
+
+
+def test_probe_rejects_unknown_preprocessing():
+    with pytest.raises(ConfigError, match="l2, standard, none"):
+        LinearProbe(preprocessing="minmax").fit(*data())
+
+
+def test_auc_matches_sklearn_binary_and_multiclass():
+    gen = np.random.default_rng(1)
+    y2 = np.array(["neg", "pos"])[gen.integers(0, 2, 50)]
+    p = gen.random(50)
+    assert auc_score(y2, np.c_[1 - p, p], np.array(["neg", "pos"])) == pytest.approx(roc_auc_score(y2 == "pos", p))
+    y3 = gen.integers(0, 3, 60)
+    p3 = gen.dirichlet(np.ones(3), 60)
+    expected = roc_auc_score(y3, p3, multi_class="ovr", average="macro")
+    assert auc_score(y3, p3, np.arange(3)) == pytest.approx(expected)
+
+
+def test_auc_with_a_class_missing_from_the_test_set():
+    gen = np.random.default_rng(2)
+    y = gen.integers(0, 2, 40)  # class 2 absent
+    p = gen.dirichlet(np.ones(3), 40)
+    expected = np.mean([roc_auc_score(y == c, p[:, c]) for c in (0, 1)])
+    assert auc_score(y, p, np.arange(3)) == pytest.approx(expected)
+    with pytest.warns(UserWarning, match="fewer than two classes"):
+        assert np.isnan(auc_score(np.zeros(5, int), p[:5], np.arange(3)))
+    with pytest.warns(UserWarning, match="fewer than two classes"):
+        assert np.isnan(auc_score(np.ones(5, int), p[:5, :2], np.arange(2)))
+
+
+def test_bootstrap_ci_is_seeded():
+    values = np.array([0.8, 0.85, 0.9, 0.82, np.nan])
+    low, high = bootstrap_ci(values, 500, seed=1)
+    assert low <= np.nanmean(values) <= high
+    assert bootstrap_ci(values, 500, seed=1) == (low, high)
+
+
+def cohort(n=150, d=32, seed=0):
+    gen = np.random.default_rng(seed)
+    case = np.repeat(np.arange(n), 1 + (gen.random(n) < 0.2))[:n]
+    y = np.array(["x", "y", "z"])[gen.integers(0, 3, case.max() + 1)][case]
+    ids = [f"s{i:03d}" for i in range(n)]
+    labels = pd.DataFrame({"slide_id": ids, "case_id": [f"c{c}" for c in case], "task": y, "other": 1})
+    X = gen.normal(size=(n, d)) + 2.0 * gen.normal(size=(3, d))[pd.factorize(y, sort=True)[0]]
+    return labels, ids, X.astype(np.float32)
+
+
+def test_run_probe_tidy_table(tmp_path):
+    labels, ids, X = cohort()
+    config = ProbeConfig(n_splits=3, budgets=(1.0, 0.5), train_sizes=(30,))
+    out = tmp_path / "res" / "probe.csv"
+    table = run_probe((ids, X), labels, "task", config=config, out=out)
+    assert list(table.columns) == list(COLUMNS)
+    assert len(table) == 9 and list(table.budget.unique()) == ["full", "50p", "30"]
+    assert (table[table.budget == "30"].n_train == 30).all()
+    assert (table.case_overlap == 0).all() and (table.device == "cpu").all() and (table.method == "gigassl").all()
+    assert table.auc.min() > 0.9 and (table.cpu_seconds >= 0).all()
+    pd.testing.assert_frame_equal(pd.read_csv(out, dtype={"budget": str}), table, check_dtype=False)
+    again = run_probe((ids, X), labels, "task", config=config)
+    np.testing.assert_array_equal(again.auc, table.auc)  # seeded
+    summary = summarize(table)
+    assert list(summary.budget) == ["full", "50p", "30"]
+    assert {"auc_mean", "auc_std", "ci_low", "ci_high", "n_splits", "cpu_seconds"} <= set(summary.columns)
+    assert ((summary.ci_low <= summary.auc_mean) & (summary.auc_mean <= summary.ci_high)).all()
+
+
+def test_run_probe_missing_ids_and_overlap(tmp_path):
+    labels, ids, X = cohort()
+    with pytest.raises(ManifestError, match="absent from the embeddings") as err:
+        run_probe((ids[:-12], X[:-12]), labels, "task", n_splits=2, budgets=(1.0,))
+    assert "12:" in str(err.value) and "'s138'" in str(err.value)
+    case = dict(zip(labels.slide_id, labels.case_id))
+    pair = next(c for c in labels.case_id if (labels.case_id == c).sum() == 2)
+    a, b = labels.slide_id[labels.case_id == pair]
+    rest = [i for i in ids if case[i] != pair]
+    write_splits([Split((a, *rest[:100]), (b, *rest[100:]), "split_0")], tmp_path)
+    with pytest.raises(ManifestError, match=repr(pair)):
+        run_probe((ids, X), labels, "task", splits=tmp_path, budgets=(1.0,))
+    table = run_probe((ids, X), labels, "task", splits=tmp_path, budgets=(1.0,), allow_case_overlap=True)
+    assert table.case_overlap.tolist() == [1]
+
+
+def test_run_probe_test_set_lacking_classes_gives_nan_with_warning():
+    labels, ids, X = cohort()
+    label = dict(zip(labels.slide_id, labels.task))
+    test = tuple(i for i in ids[100:] if label[i] == "x")
+    split = Split(tuple(ids[:100]), test, "split_0")
+    with pytest.warns(UserWarning, match="fewer than two classes"):
+        table = run_probe((ids, X), labels, "task", splits=[split], budgets=(1.0,))
+    assert np.isnan(table.auc[0]) and table.n_classes_test[0] == 1
+    assert summarize(table).n_splits[0] == 0
+
+
+def test_run_probe_from_files_and_predefined_splits_with_budget(tmp_path):
+    from gigassl.io import write_embeddings
+    from gigassl.splits import make_splits, load_labels
+
+    labels, ids, X = cohort()
+    write_embeddings(tmp_path / "emb.h5", ids, X)
+    labels.to_csv(tmp_path / "labels.csv", index=False)
+    write_splits(make_splits(load_labels(labels, "task"), 2, 0.3, seed=5), tmp_path / "splits")
+    table = run_probe(tmp_path / "emb.h5", tmp_path / "labels.csv", "task", splits=tmp_path / "splits",
+                      train_sizes=(40,))
+    assert table.budget.tolist() == ["40", "40"] and (table.n_train == 40).all() and table.auc.notna().all()

@@ -1,0 +1,136 @@
+"""Tests of gigassl.synth: real (tiny) slides written in tmp_path and opened with OpenSlide."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from pathlib import Path
+
+import numpy as np
+import openslide
+import pandas as pd
+import pytest
+
+from gigassl.config import get_profile
+from gigassl.errors import ConfigError
+from gigassl.manifest import read_manifest
+from gigassl.synth import COLUMNS, PRIORS, TASKS, plan_cohort, synthesize, write_pyramid_tiff
+
+TINY = dataclasses.replace(get_profile("smoke").synth, n_slides=6, n_centers=3, width=512, height=512, n_levels=2,
+                           seed=3, workers=1)
+
+
+@pytest.fixture(scope="module")
+def cohort(tmp_path_factory) -> Path:
+    """Manifest path of a tiny cohort (6 slides of 512 x 512, 3 centres)."""
+    return synthesize(tmp_path_factory.mktemp("cohort"), TINY, progress=False)
+
+
+def _level(path: str, level: int) -> np.ndarray:
+    """A whole pyramid level as an (H, W, 3) uint8 array."""
+    with openslide.OpenSlide(path) as slide:
+        return np.asarray(slide.read_region((0, 0), level, slide.level_dimensions[level]).convert("RGB"))
+
+
+def test_slides_open_in_openslide_with_levels_and_mpp(cohort):
+    frame = pd.read_csv(cohort)
+    assert len(frame) == TINY.n_slides
+    for rel in frame["path"]:
+        with openslide.OpenSlide(str(cohort.parent / rel)) as slide:
+            assert slide.level_count == TINY.n_levels
+            assert slide.level_dimensions == ((512, 512), (256, 256))
+            assert slide.level_downsamples == pytest.approx((1.0, 2.0))
+            assert float(slide.properties[openslide.PROPERTY_NAME_MPP_X]) == pytest.approx(TINY.mpp)
+            assert float(slide.properties[openslide.PROPERTY_NAME_MPP_Y]) == pytest.approx(TINY.mpp)
+
+
+def test_manifest_columns_paths_labels_and_cases(cohort):
+    frame = pd.read_csv(cohort, dtype=str)
+    assert tuple(frame.columns) == COLUMNS == ("slide_id", "path", "case_id", "center", *TASKS)
+    assert frame["slide_id"].is_unique
+    for rel in frame["path"]:
+        assert not Path(rel).is_absolute() and (cohort.parent / rel).is_file()
+    for task, classes in TASKS.items():
+        assert set(frame[task]) <= set(classes)
+    assert frame["center"].str.fullmatch(r"C\d\d").all()
+    assert frame["center"].nunique() == TINY.n_centers
+    per_case = frame.groupby("case_id")[["center", *TASKS]].nunique()
+    assert (per_case == 1).all().all()  # a case's slides share centre and labels
+    assert frame.groupby("case_id").size().isin([1, 2]).all()
+    assert len(read_manifest(cohort)) == TINY.n_slides  # the package's own reader accepts it
+    info = json.loads((cohort.parent / "cohort.json").read_text())
+    assert info["config"]["seed"] == TINY.seed and info["tasks"] == {t: list(c) for t, c in TASKS.items()}
+
+
+def test_same_seed_gives_identical_bytes_and_another_seed_differs(cohort, tmp_path):
+    again = synthesize(tmp_path / "again", dataclasses.replace(TINY, workers=2), progress=False)
+    other = synthesize(tmp_path / "other", dataclasses.replace(TINY, seed=TINY.seed + 1), progress=False)
+    assert again.read_bytes() == cohort.read_bytes()
+    for rel in pd.read_csv(cohort)["path"]:
+        first = (cohort.parent / rel).read_bytes()
+        assert (again.parent / rel).read_bytes() == first
+        assert (other.parent / rel).read_bytes() != first
+
+
+def test_write_pyramid_tiff_without_mpp_and_with_area_averaging(tmp_path):
+    checker = np.zeros((512, 512, 3), np.uint8)
+    checker[::2, ::2] = checker[1::2, 1::2] = 255  # 1-px checkerboard: its 2x2 means are all 127.5
+    write_pyramid_tiff(tmp_path / "none.tiff", checker, mpp=None, n_levels=3)
+    write_pyramid_tiff(tmp_path / "mpp.tiff", checker, mpp=0.25, n_levels=3)
+    with openslide.OpenSlide(str(tmp_path / "none.tiff")) as slide:
+        assert openslide.PROPERTY_NAME_MPP_X not in slide.properties
+        assert slide.level_count == 3 and slide.level_downsamples == pytest.approx((1.0, 2.0, 4.0))
+    with openslide.OpenSlide(str(tmp_path / "mpp.tiff")) as slide:
+        assert float(slide.properties[openslide.PROPERTY_NAME_MPP_X]) == pytest.approx(0.25)
+    level1 = _level(str(tmp_path / "none.tiff"), 1).astype(float)
+    assert np.abs(level1 - 127.5).max() < 4  # averaged, not decimated (which gives 0 or 255)
+
+
+def test_tissue_on_white_background_with_nuclei_and_eosin(cohort):
+    for rel in pd.read_csv(cohort)["path"]:
+        img = _level(str(cohort.parent / rel), 1).astype(int)
+        white = (img.min(-1) > 205).mean()
+        assert 0.15 < white < 0.85, f"{rel}: near-white fraction {white:.2f}"
+        r, g, b = img[..., 0], img[..., 1], img[..., 2]
+        nuclei = ((img.mean(-1) < 150) & (b > r) & (b > g)).mean()  # dark blue-purple hematoxylin
+        pink = ((r > g + 40) & (b > g + 20)).mean()  # eosin: red and blue kept, green absorbed
+        assert nuclei > 0.005 and pink > 0.05, f"{rel}: nuclei {nuclei:.3f}, eosin {pink:.3f}"
+
+
+def test_centres_differ_in_colour_more_than_slides_of_one_centre(tmp_path):
+    # 8 one-slide cases in 2 centres, no artefacts (they are not centre-related); with center_strength=0 the
+    # ratio below is about 1
+    config = dataclasses.replace(TINY, n_slides=8, n_centers=2, two_slide_cases=0.0, artefact_fraction=0.0, seed=1)
+    manifest = synthesize(tmp_path, config, progress=False)
+    frame = pd.read_csv(manifest, dtype=str)
+    colours = []
+    for rel in frame["path"]:
+        img = _level(str(tmp_path / rel), 1).reshape(-1, 3).astype(float)
+        colours.append(np.median(img[img.min(-1) <= 205], axis=0))  # the tissue's (robust) mean colour
+    dist = np.linalg.norm(np.array(colours)[:, None] - np.array(colours)[None], axis=-1)
+    centre = frame["center"].to_numpy()
+    same, off_diagonal = centre[:, None] == centre[None], ~np.eye(len(frame), dtype=bool)
+    assert (same & off_diagonal).any() and (~same).any()
+    assert dist[same & off_diagonal].mean() < 0.7 * dist[~same].mean()
+
+
+def test_plan_has_priors_label_noise_and_every_centre():
+    config = dataclasses.replace(get_profile("demo").synth, n_slides=600, label_noise=0.1, seed=1)
+    frame = plan_cohort(config)
+    cases = frame.drop_duplicates("case_id")
+    assert set(frame["center"]) == {f"C{i:02d}" for i in range(config.n_centers)}
+    assert abs((frame.groupby("case_id").size() == 2).mean() - config.two_slide_cases) < 0.03
+    for task, classes in TASKS.items():
+        shares = cases[f"true_{task}"].value_counts(normalize=True).reindex(list(classes))
+        assert shares.to_numpy() == pytest.approx(PRIORS[task], abs=0.01)
+        flipped = (cases[task] != cases[f"true_{task}"]).mean()
+        assert flipped == pytest.approx(config.label_noise, abs=0.005)
+    assert frame["artefacts"].mean() == pytest.approx(config.artefact_fraction, abs=0.005)
+
+
+@pytest.mark.parametrize("change, value", [("n_slides", 0), ("n_centers", 7), ("label_noise", 1.5),
+                                           ("tiff_tile", 100), ("n_levels", 6), ("seed", -1)])
+def test_bad_config_is_a_config_error_naming_the_value(change, value, tmp_path):
+    with pytest.raises(ConfigError, match=f"{change}={value}"):
+        synthesize(tmp_path, dataclasses.replace(TINY, **{change: value}), progress=False)
+    assert not (tmp_path / "manifest.csv").exists()
