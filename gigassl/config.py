@@ -250,11 +250,11 @@ _SMOKE = Profile(
     ),
     bank=BankConfig(augmentations=3, tiles=8),
     train=TrainConfig(
-        epochs=3, batch_size=4, warmup_epochs=1, checkpoint_every=1, device="cpu",
+        epochs=3, batch_size=4, warmup_epochs=1, checkpoint_every=3, device="cpu",
         maps=MapConfig(downsample="tile"),
     ),
     embed=EmbedConfig(views=4, device="cpu"),
-    probe=ProbeConfig(n_splits=3, test_fraction=0.5, train_sizes=(4,), n_bootstrap=200),
+    probe=ProbeConfig(n_splits=3, test_fraction=0.5, budgets=(1.0, 0.5), train_sizes=(4,), n_bootstrap=200),
     deepmil=DeepMILConfig(max_epochs=3, patience=2, batch_size=4, device="cpu"),
 )
 

@@ -85,14 +85,14 @@ def probe_monitor(labels, tasks: list[str], maps: MapConfig, views: int, tiles: 
     from .train import Monitor
 
     probe = probe or ProbeConfig()
-    tables = {task: load_labels(labels, task) for task in tasks}
+    labelled = {task: set(load_labels(labels, task)["slide_id"]) for task in tasks}
 
     def fn(model, bank: PackedBank, epoch: int) -> list[dict]:
         rows = []
-        for task, table in tables.items():
-            ids = [sid for sid in bank.ids if sid in set(table["slide_id"])]
+        for task in tasks:
+            ids = [sid for sid in bank.ids if sid in labelled[task]]
             emb = embed_bank(model, bank, bank.indices(ids), views, tiles, maps, seed, device=device)
-            result = summarize(run_probe((ids, emb), table, task, n_splits=probe.n_splits, budgets=(1.0,),
+            result = summarize(run_probe((ids, emb), labels, task, n_splits=probe.n_splits, budgets=(1.0,),
                                          train_sizes=(), config=probe), n_bootstrap=0)
             rows.append({"task": task, "auc_mean": float(result["auc_mean"].iloc[0]),
                          "auc_std": float(result["auc_std"].iloc[0])})

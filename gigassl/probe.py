@@ -172,10 +172,13 @@ def auc_score(y_true, proba, classes, where: str = "") -> float:
 
 
 def bootstrap_ci(values, n_bootstrap: int = 2000, level: float = 0.95, seed: int = 0) -> tuple[float, float]:
-    """Percentile bootstrap interval of the mean of ``values`` (per-split AUCs; NaNs dropped), seeded."""
+    """Percentile bootstrap interval of the mean of ``values`` (per-split AUCs; NaNs dropped), seeded.
+
+    ``n_bootstrap=0`` skips the bootstrap and returns (NaN, NaN).
+    """
     values = np.asarray(values, float)
     values = values[~np.isnan(values)]
-    if len(values) == 0:
+    if len(values) == 0 or n_bootstrap <= 0:
         return float("nan"), float("nan")
     draws = rng(seed).integers(0, len(values), size=(int(n_bootstrap), len(values)))
     means = values[draws].mean(axis=1)
@@ -339,3 +342,29 @@ def run_probe(embeddings, labels, task: str, *, ids_path=None, splits=None, n_sp
     if out is not None:
         write_csv_atomic(table, out)
     return table
+
+
+def neighbour_agreement(matrix: np.ndarray, labels, k: int = 5) -> float:
+    """Mean fraction of each row's ``k`` nearest neighbours (cosine) that share its label, e.g. its centre.
+
+    A measure of how much an embedding is organised by a slide-level attribute (Sec. 5: shortcut features shared by
+    all the tiles of a slide); its chance level is :func:`label_agreement_chance`.
+    Shape: matrix (S, D), labels (S,) -> float in [0, 1].
+    """
+    x = np.asarray(matrix, np.float64)
+    x = x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
+    sim = x @ x.T
+    np.fill_diagonal(sim, -np.inf)
+    k = min(k, len(x) - 1)
+    neighbours = np.argsort(-sim, axis=1)[:, :k]
+    labels = np.asarray(labels)
+    return float((labels[neighbours] == labels[:, None]).mean())
+
+
+def label_agreement_chance(labels, k: int = 5) -> float:
+    """The expected :func:`neighbour_agreement` of an embedding that ignores ``labels`` (neighbours drawn at random
+    among the other rows)."""
+    labels = np.asarray(labels)
+    n = len(labels)
+    _, counts = np.unique(labels, return_counts=True)
+    return float((counts * (counts - 1)).sum() / (n * (n - 1)))

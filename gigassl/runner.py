@@ -2,7 +2,8 @@
 
 The plan lists executions in order. Each runs one notebook of ``notebooks/`` (a jupytext ``py:percent`` file) with
 parameters; a ``grid`` expands one entry into several executions of the same notebook (an ablation); ``needs``
-names the executions whose outputs it reads; ``profiles`` gives per-profile parameter overrides (and grids).
+names the executions whose outputs it reads; ``profiles`` gives per-profile parameter overrides (and grids); a
+top-level ``profiles.<p>.parameters`` applies to every execution of profile p whose notebook declares it.
 
 Every execution receives ``profile``, ``run_dir`` (``<root>/runs/<profile>``: the outputs of every execution, in a
 folder named after it), ``out_dir`` (its own folder) and ``figures_dir`` (``<root>/figures``); its executed notebook
@@ -77,13 +78,14 @@ def load_plan(path: str | os.PathLike, profile: str) -> list[Execution]:
         raise ConfigError(f"{path}: expected a mapping with a list `executions`.")
     out: list[Execution] = []
     groups: dict[str, list[str]] = {}
+    shared = ((plan.get("profiles") or {}).get(profile) or {}).get("parameters") or {}
     for entry in plan["executions"]:
         if "name" not in entry or "notebook" not in entry:
             raise ConfigError(f"{path}: every execution needs `name` and `notebook`; got {entry}.")
         per_profile = (entry.get("profiles") or {}).get(profile) or {}
         if per_profile.get("skip"):
             continue
-        params = {**(entry.get("parameters") or {}), **(per_profile.get("parameters") or {})}
+        params = {**shared, **(entry.get("parameters") or {}), **(per_profile.get("parameters") or {})}
         grid = {**(entry.get("grid") or {}), **(per_profile.get("grid") or {})}
         needs = []
         for need in entry.get("needs") or ():
@@ -206,7 +208,9 @@ def run_plan(profile: str, root: str | os.PathLike = ".", only: list[str] | None
         force: run even when the hash is unchanged.
     """
     root = Path(root).resolve()
-    plan = load_plan(Path(plan_file) if plan_file else root / "experiments.yml", profile)
+    plan_path = Path(plan_file) if plan_file else root / "experiments.yml"
+    plan = load_plan(plan_path, profile)
+    shared = set(_shared_parameters(plan_path, profile))
     notebooks = root / "notebooks"
     run_dir = root / "runs" / profile
     state_path = run_dir / "runner.json"
@@ -232,8 +236,10 @@ def run_plan(profile: str, root: str | os.PathLike = ".", only: list[str] | None
             records.append({**previous, "name": execution.name, "skipped": True})
             continue
         bar.set_postfix_str(execution.name)
+        declared = notebook_parameters(notebooks / f"{execution.notebook}.py")
         parameters = {"profile": profile, "run_dir": str(run_dir), "out_dir": str(run_dir / execution.name),
-                      "figures_dir": str(root / "figures"), **execution.parameters}
+                      "figures_dir": str(root / "figures"),
+                      **{k: v for k, v in execution.parameters.items() if k in declared or k not in shared}}
         (run_dir / execution.name).mkdir(parents=True, exist_ok=True)
         started = time.monotonic()
         record = {"name": execution.name, "notebook": execution.notebook, "hash": hashes[execution.name],
@@ -251,6 +257,24 @@ def run_plan(profile: str, root: str | os.PathLike = ".", only: list[str] | None
         write_text_atomic(state_path, json.dumps(state, indent=1, default=str))
         records.append({**record, "skipped": False})
     return records
+
+
+def _shared_parameters(path: Path, profile: str) -> dict:
+    plan = yaml.safe_load(path.read_text())
+    return ((plan.get("profiles") or {}).get(profile) or {}).get("parameters") or {}
+
+
+def notebook_parameters(path: Path) -> set[str]:
+    """Names assigned in the cell tagged ``parameters`` of a jupytext notebook."""
+    import ast
+
+    import jupytext
+
+    for cell in jupytext.read(path).cells:
+        if "parameters" in cell.get("metadata", {}).get("tags", []):
+            return {t.id for node in ast.parse(cell.source).body if isinstance(node, ast.Assign)
+                    for t in node.targets if isinstance(t, ast.Name)}
+    return set()
 
 
 def _select(plan: list[Execution], only: list[str] | None) -> set[str]:

@@ -8,7 +8,8 @@ Adam with learning rate ``base_lr * B / 256`` (B the global batch), a linear war
 cosine decay to 0 (per step). Every random choice is keyed by (seed, epoch, slide, view), so that a resumed run
 reproduces an uninterrupted one and the batch seen by K processes is the batch seen by one.
 
-Outputs in ``out_dir``: ``checkpoint.pt`` (last), ``checkpoint_eNNNN.pt`` every ``checkpoint_every`` epochs,
+Outputs in ``out_dir``: ``checkpoint.pt`` (the last, with the optimizer state, to resume from),
+``checkpoint_eNNNN.pt`` every ``checkpoint_every`` epochs (the model only, to embed with),
 ``log.csv`` (epoch, loss, collapse = std of the L2-normalised projections, lr, seconds), ``steps.csv`` (the loss
 of every step) and, with a monitor,
 ``monitor.csv`` (epoch, task, auc_mean, auc_std): the data of Fig. 3C.
@@ -151,7 +152,8 @@ def train(
         ddp = torch.nn.parallel.DistributedDataParallel(model, device_ids=[device] if device.startswith("cuda") else None)
     else:
         ddp = model
-    optimizer = torch.optim.Adam(model.parameters(), lr=config.base_lr * batch / 256)
+    optimizer = torch.optim.Adam(model.parameters(), lr=config.base_lr * batch / 256,
+                                 fused=device.split(":")[0] in ("cpu", "cuda"))
     criterion = NTXentLoss(config.temperature)
     last = out_dir / "checkpoint.pt"
     start, history, steps, monitored = 0, [], [], []
@@ -214,9 +216,9 @@ def _save(model, optimizer, config: TrainConfig, bank: PackedBank, epoch: int, h
     if epoch % config.checkpoint_every == 0 or epoch == config.epochs:
         with atomic_path(out_dir / "checkpoint.pt") as tmp:
             torch.save(state, tmp)
-        if epoch % config.checkpoint_every == 0:
+        if epoch % config.checkpoint_every == 0:  # a snapshot to embed with: the model, without the optimizer
             with atomic_path(out_dir / f"checkpoint_e{epoch:04d}.pt") as tmp:
-                torch.save(state, tmp)
+                torch.save({k: v for k, v in state.items() if k != "optimizer"}, tmp)
     write_csv_atomic(pd.DataFrame(history), out_dir / "log.csv")
     write_csv_atomic(pd.DataFrame(steps), out_dir / "steps.csv")
     if monitored:

@@ -1,0 +1,171 @@
+"""Figures and tables of the book: one function per artefact, and the writers that give them stable names.
+
+Tables are written as CSV plus a Markdown rendering (``<figures>/<name>.csv`` and ``.md``), figures as PNG
+(``<figures>/<name>.png``). The notebooks call these; the numbers always come from the run.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
+import seaborn as sns  # noqa: E402
+
+from .utils import atomic_path, write_csv_atomic, write_text_atomic  # noqa: E402
+
+sns.set_theme(style="whitegrid", context="notebook")
+METHOD_COLOURS = {"gigassl": "#1f77b4", "averagemil": "#7f7f7f", "deepmil": "#ff7f0e"}
+
+
+def save_table(frame: pd.DataFrame, name: str, figures_dir: str | os.PathLike, digits: int = 3) -> Path:
+    """Write ``frame`` as ``<name>.csv`` and a Markdown rendering ``<name>.md``; returns the CSV path."""
+    figures_dir = Path(figures_dir)
+    figures_dir.mkdir(parents=True, exist_ok=True)
+    write_csv_atomic(frame, figures_dir / f"{name}.csv")
+    write_text_atomic(figures_dir / f"{name}.md", markdown(frame, digits) + "\n")
+    return figures_dir / f"{name}.csv"
+
+
+def markdown(frame: pd.DataFrame, digits: int = 3) -> str:
+    """A Markdown table with floats rounded to ``digits``."""
+    return frame.to_markdown(index=False, floatfmt=f".{digits}f")
+
+
+def save_figure(fig, name: str, figures_dir: str | os.PathLike, dpi: int = 110) -> Path:
+    """Save a matplotlib figure as ``<name>.png`` (through a temporary file)."""
+    path = Path(figures_dir) / f"{name}.png"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png", dpi=dpi, bbox_inches="tight")
+    return path
+
+
+# ------------------------------------------------------------------------------------------------ cohort, tiles
+def thumbnails(paths: list[Path], titles: list[str], columns: int = 3):
+    """A grid of thumbnail PNGs (with their tile grids drawn)."""
+    rows = int(np.ceil(len(paths) / columns))
+    fig, axes = plt.subplots(rows, columns, figsize=(4 * columns, 3.2 * rows), squeeze=False)
+    for ax in axes.ravel():
+        ax.axis("off")
+    for ax, path, title in zip(axes.ravel(), paths, titles):
+        ax.imshow(plt.imread(path))
+        ax.set_title(title, fontsize=9)
+    fig.tight_layout()
+    return fig
+
+
+def tile_gallery(rows: dict[str, np.ndarray], title: str = ""):
+    """Rows of tiles: ``{row label: (n, H, W, 3) uint8 or float}``."""
+    n = max(len(v) for v in rows.values())
+    fig, axes = plt.subplots(len(rows), n, figsize=(1.3 * n, 1.45 * len(rows)), squeeze=False)
+    for r, (label, tiles) in enumerate(rows.items()):
+        for c in range(n):
+            ax = axes[r, c]
+            ax.axis("off")
+            if c < len(tiles):
+                ax.imshow(tiles[c])
+        axes[r, 0].set_title(label, fontsize=8, loc="left")
+    if title:
+        fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
+    return fig
+
+
+# -------------------------------------------------------------------------------------------------- training
+def training_curves(logs: dict[str, pd.DataFrame], columns=("loss", "collapse")):
+    """One panel per column of the training logs (x: epoch), one line per run."""
+    fig, axes = plt.subplots(1, len(columns), figsize=(5 * len(columns), 3.4), squeeze=False)
+    for ax, column in zip(axes[0], columns):
+        for name, log in logs.items():
+            if column in log:
+                ax.plot(log["epoch"], log[column], marker="." if len(log) < 30 else None, label=name)
+        ax.set_xlabel("epoch")
+        ax.set_ylabel(column)
+    if len(logs) > 1:
+        axes[0, -1].legend(fontsize=8)
+    fig.tight_layout()
+    return fig
+
+
+def embedding_map(points: np.ndarray, frame: pd.DataFrame, columns: list[str], title: str = ""):
+    """2-D points (S, 2) coloured by each column of ``frame`` (one panel per column)."""
+    fig, axes = plt.subplots(1, len(columns), figsize=(4.2 * len(columns), 3.8), squeeze=False)
+    for ax, column in zip(axes[0], columns):
+        sns.scatterplot(x=points[:, 0], y=points[:, 1], hue=frame[column].astype(str).to_numpy(), s=18, ax=ax,
+                        palette="tab10", legend=True)
+        ax.set_title(column, fontsize=10)
+        ax.set_xticks([])
+        ax.set_yticks([])
+        ax.legend(fontsize=6, markerscale=0.6, loc="best")
+    if title:
+        fig.suptitle(title, fontsize=11)
+    fig.tight_layout()
+    return fig
+
+
+def pca_2d(matrix: np.ndarray) -> np.ndarray:
+    """The first two principal components of the rows of ``matrix`` (S, D) -> (S, 2)."""
+    centred = matrix - matrix.mean(0, keepdims=True)
+    _, _, vt = np.linalg.svd(centred, full_matrices=False)
+    return centred @ vt[:2].T
+
+
+# ------------------------------------------------------------------------------------------------- results
+def auc_bars(summary: pd.DataFrame, x: str = "task", hue: str = "method", col: str | None = "budget"):
+    """Bar plot of auc_mean with auc_std error bars (Table 2 style)."""
+    panels = [None] if col is None else list(dict.fromkeys(summary[col]))
+    fig, axes = plt.subplots(1, len(panels), figsize=(5.2 * len(panels), 3.6), squeeze=False, sharey=True)
+    for ax, panel in zip(axes[0], panels):
+        data = summary if panel is None else summary[summary[col] == panel]
+        xs, hues = list(dict.fromkeys(data[x])), list(dict.fromkeys(data[hue]))
+        width = 0.8 / len(hues)
+        for h, name in enumerate(hues):
+            part = data[data[hue] == name].set_index(x).reindex(xs)
+            ax.bar(np.arange(len(xs)) + (h - (len(hues) - 1) / 2) * width, part["auc_mean"], width,
+                   yerr=part["auc_std"], label=name, color=METHOD_COLOURS.get(str(name)), capsize=2)
+        ax.set_xticks(np.arange(len(xs)), xs, rotation=15)
+        ax.set_ylim(0.4, 1.0)
+        ax.axhline(0.5, color="k", lw=0.5)
+        ax.set_title("" if panel is None else f"{col}: {panel}", fontsize=10)
+        ax.set_ylabel("ROC AUC")
+    axes[0, -1].legend(fontsize=8)
+    fig.tight_layout()
+    return fig
+
+
+def curves(frame: pd.DataFrame, x: str, y: str = "auc_mean", hue: str = "task", err: str | None = "auc_std",
+           xlabel: str | None = None, title: str = "", logx: bool = False):
+    """Lines of ``y`` against ``x``, one per ``hue`` value, with an error band (Fig. 2 and 3 style)."""
+    fig, ax = plt.subplots(figsize=(5.4, 3.6))
+    for name, part in frame.groupby(hue, sort=False):
+        part = part.sort_values(x)
+        ax.plot(part[x], part[y], marker="o", label=str(name))
+        if err and err in part:
+            ax.fill_between(part[x], part[y] - part[err], part[y] + part[err], alpha=0.15)
+    if logx:
+        ax.set_xscale("log")
+    ax.set_xlabel(xlabel or x)
+    ax.set_ylabel(y.replace("_", " "))
+    ax.set_title(title, fontsize=10)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    return fig
+
+
+def resources(frame: pd.DataFrame):
+    """Wall time and peak memory of each execution of a run."""
+    fig, axes = plt.subplots(1, 2, figsize=(11, 0.28 * len(frame) + 1.5), sharey=True)
+    names = frame["name"].tolist()
+    axes[0].barh(names, frame["seconds"], color="#1f77b4")
+    axes[0].set_xlabel("wall time (s)")
+    axes[1].barh(names, frame["peak_memory_mb"], color="#2ca02c")
+    axes[1].set_xlabel("peak memory of the kernel (MB)")
+    axes[0].invert_yaxis()
+    fig.tight_layout()
+    return fig
