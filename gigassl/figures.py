@@ -9,27 +9,35 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-import matplotlib
+import matplotlib.pyplot as plt
+import numpy as np
+import pandas as pd
+import seaborn as sns
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-import pandas as pd  # noqa: E402
-import seaborn as sns  # noqa: E402
-
-from .utils import atomic_path, write_csv_atomic, write_text_atomic  # noqa: E402
+from .utils import atomic_path, write_csv_atomic, write_text_atomic
 
 sns.set_theme(style="whitegrid", context="notebook")
 METHOD_COLOURS = {"gigassl": "#1f77b4", "averagemil": "#7f7f7f", "deepmil": "#ff7f0e"}
 
 
-def save_table(frame: pd.DataFrame, name: str, figures_dir: str | os.PathLike, digits: int = 3) -> Path:
-    """Write ``frame`` as ``<name>.csv`` and a Markdown rendering ``<name>.md``; returns the CSV path."""
+def _display(obj) -> None:
+    """Show ``obj`` in the notebook running this code (no-op outside IPython)."""
+    try:
+        from IPython import get_ipython
+        from IPython.display import display
+    except ImportError:
+        return
+    if get_ipython() is not None:
+        display(obj)
+
+
+def save_table(frame: pd.DataFrame, name: str, figures_dir: str | os.PathLike, digits: int = 3) -> None:
+    """Write ``frame`` as ``<name>.csv`` and a Markdown rendering ``<name>.md``, and show it in a notebook."""
     figures_dir = Path(figures_dir)
     figures_dir.mkdir(parents=True, exist_ok=True)
     write_csv_atomic(frame, figures_dir / f"{name}.csv")
     write_text_atomic(figures_dir / f"{name}.md", markdown(frame, digits) + "\n")
-    return figures_dir / f"{name}.csv"
+    _display(frame.style.format(precision=digits).hide(axis="index").set_caption(name))
 
 
 def markdown(frame: pd.DataFrame, digits: int = 3) -> str:
@@ -37,13 +45,19 @@ def markdown(frame: pd.DataFrame, digits: int = 3) -> str:
     return frame.to_markdown(index=False, floatfmt=f".{digits}f")
 
 
-def save_figure(fig, name: str, figures_dir: str | os.PathLike, dpi: int = 110) -> Path:
-    """Save a matplotlib figure as ``<name>.png`` (through a temporary file)."""
+def save_figure(fig, name: str, figures_dir: str | os.PathLike, dpi: int = 110) -> None:
+    """Save a matplotlib figure as ``<name>.png`` (through a temporary file), show that very PNG in a notebook and
+    close the figure."""
     path = Path(figures_dir) / f"{name}.png"
     path.parent.mkdir(parents=True, exist_ok=True)
     with atomic_path(path) as tmp:
-        fig.savefig(tmp, format="png", dpi=dpi, bbox_inches="tight")
-    return path
+        fig.savefig(tmp, format="png", dpi=dpi, bbox_inches="tight", metadata={"Software": None})
+    plt.close(fig)
+    try:
+        from IPython.display import Image
+    except ImportError:
+        return
+    _display(Image(data=path.read_bytes(), format="png"))
 
 
 # ------------------------------------------------------------------------------------------------ cohort, tiles

@@ -5,8 +5,9 @@ extracted from a random set of 3000 slides from the TCGA for 200 epochs."
 
 MoCo v2 (He et al. 2020; Chen et al. 2020): a query encoder (ResNet18 whose ``fc`` is a 2-layer MLP head), a
 momentum key encoder, a queue of negative keys, InfoNCE with temperature 0.2. Each tile is augmented twice
-(independent draws of :mod:`gigassl.augment`). Single process (one GPU or the CPU); no shuffling BN across GPUs,
-so BatchNorm sees the whole batch of each encoder.
+(independent draws of :mod:`gigassl.augment`). Single process (one GPU or the CPU); in place of MoCo's shuffling
+BatchNorm across GPUs, the keys are computed in shuffled sub-batches (``MocoConfig.bn_splits``) with their own
+BatchNorm statistics.
 
 Checkpoints (``checkpoint.pt``, plus ``checkpoint_eNNNN.pt`` every ``checkpoint_every`` epochs) hold the query
 encoder under ``module.encoder_q.`` with torchvision names, the layout of the authors' MoCo checkpoints, so
@@ -106,11 +107,23 @@ class MoCo(nn.Module):
         self.queue[:, idx] = keys.T
         self.queue_ptr.fill_((ptr + len(keys)) % size)
 
+    def _shuffled_keys(self, x_k: torch.Tensor) -> torch.Tensor:
+        """Keys computed in ``bn_splits`` shuffled sub-batches, each with its own BatchNorm statistics: the
+        single-device stand-in for MoCo's shuffling BN across GPUs, so that a query and its key do not share batch
+        statistics (which lets the network cheat). The shuffle is keyed by the queue pointer (deterministic)."""
+        splits = self.config.bn_splits
+        if splits <= 1 or len(x_k) < 2 * splits:
+            return self.encoder_k(x_k)
+        gen = torch.Generator().manual_seed(int(self.queue_ptr) + 7919 * self.config.seed)
+        order = torch.randperm(len(x_k), generator=gen).to(x_k.device)
+        keys = torch.cat([self.encoder_k(part) for part in x_k[order].chunk(splits)])
+        return keys[torch.argsort(order)]
+
     def forward(self, x_q: torch.Tensor, x_k: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         q = F.normalize(self.encoder_q(x_q), dim=1)
         with torch.no_grad():
             self._momentum_update()
-            k = F.normalize(self.encoder_k(x_k), dim=1)
+            k = F.normalize(self._shuffled_keys(x_k), dim=1)
         logits = torch.cat([(q * k).sum(1, keepdim=True), q @ self.queue.clone().detach()], 1)
         logits = logits / self.config.temperature
         labels = torch.zeros(len(q), dtype=torch.long, device=q.device)
@@ -151,7 +164,7 @@ def pretrain_tiles(
     if len(tiles) < config.batch_size:
         raise GigasslError(f"{len(tiles)} tiles for MoCo but batch size {config.batch_size}; lower --batch-size "
                            "or raise tiles_per_slide.")
-    model = MoCo(config).to(device)
+    model = MoCo(config).to(device).to(memory_format=torch.channels_last)
     optimizer = torch.optim.SGD(model.encoder_q.parameters(), lr=config.lr, momentum=config.momentum,
                                 weight_decay=config.weight_decay)
     augmentation = TileAugmentation(dataclasses.replace(augment, mode="independent"), tiles.tile_px)
@@ -180,7 +193,8 @@ def pretrain_tiles(
             x = batch.to(device).permute(0, 3, 1, 2).float().div_(255)
             x_q = augmentation(x, torch_generator(config.seed, epoch, step, 0))
             x_k = augmentation(x, torch_generator(config.seed, epoch, step, 1))
-            loss, acc = model((x_q - mean) / std, (x_k - mean) / std)
+            loss, acc = model(((x_q - mean) / std).contiguous(memory_format=torch.channels_last),
+                              ((x_k - mean) / std).contiguous(memory_format=torch.channels_last))
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()

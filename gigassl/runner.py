@@ -34,7 +34,7 @@ from tqdm.auto import tqdm
 
 from .config import PROFILES
 from .errors import ConfigError, GigasslError
-from .utils import atomic_path, write_text_atomic
+from .utils import write_text_atomic
 
 PACKAGE = Path(__file__).resolve().parent
 
@@ -179,23 +179,24 @@ def _execute(execution: Execution, notebooks: Path, output: Path, parameters: di
         if len(notebook.cells) > 1 and notebook.cells[1].cell_type == "markdown":
             notebook.cells[1].source = notebook.cells[1].source.replace("# ", "## ", 1)
     output.parent.mkdir(parents=True, exist_ok=True)
-    with atomic_path(output) as tmp:
-        tmp = tmp.with_suffix(".ipynb")
-        try:
-            papermill.execute_notebook(notebook, str(tmp), parameters=parameters, kernel_name="python3",
-                                       language="python", cwd=str(cwd), progress_bar=False, log_output=False)
-        except papermill.PapermillExecutionError as err:
-            failed = output.with_name(output.stem + ".failed.ipynb")
-            if tmp.exists():
-                os.replace(tmp, failed)
-            raise ExecutionFailed(
-                f"{execution.name} (notebooks/{execution.notebook}.py) failed in cell {err.cell_index} "
-                f"(execution count {err.exec_count}): {err.ename}: {err.evalue}\n"
-                f"The partly executed notebook is in {failed}."
-            ) from None
-        finally:
-            if tmp.exists():
-                os.replace(tmp, output)
+    tmp = output.with_name(f".{output.stem}.running.ipynb")  # the page appears only once complete
+    failed = output.with_name(output.stem + ".failed.ipynb")
+    failed.unlink(missing_ok=True)
+    try:
+        papermill.execute_notebook(notebook, str(tmp), parameters=parameters, kernel_name="python3",
+                                   language="python", cwd=str(cwd), progress_bar=False, log_output=False)
+    except papermill.PapermillExecutionError as err:
+        if tmp.exists():
+            os.replace(tmp, failed)
+        raise ExecutionFailed(
+            f"{execution.name} (notebooks/{execution.notebook}.py) failed in cell {err.cell_index} "
+            f"(execution count {err.exec_count}): {err.ename}: {err.evalue}\n"
+            f"The partly executed notebook is in {failed}."
+        ) from None
+    except BaseException:
+        tmp.unlink(missing_ok=True)  # interrupted: no half-executed page
+        raise
+    os.replace(tmp, output)
 
 
 def run_plan(profile: str, root: str | os.PathLike = ".", only: list[str] | None = None, force: bool = False,

@@ -27,7 +27,8 @@ Difficulty parameters (fields of :class:`gigassl.config.SynthConfig`):
   the part showing the class morphology, chosen by one smooth random map per task (patches of ~70 um spread over
   the slide); the rest shows the class-neutral midpoint.
 - ``effect_size`` (fraction 0-1 of the textbook difference): class parameters are ``neutral + effect_size *
-  (prototype - neutral)``; 0 makes the classes identical, 1 textbook-distinct.
+  (prototype - neutral)``; 0 makes the classes identical, 1 textbook-distinct. ``task_effects`` (three
+  multipliers >= 0, in the order nsclc_like, rcc_like, brca_like) scale it per task (the result clipped to 1).
 - ``center_strength`` (multiplier >= 0 of the centre ranges): at 1, log stain amounts +/-0.3 (H) and +/-0.35 (E),
   stain hue tilts +/-0.3, RGB cast +/-3 %, glass 244 +/- 8 grey levels, blur sigma up to 1.2 px or sharpening, noise
   sd 2.5 +/- 1.5, JPEG quality 85 +/- 10; 0 makes all centres alike.
@@ -245,6 +246,8 @@ def _check(cfg: SynthConfig) -> None:
         ("n_levels", levels_fit, f">= 1 with the last level >= 32 px for {cfg.width}x{cfg.height}", "Use fewer."),
         ("tiff_tile", cfg.tiff_tile >= 16 and cfg.tiff_tile % 16 == 0, "a multiple of 16 (JPEG)", "Use e.g. 256."),
         ("center_strength", 0 <= cfg.center_strength <= 3, "in [0, 3] (1: default)", "Use 0 for no centre effect."),
+        ("task_effects", len(cfg.task_effects) == 3 and min(cfg.task_effects) >= 0,
+         "three multipliers >= 0 (nsclc_like, rcc_like, brca_like)", "See gigassl.synth."),
         *((name, 0 <= getattr(cfg, name) <= 1, "a fraction in [0, 1]", "See gigassl.synth.") for name in fractions),
     ]
     for name, ok, allowed, fix in rules:
@@ -330,12 +333,13 @@ def _units(g: np.random.Generator, spec: SlideSpec, cfg: SynthConfig, cy: np.nda
 
     Returns epithelium, lumen, cytoplasm eosin, nuclei and perinuclear halo maps. Shape: 5 x (H, W) float32.
     """
-    H, W, um, e = cfg.height, cfg.width, 1.0 / cfg.mpp, cfg.effect_size
+    H, W, um = cfg.height, cfg.width, 1.0 / cfg.mpp
+    e_gland, e_rcc, _ = task_effects(cfg)
     epi, lumen, cyto, nuc, halo = (np.zeros((H, W), np.float32) for _ in range(5))
     neutral = _RCC.mean(0)
     for i in range(len(cy)):
-        p_gland = 0.5 + e * ((_GLAND_P[spec.labels[0]] if carry[0][i] else 0.5) - 0.5)
-        scale, asp0, clear, halo_amt, p_wr = neutral + (e * (_RCC[spec.labels[1]] - neutral) if carry[1][i] else 0)
+        p_gland = 0.5 + e_gland * ((_GLAND_P[spec.labels[0]] if carry[0][i] else 0.5) - 0.5)
+        scale, asp0, clear, halo_amt, p_wr = neutral + (e_rcc * (_RCC[spec.labels[1]] - neutral) if carry[1][i] else 0)
         gland = g.random() < p_gland
         ro = (g.uniform(8, 18) + g.uniform(10, 14)) * um if gland else g.uniform(20, 38) * um
         rl = ro - g.uniform(10, 14) * um * scale if gland else 0.0
@@ -411,10 +415,15 @@ def _artefacts(g: np.random.Generator, shape: tuple[int, int], um: float, step: 
     return fold, ink, ink_od, blur
 
 
+def task_effects(cfg: SynthConfig) -> tuple[float, float, float]:
+    """The effect size of each task (nsclc_like, rcc_like, brca_like): ``effect_size * task_effects``, in [0, 1]."""
+    return tuple(float(np.clip(cfg.effect_size * m, 0.0, 1.0)) for m in cfg.task_effects)
+
+
 def _render(spec: SlideSpec, style: CenterStyle, cfg: SynthConfig) -> np.ndarray:
     """Draw one slide at level 0. Shape: (height, width, 3) uint8."""
     g = rng(cfg.seed, _SLIDE, spec.index)
-    H, W, um, e = cfg.height, cfg.width, 1.0 / cfg.mpp, cfg.effect_size
+    H, W, um, e = cfg.height, cfg.width, 1.0 / cfg.mpp, task_effects(cfg)[2]
     step = max(2, int(round(8 * um)))  # grid of the smooth fields: one cell per 8 um
     grid = (H // step + 2, W // step + 2)
     density = g.uniform(0.85, 1.15)  # per-slide nuisances

@@ -71,7 +71,6 @@ for task in task_columns(frame):
         rows.append({"what": f"{task} = {label}", "value": int(count)})
 counts = pd.DataFrame(rows)
 save_table(counts, "cohort_counts", figures_dir)
-counts
 
 # %%
 if "center" in frame:

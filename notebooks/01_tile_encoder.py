@@ -72,7 +72,6 @@ for name, weights in (("random init", None), ("MoCo", str(checkpoint))):
 useful = pd.DataFrame(rows).pivot(index="task", columns="encoder", values="auc_mean").reset_index()
 useful["MoCo - random"] = useful["MoCo"] - useful["random init"]
 save_table(useful, "moco_vs_random", figures_dir)
-useful
 
 # %%
 print(f"MoCo beats the random encoder on {int((useful['MoCo - random'] > 0).sum())} of {len(useful)} tasks "

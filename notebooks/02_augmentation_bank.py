@@ -61,7 +61,6 @@ summary = pd.DataFrame([{"slides": len(bank_files), "draws A": first.features.sh
                          "encoder": first.attrs["encoder"], "mode": first.attrs["augmentation_mode"],
                          "failures": len(report.failed)}])
 save_table(summary, f"{Path(out_dir).name}_summary", figures_dir)
-summary
 
 # %% [markdown]
 # ## One shared draw against independent draws, on the same tiles

@@ -64,4 +64,3 @@ table = pd.DataFrame([{"slides": len(ids), "dimension": emb.shape[1], "views R":
                        "same seed, same embeddings": bool(np.array_equal(same, emb)),
                        "size of the embedding file (kB)": round(path.stat().st_size / 1024, 1)}])
 save_table(table, "slide_embeddings_summary", figures_dir)
-table

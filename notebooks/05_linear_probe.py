@@ -55,7 +55,6 @@ summary = summarize(splits, n_bootstrap=config.probe.n_bootstrap, seed=config.pr
 table2 = summary[["task", "budget", "method", "auc_mean", "auc_std", "ci_low", "ci_high", "n_train", "n_test",
                   "cpu_seconds", "wall_seconds"]].sort_values(["task", "budget", "method"])
 save_table(table2, "table2_linear_probe", figures_dir)
-table2
 
 # %%
 fig = auc_bars(table2)
@@ -71,7 +70,6 @@ save_figure(fig, "table2_linear_probe", figures_dir)
 calibration = table2[(table2["method"] == "averagemil") & (table2["budget"] == "full")][["task", "auc_mean", "auc_std"]]
 calibration = calibration.assign(within_0_65_0_92=calibration["auc_mean"].between(0.65, 0.92))
 save_table(calibration, "calibration", figures_dir)
-calibration
 
 # %% [markdown]
 # ## Time
@@ -85,4 +83,3 @@ speed = speed.groupby("method", sort=False)[["cpu_seconds", "wall_seconds"]].mea
 probe_cpu = float(speed.loc[speed["method"] == "gigassl", "cpu_seconds"].iloc[0])
 speed["x linear probe"] = speed["cpu_seconds"] / probe_cpu
 save_table(speed, "speed", figures_dir)
-speed

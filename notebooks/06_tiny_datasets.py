@@ -53,7 +53,6 @@ summary["train_size"] = summary["budget"].astype(int)
 wide = summary.pivot(index=["task", "train_size"], columns="method", values="auc_mean").reset_index()
 wide["gain"] = wide["gigassl"] - wide["deepmil"]
 save_table(wide, "fig2_tiny_datasets", figures_dir)
-wide
 
 # %%
 mean = wide.groupby("train_size")["gain"].mean().reset_index().assign(task="mean of tasks")

@@ -34,7 +34,6 @@ for aggregator, run in runs.items():
     frames.append(pd.read_csv(Path(run_dir) / run / "monitor.csv").assign(aggregator=aggregator))
 fig3c = pd.concat(frames, ignore_index=True)
 save_table(fig3c, "fig3c_aggregator", figures_dir)
-fig3c
 
 # %%
 fig = curves(fig3c, x="epoch", hue="aggregator", xlabel="SSL epoch",

@@ -23,6 +23,7 @@ out_dir = "runs/demo/independent_centres"
 figures_dir = "figures"
 tasks = None
 models = {"full": "ssl_full", "independent": "ssl_independent_centres"}
+train_size = None  # the tiny training set (the paper: 50 WSI); None: the profile's smallest; 0: none
 
 # %%
 from pathlib import Path
@@ -41,12 +42,12 @@ tasks = tasks or task_columns(manifest)
 probe_centres = centre_holdout(manifest, seed=config.probe.seed)
 probe_slides = manifest[manifest["center"].isin(probe_centres)]
 print(f"probe centres {probe_centres}: {len(probe_slides)} slides; the independent model never saw them")
-smallest = min(config.probe.train_sizes)
+smallest = min(config.probe.train_sizes) if train_size is None else train_size
 rows = []
 for model, run in models.items():
     for task in tasks:
         table = run_probe(Path(run_dir) / run / "embeddings.h5", probe_slides, task, n_splits=config.probe.n_splits,
-                          budgets=(1.0,), train_sizes=(smallest,), config=config.probe)
+                          budgets=(1.0,), train_sizes=(smallest,) if smallest else (), config=config.probe)
         for row in summarize(table, n_bootstrap=0).itertuples():
             rows.append({"model": model, "task": task, "regime": "100%" if row.budget == "full" else "50 WSI",
                          "train_size": row.n_train, "auc_mean": row.auc_mean, "auc_std": row.auc_std})

@@ -58,7 +58,6 @@ side = side[["task", "paper_task", "data_regime", "method_name", "auc_mean_paper
              "auc_std"]].rename(columns={"auc_mean_paper": "paper AUC", "auc_std_paper": "paper std",
                                          "auc_mean": "run AUC", "auc_std": "run std", "method_name": "method"})
 save_table(side, "results_table2", figures_dir)
-side
 
 # %%
 c2 = paper.table2(table2)
@@ -122,4 +121,3 @@ all_claims = pd.concat(claims, ignore_index=True)
 save_table(all_claims, "results_claims", figures_dir)
 counts = all_claims["agreement"].str.extract(r"^(same direction|opposite direction|agrees|disagrees|run: no difference|paper: no difference|no run number)")[0].value_counts()
 print(counts.to_string())
-all_claims

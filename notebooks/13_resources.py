@@ -39,7 +39,6 @@ total = frame["seconds"].sum()
 machine = f"{platform.machine()}, {os.cpu_count()} CPU cores, Python {platform.python_version()}"
 save_table(frame, "resources", figures_dir)
 print(f"profile {profile}: {len(frame)} executions, {total / 60:.1f} minutes in all, on {machine}")
-frame
 
 # %%
 fig = resources(frame)

@@ -1,0 +1,71 @@
+"""Benchmark of the bank: tiles per second of ``gigassl bank`` end to end (read, augment, embed, write) on the demo
+cohort, against the tile embedder's forward pass alone on random tensors of the same batch size, in the same run.
+The ratio is the pipeline efficiency (the goal: at least 0.7 on a 2-core CPU).
+
+Usage: ``python benchmarks/bank.py [--cohort DIR] [--slides 30] [--device cpu|cuda]``
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import shutil
+import tempfile
+import time
+
+import torch
+
+from gigassl import io
+from gigassl.bank import build_bank
+from gigassl.config import get_profile
+from gigassl.encoders import Embedding, build_embedder
+from gigassl.manifest import read_manifest
+
+from _cohort import demo_cohort, machine
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--cohort", default="/tmp/gigassl-bench/cohort")
+    parser.add_argument("--slides", type=int, default=30)
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--profile", default="demo")
+    args = parser.parse_args(argv)
+    profile = get_profile(args.profile)
+    manifest, coords_dir = demo_cohort(args.cohort)
+    subset = tempfile.mkdtemp() + "/manifest.csv"
+    read_manifest(manifest).head(args.slides).to_csv(subset, index=False)
+    encoder = dataclasses.replace(profile.encoder, device=args.device)
+    batch = encoder.batch_size
+    tile_px = get_profile("demo").tile.tile_px
+    print(f"machine: {machine()}")
+
+    out = tempfile.mkdtemp()
+    start = time.perf_counter()
+    report = build_bank(subset, coords_dir, out, profile.bank, encoder, profile.augment, progress=False)
+    seconds = time.perf_counter() - start
+    tiles = 0
+    for path in sorted(__import__("pathlib").Path(out).glob("*.h5")):
+        bank = io.read_bank(path)
+        tiles += bank.features.shape[0] * bank.features.shape[1] + len(bank.plain_features)
+    pipeline = tiles / seconds
+    shutil.rmtree(out)
+
+    embedding = Embedding(build_embedder(encoder), args.device)
+    x = torch.randint(0, 256, (batch, tile_px, tile_px, 3), dtype=torch.uint8)
+    embedding(x)
+    start, n = time.perf_counter(), 0
+    while time.perf_counter() - start < 10:
+        embedding(x)
+        n += batch
+    forward = n / (time.perf_counter() - start)
+    print(f"slides: {len(report.done)}  tiles embedded: {tiles} (A={profile.bank.augmentations} x "
+          f"N={profile.bank.tiles} + plain)  tile_px: {tile_px}  batch: {batch}  device: {embedding.device}")
+    print(f"bank_tiles_per_second: {pipeline:.0f}")
+    print(f"forward_tiles_per_second: {forward:.0f}")
+    print(f"pipeline_efficiency: {pipeline / forward:.2f}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,64 @@
+"""Benchmark of the tile reader: tiles per second of ``gigassl.slides.read_tiles`` on the demo cohort, against a
+bare OpenSlide ``read_region`` loop over the same tiles, in the same run.
+
+Usage: ``python benchmarks/tiles.py [--cohort /tmp/gigassl-bench/cohort] [--workers 0 2]``
+Prints ``reader_tiles_per_second``, ``bare_tiles_per_second`` and their ratio.
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+
+import numpy as np
+import openslide
+from PIL import Image
+
+from gigassl import io
+from gigassl.manifest import read_manifest
+from gigassl.slides import best_level, read_tiles
+
+from _cohort import demo_cohort, machine
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--cohort", default="/tmp/gigassl-bench/cohort")
+    parser.add_argument("--slides", type=int, default=40)
+    parser.add_argument("--workers", type=int, nargs="+", default=[0, 2])
+    args = parser.parse_args(argv)
+    manifest, coords_dir = demo_cohort(args.cohort)
+    frame = read_manifest(manifest).head(args.slides)
+    jobs = []
+    for row in frame.itertuples():
+        coords, attrs = io.read_coords(coords_dir / f"{row.slide_id}.h5")
+        jobs.append((row.path, coords, int(attrs["patch_size_level0"]), int(attrs["patch_size"])))
+    n = sum(len(c) for _, c, _, _ in jobs)
+    print(f"machine: {machine()}")
+    print(f"slides: {len(jobs)}  tiles: {n}  tile_px: {jobs[0][3]}  level-0 size: {jobs[0][2]}")
+
+    start = time.perf_counter()
+    bare = []
+    for path, coords, size0, px in jobs:  # the bare loop: open, read_region at the best level, resize
+        slide = openslide.OpenSlide(path)
+        level = best_level(list(slide.level_downsamples), size0 / px)
+        read = round(size0 / slide.level_downsamples[level])
+        for x, y in coords:
+            img = slide.read_region((int(x), int(y)), level, (read, read)).convert("RGB")
+            if read != px:
+                img = img.resize((px, px), Image.Resampling.BILINEAR)
+            bare.append(np.asarray(img))
+        slide.close()
+    bare_rate = n / (time.perf_counter() - start)
+    print(f"bare_tiles_per_second: {bare_rate:.0f}")
+    for workers in args.workers:
+        start = time.perf_counter()
+        total = sum(len(read_tiles(path, coords, size0, px, workers=workers, batch_size=64))
+                    for path, coords, size0, px in jobs)
+        rate = total / (time.perf_counter() - start)
+        print(f"reader_tiles_per_second (workers={workers}): {rate:.0f}  ratio to bare: {rate / bare_rate:.2f}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

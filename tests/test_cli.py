@@ -1,0 +1,75 @@
+"""The command line: complete help for every command, `info`, `synth` and usage errors."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from gigassl import cli
+
+COMMANDS = {
+    "synth": ["--out", "--slides", "--seed", "--profile"],
+    "tile": ["--manifest", "--out", "--target-mpp", "--tile-px", "--mpp", "--workers", "--min-tissue"],
+    "info": ["slides", "--json"],
+    "pretrain-tiles": ["--manifest", "--coords", "--out", "--epochs", "--device", "--restart"],
+    "bank": ["--manifest", "--coords", "--out", "--augmentations", "--tiles", "--mode", "--encoder", "--weights",
+             "--device", "--shard"],
+    "train": ["--bank", "--out", "--tiles-per-view", "--epochs", "--batch-size", "--aggregator", "--backend",
+              "--no-slide-aug", "--resume", "--monitor-labels"],
+    "embed": ["--bank", "--checkpoint", "--out", "--views", "--tiles-per-view"],
+    "probe": ["--embeddings", "--labels", "--task", "--splits", "--n-splits", "--budget", "--train-size",
+              "--allow-case-overlap", "--method", "--bank", "--ids", "--tcga-task", "--out"],
+    "run": ["--profile", "--only", "--force"],
+}
+
+
+def test_top_level_help_lists_every_command(capsys):
+    with pytest.raises(SystemExit) as exit_:
+        cli.main(["--help"])
+    assert exit_.value.code == 0
+    out = capsys.readouterr().out
+    for command in COMMANDS:
+        assert command in out
+
+
+@pytest.mark.parametrize("command", sorted(COMMANDS))
+def test_every_command_has_complete_help(command, capsys):
+    with pytest.raises(SystemExit) as exit_:
+        cli.main([command, "--help"])
+    assert exit_.value.code == 0
+    out = capsys.readouterr().out
+    for option in COMMANDS[command]:
+        assert option in out, f"{command} --help lacks {option}"
+
+
+def test_console_script_is_installed():
+    exe = Path(sys.executable).with_name("gigassl")
+    result = subprocess.run([str(exe), "--help"], capture_output=True, text=True)
+    assert result.returncode == 0 and "pretrain-tiles" in result.stdout
+
+
+def test_info_prints_what_openslide_sees(cmu_slide, capsys, tmp_path):
+    assert cli.main(["info", str(cmu_slide)]) == 0
+    out = capsys.readouterr().out
+    assert "vendor: aperio" in out and "level 0: 2220 x 2967 px" in out and "mpp: 0.499" in out
+    assert cli.main(["info", "--json", str(cmu_slide)]) == 0
+    assert json.loads(capsys.readouterr().out)["level_count"] == 1
+    assert cli.main(["info", str(tmp_path / "none.svs")]) == 1
+    assert "does not exist" in capsys.readouterr().err
+
+
+def test_synth_writes_a_cohort(tmp_path, capsys):
+    assert cli.main(["synth", "--out", str(tmp_path), "--profile", "smoke", "--slides", "4", "--no-progress"]) == 0
+    assert len(list((tmp_path / "slides").glob("*.tiff"))) == 4 and (tmp_path / "manifest.csv").is_file()
+
+
+def test_usage_errors_exit_2_and_input_errors_exit_1(tmp_path, capsys):
+    with pytest.raises(SystemExit) as exit_:
+        cli.main(["tile", "--out", str(tmp_path)])
+    assert exit_.value.code == 2
+    assert cli.main(["tile", "--manifest", str(tmp_path / "none.csv"), "--out", str(tmp_path)]) == 1
+    assert "does not exist" in capsys.readouterr().err
+    assert cli.main(["probe", "--embeddings", str(tmp_path / "e.h5")]) == 1
+    assert "--labels" in capsys.readouterr().err

@@ -1,0 +1,66 @@
+"""The project's set-up: the lock, pyproject and environment.yml agree; two commands; data without ../shared."""
+
+import re
+import tomllib
+from pathlib import Path
+
+import yaml
+from packaging.requirements import Requirement
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _lock() -> dict[str, str]:
+    pins = {}
+    for line in (ROOT / "requirements.lock").read_text().splitlines():
+        if line and not line.startswith("#"):
+            name, version = line.split("==")
+            pins[name.lower().replace("_", "-")] = version
+    return pins
+
+
+def test_lock_pins_every_dependency_within_the_pyproject_ranges():
+    lock = _lock()
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    requirements = project["dependencies"] + [r for extra in project["optional-dependencies"].values() for r in extra]
+    for text in requirements:
+        req = Requirement(text)
+        name = req.name.lower().replace("_", "-")
+        assert name in lock, f"{name} is in pyproject.toml but not pinned in requirements.lock"
+        assert req.specifier.contains(lock[name], prereleases=True), f"{name}=={lock[name]} outside {req.specifier}"
+
+
+def test_environment_yml_carries_the_same_pins():
+    env = yaml.safe_load((ROOT / "environment.yml").read_text())
+    pip = next(d["pip"] for d in env["dependencies"] if isinstance(d, dict))
+    pins = {}
+    for item in pip:
+        if "==" in item:
+            name, version = item.split("==")
+            pins[name.lower().replace("_", "-")] = version
+    assert pins == _lock()
+    assert "python=3.11" in env["dependencies"]
+
+
+def test_ci_runs_the_readme_test_command_and_nothing_else():
+    readme = (ROOT / "README.md").read_text()
+    commands = re.findall(r"^make (\w+)", readme, flags=re.M)
+    assert "test" in commands and "book" in commands
+    ci = [line for line in (ROOT / ".ci" / "run").read_text().splitlines()
+          if line.strip() and not line.startswith("#") and not line.startswith("set ") and not line.startswith("cd ")]
+    assert ci == ["make test"]
+
+
+def test_nothing_reads_the_shared_folder_at_run_time():
+    for path in list((ROOT / "gigassl").rglob("*.py")) + list((ROOT / "notebooks").glob("*.py")):
+        assert "../shared" not in path.read_text() and "/work/shared" not in path.read_text(), path
+
+
+def test_project_data_ships_with_the_package():
+    import importlib.resources
+
+    data = importlib.resources.files("gigassl.data")
+    assert (data / "tcga" / "tables" / "lung.csv").is_file()
+    assert (data / "tcga" / "splits" / "brca" / "full" / "split_9.csv").is_file()
+    assert (data / "paper" / "published_results.csv").is_file()
+    assert "MIT" in (data / "README.md").read_text()

@@ -1,0 +1,105 @@
+"""The experiment runner: plan expansion, hashing (what re-runs), failures that name the cell, --only."""
+
+import json
+import textwrap
+
+import pytest
+import yaml
+
+from gigassl.errors import ConfigError
+from gigassl.runner import ExecutionFailed, load_plan, notebook_parameters, run_plan
+
+NOTEBOOK = """\
+# %% [markdown]
+# # {title}
+
+# %% tags=["parameters"]
+profile = "demo"
+run_dir = "runs"
+out_dir = "runs/x"
+figures_dir = "figures"
+value = 1
+fail = False
+
+# %%
+from pathlib import Path
+if fail:
+    raise ValueError("asked to fail")
+Path(out_dir, "value.txt").write_text(str(value))
+"""
+
+
+def _project(tmp_path, plan: dict):
+    (tmp_path / "notebooks").mkdir()
+    for name in ("first", "second", "third"):
+        (tmp_path / "notebooks" / f"{name}.py").write_text(NOTEBOOK.format(title=name))
+    (tmp_path / "experiments.yml").write_text(yaml.safe_dump(plan))
+    return tmp_path
+
+
+PLAN = {"executions": [
+    {"name": "a", "notebook": "first", "parameters": {"value": 1}},
+    {"name": "b_{value}", "group": "bs", "notebook": "second", "needs": ["a"], "grid": {"value": [2, 3]},
+     "profiles": {"smoke": {"grid": {"value": [5]}}}},
+    {"name": "c", "notebook": "third", "needs": ["bs"]},
+    {"name": "d", "notebook": "first", "parameters": {"value": 4}, "profiles": {"smoke": {"skip": True}}},
+]}
+
+
+def test_plan_expands_grids_profiles_and_groups(tmp_path):
+    path = _project(tmp_path, PLAN) / "experiments.yml"
+    demo = load_plan(path, "demo")
+    assert [e.name for e in demo] == ["a", "b_2", "b_3", "c", "d"]
+    assert demo[1].parameters == {"value": 2} and demo[1].grid
+    assert demo[3].needs == ("b_2", "b_3")
+    smoke = load_plan(path, "smoke")
+    assert [e.name for e in smoke] == ["a", "b_5", "c"]
+    bad = {"executions": [{"name": "x", "notebook": "first", "needs": ["later"]},
+                          {"name": "later", "notebook": "first"}]}
+    (tmp_path / "bad.yml").write_text(yaml.safe_dump(bad))
+    with pytest.raises(ConfigError, match="x needs 'later', which is not an earlier execution"):
+        load_plan(tmp_path / "bad.yml", "demo")
+    with pytest.raises(ConfigError, match="Unknown profile"):
+        load_plan(path, "huge")
+    assert notebook_parameters(tmp_path / "notebooks" / "first.py") == {
+        "profile", "run_dir", "out_dir", "figures_dir", "value", "fail"}
+
+
+def test_a_changed_parameter_reruns_only_what_depends_on_it(tmp_path):
+    root = _project(tmp_path, PLAN)
+    first = run_plan("demo", root, progress=False)
+    assert [r["name"] for r in first if not r["skipped"]] == ["a", "b_2", "b_3", "c", "d"]
+    assert (root / "runs" / "demo" / "b_3" / "value.txt").read_text() == "3"
+    assert (root / "book" / "executed" / "runs" / "a.ipynb").is_file()  # "first" runs twice (a, d): runs/
+    assert (root / "book" / "executed" / "c.ipynb").is_file()
+    again = run_plan("demo", root, progress=False)
+    assert all(r["skipped"] for r in again)
+    plan = json.loads(json.dumps(PLAN))
+    plan["executions"][1]["grid"]["value"] = [2, 7]
+    (root / "experiments.yml").write_text(yaml.safe_dump(plan))
+    third = run_plan("demo", root, progress=False)
+    assert [r["name"] for r in third if not r["skipped"]] == ["b_7", "c"]
+    state = json.loads((root / "runs" / "demo" / "runner.json").read_text())
+    assert state["c"]["seconds"] > 0 and state["c"]["peak_memory_mb"] > 0
+
+
+def test_a_failing_notebook_names_the_cell_and_stops(tmp_path):
+    plan = {"executions": [{"name": "ok", "notebook": "first"},
+                           {"name": "broken", "notebook": "second", "parameters": {"fail": True}},
+                           {"name": "after", "notebook": "third"}]}
+    root = _project(tmp_path, plan)
+    with pytest.raises(ExecutionFailed, match=r"broken \(notebooks/second.py\) failed in cell \d+ .*ValueError: "
+                                              r"asked to fail") as err:
+        run_plan("demo", root, progress=False)
+    assert "broken.failed.ipynb" in str(err.value)
+    assert (root / "book" / "executed" / "broken.failed.ipynb").is_file()
+    assert not (root / "book" / "executed" / "broken.ipynb").exists()
+    assert not (root / "runs" / "demo" / "after").exists()
+
+
+def test_only_runs_the_named_execution_and_what_it_needs(tmp_path):
+    root = _project(tmp_path, PLAN)
+    records = run_plan("demo", root, only=["b_2"], progress=False)
+    assert sorted(r["name"] for r in records) == ["a", "b_2"]
+    with pytest.raises(ConfigError, match="no execution has that name"):
+        run_plan("demo", root, only=["zzz"], progress=False)
