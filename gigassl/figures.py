@@ -183,3 +183,33 @@ def resources(frame: pd.DataFrame):
     axes[0].invert_yaxis()
     fig.tight_layout()
     return fig
+
+
+def agreement_plot(claims: pd.DataFrame):
+    """Each numeric comparison with the paper: the paper's difference (x) against the run's (y); points in the
+    upper-right and lower-left quadrants show the paper's direction."""
+    numeric = claims.dropna(subset=["paper", "run"])
+    numeric = numeric[numeric["artefact"] != "Speed"]
+    fig, ax = plt.subplots(figsize=(5.6, 4.4))
+    for artefact, part in numeric.groupby("artefact", sort=False):
+        ax.scatter(part["paper"], part["run"], label=artefact, s=28, alpha=0.8)
+    lim = max(0.05, float(np.nanmax(np.abs(numeric[["paper", "run"]].to_numpy()))) * 1.1) if len(numeric) else 0.1
+    ax.axhline(0, color="k", lw=0.6)
+    ax.axvline(0, color="k", lw=0.6)
+    ax.plot([-lim, lim], [-lim, lim], color="grey", ls="--", lw=0.8, label="run = paper")
+    ax.set_xlim(-lim, lim)
+    ax.set_ylim(-lim, lim)
+    ax.set_xlabel("difference in the paper (AUC)")
+    ax.set_ylabel("same difference in this run (AUC)")
+    ax.legend(fontsize=7, loc="best")
+    fig.tight_layout()
+    return fig
+
+
+def show(path: str | os.PathLike) -> None:
+    """Show a PNG written earlier (e.g. a figure of another page) in the notebook."""
+    try:
+        from IPython.display import Image
+    except ImportError:
+        return
+    _display(Image(filename=str(path)))

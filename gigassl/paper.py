@@ -198,3 +198,11 @@ def fig3(tiles: pd.DataFrame | None = None, views: pd.DataFrame | None = None,
                 rows.append(_row("Fig. 3C", f"{name}: AUC(last epoch) - AUC(first monitored epoch)", task, "100%",
                                  sign, change))
     return pd.DataFrame(rows)
+
+
+def calibration_history() -> pd.DataFrame:
+    """The calibration runs of the synthetic demo cohort (``data/calibration/averagemil.csv``): AverageMIL AUC per
+    task for each generator setting tried, with the MoCo and a random tile embedder."""
+    path = importlib.resources.files("gigassl.data") / "calibration" / "averagemil.csv"
+    with importlib.resources.as_file(path) as file:
+        return pd.read_csv(file)

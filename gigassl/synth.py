@@ -199,16 +199,22 @@ def synthesize(out_dir, config: SynthConfig, progress: bool = True) -> Path:
     """Write ``out_dir/slides/*.tiff``, ``out_dir/manifest.csv`` and ``out_dir/cohort.json``; return the manifest path.
 
     Slides are drawn in ``config.workers`` processes; every random draw comes from ``rng(seed, stream, index)``,
-    so the same config gives byte-identical files whatever the scheduling.
+    so the same config gives byte-identical files whatever the scheduling. A stopped run resumes: when
+    ``out_dir/cohort.json`` records the same config, slides already written are kept (each appears only complete).
     """
     frame = plan_cohort(config)
     styles = center_styles(config)
     out = Path(out_dir)
     (out / "slides").mkdir(parents=True, exist_ok=True)
+    record = out / "cohort.json"
+    same = record.exists() and json.loads(record.read_text()).get("config") == json.loads(
+        json.dumps(dataclasses.asdict(config)))
+    if not same:  # another cohort (or none) was here: record this one first, so that a stopped run can resume
+        write_text_atomic(record, json.dumps({"config": dataclasses.asdict(config)}, indent=1) + "\n")
     specs = [SlideSpec(i, str(out / row.path), int(row.center[1:]),
                        tuple(TASKS[t].index(getattr(row, f"true_{t}")) for t in TASKS), bool(row.artefacts))
              for i, row in enumerate(frame.itertuples())]
-    jobs = [(spec, styles[spec.center], config) for spec in specs]
+    jobs = [(spec, styles[spec.center], config) for spec in specs if not (same and Path(spec.path).exists())]
     with tqdm(total=len(jobs), desc="synth", unit="slide", disable=not progress) as bar:
         if config.workers <= 1:
             for job in jobs:

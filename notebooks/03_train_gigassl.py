@@ -76,9 +76,17 @@ embeddings = embed_slides(bank_dir, checkpoint, Path(out_dir) / "embeddings.h5",
 print(f"checkpoint {checkpoint}\nembeddings {embeddings}")
 
 # %%
+import math
+
 log = pd.read_csv(Path(out_dir) / "log.csv")
 fig = training_curves({Path(out_dir).name: log}, columns=("loss", "collapse", "lr"))
+chance = math.log(2 * train_config.batch_size - 1)  # NT-Xent when the two views of a slide are no closer than others
+fig.axes[0].axhline(chance, color="grey", ls="--", lw=1, label="log(2B - 1)")
+fig.axes[1].axhline(1 / math.sqrt(256), color="grey", ls="--", lw=1, label="1/sqrt(256)")
 save_figure(fig, f"{Path(out_dir).name}_curves", figures_dir)
+print(f"last epoch: loss {log.loss.iloc[-1]:.3f} (log(2B - 1) = {chance:.3f}: a loss near it means the views of a "
+      f"slide are no closer than those of other slides); collapse indicator {log.collapse.iloc[-1]:.4f} "
+      f"(0: collapsed; 1/sqrt(256) = 0.0625: spread)")
 log.tail()
 
 # %%

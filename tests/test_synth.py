@@ -72,6 +72,21 @@ def test_same_seed_gives_identical_bytes_and_another_seed_differs(cohort, tmp_pa
         assert (other.parent / rel).read_bytes() != first
 
 
+def test_a_stopped_run_resumes_and_another_config_starts_afresh(cohort, tmp_path):
+    out = tmp_path / "resume"
+    synthesize(out, TINY, progress=False)
+    slides = sorted((out / "slides").glob("*.tiff"))
+    slides[0].unlink()  # as if the run had stopped before drawing it
+    stamp = slides[1].stat().st_mtime_ns
+    synthesize(out, TINY, progress=False)
+    assert slides[1].stat().st_mtime_ns == stamp  # kept, not drawn again
+    for rel in pd.read_csv(cohort)["path"]:
+        assert (out / rel).read_bytes() == (cohort.parent / rel).read_bytes()
+    other = dataclasses.replace(TINY, seed=TINY.seed + 1)
+    synthesize(out, other, progress=False)
+    assert slides[1].read_bytes() != (cohort.parent / "slides" / slides[1].name).read_bytes()
+
+
 def test_write_pyramid_tiff_without_mpp_and_with_area_averaging(tmp_path):
     checker = np.zeros((512, 512, 3), np.uint8)
     checker[::2, ::2] = checker[1::2, 1::2] = 255  # 1-px checkerboard: its 2x2 means are all 127.5
