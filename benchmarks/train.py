@@ -60,7 +60,7 @@ def step_time(model, optimizer, criterion, views, device, repeats: int = 20) -> 
         if device.startswith("cuda"):
             torch.cuda.synchronize()
         times.append(time.perf_counter() - start)
-    return float(np.median(times[3:]))
+    return float(np.median(times[3:] if len(times) > 3 else times))
 
 
 def main(argv=None) -> int:

@@ -46,6 +46,8 @@ def read_region_rgb(slide: openslide.OpenSlide, location: tuple[int, int], level
     except openslide.OpenSlideError as err:
         raise SlideError(f"Slide {path} could not be read at {location}, level {level} ({err}); the file is "
                          "probably truncated or corrupt: copy it again from its source.") from None
+    if rgba.getextrema()[3][0] == 255:  # fully opaque (the usual case): no compositing needed
+        return rgba.convert("RGB")
     white = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
     return Image.alpha_composite(white, rgba).convert("RGB")
 
