@@ -73,3 +73,31 @@ def test_usage_errors_exit_2_and_input_errors_exit_1(tmp_path, capsys):
     assert "does not exist" in capsys.readouterr().err
     assert cli.main(["probe", "--embeddings", str(tmp_path / "e.h5")]) == 1
     assert "--labels" in capsys.readouterr().err
+
+
+def test_probe_command_on_the_authors_tcga_splits_and_on_a_manifest(tmp_path, capsys):
+    import numpy as np
+    import pandas as pd
+
+    from gigassl.io import write_embeddings
+    from gigassl.tcga import released_ids
+
+    ids = released_ids()
+    np.save(tmp_path / "embeddings.npy", np.random.default_rng(0).normal(size=(len(ids), 16)).astype(np.float32))
+    np.save(tmp_path / "ids.npy", np.array(ids))
+    out = tmp_path / "lung.csv"
+    assert cli.main(["probe", "--embeddings", str(tmp_path / "embeddings.npy"), "--ids", str(tmp_path / "ids.npy"),
+                     "--tcga-task", "lung", "--n-splits", "2", "--out", str(out)]) == 0
+    table = pd.read_csv(out)
+    assert set(table.budget) == {"full", "25p", "100", "50"} and (table.case_overlap > 0).any()
+    assert "auc_mean" in capsys.readouterr().out
+    # a manifest with labels, generated splits, a budget and a tiny training set
+    g = np.random.default_rng(1)
+    slides = [f"s{i}" for i in range(40)]
+    labels = pd.DataFrame({"slide_id": slides, "case_id": slides, "y": ["a", "b"] * 20})
+    labels.to_csv(tmp_path / "labels.csv", index=False)
+    write_embeddings(tmp_path / "e.h5", slides, g.normal(size=(40, 8)))
+    for extra in (["--budget", "0.5"], ["--train-size", "10"]):
+        assert cli.main(["probe", "--embeddings", str(tmp_path / "e.h5"), "--labels", str(tmp_path / "labels.csv"),
+                         "--task", "y", "--n-splits", "3", "--out", str(tmp_path / "p.csv"), *extra]) == 0
+    assert pd.read_csv(tmp_path / "p.csv")["n_train"].eq(10).all()
