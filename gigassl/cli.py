@@ -24,6 +24,12 @@ def _profile(parser: argparse.ArgumentParser) -> None:
                         help="run profile giving the defaults (default: demo)")
 
 
+def _tiled_cohort(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--manifest", required=True, help="CSV with slide_id, path[, case_id, center, mpp, ...]")
+    parser.add_argument("--coords", required=True, help="folder of tile coordinates (gigassl tile)")
+    parser.add_argument("--out", required=True, help="output folder")
+
+
 def _quiet(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--no-progress", action="store_true", help="hide progress bars")
 
@@ -260,9 +266,7 @@ def build_parser() -> argparse.ArgumentParser:
                        description="Writes OUT/checkpoint.pt (query encoder under module.encoder_q., torchvision "
                                    "names), periodic checkpoint_eNNNN.pt and OUT/log.csv. Resumes from "
                                    "OUT/checkpoint.pt unless --restart.")
-    p.add_argument("--manifest", required=True)
-    p.add_argument("--coords", required=True, help="folder of tile coordinates (gigassl tile)")
-    p.add_argument("--out", required=True)
+    _tiled_cohort(p)
     _profile(p)
     p.add_argument("--epochs", type=int)
     p.add_argument("--batch-size", type=int)
@@ -280,9 +284,7 @@ def build_parser() -> argparse.ArgumentParser:
                        description="Writes OUT/<slide_id>.h5 with features (A, N, F), coords (A, N, 2), "
                                    "plain_features (M, F), plain_coords (M, 2). Resumes; --shard i/n for scale-out "
                                    "(automatic under torchrun).")
-    p.add_argument("--manifest", required=True)
-    p.add_argument("--coords", required=True, help="folder of tile coordinates (gigassl tile)")
-    p.add_argument("--out", required=True)
+    _tiled_cohort(p)
     _profile(p)
     p.add_argument("--augmentations", type=int, help="A: augmentation draws per slide (0: plain embeddings only)")
     p.add_argument("--tiles", type=int, help="N: tiles per draw, sampled with replacement")

@@ -299,8 +299,3 @@ def choice(value: str, allowed: tuple[str, ...], what: str) -> str:
     if value not in allowed:
         raise ConfigError(f"{what} must be one of {', '.join(allowed)}; got {value!r}.")
     return value
-
-
-def as_dict(config) -> dict:
-    """A config as a plain dict (nested configs included), e.g. to store beside an output."""
-    return dataclasses.asdict(config)

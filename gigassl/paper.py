@@ -155,16 +155,11 @@ def fig2(gains: pd.DataFrame) -> pd.DataFrame:
         rows.append(_row("Fig. 2", f"mean gain at {mean.index[0]} slides (paper: 50 WSI)", "all", "tiny",
                          0.063, float(mean.iloc[0])))
     if len(mean) >= 2:
+        # the paper's text gives no gain at 250 WSI; its trend is measured from 100 WSI (+5.1) to 50 WSI (+6.3)
         rows.append(_row("Fig. 2", f"gain at {mean.index[0]} minus gain at {mean.index[-1]} slides "
-                                   "(paper: 50 vs 250 WSI, positive)", "all", "tiny",
-                         0.063 - _paper_fig2_large(), float(mean.iloc[0] - mean.iloc[-1])))
+                                   "(paper: 50 vs 100 WSI, positive)", "all", "tiny",
+                         0.063 - 0.051, float(mean.iloc[0] - mean.iloc[-1])))
     return pd.DataFrame(rows)
-
-
-def _paper_fig2_large() -> float:
-    """The paper states the gain grows as data shrink; the 250-WSI gain is not given in its text, so the trend is
-    compared against the smallest stated gain (100 WSI, +5.1)."""
-    return 0.051
 
 
 def slope(x, y) -> float:

@@ -47,7 +47,6 @@ class Execution:
     notebook: str
     parameters: dict = field(default_factory=dict)
     needs: tuple[str, ...] = ()
-    grid: bool = False  # expanded from a grid
     title: str | None = None
 
 
@@ -103,7 +102,7 @@ def load_plan(path: str | os.PathLike, profile: str) -> list[Execution]:
                 resolved = {k: _format(v, point) if isinstance(v, str) and "{" in v else v for k, v in params.items()}
                 title = _format(entry["title"], point) if entry.get("title") else None
                 expanded.append(Execution(_format(entry["name"], point), entry["notebook"], {**resolved, **point},
-                                          tuple(needs), grid=True, title=title))
+                                          tuple(needs), title=title))
         groups[entry.get("group", entry["name"])] = [e.name for e in expanded]
         for e in expanded:
             if any(e.name == o.name for o in out):

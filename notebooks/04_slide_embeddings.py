@@ -12,9 +12,10 @@
 # # Slide embeddings: R-view inference
 #
 # One embedding per slide (Sec. 4.2 "Default settings"): R views of T tiles sampled from the plain (non-augmented)
-# tile embeddings, each embedded by the trained aggregator, averaged and L2-normalised. Below, the first two
-# principal components of the Giga-SSL embeddings and of the AverageMIL embeddings (mean of the plain tile
-# embeddings), coloured by each label and by centre.
+# tile embeddings, each embedded by the trained aggregator, averaged and L2-normalised (written by the training
+# run with `gigassl embed`; embedded once more here to show that the same seed gives the same embeddings). Below,
+# the first two principal components of the Giga-SSL embeddings and of the AverageMIL embeddings (mean of the plain
+# tile embeddings), coloured by each label and by centre.
 
 # %% tags=["parameters"]
 profile = "demo"
@@ -24,6 +25,7 @@ figures_dir = "figures"
 train = "ssl_full"  # the training run to embed with
 
 # %%
+import dataclasses
 from pathlib import Path
 
 import numpy as np
@@ -39,7 +41,7 @@ from gigassl.manifest import task_columns
 config = get_profile(profile)
 run = Path(run_dir) / train
 bank = Path(run_dir) / "bank_moco_shared"
-path = embed_slides(bank, run / "checkpoint.pt", Path(out_dir) / "embeddings.h5", config.embed, progress=False)
+path = run / "embeddings.h5"
 ids, emb, attrs = io.read_embeddings(path)
 manifest = pd.read_csv(Path(run_dir) / "cohort" / "manifest.csv").set_index("slide_id").loc[ids].reset_index()
 print(f"{len(ids)} slides, {emb.shape[1]}-d, R = {attrs['views']} views of T = {attrs['tiles_per_view']} tiles; "
@@ -57,7 +59,9 @@ fig = embedding_map(pca_2d(avg), manifest, columns, title="AverageMIL embeddings
 save_figure(fig, "average_embeddings_map", figures_dir)
 
 # %%
-same = io.read_embeddings(embed_slides(bank, run / "checkpoint.pt", Path(out_dir) / "again.h5", config.embed,
+again = dataclasses.replace(config.embed, views=int(attrs["views"]), tiles_per_view=int(attrs["tiles_per_view"]),
+                            seed=int(attrs["seed"]))
+same = io.read_embeddings(embed_slides(bank, run / "checkpoint.pt", Path(out_dir) / "again.h5", again,
                                        progress=False))[1]
 table = pd.DataFrame([{"slides": len(ids), "dimension": emb.shape[1], "views R": attrs["views"],
                        "tiles per view T": attrs["tiles_per_view"],

@@ -2,18 +2,36 @@
 
 from __future__ import annotations
 
-import dataclasses
-import importlib.util
-from pathlib import Path
+import os
 
-import pytest
+# scikit-learn's estimator checks test array-API input (here with NumPy itself) only when SciPy's array-API mode is
+# on; it must be set before SciPy is imported. Without it those checks of LinearProbe are skipped.
+os.environ.setdefault("SCIPY_ARRAY_API", "1")
 
-from gigassl.config import get_profile
+import dataclasses  # noqa: E402
+import importlib.util  # noqa: E402
+from pathlib import Path  # noqa: E402
+
+import pytest  # noqa: E402
+
+from gigassl.config import get_profile  # noqa: E402
 
 SMOKE = get_profile("smoke")
 TINY_SYNTH = dataclasses.replace(SMOKE.synth, n_slides=6, n_centers=2, width=512, height=384, workers=1, seed=0)
 TINY_TILE = dataclasses.replace(SMOKE.tile, tile_px=32, thumbnail_px=512)
 TINY_BANK = dataclasses.replace(SMOKE.bank, augmentations=3, tiles=8)
+
+
+@pytest.fixture
+def one_thread():
+    """One intra-op thread: on the shared 2-core test machines, two contending threads make small ops many times
+    slower."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
 
 
 @pytest.fixture(scope="session")

@@ -20,14 +20,7 @@ from gigassl.errors import ConfigError
 from gigassl.utils import torch_seeded
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """One intra-op thread: on the shared 2-core test machines, two contending threads make these small ops
-    many times slower."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def random_views(seed: int, batch: int = 4, tiles: int = 6, dim: int = 256, span: int = 12, padding: bool = True):

@@ -50,7 +50,7 @@ def test_plan_expands_grids_profiles_and_groups(tmp_path):
     path = _project(tmp_path, PLAN) / "experiments.yml"
     demo = load_plan(path, "demo")
     assert [e.name for e in demo] == ["a", "b_2", "b_3", "c", "d"]
-    assert demo[1].parameters == {"value": 2} and demo[1].grid
+    assert demo[1].parameters == {"value": 2} and demo[1].notebook == demo[2].notebook == "second"
     assert demo[3].needs == ("b_2", "b_3")
     smoke = load_plan(path, "smoke")
     assert [e.name for e in smoke] == ["a", "b_5", "c"]
