@@ -12,6 +12,7 @@ import dataclasses
 import shutil
 import tempfile
 import time
+from pathlib import Path
 
 import torch
 
@@ -45,7 +46,7 @@ def main(argv=None) -> int:
     report = build_bank(subset, coords_dir, out, profile.bank, encoder, profile.augment, progress=False)
     seconds = time.perf_counter() - start
     tiles = 0
-    for path in sorted(__import__("pathlib").Path(out).glob("*.h5")):
+    for path in sorted(Path(out).glob("*.h5")):
         bank = io.read_bank(path)
         tiles += bank.features.shape[0] * bank.features.shape[1] + len(bank.plain_features)
     pipeline = tiles / seconds

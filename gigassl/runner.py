@@ -19,7 +19,6 @@ the notebook, the cell and the error.
 
 from __future__ import annotations
 
-import dataclasses
 import hashlib
 import itertools
 import json
