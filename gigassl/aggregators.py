@@ -331,5 +331,19 @@ class GigaSSL(nn.Module):
     def embed(self, views: Views) -> torch.Tensor:
         return self.aggregator(views)
 
-    def forward(self, views: Views) -> torch.Tensor:
-        return self.projector(self.embed(views))
+    def forward(self, views: Views, chunks: int = 1, return_embedding: bool = False):
+        """Project the views; ``chunks > 1`` runs consecutive equal parts of the batch through separate forward
+        passes, so that each part (e.g. the first and the second view of every slide) has its own BatchNorm
+        statistics, as in the authors' code. ``return_embedding``: also return W (before the projector).
+
+        Shape: (B, T, F) views -> (B, projector.out_dim), and (B, aggregator.out_dim) with ``return_embedding``.
+        """
+        if chunks > 1:
+            parts = [self.forward(Views(f, c, None if views.mask is None else m), return_embedding=True)
+                     for f, c, m in zip(views.features.chunk(chunks), views.coords.chunk(chunks),
+                                        (views.mask if views.mask is not None else views.coords).chunk(chunks))]
+            h, z = torch.cat([p[0] for p in parts]), torch.cat([p[1] for p in parts])
+        else:
+            h = self.embed(views)
+            z = self.projector(h)
+        return (h, z) if return_embedding else z

@@ -69,14 +69,17 @@ def embed_slide(
     augmentation: TileAugmentation,
     config: BankConfig,
     batch_size: int,
+    plain: np.ndarray | None = None,
 ) -> tuple[np.ndarray | None, np.ndarray | None, np.ndarray]:
-    """Embed one slide's tiles: A augmented draws of N tiles, and every tile plainly.
+    """Embed one slide's tiles: A augmented draws of N tiles, and every tile plainly (unless ``plain``, the plain
+    embeddings already computed with the same embedder, is given).
 
     Shapes: tiles uint8 (M, px, px, 3), coords (M, 2) -> features (A, N, F) | None, draw coords (A, N, 2) | None,
     plain features (M, F).
     """
-    plain = torch.cat([embedding(torch.from_numpy(tiles[i:i + batch_size]))
-                       for i in range(0, len(tiles), batch_size)]).numpy()
+    if plain is None:
+        plain = torch.cat([embedding(torch.from_numpy(tiles[i:i + batch_size]))
+                           for i in range(0, len(tiles), batch_size)]).numpy()
     if config.augmentations == 0:
         return None, None, plain
     key = slide_key(slide_id)
@@ -95,6 +98,20 @@ def embed_slide(
     return torch.cat(features).numpy(), np.stack(draw_coords), plain
 
 
+def _reused_plain(plain_from, slide_id: str, coords: np.ndarray, weights_id: str) -> np.ndarray | None:
+    """The plain embeddings of ``slide_id`` from the bank folder ``plain_from`` when they were made by the same
+    weights on the same tiles; None otherwise (they are then computed)."""
+    if plain_from is None:
+        return None
+    path = Path(plain_from) / f"{slide_id}.h5"
+    if not path.is_file():
+        return None
+    other = io.read_bank(path, augmented=False)
+    if other.attrs.get("weights_sha256") != weights_id or not np.array_equal(other.plain_coords, coords):
+        return None
+    return np.asarray(other.plain_features, np.float32)
+
+
 def build_bank(
     manifest: str | os.PathLike,
     coords_dir: str | os.PathLike,
@@ -104,8 +121,14 @@ def build_bank(
     augment: AugmentConfig,
     shard: tuple[int, int] | None = None,
     progress: bool = True,
+    slide_ids=None,
+    plain_from: str | os.PathLike | None = None,
 ) -> BatchReport:
     """Write ``out_dir/<slide_id>.h5`` for every slide of the manifest (of this shard) that has none yet.
+
+    ``slide_ids``: only these slides of the manifest (None: all). ``plain_from``: a bank folder made with the same
+    encoder and weights (e.g. ``--augmentations 0``) whose plain embeddings are reused instead of recomputed (the
+    plain embeddings depend only on the encoder: one computation serves every bank of that encoder).
 
     Failures (no coordinates, no tissue tile, unreadable slide) are listed in ``out_dir/failures.csv``
     (``failures.shard-i-of-n.csv`` for a shard) and the batch goes on.
@@ -118,6 +141,8 @@ def build_bank(
     if shard is None and (shard := torchrun_shard()) is not None and torch.cuda.is_available():
         device = f"cuda:{int(os.environ.get('LOCAL_RANK', 0))}"
     index, count = shard or (0, 1)
+    if slide_ids is not None:
+        frame = frame[frame["slide_id"].isin(set(slide_ids))]
     rows = frame.iloc[index::count]
     embedder = build_embedder(encoder)
     embedding = Embedding(embedder, device)
@@ -140,8 +165,9 @@ def build_bank(
         tile_px = int(attrs["patch_size"])
         augmentation = TileAugmentation(augment, out_px=tile_px)
         tiles = read_tiles(paths[slide_id], coords, int(attrs["patch_size_level0"]), tile_px, config.workers)
+        plain = _reused_plain(plain_from, slide_id, coords, embedder.weights_id)
         feats, draw_coords, plain = embed_slide(tiles, coords, slide_id, embedding, augmentation, config,
-                                                encoder.batch_size)
+                                                encoder.batch_size, plain)
         io.write_bank(tmp, io.Bank(feats, draw_coords, plain, coords, {
             "slide_id": slide_id, "encoder": encoder.name, "weights_sha256": embedder.weights_id,
             "feature_dim": int(plain.shape[1]), "tile_px": tile_px, "target_mpp": float(attrs.get("target_mpp", "nan")),

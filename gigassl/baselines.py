@@ -100,7 +100,7 @@ def _plan(labels, task, splits, n_splits, budgets, train_sizes, probe_config: Pr
 
 def run_averagemil(bank, labels, task: str, *, splits=None, n_splits: int | None = None, budgets=None,
                    train_sizes=None, allow_case_overlap: bool = False, config: ProbeConfig = ProbeConfig(),
-                   out=None) -> pd.DataFrame:
+                   out=None, protocol: str = "paper") -> pd.DataFrame:
     """The AverageMIL column of Table 2 (``gigassl probe --method averagemil --bank DIR``).
 
     Same arguments as :func:`gigassl.probe.run_probe`, with ``bank`` a folder of ``<slide_id>.h5`` or a dict of
@@ -110,7 +110,7 @@ def run_averagemil(bank, labels, task: str, *, splits=None, n_splits: int | None
     if isinstance(bank, dict):
         check_ids(plan, set(bank), what="the bags")
     table = probe_plan(average_embeddings(bank, used), frame, plan, task=task, preprocessing="standard",
-                       method="averagemil", config=config, allow_case_overlap=allow_case_overlap)
+                       method="averagemil", config=config, allow_case_overlap=allow_case_overlap, protocol=protocol)
     if out is not None:
         write_csv_atomic(table, out)
     return table
@@ -174,14 +174,20 @@ def _batch(bags: list[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor | None]
 class DeepMILClassifier:
     """Train a :class:`DeepMIL` from scratch with early stopping; predict class probabilities.
 
+    Training follows the field's practice for attention MIL (CLAM, TransMIL): tile features standardised with the
+    mean and std of all tiles of the training bags (``config.standardize``), Adam, class-balanced cross-entropy, a
+    budget of ``max_steps`` optimizer steps of ``batch_size`` bags, the validation loss every ``eval_every`` steps,
+    and early stopping ``patience`` steps after the best one (whose state is kept).
+
     Args:
-        config: hidden, attention, dropout, lr, weight_decay, batch_size, max_epochs, patience, val_fraction,
-            device, seed (``max_tiles`` applies when bags are read: :func:`load_bags`).
+        config: hidden, attention, dropout, lr, weight_decay, batch_size, max_steps, eval_every, patience,
+            standardize, val_fraction, device, seed (``max_tiles`` applies when bags are read: :func:`load_bags`).
         key: extra integers of the seed key (e.g. split index and budget), see :func:`gigassl.utils.rng`.
         num_threads: torch CPU threads during fit and predict (restored afterwards); 1 costs the fewest
             CPU-seconds for bags of this size and is the fastest on a busy 2-core machine; None: unchanged.
 
-    Attributes (after fit): classes_, model_, best_epoch_, epochs_ (run), history_ (train/val loss per epoch).
+    Attributes (after fit): classes_, model_, best_step_, steps_ (run), history_ (one row per evaluation: step,
+    train_loss (mean over the steps since the last evaluation), val_loss), mean_, std_ (the standardisation).
     """
 
     def __init__(self, config: DeepMILConfig = DeepMILConfig(), key: tuple[int, ...] = (), num_threads: int | None = 1):
@@ -192,24 +198,23 @@ class DeepMILClassifier:
     def _threads(self, device: str):
         return torch_threads(self.num_threads if torch.device(device).type == "cpu" else None)
 
-    def _loss(self, model, bags, targets, weights, train: bool, gen=None) -> float:
-        cfg = self.config
-        order = gen.permutation(len(bags)) if gen is not None else np.arange(len(bags))
-        size = cfg.batch_size if train else max(cfg.batch_size, 64)
-        total = 0.0
-        for start in range(0, len(bags), size):
-            idx = order[start:start + size]
-            x, mask = _batch([bags[i] for i in idx])
-            target = targets[torch.as_tensor(idx, device=targets.device)]
-            logits, _ = model(x, mask)
-            loss = nn.functional.cross_entropy(logits, target, weight=weights, reduction="sum")
-            norm = weights[target].sum()
-            if train:
-                self.optimizer_.zero_grad(set_to_none=True)
-                (loss / norm).backward()
-                self.optimizer_.step()
-            total += float(loss.detach())
-        return total / float(weights[targets].sum())
+    def _scaled(self, bags: list) -> list[torch.Tensor]:
+        return [(torch.as_tensor(b, dtype=torch.float32, device=self.device_) - self.mean_) / self.std_ for b in bags]
+
+    def _batch_loss(self, model, bags, targets, weights, idx) -> tuple[torch.Tensor, torch.Tensor]:
+        x, mask = _batch([bags[i] for i in idx])
+        target = targets[torch.as_tensor(idx, device=targets.device)]
+        logits, _ = model(x, mask)
+        loss = nn.functional.cross_entropy(logits, target, weight=weights, reduction="sum")
+        return loss, weights[target].sum()
+
+    @torch.no_grad()
+    def _eval_loss(self, model, bags, targets, weights) -> float:
+        total, norm = 0.0, 0.0
+        for start in range(0, len(bags), 64):
+            loss, n = self._batch_loss(model, bags, targets, weights, np.arange(start, min(start + 64, len(bags))))
+            total, norm = total + float(loss), norm + float(n)
+        return total / max(norm, 1e-12)
 
     def fit(self, bags: list, y, val_bags: list | None = None, val_y=None) -> "DeepMILClassifier":
         """Train on bags (list of (M_i, F) arrays or tensors) and labels y; early-stop on (val_bags, val_y)."""
@@ -224,45 +229,64 @@ class DeepMILClassifier:
         if len(self.classes_) < 2:
             raise ManifestError(f"DeepMIL needs at least two classes in a training split; got {list(self.classes_)}.")
         index = {c: i for i, c in enumerate(self.classes_)}
-        fit_bags = [torch.as_tensor(b, dtype=torch.float32, device=device) for b in bags]
+        raw = [torch.as_tensor(b, dtype=torch.float32, device=device) for b in bags]
+        if cfg.standardize:
+            tiles = torch.cat(raw)
+            self.mean_, self.std_ = tiles.mean(0), tiles.std(0).clamp(min=1e-6)
+        else:
+            dim = raw[0].shape[1]
+            self.mean_, self.std_ = torch.zeros(dim, device=device), torch.ones(dim, device=device)
+        fit_bags = self._scaled(raw)
         targets = torch.tensor([index[c] for c in y], device=device)
         counts = torch.bincount(targets, minlength=len(self.classes_)).float()
         weights = (len(y) / (len(self.classes_) * counts.clamp(min=1))).to(device)  # "balanced", as the probe
         val = val_bags is not None and len(val_bags) > 0
         if val:
-            val_list = [torch.as_tensor(b, dtype=torch.float32, device=device) for b in val_bags]
             val_known = np.isin(np.asarray(val_y).astype(str), self.classes_)
-            val_list = [b for b, k in zip(val_list, val_known) if k]
+            val_list = [b for b, k in zip(self._scaled(val_bags), val_known) if k]
             val_t = torch.tensor([index[c] for c in np.asarray(val_y).astype(str)[val_known]], device=device)
             val = len(val_list) > 0
         seed, train_seed = (int(s) for s in rng(cfg.seed, *self.key).integers(2**62, size=2))
         with torch_seeded(seed):
             model = DeepMIL(fit_bags[0].shape[1], len(self.classes_), cfg.hidden, cfg.attention, cfg.dropout)
         model = model.to(device)
-        self.optimizer_ = torch.optim.Adam(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
-        best, best_state, self.best_epoch_, self.history_ = float("inf"), None, -1, []
+        optimizer = torch.optim.Adam(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+        best, best_state, self.best_step_, self.history_ = float("inf"), None, 0, []
+        size = min(int(cfg.batch_size), len(fit_bags))
+        order, cursor, epoch, running, step = np.empty(0, int), 0, 0, [], 0
         with _seeded(train_seed, device):
-            for epoch in range(int(cfg.max_epochs)):
-                model.train()
-                train_loss = self._loss(model, fit_bags, targets, weights, True, rng(cfg.seed, *self.key, 2, epoch))
-                val_loss = float("nan")
-                if val:
-                    model.eval()
-                    with torch.no_grad():
-                        val_loss = self._loss(model, val_list, val_t, weights, False)
-                    if val_loss < best:
-                        best, self.best_epoch_ = val_loss, epoch
-                        best_state = copy.deepcopy(model.state_dict())
-                self.history_.append({"epoch": epoch, "train_loss": train_loss, "val_loss": val_loss})
-                if val and epoch - self.best_epoch_ >= int(cfg.patience):
-                    break
+            model.train()
+            while step < int(cfg.max_steps):
+                if cursor + size > len(order):  # a new pass over the training bags, keyed by its index
+                    order, cursor, epoch = rng(cfg.seed, *self.key, 2, epoch).permutation(len(fit_bags)), 0, epoch + 1
+                idx = order[cursor:cursor + size]
+                cursor += size
+                loss, norm = self._batch_loss(model, fit_bags, targets, weights, idx)
+                optimizer.zero_grad(set_to_none=True)
+                (loss / norm).backward()
+                optimizer.step()
+                step += 1
+                running.append(float(loss.detach()) / float(norm))
+                if step % int(cfg.eval_every) == 0 or step == int(cfg.max_steps):
+                    val_loss = float("nan")
+                    if val:
+                        model.eval()
+                        val_loss = self._eval_loss(model, val_list, val_t, weights)
+                        model.train()
+                        if val_loss < best:
+                            best, self.best_step_ = val_loss, step
+                            best_state = copy.deepcopy(model.state_dict())
+                    self.history_.append({"step": step, "epoch": step * size / len(fit_bags),
+                                          "train_loss": float(np.mean(running)), "val_loss": val_loss})
+                    running = []
+                    if val and step - self.best_step_ >= int(cfg.patience):
+                        break
         if best_state is not None:
             model.load_state_dict(best_state)
         else:
-            self.best_epoch_ = len(self.history_) - 1
-        self.epochs_ = len(self.history_)
+            self.best_step_ = step
+        self.steps_ = step
         self.model_ = model.eval()
-        del self.optimizer_
         return self
 
     @torch.no_grad()
@@ -271,25 +295,37 @@ class DeepMILClassifier:
         out = []
         with self._threads(self.device_):
             for start in range(0, len(bags), 64):
-                chunk = [torch.as_tensor(b, dtype=torch.float32, device=self.device_) for b in bags[start:start + 64]]
+                chunk = self._scaled(bags[start:start + 64])
                 logits, _ = self.model_(*_batch(chunk))
                 out.append(torch.softmax(logits.float(), dim=1).cpu().numpy())
         return np.concatenate(out).astype(np.float64)
 
+    @torch.no_grad()
+    def attention(self, bag) -> np.ndarray:
+        """The attention weight of each tile of one bag (M, F) -> (M,), summing to 1."""
+        with self._threads(self.device_):
+            _, weights = self.model_(self._scaled([bag])[0][None])
+        return weights[0].cpu().numpy()
+
 
 def run_deepmil(bank, labels, task: str, *, splits=None, n_splits: int | None = None, budgets=None, train_sizes=None,
                 allow_case_overlap: bool = False, config: DeepMILConfig = DeepMILConfig(),
-                probe_config: ProbeConfig = ProbeConfig(), num_threads: int | None = 1, out=None) -> pd.DataFrame:
+                probe_config: ProbeConfig = ProbeConfig(), num_threads: int | None = 1, out=None,
+                curves: list | None = None) -> pd.DataFrame:
     """The DeepMIL column of Table 2 and Fig. 2 (``gigassl probe --method deepmil --bank DIR``).
 
     Same splits and budgets as :func:`gigassl.probe.run_probe` (``probe_config`` gives n_splits, test_fraction,
     budgets and the split seed); ``bank`` is a folder of ``<slide_id>.h5`` or a {slide_id: (M, F)} dict.
     The validation part (``config.val_fraction`` of each training split, stratified, grouped by case) is
-    used for early stopping only. Returns the tidy table with method ``deepmil`` plus columns best_epoch and
-    epochs; cpu_seconds / wall_seconds cover training and prediction, not reading the bags.
+    used for early stopping only. ``config.n_splits`` (when set) runs DeepMIL on the first k splits only (the same
+    splits as the probe's first k). Returns the tidy table with method ``deepmil`` plus columns best_step and
+    steps; cpu_seconds / wall_seconds cover training and prediction, not reading the bags.
 
     ``num_threads``: torch CPU threads while training and predicting (see :class:`DeepMILClassifier`).
+    ``curves``: a list that receives the learning curves (task, budget, split, step, epoch, train_loss, val_loss).
     """
+    if config.n_splits is not None and splits is None:
+        n_splits = min(int(n_splits or probe_config.n_splits), int(config.n_splits))
     frame, plan, used = _plan(labels, task, splits, n_splits, budgets, train_sizes, probe_config)
     device = resolve_device(config.device)
     if isinstance(bank, dict):
@@ -308,10 +344,52 @@ def run_deepmil(bank, labels, task: str, *, splits=None, n_splits: int | None = 
             [tensors[i] for i in val_ids], [label_of[i] for i in val_ids],
         )
         proba = clf.predict_proba([tensors[i] for i in split.test_ids])
-        return clf.classes_, proba, {"best_epoch": clf.best_epoch_, "epochs": clf.epochs_}
+        if curves is not None:
+            curves.extend({"task": task, "budget": split.budget, "split": split.name, **row} for row in clf.history_)
+        return clf.classes_, proba, {"best_step": clf.best_step_, "steps": clf.steps_}
 
     table = evaluate(plan, frame, fit_predict, method="deepmil", task=task, device=device,
                      allow_case_overlap=allow_case_overlap, seed=config.seed)
     if out is not None:
         write_csv_atomic(table, out)
     return table
+
+
+def few_tile_task(n_bags: int = 120, tiles: int = 64, dim: int = 32, positive_tiles: int = 2, shift: float = 4.0,
+                  seed: int = 0) -> tuple[dict, pd.DataFrame]:
+    """A MIL task whose label is carried by a few tiles: the check that DeepMIL trains (its attention should find
+    them, where a mean of the tiles dilutes them).
+
+    Every bag has ``tiles`` tile features N(0, I) in ``dim`` dimensions; in the positive bags (half of them,
+    alternating) ``positive_tiles`` tiles are moved by ``shift`` along one fixed direction. Returns
+    ({slide_id: (tiles, dim) float32}, a label table with slide_id, case_id and the task ``few_tiles``).
+    """
+    g = rng(seed, 17)
+    direction = g.normal(size=dim)
+    direction /= np.linalg.norm(direction)
+    bags, labels = {}, []
+    for i in range(n_bags):
+        x = g.normal(size=(tiles, dim))
+        positive = i % 2 == 1
+        if positive:
+            x[g.choice(tiles, positive_tiles, replace=False)] += shift * direction
+        sid = f"B{i:04d}"
+        bags[sid] = x.astype(np.float32)
+        labels.append({"slide_id": sid, "case_id": sid, "few_tiles": "positive" if positive else "negative"})
+    return bags, pd.DataFrame(labels)
+
+
+def average_halves(bags: dict, slide_ids, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """Two independent AverageMIL embeddings of each slide: the means of two disjoint random halves of its tiles
+    (``rng(seed, crc32(slide_id))``), for the alignment diagnostic. Bags of one tile give it twice.
+
+    Shape: -> two (S, F) float32 arrays, rows in the order of ``slide_ids``.
+    """
+    first, second = [], []
+    for sid in slide_ids:
+        bag = np.asarray(bags[sid], np.float64)
+        order = rng(seed, zlib.crc32(str(sid).encode())).permutation(len(bag))
+        half = max(1, len(bag) // 2)
+        first.append(bag[order[:half]].mean(0))
+        second.append(bag[order[half:]].mean(0) if len(bag) > 1 else bag.mean(0))
+    return np.stack(first).astype(np.float32), np.stack(second).astype(np.float32)

@@ -43,9 +43,10 @@ def _report(report) -> int:
 def cmd_synth(args) -> int:
     from .synth import synthesize
 
-    config = override(get_profile(args.profile).synth, n_slides=args.slides, seed=args.seed, workers=args.workers)
+    config = override(get_profile(args.profile).synth, n_slides=args.slides, seed=args.seed, workers=args.workers,
+                      pool_slides=args.pool_slides)
     manifest = synthesize(args.out, config, progress=not args.no_progress)
-    print(f"wrote {config.n_slides} slides and {manifest}")
+    print(f"wrote {config.n_slides} labelled and {config.pool_slides} unlabelled slides and {manifest}")
     return 0
 
 
@@ -122,17 +123,20 @@ def cmd_train(args) -> int:
     maps = override(profile.train.maps, downsample=_downsample(args.downsample),
                     slide_aug=False if args.no_slide_aug else None,
                     scale=tuple(args.scale) if args.scale else None)
-    config = override(profile.train, tiles_per_view=args.tiles_per_view, epochs=args.epochs,
+    config = override(profile.train, tiles_per_view=args.tiles_per_view, epochs=args.epochs, steps=args.steps,
+                      schedule_epochs=args.schedule_epochs, bn_views=args.bn_views,
+                      aggregator_init=args.aggregator_init,
                       batch_size=args.batch_size, base_lr=args.base_lr, aggregator=args.aggregator,
                       backend=args.backend, checkpoint_every=args.checkpoint_every, monitor_every=args.monitor_every,
                       device=args.device, seed=args.seed)
     config = dataclasses.replace(config, maps=maps)
     monitor = None
     if args.monitor_labels:
-        from .embed import probe_monitor
+        from .embed import training_monitor
+        from .utils import resolve_device
 
-        monitor = probe_monitor(args.monitor_labels, args.monitor_task, config.maps, profile.embed.views,
-                                config.tiles_per_view, profile.probe, config.seed, config.device)
+        monitor = training_monitor(args.monitor_labels, args.monitor_task, config.maps, profile.embed.views,
+                                   config.tiles_per_view, profile.probe, config.seed, resolve_device(config.device))
     path = train(args.bank, args.out, config, encoder_weights=args.encoder_weights,
                  slide_ids=_slide_list(args.slides), resume=args.resume, monitor=monitor,
                  progress=not args.no_progress)
@@ -183,18 +187,20 @@ def cmd_probe(args) -> int:
             if not args.embeddings:
                 raise GigasslError("--method gigassl needs --embeddings FILE (gigassl embed).")
             table = run_probe(args.embeddings, args.labels, args.task, ids_path=args.ids, config=profile.probe,
-                              **common)
+                              protocol=args.protocol, **common)
         elif args.method == "averagemil":
             from .baselines import run_averagemil
 
-            table = run_averagemil(_need_bank(args), args.labels, args.task, config=profile.probe, **common)
+            table = run_averagemil(_need_bank(args), args.labels, args.task, config=profile.probe,
+                                   protocol=args.protocol, **common)
         else:
             from .baselines import run_deepmil
 
             table = run_deepmil(_need_bank(args), args.labels, args.task, config=profile.deepmil,
                                 probe_config=profile.probe, **common)
     summary = summarize(table, n_bootstrap=profile.probe.n_bootstrap, seed=profile.probe.seed)
-    columns = ["method", "task", "budget", "n_splits", "auc_mean", "auc_std", "ci_low", "ci_high", "cpu_seconds"]
+    columns = ["method", "protocol", "task", "budget", "n_splits", "auc_mean", "auc_std", "ci_low", "ci_high",
+               "cpu_seconds"]
     print(summary[columns].to_string(index=False, float_format=lambda v: f"{v:.3f}"))
     if args.out:
         print(f"wrote {args.out}")
@@ -237,6 +243,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, help="output folder")
     _profile(p)
     p.add_argument("--slides", type=int, help="number of slides (default: the profile's)")
+    p.add_argument("--pool-slides", type=int, help="unlabelled pool slides for SSL only (default: the profile's)")
     p.add_argument("--seed", type=int, help="random seed (same seed, byte-identical cohort)")
     p.add_argument("--workers", type=int, help="processes rendering slides")
     _quiet(p)
@@ -308,6 +315,13 @@ def build_parser() -> argparse.ArgumentParser:
     _profile(p)
     p.add_argument("--tiles-per-view", type=int, help="T: tiles sampled per view (paper: 5)")
     p.add_argument("--epochs", type=int)
+    p.add_argument("--steps", type=int, help="optimizer steps to train for (overrides --epochs)")
+    p.add_argument("--schedule-epochs", type=int,
+                   help="horizon of the cosine decay (default: the training length; the authors' code: 3000)")
+    p.add_argument("--bn-views", choices=["per_view", "joint"],
+                   help="BatchNorm statistics per view (two forward passes, the authors') or over both views")
+    p.add_argument("--aggregator-init", choices=["tile_embedder", "random"],
+                   help="sparse layer4 from the tile embedder's layer4 (the paper) or a random init")
     p.add_argument("--batch-size", type=int, help="slides per global batch (paper: 256)")
     p.add_argument("--base-lr", type=float, help="learning rate for batch 256 (scaled by batch/256; paper: 0.03)")
     p.add_argument("--aggregator", choices=["sparseconv", "attention", "mean"])
@@ -359,6 +373,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--allow-case-overlap", action="store_true",
                    help="accept splits with a case on both sides (the authors' TCGA splits); recorded in the table")
     p.add_argument("--method", choices=["gigassl", "averagemil", "deepmil"], default="gigassl")
+    p.add_argument("--protocol", choices=["paper", "fair"], default="paper",
+                   help="paper: C = 10 and the method's preprocessing (l2 for gigassl, standard for averagemil); "
+                        "fair: preprocessing and C chosen by cross-validation on each split's training slides")
     p.add_argument("--bank", help="bank folder for --method averagemil|deepmil")
     p.add_argument("--tcga-task", choices=["lung", "brca", "kidney", "mhrd", "thrd", "tnbc"],
                    help="the paper's TCGA protocol with the authors' labels and splits (data/tcga)")

@@ -45,6 +45,11 @@ class SynthConfig:
     center_strength: float = 1.0
     label_noise: float = 0.05
     artefact_fraction: float = 0.15
+    # the unlabelled pool (slides with no label, for SSL only; the paper: 11,000 slides for SSL, about 1,000
+    # labelled per task). Drawn from their own random stream after the labelled cohort, which they leave unchanged.
+    pool_slides: int = 0
+    pool_width: int = 1024
+    pool_height: int = 768
     seed: int = 0
     workers: int = 2
 
@@ -93,12 +98,16 @@ class AugmentConfig:
 
 @dataclass(frozen=True)
 class MocoConfig:
-    """MoCo v2 pre-training of the tile embedder (``gigassl pretrain-tiles``, Sec. 4.1)."""
+    """MoCo v2 pre-training of the tile embedder (``gigassl pretrain-tiles``, Sec. 4.1).
+
+    ``lr`` is MoCo v2's base learning rate for a batch of 256 (0.03); the rate used is ``lr * batch_size / 256``,
+    the linear scaling rule MoCo follows (Goyal et al. 2017), so a smaller batch gets a proportionally smaller rate.
+    """
 
     epochs: int = 200
     tiles_per_slide: int = 2000  # tiles drawn (once, seeded) from each slide's tissue tiles
     batch_size: int = 256
-    lr: float = 0.03
+    lr: float = 0.03  # at batch 256; scaled by batch_size / 256
     momentum: float = 0.9  # SGD momentum
     weight_decay: float = 1e-4
     ema: float = 0.999  # momentum of the key encoder
@@ -108,6 +117,7 @@ class MocoConfig:
     bn_splits: int = 8  # shuffled sub-batches of the key encoder (single-device shuffling BN)
     checkpoint_every: int = 10
     max_minutes: float | None = None  # stop (and checkpoint) after this wall time
+    heldout_tiles: int = 512  # tiles of slides MoCo did not train on, for the label-free retrieval check
     seed: int = 0
 
 
@@ -138,9 +148,16 @@ class TrainConfig:
 
     tiles_per_view: int = 5  # T
     epochs: int = 1000
+    steps: int | None = None  # optimizer steps to train for (epochs = ceil(steps / steps per epoch)); None: epochs
     batch_size: int = 256
     base_lr: float = 0.03  # lr = base_lr * batch_size / 256
     warmup_epochs: int = 10
+    schedule_epochs: int | None = None  # horizon of the cosine decay; None: the training length (the authors: 3000
+    #                                     for a model stopped at epoch 1000, so their lr never decays below 0.0226)
+    bn_views: str = "per_view"  # per_view: each view its own forward pass and BatchNorm statistics (the authors'
+    #                             code; the paper is silent) | joint: one pass over both views
+    aggregator_init: str = "tile_embedder"  # tile_embedder: the sparse layer4 starts from the tile embedder's dense
+    #                                         layer4 (the paper's "cut f_theta in two") | random: seeded random init
     temperature: float = 0.05
     aggregator: str = "sparseconv"  # sparseconv | attention | mean
     backend: str = "torch"  # torch | spconv
@@ -173,23 +190,36 @@ class ProbeConfig:
     budgets: tuple[float, ...] = (1.0, 0.25)
     train_sizes: tuple[int, ...] = (250, 100, 50)
     n_bootstrap: int = 2000
+    # the "fair" protocol (one for every representation): preprocessing and C chosen by an inner cross-validation
+    # on the training slides of each split (gigassl.probe.TunedLinearProbe)
+    Cs: tuple[float, ...] = (0.01, 0.1, 1.0, 10.0, 100.0, 1000.0)
+    preprocessings: tuple[str, ...] = ("l2", "standard", "l2+standard")
+    inner_splits: int = 3
     seed: int = 0
 
 
 @dataclass(frozen=True)
 class DeepMILConfig:
-    """Gated attention MIL trained from scratch (Ilse et al. 2018), the DeepMIL column of Table 2."""
+    """Gated attention MIL trained from scratch (Ilse et al. 2018), the DeepMIL column of Table 2.
+
+    Trained as attention MIL usually is (CLAM, TransMIL): tile features standardised with the mean and std of the
+    training bags' tiles, Adam, a budget counted in optimizer steps, the validation loss checked every
+    ``eval_every`` steps and early stopping after ``patience`` steps without improvement (the best state kept).
+    """
 
     hidden: int = 128
     attention: int = 128
     dropout: float = 0.25
     lr: float = 2e-4
     weight_decay: float = 1e-4
-    batch_size: int = 16
-    max_epochs: int = 100
-    patience: int = 10
+    batch_size: int = 1  # bags per step (CLAM, TransMIL: 1)
+    max_steps: int = 4000
+    eval_every: int = 50
+    patience: int = 1000  # steps without a better validation loss before stopping
+    standardize: bool = True
     val_fraction: float = 0.2
     max_tiles: int | None = 4096  # tiles per bag (a seeded subsample of larger bags)
+    n_splits: int | None = None  # splits DeepMIL runs on (the first k of the probe's); None: all
     device: str = "auto"
     seed: int = 0
 
@@ -222,18 +252,21 @@ _PAPER = Profile(
     train=TrainConfig(),
     embed=EmbedConfig(),
     probe=ProbeConfig(),
-    deepmil=DeepMILConfig(),
+    # CLAM's schedule in steps for ~800 training slides: batch 1, at most 200 epochs, validation every epoch,
+    # patience 20 epochs
+    deepmil=DeepMILConfig(batch_size=1, max_steps=160_000, eval_every=800, patience=16_000),
 )
 
 _DEMO = Profile(
     name="demo",
-    synth=SynthConfig(),
+    synth=SynthConfig(pool_slides=240),
     tile=TileConfig(target_mpp=1.0, tile_px=64, thumbnail_px=1024, workers=2),
     encoder=EncoderConfig(batch_size=128, device="cpu"),
     augment=AugmentConfig(),
+    # lr: MoCo v2's 0.03 at batch 256, scaled to 0.0075 at batch 64
     moco=MocoConfig(
         epochs=6, tiles_per_slide=40, batch_size=64, lr=0.03, ema=0.99, queue_size=1024, bn_splits=4,
-        checkpoint_every=2,
+        checkpoint_every=2, heldout_tiles=512,
     ),
     bank=BankConfig(augmentations=8, tiles=32),
     # base_lr: the paper's 0.03 (x 32/256) made the demo training diverge, then collapse (loss at log(2B - 1), the
@@ -244,17 +277,20 @@ _DEMO = Profile(
     ),
     embed=EmbedConfig(views=50, device="cpu"),
     probe=ProbeConfig(train_sizes=(80, 40, 20)),
-    deepmil=DeepMILConfig(max_epochs=60, device="cpu"),
+    # DeepMIL on 5 of the 10 splits (the CPU budget; the book says so): bags of 8 per step, at most 2,000 steps
+    # (about 180 epochs of 90 training slides), validation every 20 steps, patience 300 steps (about 27 epochs)
+    deepmil=DeepMILConfig(batch_size=8, max_steps=2000, eval_every=20, patience=300, n_splits=5, device="cpu"),
 )
 
 _SMOKE = Profile(
     name="smoke",
-    synth=SynthConfig(n_slides=8, n_centers=2, width=768, height=512, n_levels=2, workers=1),
+    synth=SynthConfig(n_slides=8, n_centers=2, width=768, height=512, n_levels=2, workers=1, pool_slides=2,
+                      pool_width=512, pool_height=384),
     tile=TileConfig(target_mpp=1.0, tile_px=32, thumbnail_px=512),
     encoder=EncoderConfig(batch_size=64, device="cpu"),
     augment=AugmentConfig(),
     moco=MocoConfig(
-        epochs=2, tiles_per_slide=8, batch_size=16, queue_size=64, bn_splits=2, checkpoint_every=1,
+        epochs=2, tiles_per_slide=8, batch_size=16, queue_size=64, bn_splits=2, checkpoint_every=1, heldout_tiles=32,
     ),
     bank=BankConfig(augmentations=3, tiles=8),
     train=TrainConfig(
@@ -263,7 +299,7 @@ _SMOKE = Profile(
     ),
     embed=EmbedConfig(views=4, device="cpu"),
     probe=ProbeConfig(n_splits=3, test_fraction=0.5, budgets=(1.0, 0.5), train_sizes=(4,), n_bootstrap=200),
-    deepmil=DeepMILConfig(max_epochs=3, patience=2, batch_size=4, device="cpu"),
+    deepmil=DeepMILConfig(max_steps=6, eval_every=2, patience=4, batch_size=4, device="cpu"),
 )
 
 PROFILES: dict[str, Profile] = {p.name: p for p in (_SMOKE, _DEMO, _PAPER)}

@@ -58,8 +58,9 @@ def embed_bank(model, bank: PackedBank, indices: np.ndarray, views: int, tiles: 
 
 
 def embed_slides(bank_dir: str | os.PathLike, checkpoint: str | os.PathLike, out: str | os.PathLike,
-                 config: EmbedConfig, backend: str | None = None, progress: bool = True) -> Path:
-    """Embed every slide of a bank with a trained checkpoint; write ``out`` (ids + (S, D) float32, see io)."""
+                 config: EmbedConfig, backend: str | None = None, progress: bool = True, slide_ids=None) -> Path:
+    """Embed every slide of a bank (or the bank's slides ``slide_ids``) with a trained checkpoint; write ``out``
+    (ids + (S, D) float32, see io)."""
     device = resolve_device(config.device)
     model, state = load_checkpoint(checkpoint, device, backend)
     maps = MapConfig(**state["config"]["maps"])
@@ -67,35 +68,88 @@ def embed_slides(bank_dir: str | os.PathLike, checkpoint: str | os.PathLike, out
     if bank.feature_dim != state["in_dim"]:
         raise ConfigError(f"The bank {bank_dir} has {bank.feature_dim}-d tile features but the checkpoint "
                           f"{checkpoint} was trained on {state['in_dim']}-d ones; use the bank of its encoder.")
-    embeddings = embed_bank(model, bank, np.arange(len(bank)), config.views, config.tiles_per_view, maps,
+    ids = bank.ids if slide_ids is None else [s for s in bank.ids if s in set(slide_ids)]
+    embeddings = embed_bank(model, bank, bank.indices(ids), config.views, config.tiles_per_view, maps,
                             config.seed, config.batch_views, device, progress)
-    io.write_embeddings(out, bank.ids, embeddings, checkpoint_sha256=sha256_file(checkpoint), views=config.views,
+    io.write_embeddings(out, ids, embeddings, checkpoint_sha256=sha256_file(checkpoint), views=config.views,
                         tiles_per_view=config.tiles_per_view, seed=config.seed, epoch=int(state["epoch"]),
                         aggregator=state["config"]["aggregator"], version=__version__)
     return Path(out)
 
 
-def probe_monitor(labels, tasks: list[str], maps: MapConfig, views: int, tiles: int, probe=None, seed: int = 0,
-                  device: str = "cpu"):
-    """A training monitor (Fig. 3C): every k epochs, embed the labelled slides of the bank with R views and run the
-    linear probe (generated, case-grouped splits, 100% budget) on each task; rows: task, auc_mean, auc_std."""
+def training_monitor(labels, tasks: list[str], maps: MapConfig, views: int, tiles: int, probe=None, seed: int = 0,
+                     device: str = "cpu", diagnostics: bool = True):
+    """A training monitor: every k epochs, embed the bank's slides with R views and record
+
+    - for each task, the linear probe under both protocols (generated case-grouped splits, 100% budget), one row per
+      protocol and split: ``kind="probe"``, task, protocol, budget, split, auc (the data of Fig. 3C);
+    - with ``diagnostics``, one row ``kind="diagnostics"`` of :func:`gigassl.diagnostics.diagnose` on every slide of
+      the bank that ``labels`` lists (alignment between two embeddings made with different view seeds, centre
+      predictability grouped by case).
+
+    ``labels``: a manifest (path or frame) with ``slide_id``, ``case_id``, ``center`` and the task columns.
+    """
+    import pandas as pd
+
+    from . import diagnostics as diag
     from .config import ProbeConfig
-    from .probe import run_probe, summarize
+    from .probe import PROTOCOLS, run_probe
     from .splits import load_labels
     from .train import Monitor
 
     probe = probe or ProbeConfig()
-    labelled = {task: set(load_labels(labels, task)["slide_id"]) for task in tasks}
+    frame = pd.read_csv(labels, dtype={"slide_id": str, "case_id": str}) if isinstance(labels, (str, os.PathLike)) \
+        else pd.DataFrame(labels)
+    labelled = {task: set(load_labels(frame, task)["slide_id"]) for task in tasks}
+    meta = frame.set_index("slide_id")
 
     def fn(model, bank: PackedBank, epoch: int) -> list[dict]:
         rows = []
         for task in tasks:
             ids = [sid for sid in bank.ids if sid in labelled[task]]
             emb = embed_bank(model, bank, bank.indices(ids), views, tiles, maps, seed, device=device)
-            result = summarize(run_probe((ids, emb), labels, task, n_splits=probe.n_splits, budgets=(1.0,),
-                                         train_sizes=(), config=probe), n_bootstrap=0)
-            rows.append({"task": task, "auc_mean": float(result["auc_mean"].iloc[0]),
-                         "auc_std": float(result["auc_std"].iloc[0])})
+            for protocol in PROTOCOLS:
+                table = run_probe((ids, emb), frame, task, n_splits=probe.n_splits, budgets=(1.0,), train_sizes=(),
+                                  config=probe, protocol=protocol)
+                rows += [{"kind": "probe", "task": task, "protocol": r.protocol, "budget": r.budget,
+                          "split": r.split, "auc": r.auc} for r in table.itertuples()]
+        if diagnostics:
+            ids = [sid for sid in bank.ids if sid in meta.index]
+            index = bank.indices(ids)
+            first = embed_bank(model, bank, index, views, tiles, maps, seed, device=device)
+            second = embed_bank(model, bank, index, views, tiles, maps, seed + 1, device=device)
+            part = meta.loc[ids]
+            centres = part["center"].astype(str).to_numpy() if "center" in part else None
+            groups = part["case_id"].astype(str).to_numpy() if "case_id" in part else None
+            rows.append({"kind": "diagnostics", **diag.diagnose(first, second, centres, groups, seed=seed)})
         return rows
 
     return Monitor(fn)
+
+
+def monitor_table(monitor: "pd.DataFrame", method: str) -> "pd.DataFrame":
+    """The probe rows of a ``monitor.csv`` as a per-split tidy table whose method is ``<method>@<epoch>`` (the input
+    of :func:`gigassl.paper.fig3`), and the mean AUC per epoch for plotting: (per_split, per_epoch)."""
+    probe = monitor[monitor["kind"] == "probe"]
+    per_split = probe.assign(method=[f"{method}@{int(e)}" for e in probe["epoch"]])
+    per_epoch = probe.groupby(["protocol", "epoch", "task"])["auc"].agg(auc_mean="mean", auc_std="std").reset_index()
+    return per_split, per_epoch.assign(aggregator=method)
+
+
+def run_diagnostics(run_dir: str | os.PathLike, slide_ids, centres=None, groups=None, device: str = "cpu",
+                    seed: int = 0) -> dict:
+    """The diagnostics (:func:`gigassl.diagnostics.diagnose`) of a training run's slide embeddings
+    (``run_dir/embeddings.h5``) on ``slide_ids``, the alignment measured against a second embedding of the same
+    slides with the same R and T and another view seed.
+    """
+    from .diagnostics import diagnose
+
+    run_dir = Path(run_dir)
+    ids, emb, attrs = io.read_embeddings(run_dir / "embeddings.h5")
+    model, state = load_checkpoint(run_dir / "checkpoint.pt", device)
+    bank = PackedBank(state["bank"]["dir"])
+    position = {sid: i for i, sid in enumerate(ids)}
+    rows = [position[s] for s in slide_ids]
+    second = embed_bank(model, bank, bank.indices(list(slide_ids)), int(attrs["views"]), int(attrs["tiles_per_view"]),
+                        MapConfig(**state["config"]["maps"]), int(attrs["seed"]) + 1, device=device)
+    return diagnose(emb[rows], second, centres, groups, seed=seed)

@@ -92,14 +92,20 @@ def tile_gallery(rows: dict[str, np.ndarray], title: str = ""):
 
 
 # -------------------------------------------------------------------------------------------------- training
-def training_curves(logs: dict[str, pd.DataFrame], columns=("loss", "collapse")):
-    """One panel per column of the training logs (x: epoch), one line per run."""
-    fig, axes = plt.subplots(1, len(columns), figsize=(5 * len(columns), 3.4), squeeze=False)
+def training_curves(logs: dict[str, pd.DataFrame], columns=("loss", "collapse"), x: str = "epoch",
+                    references: dict | None = None):
+    """One panel per column of the training logs (x: ``x``), one line per run; ``references`` draws a dashed
+    horizontal line per column ({column: (value, label)})."""
+    fig, axes = plt.subplots(1, len(columns), figsize=(min(5 * len(columns), 16), 3.4), squeeze=False)
     for ax, column in zip(axes[0], columns):
         for name, log in logs.items():
             if column in log:
-                ax.plot(log["epoch"], log[column], marker="." if len(log) < 30 else None, label=name)
-        ax.set_xlabel("epoch")
+                ax.plot(log[x], log[column], marker="." if len(log) < 30 else None, label=name)
+        if references and column in references:
+            value, label = references[column]
+            ax.axhline(value, color="grey", ls="--", lw=1, label=label)
+            ax.legend(fontsize=7)
+        ax.set_xlabel(x)
         ax.set_ylabel(column)
     if len(logs) > 1:
         axes[0, -1].legend(fontsize=8)
@@ -202,6 +208,67 @@ def agreement_plot(claims: pd.DataFrame):
     ax.set_xlabel("difference in the paper (AUC)")
     ax.set_ylabel("same difference in this run (AUC)")
     ax.legend(fontsize=7, loc="best")
+    fig.tight_layout()
+    return fig
+
+
+def diagnostics_bars(frame: pd.DataFrame, name: str = "representation",
+                     columns=("alignment", "uniformity", "mean_cosine", "effective_rank", "centre_accuracy")):
+    """One panel per diagnostic (:mod:`gigassl.diagnostics`), one bar per representation; the centre panel marks
+    chance."""
+    columns = [c for c in columns if c in frame and frame[c].notna().any()]
+    fig, axes = plt.subplots(1, len(columns), figsize=(3.2 * len(columns), 0.32 * len(frame) + 1.6), sharey=True,
+                             squeeze=False)
+    names = frame[name].astype(str).tolist()
+    for ax, column in zip(axes[0], columns):
+        ax.barh(names, frame[column], color="#1f77b4")
+        if column == "centre_accuracy" and "centre_chance" in frame:
+            ax.axvline(float(frame["centre_chance"].iloc[0]), color="red", lw=1, label="chance")
+            ax.legend(fontsize=7)
+        ax.set_xlabel(column.replace("_", " "), fontsize=9)
+    axes[0, 0].invert_yaxis()
+    fig.tight_layout()
+    return fig
+
+
+def paired_forest(pairs: pd.DataFrame, label: str = "comparison", title: str = ""):
+    """Paired differences with their intervals, one row each (:func:`gigassl.compare.paired`); filled markers
+    are decided (the interval excludes 0), hollow ones undecided."""
+    fig, ax = plt.subplots(figsize=(6.4, 0.3 * len(pairs) + 1.4))
+    y = np.arange(len(pairs))
+    low = pairs["difference"] - pairs["ci_low"]
+    high = pairs["ci_high"] - pairs["difference"]
+    decided = (pairs["ci_low"] > 0) | (pairs["ci_high"] < 0)
+    ax.errorbar(pairs["difference"], y, xerr=[low.fillna(0), high.fillna(0)], fmt="none", ecolor="grey", capsize=2)
+    ax.scatter(pairs["difference"][decided], y[decided.to_numpy()], color="#1f77b4", zorder=3, label="decided")
+    ax.scatter(pairs["difference"][~decided], y[~decided.to_numpy()], facecolors="white", edgecolors="#1f77b4",
+               zorder=3, label="undecided")
+    ax.axvline(0, color="k", lw=0.8)
+    ax.set_yticks(y, pairs[label].astype(str).tolist(), fontsize=7)
+    ax.invert_yaxis()
+    ax.set_xlabel("AUC difference (mean over splits, 95% paired bootstrap interval)")
+    ax.set_title(title, fontsize=10)
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    return fig
+
+
+def deepmil_curves(curves_frame: pd.DataFrame):
+    """DeepMIL learning curves: training and validation loss against optimizer steps, mean over splits, one panel
+    per task (dotted: each split's validation loss)."""
+    tasks = list(dict.fromkeys(curves_frame["task"]))
+    fig, axes = plt.subplots(1, len(tasks), figsize=(4.4 * len(tasks), 3.3), squeeze=False)
+    for ax, task in zip(axes[0], tasks):
+        part = curves_frame[curves_frame["task"] == task]
+        for _, split in part.groupby(["budget", "split"]):
+            ax.plot(split["step"], split["val_loss"], color="#ff7f0e", lw=0.5, alpha=0.35)
+        mean = part.groupby("step")[["train_loss", "val_loss"]].mean().reset_index()
+        ax.plot(mean["step"], mean["train_loss"], color="#1f77b4", label="train (mean)")
+        ax.plot(mean["step"], mean["val_loss"], color="#ff7f0e", label="validation (mean)")
+        ax.set_xlabel("optimizer step")
+        ax.set_ylabel("cross-entropy")
+        ax.set_title(task, fontsize=10)
+        ax.legend(fontsize=7)
     fig.tight_layout()
     return fig
 

@@ -58,3 +58,27 @@ def read_manifest(path: str | os.PathLike, required: tuple[str, ...] = REQUIRED)
 def task_columns(frame: pd.DataFrame) -> list[str]:
     """The label columns of a manifest: every column that is not slide metadata."""
     return [c for c in frame.columns if c not in META_COLUMNS]
+
+
+def labelled_ids(frame: pd.DataFrame) -> list[str]:
+    """The slides with a value in at least one task column (the labelled cohort); the others form the unlabelled
+    pool that only self-supervised training uses (e.g. ``U0001`` ... of the synthetic cohort)."""
+    tasks = task_columns(frame)
+    if not tasks:
+        return frame["slide_id"].astype(str).tolist()
+    return frame.loc[frame[tasks].notna().any(axis=1), "slide_id"].astype(str).tolist()
+
+
+def pool_ids(frame: pd.DataFrame) -> list[str]:
+    """The slides of the unlabelled pool (no value in any task column), in manifest order."""
+    labelled = set(labelled_ids(frame))
+    return [s for s in frame["slide_id"].astype(str) if s not in labelled]
+
+
+def ssl_slide_ids(frame: pd.DataFrame, pool: int | None = None, exclude_centres=()) -> list[str]:
+    """The slides an SSL run trains on: the labelled cohort plus the first ``pool`` slides of the unlabelled pool
+    (None: all of it; 0: none), without the slides of ``exclude_centres`` (the independent-centre experiment)."""
+    chosen = set(labelled_ids(frame)) | set(pool_ids(frame)[: None if pool is None else int(pool)])
+    if exclude_centres:
+        chosen -= set(frame.loc[frame["center"].astype(str).isin(set(exclude_centres)), "slide_id"].astype(str))
+    return [s for s in frame["slide_id"].astype(str) if s in chosen]

@@ -43,10 +43,16 @@ from .utils import atomic_path, resolve_device, rng, torch_generator, torch_seed
 
 
 class TileSet(torch.utils.data.Dataset):
-    """Tiles drawn once (seeded) from each slide's tissue tiles; item -> uint8 (px, px, 3), read on demand."""
+    """Tiles drawn once (seeded) from each slide's tissue tiles; item -> uint8 (px, px, 3), read on demand.
 
-    def __init__(self, manifest: str | os.PathLike, coords_dir: str | os.PathLike, tiles_per_slide: int, seed: int):
+    ``slide_ids``: only these slides of the manifest (None: all).
+    """
+
+    def __init__(self, manifest: str | os.PathLike, coords_dir: str | os.PathLike, tiles_per_slide: int, seed: int,
+                 slide_ids=None):
         frame = read_manifest(manifest)
+        if slide_ids is not None:
+            frame = frame[frame["slide_id"].isin(set(slide_ids))]
         self.readers: list[TileReader] = []
         items = []
         tile_px = None
@@ -137,8 +143,45 @@ def _stack(items: list[np.ndarray]) -> torch.Tensor:
 
 
 def _lr(config: MocoConfig, epoch: int) -> float:
-    """Cosine schedule over epochs (MoCo v2)."""
-    return config.lr * 0.5 * (1 + math.cos(math.pi * epoch / config.epochs))
+    """Cosine schedule over epochs (MoCo v2) from ``lr * batch_size / 256`` (the linear scaling rule)."""
+    return config.lr * config.batch_size / 256 * 0.5 * (1 + math.cos(math.pi * epoch / config.epochs))
+
+
+@torch.no_grad()
+def retrieval_check(embedder, tiles: np.ndarray, augment: AugmentConfig, seed: int = 0, device: str = "cpu",
+                    batch_size: int = 256) -> float:
+    """A label-free check of a tile embedder: the top-1 accuracy of retrieving, for each tile, its other
+    augmented view among the second views of all the tiles (cosine similarity of the embeddings).
+
+    Each tile gets two independent draws of ``augment`` (keyed by ``seed``); an embedder that keeps what the
+    augmentations do not change scores high, one that sees mostly colour or position scores low. Chance:
+    1 / len(tiles). Shape: tiles uint8 (M, px, px, 3) -> float in [0, 1].
+    """
+    from .encoders import Embedding
+
+    if len(tiles) < 2:
+        raise GigasslError(f"The retrieval check needs at least 2 tiles; got {len(tiles)}.")
+    augmentation = TileAugmentation(dataclasses.replace(augment, mode="independent"), tiles.shape[1])
+    embedding = Embedding(embedder, device)
+    x = torch.from_numpy(np.ascontiguousarray(tiles)).permute(0, 3, 1, 2).float().div_(255)
+    views = []
+    for view in (0, 1):
+        out = []
+        for start in range(0, len(x), batch_size):
+            part = augmentation(x[start:start + batch_size], torch_generator(seed, view, start))
+            out.append(embedding(part))
+        views.append(F.normalize(torch.cat(out), dim=1))
+    nearest = (views[0] @ views[1].T).argmax(1)
+    return float((nearest == torch.arange(len(x))).float().mean())
+
+
+def heldout_tiles(manifest: str | os.PathLike, coords_dir: str | os.PathLike, slide_ids, n: int,
+                  seed: int = 0) -> np.ndarray:
+    """``n`` tiles (uint8 (n, px, px, 3)) drawn (seeded) evenly from the slides ``slide_ids``: for
+    :func:`retrieval_check` on slides the tile embedder was not trained on."""
+    tiles = TileSet(manifest, coords_dir, max(1, -(-n // max(1, len(slide_ids)))), seed, slide_ids)
+    pick = rng(seed, 1).permutation(len(tiles))[:n]
+    return np.stack([tiles[int(i)] for i in np.sort(pick)])
 
 
 def pretrain_tiles(
@@ -151,32 +194,34 @@ def pretrain_tiles(
     workers: int = 0,
     resume: bool = True,
     progress: bool = True,
+    slide_ids=None,
 ) -> Path:
     """Train MoCo v2 on tiles of a tiled cohort; returns the path of the last checkpoint.
 
-    Writes ``out_dir/checkpoint.pt`` (and every ``checkpoint_every`` epochs ``checkpoint_eNNNN.pt``) and
-    ``out_dir/log.csv`` (epoch, loss, top1, lr, seconds).
+    Writes ``out_dir/checkpoint.pt`` (and every ``checkpoint_every`` epochs ``checkpoint_eNNNN.pt``),
+    ``out_dir/log.csv`` (epoch, loss, top1, lr, seconds) and ``out_dir/steps.csv`` (the loss and top-1 of every
+    step). ``slide_ids``: train on the tiles of these slides only (None: every slide of the manifest).
     """
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     device = resolve_device(device)
-    tiles = TileSet(manifest, coords_dir, config.tiles_per_slide, config.seed)
+    tiles = TileSet(manifest, coords_dir, config.tiles_per_slide, config.seed, slide_ids)
     if len(tiles) < config.batch_size:
         raise GigasslError(f"{len(tiles)} tiles for MoCo but batch size {config.batch_size}; lower --batch-size "
                            "or raise tiles_per_slide.")
     model = MoCo(config).to(device).to(memory_format=torch.channels_last)
-    optimizer = torch.optim.SGD(model.encoder_q.parameters(), lr=config.lr, momentum=config.momentum,
+    optimizer = torch.optim.SGD(model.encoder_q.parameters(), lr=_lr(config, 0), momentum=config.momentum,
                                 weight_decay=config.weight_decay)
     augmentation = TileAugmentation(dataclasses.replace(augment, mode="independent"), tiles.tile_px)
     mean = torch.tensor(IMAGENET_MEAN, device=device).view(1, 3, 1, 1)
     std = torch.tensor(IMAGENET_STD, device=device).view(1, 3, 1, 1)
     last = out_dir / "checkpoint.pt"
-    start, log = 0, []
+    start, log, step_log = 0, [], []
     if resume and last.exists():
         state = torch.load(last, map_location=device, weights_only=False)
         model.load_state_dict({k.replace("module.", "", 1): v for k, v in state["state_dict"].items()})
         optimizer.load_state_dict(state["optimizer"])
-        start, log = state["epoch"], state["log"]
+        start, log, step_log = state["epoch"], state["log"], state.get("steps", [])
     steps = len(tiles) // config.batch_size
     started = time.monotonic()
     for epoch in range(start, config.epochs):
@@ -200,6 +245,8 @@ def pretrain_tiles(
             optimizer.step()
             losses.append(loss.item())
             accs.append(acc.item())
+            step_log.append({"epoch": epoch + 1, "step": epoch * steps + step + 1, "loss": losses[-1],
+                             "top1": accs[-1]})
         log.append({"epoch": epoch + 1, "loss": float(np.mean(losses)), "top1": float(np.mean(accs)),
                     "lr": _lr(config, epoch), "seconds": time.monotonic() - t0})
         timed_out = config.max_minutes is not None and time.monotonic() - started > 60 * config.max_minutes
@@ -207,7 +254,7 @@ def pretrain_tiles(
         if done or (epoch + 1) % config.checkpoint_every == 0:
             state = {
                 "state_dict": {f"module.{k}": v.cpu() for k, v in model.state_dict().items()},
-                "optimizer": optimizer.state_dict(), "epoch": epoch + 1, "log": log,
+                "optimizer": optimizer.state_dict(), "epoch": epoch + 1, "log": log, "steps": step_log,
                 "config": dataclasses.asdict(config), "arch": "resnet18",
             }
             with atomic_path(last) as tmp:
@@ -216,6 +263,7 @@ def pretrain_tiles(
                 with atomic_path(out_dir / f"checkpoint_e{epoch + 1:04d}.pt") as tmp:
                     torch.save(state, tmp)
         write_csv_atomic(pd.DataFrame(log), out_dir / "log.csv")
+        write_csv_atomic(pd.DataFrame(step_log), out_dir / "steps.csv")
         if timed_out:
             break
     return last

@@ -38,9 +38,10 @@ from .errors import ConfigError, ManifestError
 from .splits import Split, check_ids, check_splits, load_labels, plan_splits
 from .utils import rng, write_csv_atomic
 
-PREPROCESSING = ("l2", "standard", "none")
+PREPROCESSING = ("l2", "standard", "l2+standard", "none")
+PROTOCOLS = ("paper", "fair")
 COLUMNS = (
-    "method", "task", "budget", "split", "auc", "n_train", "n_test", "n_classes_test", "case_overlap",
+    "method", "protocol", "task", "budget", "split", "auc", "n_train", "n_test", "n_classes_test", "case_overlap",
     "cpu_seconds", "wall_seconds", "device", "seed",
 )
 
@@ -65,7 +66,8 @@ class LinearProbe(ClassifierMixin, BaseEstimator):
     Args:
         C: inverse L2 regularisation strength (the authors: 10).
         preprocessing: ``"l2"`` (rows scaled to unit norm; Giga-SSL embeddings), ``"standard"`` (zero mean,
-            unit variance, fitted on the training rows; AverageMIL embeddings) or ``"none"``.
+            unit variance, fitted on the training rows; AverageMIL embeddings), ``"l2+standard"`` (unit norm, then
+            standard scaling fitted on the training rows) or ``"none"``.
         class_weight: passed to LogisticRegression (the authors: ``"balanced"``).
         max_iter, tol: lbfgs stopping rule, as in scikit-learn (defaults 1000 and 1e-4: the authors').
         n_threads: BLAS/OpenMP threads during fit and predict; 1 is cheapest in CPU-seconds for probe-sized
@@ -74,7 +76,7 @@ class LinearProbe(ClassifierMixin, BaseEstimator):
     Attributes:
         classes_: (n_classes,) sorted labels; ``predict_proba`` columns follow it.
         coef_: (1, F) for two classes, else (n_classes, F), on the preprocessed features; intercept_ likewise.
-        scaler_: the fitted StandardScaler (``"standard"``) or None; n_iter_: lbfgs iterations.
+        scaler_: the fitted StandardScaler (``"standard"``, ``"l2+standard"``) or None; n_iter_: lbfgs iterations.
 
     Shape: X (S, F) -> predict_proba (S, n_classes).
 
@@ -96,6 +98,8 @@ class LinearProbe(ClassifierMixin, BaseEstimator):
             return normalize(X)
         if self.preprocessing == "standard":
             return self.scaler_.transform(X)
+        if self.preprocessing == "l2+standard":
+            return self.scaler_.transform(normalize(X))
         return X
 
     def fit(self, X, y):
@@ -110,7 +114,11 @@ class LinearProbe(ClassifierMixin, BaseEstimator):
                 f"LinearProbe needs samples of at least 2 classes; got 1 class ({classes[0]!r}). "
                 "Check the training split and the label column."
             )
-        self.scaler_ = StandardScaler().fit(X) if self.preprocessing == "standard" else None
+        self.scaler_ = None
+        if self.preprocessing == "standard":
+            self.scaler_ = StandardScaler().fit(X)
+        elif self.preprocessing == "l2+standard":
+            self.scaler_ = StandardScaler().fit(normalize(X))
         with _threads(self.n_threads):
             self.model_ = LogisticRegression(
                 C=self.C, class_weight=self.class_weight, max_iter=self.max_iter, tol=self.tol
@@ -141,6 +149,97 @@ class LinearProbe(ClassifierMixin, BaseEstimator):
         """Most probable class of each row (S,)."""
         proba = self.predict_proba(X)
         return self.classes_[np.argmax(proba, axis=1)]
+
+
+class TunedLinearProbe(ClassifierMixin, BaseEstimator):
+    """The linear probe with its preprocessing and C chosen by an inner cross-validation on the training rows only:
+    the "fair" protocol, applied identically to every representation (Giga-SSL, AverageMIL, ablations).
+
+    Each (preprocessing, C) of the grid is scored by the mean ROC AUC (:func:`auc_score`) over ``inner_splits``
+    stratified folds of the rows given to :meth:`fit`, grouped by ``groups`` (cases) when given; the best one
+    (the first in grid order on ties: preprocessings, then Cs) is refitted on all of them; when no inner fold
+    holds two classes (a handful of training slides), the first preprocessing with the paper's C = 10 is used.
+    Nothing outside the
+    rows passed to ``fit`` enters the choice, so under :func:`evaluate` the test slides of a split never do.
+
+    Args:
+        Cs: candidate inverse regularisation strengths. preprocessings: candidates (see :class:`LinearProbe`).
+        inner_splits: folds of the inner cross-validation (fewer when the rows have fewer cases per class).
+        seed: the inner folds' shuffle.
+
+    Attributes: best_params_ ({"preprocessing", "C"}), best_score_, cv_results_ (one dict per candidate),
+        best_estimator_ (the refitted :class:`LinearProbe`), classes_.
+    """
+
+    def __init__(self, Cs=(0.01, 0.1, 1.0, 10.0, 100.0, 1000.0), preprocessings=("l2", "standard", "l2+standard"),
+                 inner_splits: int = 3, class_weight="balanced", max_iter: int = 1000, seed: int = 0,
+                 n_threads: int | None = 1):
+        self.Cs = Cs
+        self.preprocessings = preprocessings
+        self.inner_splits = inner_splits
+        self.class_weight = class_weight
+        self.max_iter = max_iter
+        self.seed = seed
+        self.n_threads = n_threads
+
+    def _folds(self, X, y, groups):
+        from sklearn.model_selection import StratifiedGroupKFold
+
+        groups = np.arange(len(y)) if groups is None else np.asarray(groups)
+        _, counts = np.unique(y, return_counts=True)
+        n = int(min(self.inner_splits, len(np.unique(groups)), counts.max()))
+        if n < 2:
+            return []
+        cv = StratifiedGroupKFold(n_splits=n, shuffle=True, random_state=int(self.seed))
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # a class with fewer members than folds
+            return [(tr, te) for tr, te in cv.split(X, y, groups) if len(np.unique(y[tr])) >= 2]
+
+    def fit(self, X, y, groups=None):
+        """Choose (preprocessing, C) by inner cross-validation on X (S, F), y (S,), groups (S,); refit on all."""
+        for prep in self.preprocessings:
+            if prep not in PREPROCESSING:
+                raise ConfigError(f"preprocessing must be one of {', '.join(PREPROCESSING)}; got {prep!r}.")
+        X, y = validate_data(self, X, y, dtype=[np.float64, np.float32])
+        check_classification_targets(y)
+        folds = self._folds(X, y, groups)
+        self.cv_results_ = []
+        best, best_key, best_score = None, -np.inf, float("nan")
+        for prep in self.preprocessings:
+            for C in self.Cs:
+                scores = []
+                for train, test in folds:
+                    probe = LinearProbe(C=C, preprocessing=prep, class_weight=self.class_weight,
+                                        max_iter=self.max_iter, n_threads=self.n_threads).fit(X[train], y[train])
+                    with warnings.catch_warnings():
+                        warnings.simplefilter("ignore")  # an inner test fold lacking a class
+                        scores.append(auc_score(y[test], probe.predict_proba(X[test]), probe.classes_))
+                score = float(np.nanmean(scores)) if scores and not np.all(np.isnan(scores)) else float("nan")
+                self.cv_results_.append({"preprocessing": prep, "C": float(C), "score": score})
+                key = -np.inf if np.isnan(score) else score
+                if best is None or key > best_key:
+                    best, best_key, best_score = (prep, float(C)), key, score
+        if not np.isfinite(best_key):  # no usable inner fold (a handful of slides): the paper's C, the first prep
+            best = (self.preprocessings[0], 10.0 if 10.0 in self.Cs else float(self.Cs[len(self.Cs) // 2]))
+        self.best_params_ = {"preprocessing": best[0], "C": best[1]}
+        self.best_score_ = best_score
+        self.best_estimator_ = LinearProbe(C=best[1], preprocessing=best[0], class_weight=self.class_weight,
+                                           max_iter=self.max_iter, n_threads=self.n_threads).fit(X, y)
+        self.classes_ = self.best_estimator_.classes_
+        return self
+
+    def decision_function(self, X) -> np.ndarray:
+        check_is_fitted(self)
+        return self.best_estimator_.decision_function(X)
+
+    def predict_proba(self, X) -> np.ndarray:
+        """Class probabilities (S, n_classes) of the refitted probe, columns in the order of ``classes_``."""
+        check_is_fitted(self)
+        return self.best_estimator_.predict_proba(X)
+
+    def predict(self, X) -> np.ndarray:
+        check_is_fitted(self)
+        return self.best_estimator_.predict(X)
 
 
 # ------------------------------------------------------------------------------------------------------ metrics
@@ -187,20 +286,24 @@ def bootstrap_ci(values, n_bootstrap: int = 2000, level: float = 0.95, seed: int
 
 
 def summarize(table: pd.DataFrame, n_bootstrap: int = 2000, level: float = 0.95, seed: int = 0) -> pd.DataFrame:
-    """One row per (method, task, budget) of a tidy table, in order of first appearance.
+    """One row per (method, protocol, task, budget) of a tidy table, in order of first appearance.
 
-    Columns: method, task, budget, n_splits (AUCs that are not NaN), auc_mean, auc_std (over splits, ddof=0 as
+    Columns: method, protocol (``paper`` when the table has none), task, budget, n_splits (AUCs that are not NaN), auc_mean, auc_std (over splits, ddof=0 as
     ``np.std`` in the authors' code), ci_low, ci_high (bootstrap of the mean over splits, seeded per group),
     n_train, n_test (means), case_overlap (mean per split), cpu_seconds, wall_seconds (totals), device.
     """
     rows = []
-    for (method, task, budget), group in table.groupby(["method", "task", "budget"], sort=False):
+    if "protocol" not in table.columns:
+        table = table.assign(protocol="paper")
+    for (method, protocol, task, budget), group in table.groupby(["method", "protocol", "task", "budget"],
+                                                                 sort=False):
         auc = group["auc"].to_numpy(float)
-        key = zlib.crc32(f"{method}/{task}/{budget}".encode())
+        name = f"{method}/{task}/{budget}" + ("" if protocol == "paper" else f"/{protocol}")
+        key = zlib.crc32(name.encode())
         low, high = bootstrap_ci(auc, n_bootstrap, level, seed=int(rng(seed, key).integers(2**31)))
         valid = auc[~np.isnan(auc)]
         rows.append({
-            "method": method, "task": task, "budget": budget, "n_splits": len(valid),
+            "method": method, "protocol": protocol, "task": task, "budget": budget, "n_splits": len(valid),
             "auc_mean": float(valid.mean()) if len(valid) else float("nan"),
             "auc_std": float(valid.std()) if len(valid) else float("nan"),
             "ci_low": low, "ci_high": high,
@@ -214,7 +317,7 @@ def summarize(table: pd.DataFrame, n_bootstrap: int = 2000, level: float = 0.95,
 
 # ------------------------------------------------------------------------------------------- running a protocol
 def evaluate(plan: list[Split], labels: pd.DataFrame, fit_predict, *, method: str, task: str, device: str = "cpu",
-             allow_case_overlap: bool = False, seed: int = 0) -> pd.DataFrame:
+             allow_case_overlap: bool = False, seed: int = 0, protocol: str = "paper") -> pd.DataFrame:
     """Run one method over planned splits and return the tidy table (columns :data:`COLUMNS`).
 
     Args:
@@ -224,6 +327,8 @@ def evaluate(plan: list[Split], labels: pd.DataFrame, fit_predict, *, method: st
             and return the probabilities (n_test, n_classes) of ``split.test_ids``, optionally with a dict of
             extra columns; ``index`` is the split's position within its budget (a seed key). Its CPU time
             (``time.process_time``, all threads of the process) and wall time are recorded.
+        protocol: the probe protocol's name, recorded in the column ``protocol`` (``paper``, ``fair``; the MIL
+            baselines, which are no linear probe, are the same under both).
 
     Raises:
         ManifestError: a slide or (unless ``allow_case_overlap``) a case on both sides of a split.
@@ -240,7 +345,8 @@ def evaluate(plan: list[Split], labels: pd.DataFrame, fit_predict, *, method: st
         cpu, wall = time.process_time() - cpu, time.perf_counter() - wall
         auc = auc_score(y_test, proba, classes, where=f"{method}/{task}/{split.budget}/{split.name}")
         rows.append({
-            "method": method, "task": task, "budget": split.budget, "split": split.name, "auc": auc,
+            "method": method, "protocol": protocol, "task": task, "budget": split.budget, "split": split.name,
+            "auc": auc,
             "n_train": len(split.train_ids), "n_test": len(split.test_ids),
             "n_classes_test": len(set(y_test.tolist())), "case_overlap": overlap,
             "cpu_seconds": cpu, "wall_seconds": wall, "device": device, "seed": seed, **(extra[0] if extra else {}),
@@ -271,18 +377,44 @@ def load_embeddings(embeddings, ids_path=None) -> tuple[list[str], np.ndarray]:
     return ids, matrix
 
 
-def probe_fit_predict(ids, matrix: np.ndarray, labels: pd.DataFrame, probe: LinearProbe):
-    """A ``fit_predict`` for :func:`evaluate`: the linear probe on rows of ``matrix`` looked up by slide id."""
+def probe_fit_predict(ids, matrix: np.ndarray, labels: pd.DataFrame, probe):
+    """A ``fit_predict`` for :func:`evaluate`: a fresh clone of ``probe`` (a :class:`LinearProbe` or a
+    :class:`TunedLinearProbe`) fitted on the training rows of ``matrix`` (looked up by slide id) and applied to the
+    test rows. A TunedLinearProbe gets the training slides' cases as inner-CV groups and its choice is returned as
+    the extra columns ``preprocessing`` and ``C``; the test rows are read only after the fit."""
+    from sklearn.base import clone
+
     row = {sid: i for i, sid in enumerate(ids)}
-    y = np.asarray(labels.set_index("slide_id")["label"].reindex(list(ids)).to_numpy(), dtype=object)
+    frame = labels.set_index("slide_id").reindex(list(ids))
+    y = np.asarray(frame["label"].to_numpy(), dtype=object)
+    cases = np.asarray(frame["case_id"].to_numpy(), dtype=object)
 
     def fit_predict(split: Split, index: int):
         train = np.fromiter((row[i] for i in split.train_ids), int, len(split.train_ids))
         test = np.fromiter((row[i] for i in split.test_ids), int, len(split.test_ids))
-        fitted = LinearProbe(**probe.get_params()).fit(matrix[train], y[train].astype(str))
-        return fitted.classes_, fitted.predict_proba(matrix[test])
+        fitted = clone(probe)
+        if isinstance(fitted, TunedLinearProbe):
+            fitted.fit(matrix[train], y[train].astype(str), groups=cases[train].astype(str))
+            extra = dict(fitted.best_params_)
+        else:
+            fitted.fit(matrix[train], y[train].astype(str))
+            extra = {"preprocessing": fitted.preprocessing, "C": float(fitted.C)}
+        return fitted.classes_, fitted.predict_proba(matrix[test]), extra
 
     return fit_predict
+
+
+def make_probe(protocol: str, preprocessing: str, config: ProbeConfig, n_threads: int | None = 1):
+    """The estimator of a probe protocol: ``paper`` (the paper's: :class:`LinearProbe` with C = ``config.C`` and the
+    method's own ``preprocessing``, l2 for Giga-SSL, standard for AverageMIL) or ``fair`` (one
+    :class:`TunedLinearProbe` for every method: preprocessing and C chosen on the training slides of each split)."""
+    if protocol == "paper":
+        return LinearProbe(C=config.C, max_iter=config.max_iter, preprocessing=preprocessing, n_threads=n_threads)
+    if protocol == "fair":
+        return TunedLinearProbe(Cs=tuple(config.Cs), preprocessings=tuple(config.preprocessings),
+                                inner_splits=config.inner_splits, max_iter=config.max_iter, seed=config.seed,
+                                n_threads=n_threads)
+    raise ConfigError(f"probe protocol must be one of {', '.join(PROTOCOLS)}; got {protocol!r}.")
 
 
 def resolve_budgets(budgets, train_sizes, config: ProbeConfig) -> tuple[tuple, tuple]:
@@ -294,28 +426,30 @@ def resolve_budgets(budgets, train_sizes, config: ProbeConfig) -> tuple[tuple, t
 
 def probe_plan(embeddings, labels: pd.DataFrame, plan: list[Split], *, task: str, preprocessing: str = "l2",
                method: str = "gigassl", config: ProbeConfig = ProbeConfig(), allow_case_overlap: bool = False,
-               n_threads: int | None = 1) -> pd.DataFrame:
+               n_threads: int | None = 1, protocol: str = "paper") -> pd.DataFrame:
     """The linear probe over planned splits (each with its budget): the fast core of :func:`run_probe`.
 
     Args:
         embeddings: (ids, (S, D) matrix); labels: frame from :func:`gigassl.splits.load_labels`.
         n_threads: BLAS/OpenMP threads for the whole run (1: fewest CPU-seconds; None: library default).
+        protocol: ``paper`` (``preprocessing`` and C = ``config.C``) or ``fair`` (see :func:`make_probe`).
 
     Raises:
         ManifestError: split ids absent from the embeddings (listed), or leakage (see :func:`evaluate`).
     """
     ids, matrix = load_embeddings(embeddings)
     check_ids(plan, set(ids), what="the embeddings")
-    probe = LinearProbe(C=config.C, max_iter=config.max_iter, preprocessing=preprocessing, n_threads=n_threads)
+    probe = make_probe(protocol, preprocessing, config, n_threads)
     fit_predict = probe_fit_predict(ids, matrix, labels, probe)
     with _threads(n_threads):
         return evaluate(plan, labels, fit_predict, method=method, task=task, device="cpu",
-                        allow_case_overlap=allow_case_overlap, seed=config.seed)
+                        allow_case_overlap=allow_case_overlap, seed=config.seed, protocol=protocol)
 
 
 def run_probe(embeddings, labels, task: str, *, ids_path=None, splits=None, n_splits: int | None = None,
               budgets=None, train_sizes=None, allow_case_overlap: bool = False, preprocessing: str = "l2",
-              method: str = "gigassl", config: ProbeConfig = ProbeConfig(), out=None) -> pd.DataFrame:
+              method: str = "gigassl", config: ProbeConfig = ProbeConfig(), protocol: str = "paper",
+              out=None) -> pd.DataFrame:
     """The linear-probe protocol (Sec. 4.2): ``gigassl probe --embeddings FILE --labels CSV --task COLUMN``.
 
     Args:
@@ -328,6 +462,7 @@ def run_probe(embeddings, labels, task: str, *, ids_path=None, splits=None, n_sp
         allow_case_overlap: accept splits with a case on both sides (``--allow-case-overlap``); the number of
             such cases is recorded per split (column ``case_overlap``).
         preprocessing: see :class:`LinearProbe`; ``"standard"`` for average embeddings.
+        protocol: ``paper`` (the paper's probe, with ``preprocessing``) or ``fair`` (:class:`TunedLinearProbe`).
         out: write the table there (CSV, atomically).
 
     Returns: the tidy table (:data:`COLUMNS`), one row per budget and split.
@@ -338,7 +473,7 @@ def run_probe(embeddings, labels, task: str, *, ids_path=None, splits=None, n_sp
     plan = plan_splits(frame, splits=splits, n_splits=n_splits or config.n_splits, test_fraction=config.test_fraction,
                        budgets=fractions, train_sizes=sizes, seed=config.seed)
     table = probe_plan((ids, matrix), frame, plan, task=task, preprocessing=preprocessing, method=method,
-                       config=config, allow_case_overlap=allow_case_overlap)
+                       config=config, allow_case_overlap=allow_case_overlap, protocol=protocol)
     if out is not None:
         write_csv_atomic(table, out)
     return table
@@ -368,3 +503,27 @@ def label_agreement_chance(labels, k: int = 5) -> float:
     n = len(labels)
     _, counts = np.unique(labels, return_counts=True)
     return float((counts * (counts - 1)).sum() / (n * (n - 1)))
+
+
+def probe_runs(named: dict, labels, tasks, *, budgets=None, train_sizes=None, protocols=PROTOCOLS,
+               config: ProbeConfig = ProbeConfig(), n_splits: int | None = None) -> pd.DataFrame:
+    """Probe several representations over the same splits, tasks, budgets and protocols: one tidy table.
+
+    Args:
+        named: ``{method: (embeddings, paper_preprocessing)}``, embeddings as for :func:`run_probe` (a file or
+            (ids, matrix)), paper_preprocessing the one the paper's protocol applies to that representation (``l2``
+            for Giga-SSL embeddings, ``standard`` for average embeddings).
+        tasks: label columns of ``labels``. protocols: ``paper`` and/or ``fair`` (:func:`make_probe`).
+
+    Every method sees the same split plan (keyed by ``config.seed``), so their per-split AUCs pair up
+    (:func:`gigassl.compare.paired`).
+    """
+    tables = []
+    for method, (embeddings, preprocessing) in named.items():
+        loaded = load_embeddings(embeddings)
+        for task in tasks:
+            for protocol in protocols:
+                tables.append(run_probe(loaded, labels, task, n_splits=n_splits, budgets=budgets,
+                                        train_sizes=train_sizes, preprocessing=preprocessing, method=method,
+                                        config=config, protocol=protocol))
+    return pd.concat(tables, ignore_index=True)

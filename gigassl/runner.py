@@ -102,7 +102,10 @@ def load_plan(path: str | os.PathLike, profile: str) -> list[Execution]:
                 title = _format(entry["title"], point) if entry.get("title") else None
                 expanded.append(Execution(_format(entry["name"], point), entry["notebook"], {**resolved, **point},
                                           tuple(needs), title=title))
-        groups[entry.get("group", entry["name"])] = [e.name for e in expanded]
+        if "group" in entry:  # several entries may share a group: it stands for all of their executions
+            groups[entry["group"]] = groups.get(entry["group"], []) + [e.name for e in expanded]
+        else:
+            groups[entry["name"]] = [e.name for e in expanded]
         for e in expanded:
             if any(e.name == o.name for o in out):
                 raise ConfigError(f"{path}: execution name {e.name!r} repeated for profile {profile}.")

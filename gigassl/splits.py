@@ -483,12 +483,15 @@ def check_splits(splits: list[Split], labels: pd.DataFrame, allow_case_overlap: 
 def centre_holdout(manifest: pd.DataFrame, seed: int = 0) -> list[str]:
     """The probe centres of the independent-centre experiment (Table 4): about half the slides, whole centres.
 
-    Centres are taken largest first (ties in a seeded random order) and each goes to the side that has fewer
+    Only the labelled slides count (the unlabelled pool takes no part in the probe). Centres are taken largest first (ties in a seeded random order) and each goes to the side that has fewer
     slides so far, probe side first; the SSL model of the experiment trains on the other centres only.
 
     Raises:
         ManifestError: no ``center`` column, or fewer than two centres.
     """
+    from .manifest import labelled_ids
+
+    manifest = manifest[manifest["slide_id"].astype(str).isin(set(labelled_ids(manifest)))]  # the probe's slides
     if "center" not in manifest.columns or manifest["center"].nunique() < 2:
         raise ManifestError("The independent-centre experiment needs a `center` column with at least two centres "
                             "in the manifest.")

@@ -70,7 +70,7 @@ PRIORS: dict[str, tuple[float, ...]] = {
 }
 COLUMNS = ("slide_id", "path", "case_id", "center", *TASKS)
 
-_COHORT, _CENTERS, _SLIDE = 1, 2, 3  # rng streams
+_COHORT, _CENTERS, _SLIDE, _POOL = 1, 2, 3, 4  # rng streams
 _H = np.array([0.65, 0.70, 0.29]) / np.linalg.norm([0.65, 0.70, 0.29])  # hematoxylin OD per unit (Ruifrok)
 _E = np.array([0.07, 0.99, 0.11]) / np.linalg.norm([0.07, 0.99, 0.11])  # eosin
 _INKS = np.array([[1.2, 0.35, 1.0], [1.3, 0.8, 0.2], [1.6, 1.6, 1.5]], np.float32)  # green, blue, black OD
@@ -179,7 +179,27 @@ def plan_cohort(config: SynthConfig) -> pd.DataFrame:
         **{f"true_{t}": [TASKS[t][true[t][j]] for j in case_of] for t in TASKS},
         "artefacts": art,
     })
+    if config.pool_slides:
+        frame = pd.concat([frame, _plan_pool(config, digits)], ignore_index=True)
     return frame
+
+
+def _plan_pool(config: SynthConfig, digits: int) -> pd.DataFrame:
+    """The unlabelled pool: ``pool_slides`` slides (``U0001``, ...), one case each, centres drawn in proportion to
+    the labelled cohort's, true classes drawn from the priors; their label columns are empty. Drawn from the rng
+    stream ``_POOL``, so the labelled cohort does not change."""
+    g = rng(config.seed, _POOL)
+    n = config.pool_slides
+    digits = max(digits, len(str(n)))
+    ids = [f"U{i + 1:0{digits}d}" for i in range(n)]
+    return pd.DataFrame({
+        "slide_id": ids, "path": [f"slides/{i}.tiff" for i in ids],
+        "case_id": [f"Q{i + 1:0{digits}d}" for i in range(n)],
+        "center": [f"C{c:02d}" for c in g.integers(0, config.n_centers, n)],
+        **{t: [None] * n for t in TASKS},
+        **{f"true_{t}": [TASKS[t][k] for k in g.choice(len(p), n, p=p)] for t, p in PRIORS.items()},
+        "artefacts": g.random(n) < config.artefact_fraction,
+    })
 
 
 def center_styles(config: SynthConfig) -> list[CenterStyle]:
@@ -214,7 +234,9 @@ def synthesize(out_dir, config: SynthConfig, progress: bool = True) -> Path:
     specs = [SlideSpec(i, str(out / row.path), int(row.center[1:]),
                        tuple(TASKS[t].index(getattr(row, f"true_{t}")) for t in TASKS), bool(row.artefacts))
              for i, row in enumerate(frame.itertuples())]
-    jobs = [(spec, styles[spec.center], config) for spec in specs if not (same and Path(spec.path).exists())]
+    pool_config = dataclasses.replace(config, width=config.pool_width, height=config.pool_height)
+    jobs = [(spec, styles[spec.center], config if spec.index < config.n_slides else pool_config)
+            for spec in specs if not (same and Path(spec.path).exists())]
     with tqdm(total=len(jobs), desc="synth", unit="slide", disable=not progress) as bar:
         if config.workers <= 1:
             for job in jobs:

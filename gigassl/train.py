@@ -41,16 +41,23 @@ from .config import MapConfig, TrainConfig
 from .errors import ConfigError, GigasslError
 from .loss import NTXentLoss
 from .maps import PackedBank
+from .config import choice
 from .utils import atomic_path, resolve_device, rng, torch_seeded, write_csv_atomic
 
 log = logging.getLogger(__name__)
 
 
+INITS = ("tile_embedder", "random")
+BN_VIEWS = ("per_view", "joint")
+
+
 def build_model(config: TrainConfig, in_dim: int, layer4: dict | None = None) -> GigaSSL:
-    """The aggregator named in ``config`` (sparse layer4 initialised from ``layer4`` when given) + projector."""
+    """The aggregator named in ``config`` + projector. The sparse layer4 starts from the dense ``layer4`` weights when
+    given and ``config.aggregator_init`` is ``tile_embedder``; else from a seeded random initialisation."""
+    choice(config.aggregator_init, INITS, "TrainConfig.aggregator_init (--aggregator-init)")
     with torch_seeded(config.seed):
         aggregator = build_aggregator(config.aggregator, in_dim, config.backend)
-        if layer4 is not None and config.aggregator == "sparseconv":
+        if layer4 is not None and config.aggregator == "sparseconv" and config.aggregator_init == "tile_embedder":
             aggregator.load_dense_layer4(layer4)
         projector = Projector(aggregator.out_dim)
     return GigaSSL(aggregator, projector)
@@ -61,10 +68,20 @@ def concat_views(first: Views, second: Views) -> Views:
     return Views(torch.cat([first.features, second.features]), torch.cat([first.coords, second.coords]))
 
 
-def learning_rate(config: TrainConfig, batch_size: int, step: int, steps_per_epoch: int) -> float:
-    """Linear warm-up over ``warmup_epochs``, then cosine decay to 0 at the last step."""
+def training_epochs(config: TrainConfig, steps_per_epoch: int) -> int:
+    """Epochs of a run: ``ceil(steps / steps_per_epoch)`` when ``config.steps`` is set, else ``config.epochs``."""
+    if config.steps is None:
+        return int(config.epochs)
+    return max(1, math.ceil(int(config.steps) / max(1, steps_per_epoch)))
+
+
+def learning_rate(config: TrainConfig, batch_size: int, step: int, steps_per_epoch: int,
+                  epochs: int | None = None) -> float:
+    """Linear warm-up over ``warmup_epochs``, then cosine decay reaching 0 at the end of ``schedule_epochs``
+    (None: of the ``epochs`` trained, so at the last step)."""
     peak = config.base_lr * batch_size / 256
-    total = config.epochs * steps_per_epoch
+    horizon = config.schedule_epochs or epochs or config.epochs
+    total = horizon * steps_per_epoch
     warm = config.warmup_epochs * steps_per_epoch
     if step < warm:
         return peak * (step + 1) / warm
@@ -75,6 +92,18 @@ def collapse_indicator(z: torch.Tensor) -> float:
     """Mean over dimensions of the std across the batch of L2-normalised outputs: 0 when collapsed,
     about 1/sqrt(D) when spread uniformly."""
     return float(torch.nn.functional.normalize(z.detach().float(), dim=1).std(0).mean())
+
+
+def batch_diagnostics(h: torch.Tensor, z1: torch.Tensor, z2: torch.Tensor) -> dict:
+    """Label-free diagnostics of one training batch (:mod:`gigassl.diagnostics`): alignment of the two views'
+    projections and uniformity of the projections (the space of the loss, Wang & Isola 2020), mean pairwise cosine
+    and effective rank of the representations W (the space used downstream). Shapes: h (2B, D), z1, z2 (B, P)."""
+    from . import diagnostics
+
+    z1, z2 = z1.detach().float().cpu().numpy(), z2.detach().float().cpu().numpy()
+    w = h.detach().float().cpu().numpy()
+    return {"alignment": diagnostics.alignment(z1, z2), "uniformity": diagnostics.uniformity(np.concatenate([z1, z2])),
+            "mean_cosine": diagnostics.mean_cosine(w), "effective_rank": diagnostics.effective_rank(w)}
 
 
 def _layer4_from(weights: str | None) -> dict | None:
@@ -146,6 +175,8 @@ def train(
     if batch % world:
         raise ConfigError(f"batch size {batch} must be divisible by the {world} processes.")
     steps_per_epoch = len(indices) // batch
+    epochs = training_epochs(config, steps_per_epoch)
+    chunks = 2 if choice(config.bn_views, BN_VIEWS, "TrainConfig.bn_views (--bn-views)") == "per_view" else 1
     model = build_model(config, bank.feature_dim, _layer4_from(encoder_weights)).to(device)
     if distributed:
         model = dist.convert_sync_batchnorm(model)
@@ -164,26 +195,29 @@ def train(
         start, history, monitored = state["epoch"], state["log"], state.get("monitor", [])
         steps = state.get("steps", [])
     local = batch // world
-    for epoch in range(start, config.epochs):
+    for epoch in range(start, epochs):
         model.train()
         order = rng(config.seed, epoch).permutation(indices)
-        losses, collapse, t0 = [], [], time.monotonic()
-        bar = tqdm(range(steps_per_epoch), desc=f"train {epoch + 1}/{config.epochs}",
+        losses, collapse, diags, t0 = [], [], [], time.monotonic()
+        bar = tqdm(range(steps_per_epoch), desc=f"train {epoch + 1}/{epochs}",
                    disable=not progress or not dist.is_main(), leave=False)
         for step in bar:
-            lr = learning_rate(config, batch, epoch * steps_per_epoch + step, steps_per_epoch)
+            lr = learning_rate(config, batch, epoch * steps_per_epoch + step, steps_per_epoch, epochs)
             for group in optimizer.param_groups:
                 group["lr"] = lr
             mine = order[step * batch + rank * local: step * batch + (rank + 1) * local]
             v1, v2 = bank.training_views(mine, config.tiles_per_view, config.maps, config.seed, epoch)
-            z1, z2 = ddp(concat_views(v1, v2).to(device)).chunk(2)  # one forward: BatchNorm sees both views
+            # per_view: each view its own forward pass (BatchNorm statistics per view); joint: one pass of 2B
+            h, z = ddp(concat_views(v1, v2).to(device), chunks=chunks, return_embedding=True)
+            z1, z2 = z.chunk(2)
             loss = criterion(z1, z2)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
             losses.append(loss.detach())
             steps.append({"epoch": epoch + 1, "step": step + 1, "loss": loss.detach(), "lr": lr})
-            collapse.append(collapse_indicator(torch.cat([z1, z2])))
+            collapse.append(collapse_indicator(z))
+            diags.append(batch_diagnostics(h, z1, z2))
         step_losses = torch.stack(losses)
         if distributed:  # the loss of the global batch is the mean of the ranks' losses
             torch.distributed.all_reduce(step_losses)
@@ -191,20 +225,22 @@ def train(
         for row, value in zip(steps[-len(losses):], step_losses.tolist()):
             row["loss"] = value
         epoch_loss = step_losses.mean()
-        history.append({"epoch": epoch + 1, "loss": float(epoch_loss), "collapse": float(np.mean(collapse)),
+        history.append({"epoch": epoch + 1, "step": (epoch + 1) * steps_per_epoch, "loss": float(epoch_loss),
+                        "collapse": float(np.mean(collapse)),
+                        **{k: float(np.mean([d[k] for d in diags])) for k in diags[0]},
                         "lr": lr, "seconds": time.monotonic() - t0})
         if monitor is not None and config.monitor_every and (epoch + 1) % config.monitor_every == 0:
             model.eval()
             monitored += [{"epoch": epoch + 1, **row} for row in monitor.fn(model, bank, epoch + 1)]
         if dist.is_main():
-            _save(model, optimizer, config, bank, epoch + 1, history, steps, monitored, out_dir)
+            _save(model, optimizer, config, bank, epoch + 1, epochs, history, steps, monitored, out_dir)
     if distributed:
         torch.distributed.barrier()
     return last
 
 
-def _save(model, optimizer, config: TrainConfig, bank: PackedBank, epoch: int, history: list, steps: list,
-          monitored: list, out_dir: Path) -> None:
+def _save(model, optimizer, config: TrainConfig, bank: PackedBank, epoch: int, epochs: int, history: list,
+          steps: list, monitored: list, out_dir: Path) -> None:
     state = {
         "model": model.state_dict(), "optimizer": optimizer.state_dict(), "epoch": epoch, "log": history,
         "steps": steps,
@@ -213,7 +249,7 @@ def _save(model, optimizer, config: TrainConfig, bank: PackedBank, epoch: int, h
                                                                             "augmentation_mode")}},
         "version": __version__,
     }
-    if epoch % config.checkpoint_every == 0 or epoch == config.epochs:
+    if epoch % config.checkpoint_every == 0 or epoch == epochs:
         with atomic_path(out_dir / "checkpoint.pt") as tmp:
             torch.save(state, tmp)
         if epoch % config.checkpoint_every == 0:  # a snapshot to embed with: the model, without the optimizer

@@ -25,6 +25,8 @@ out_dir = "runs/demo/bank_moco_shared"
 figures_dir = "figures"
 encoder = "moco"  # moco | imagenet
 mode = "shared"  # shared | independent
+pool = False  # True: also the slides of the unlabelled pool (SSL only)
+plain_from = None  # under run_dir: a bank of the same encoder whose plain embeddings are reused
 
 # %%
 import dataclasses
@@ -39,6 +41,7 @@ from gigassl.augment import TileAugmentation
 from gigassl.bank import build_bank
 from gigassl.config import get_profile
 from gigassl.figures import save_figure, save_table, tile_gallery
+from gigassl.manifest import labelled_ids
 from gigassl.slides import read_tiles
 
 config = get_profile(profile)
@@ -49,8 +52,10 @@ if encoder == "moco":
 else:
     encoder_config = dataclasses.replace(config.encoder, name="efficientnet_lite0", weights=None)
 augment = dataclasses.replace(config.augment, mode=mode)
+manifest = pd.read_csv(cohort / "manifest.csv", dtype={"slide_id": str})
 report = build_bank(cohort / "manifest.csv", cohort / "coords", out_dir, config.bank, encoder_config, augment,
-                    progress=False)
+                    progress=False, slide_ids=None if pool else labelled_ids(manifest),
+                    plain_from=plain_from and Path(run_dir) / plain_from)
 print(report.summary())
 
 # %%
@@ -68,7 +73,6 @@ save_table(summary, f"{Path(out_dir).name}_summary", figures_dir)
 # same for every tile). Row 3: every tile with its own draw.
 
 # %%
-manifest = pd.read_csv(cohort / "manifest.csv")
 slide = manifest.iloc[0]
 coords, attrs = io.read_coords(cohort / "coords" / f"{slide.slide_id}.h5")
 tiles = read_tiles(slide.path, coords[:8], int(attrs["patch_size_level0"]), int(attrs["patch_size"]))

@@ -35,24 +35,24 @@ from gigassl.config import get_profile
 from gigassl.embed import embed_slides
 from gigassl.figures import curves, save_figure, save_table
 from gigassl.manifest import task_columns
-from gigassl.probe import run_probe, summarize
+from gigassl.probe import probe_runs, summarize
 
 config = get_profile(profile)
-manifest = pd.read_csv(Path(run_dir) / "cohort" / "manifest.csv")
+manifest = pd.read_csv(Path(run_dir) / "cohort" / "manifest.csv", dtype={"slide_id": str, "case_id": str})
 tasks = tasks or task_columns(manifest)
-rows = []
-for r in views:
-    path = embed_slides(Path(run_dir) / bank, Path(run_dir) / train / "checkpoint.pt", Path(out_dir) / f"R{r}.h5",
-                        dataclasses.replace(config.embed, views=r), progress=False)
-    for task in tasks:
-        table = run_probe(path, manifest, task, n_splits=config.probe.n_splits, budgets=(1.0,), train_sizes=(),
-                          config=config.probe)
-        s = summarize(table, n_bootstrap=0).iloc[0]
-        rows.append({"views": r, "task": task, "auc_mean": s.auc_mean, "auc_std": s.auc_std})
-fig3b = pd.DataFrame(rows)
+named = {f"R{r}": (embed_slides(Path(run_dir) / bank, Path(run_dir) / train / "checkpoint.pt",
+                                Path(out_dir) / f"R{r}.h5", dataclasses.replace(config.embed, views=r),
+                                progress=False), "l2") for r in views}
+splits = probe_runs(named, manifest, tasks, budgets=(1.0,), train_sizes=(), config=config.probe,
+                    n_splits=config.probe.n_splits)
+splits.to_csv(Path(out_dir) / "splits.csv", index=False)
+fig3b = summarize(splits, n_bootstrap=0)
+fig3b = fig3b.assign(views=fig3b["method"].str[1:].astype(int))[["protocol", "views", "task", "auc_mean", "auc_std"]]
 save_table(fig3b, "fig3b_views", figures_dir)
-fig3b.pivot(index="views", columns="task", values="auc_mean")
+fig3b.pivot_table(index="views", columns=["protocol", "task"], values="auc_mean")
 
 # %%
-fig = curves(fig3b, x="views", xlabel="views R averaged at inference", logx=True, title="Linear AUC against R")
-save_figure(fig, "fig3b_views", figures_dir)
+for protocol, part in fig3b.groupby("protocol"):
+    fig = curves(part, x="views", xlabel="views R averaged at inference", logx=True,
+                 title=f"Linear AUC against R ({protocol} protocol)")
+    save_figure(fig, f"fig3b_views_{protocol}", figures_dir)

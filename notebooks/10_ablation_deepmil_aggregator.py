@@ -20,27 +20,29 @@ profile = "demo"
 run_dir = "runs/demo"
 out_dir = "runs/demo/ablation_deepmil_aggregator"
 figures_dir = "figures"
-runs = {"sparseconv": "ssl_full", "attention": "ssl_attention"}
+runs = {"sparseconv": "ssl_ref", "attention": "ssl_attention"}  # both in the ablation regime
 
 # %%
 from pathlib import Path
 
 import pandas as pd
 
+from gigassl.embed import monitor_table
 from gigassl.figures import curves, save_figure, save_table, training_curves
 
-frames = []
-for aggregator, run in runs.items():
-    frames.append(pd.read_csv(Path(run_dir) / run / "monitor.csv").assign(aggregator=aggregator))
-fig3c = pd.concat(frames, ignore_index=True)
+per_split, per_epoch = zip(*(monitor_table(pd.read_csv(Path(run_dir) / run / "monitor.csv"), aggregator)
+                             for aggregator, run in runs.items()))
+pd.concat(per_split, ignore_index=True).to_csv(Path(out_dir) / "splits.csv", index=False)
+fig3c = pd.concat(per_epoch, ignore_index=True)
 save_table(fig3c, "fig3c_aggregator", figures_dir)
 
 # %%
-fig = curves(fig3c, x="epoch", hue="aggregator", xlabel="SSL epoch",
-             title=f"Linear AUC during SSL training ({fig3c['task'].iloc[0]})")
+paper_protocol = fig3c[fig3c["protocol"] == "paper"]
+fig = curves(paper_protocol, x="epoch", hue="aggregator", xlabel="SSL epoch",
+             title=f"Linear AUC during SSL training ({fig3c['task'].iloc[0]}, paper protocol)")
 save_figure(fig, "fig3c_aggregator", figures_dir)
 
 # %%
 logs = {aggregator: pd.read_csv(Path(run_dir) / run / "log.csv") for aggregator, run in runs.items()}
-fig = training_curves(logs)
+fig = training_curves(logs, columns=("loss", "alignment", "uniformity", "effective_rank"))
 save_figure(fig, "fig3c_training_curves", figures_dir)

@@ -22,7 +22,7 @@ run_dir = "runs/demo"
 out_dir = "runs/demo/independent_centres"
 figures_dir = "figures"
 tasks = None
-models = {"full": "ssl_full", "independent": "ssl_independent_centres"}
+models = {"full": "ssl_ref", "independent": "ssl_independent_centres"}  # both in the ablation regime
 train_size = None  # the tiny training set (the paper: 50 WSI); None: the profile's smallest; 0: none
 
 # %%
@@ -33,24 +33,23 @@ import pandas as pd
 from gigassl.config import get_profile
 from gigassl.figures import save_table
 from gigassl.manifest import task_columns
-from gigassl.probe import run_probe, summarize
-from gigassl.splits import centre_holdout
+from gigassl.probe import probe_runs, summarize
+from gigassl.splits import budget_name, centre_holdout
 
 config = get_profile(profile)
-manifest = pd.read_csv(Path(run_dir) / "cohort" / "manifest.csv")
+manifest = pd.read_csv(Path(run_dir) / "cohort" / "manifest.csv", dtype={"slide_id": str, "case_id": str})
 tasks = tasks or task_columns(manifest)
 probe_centres = centre_holdout(manifest, seed=config.probe.seed)
 probe_slides = manifest[manifest["center"].isin(probe_centres)]
 print(f"probe centres {probe_centres}: {len(probe_slides)} slides; the independent model never saw them")
 smallest = min(config.probe.train_sizes) if train_size is None else train_size
-rows = []
-for model, run in models.items():
-    for task in tasks:
-        table = run_probe(Path(run_dir) / run / "embeddings.h5", probe_slides, task, n_splits=config.probe.n_splits,
-                          budgets=(1.0,), train_sizes=(smallest,) if smallest else (), config=config.probe)
-        for row in summarize(table, n_bootstrap=0).itertuples():
-            rows.append({"model": model, "task": task, "regime": "100%" if row.budget == "full" else "50 WSI",
-                         "train_size": row.n_train, "auc_mean": row.auc_mean, "auc_std": row.auc_std})
-table4 = pd.DataFrame(rows)
+named = {model: (Path(run_dir) / run / "embeddings.h5", "l2") for model, run in models.items()}
+splits = probe_runs(named, probe_slides, tasks, budgets=(1.0,), train_sizes=(smallest,) if smallest else (),
+                    config=config.probe, n_splits=config.probe.n_splits)
+splits.to_csv(Path(out_dir) / "splits.csv", index=False)
+summary = summarize(splits, n_bootstrap=0)
+table4 = summary.assign(model=summary["method"],
+                        regime=summary["budget"].map({"full": "100%", budget_name(size=smallest or 1): "50 WSI"}))
+table4 = table4[["protocol", "model", "task", "regime", "n_train", "auc_mean", "auc_std"]]
 save_table(table4, "table4_independent_centres", figures_dir)
-table4.pivot(index=["task", "regime"], columns="model", values="auc_mean")
+table4.pivot_table(index=["protocol", "task", "regime"], columns="model", values="auc_mean")

@@ -17,7 +17,8 @@ import pytest  # noqa: E402
 from gigassl.config import get_profile  # noqa: E402
 
 SMOKE = get_profile("smoke")
-TINY_SYNTH = dataclasses.replace(SMOKE.synth, n_slides=6, n_centers=2, width=512, height=384, workers=1, seed=0)
+TINY_SYNTH = dataclasses.replace(SMOKE.synth, n_slides=6, n_centers=2, width=512, height=384, workers=1, seed=0,
+                                 pool_slides=0)
 TINY_TILE = dataclasses.replace(SMOKE.tile, tile_px=32, thumbnail_px=512)
 TINY_BANK = dataclasses.replace(SMOKE.bank, augmentations=3, tiles=8)
 

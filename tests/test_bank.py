@@ -135,3 +135,33 @@ def test_trident_and_clam_features_read_as_plain(tmp_path):
         np.testing.assert_array_equal(bank.plain_features, feats)
         np.testing.assert_array_equal(bank.plain_coords, coords)
     assert io.read_bank(tmp_path / "trident.h5").attrs["patch_size_level0"] == 448
+
+
+def test_plain_embeddings_are_reused_from_a_bank_of_the_same_encoder(tmp_path, bank_dir, cohort, coords_dir,
+                                                                     monkeypatch):
+    from gigassl import bank as bank_module
+
+    calls = []
+    original = bank_module.embed_slide
+
+    def spy(*args, **kwargs):
+        calls.append(args[-1] if len(args) > 7 else kwargs.get("plain"))
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(bank_module, "embed_slide", spy)
+    out = tmp_path / "ns"
+    augment = dataclasses.replace(SMOKE.augment, mode="independent")
+    ids = read_manifest(cohort)["slide_id"].tolist()
+    assert build_bank(cohort, coords_dir, out, TINY_BANK, SMOKE.encoder, augment, progress=False,
+                      plain_from=bank_dir, slide_ids=ids[:3]).ok
+    assert sorted(p.stem for p in out.glob("*.h5")) == sorted(ids[:3])  # only the slides asked for
+    assert all(c is not None for c in calls)  # every slide's plain embeddings came from the other bank
+    for sid in ids[:3]:
+        np.testing.assert_array_equal(io.read_bank(out / f"{sid}.h5").plain_features,
+                                      io.read_bank(bank_dir / f"{sid}.h5").plain_features)
+    # another encoder's bank is not reused: its weights differ
+    calls.clear()
+    other = dataclasses.replace(SMOKE.encoder, seed=1)
+    assert build_bank(cohort, coords_dir, tmp_path / "other", TINY_BANK, other, augment, progress=False,
+                      plain_from=bank_dir, slide_ids=ids[:1]).ok
+    assert calls == [None]

@@ -15,7 +15,7 @@ from gigassl.io import Bank, write_bank
 from gigassl.probe import COLUMNS
 
 SMALL = DeepMILConfig(hidden=32, attention=16, dropout=0.1, lr=5e-3, weight_decay=1e-4, batch_size=8,
-                      max_epochs=40, patience=8, device="cpu", seed=0)
+                      max_steps=400, eval_every=10, patience=80, device="cpu", seed=0)
 
 
 def key_tile_bags(n, seed, tiles=20, dim=16):
@@ -43,7 +43,9 @@ def test_deepmil_learns_key_tile_task_and_is_deterministic():
     assert torch.get_num_threads() == threads  # and so is torch's thread count
     assert list(clf.classes_) == ["0", "1"] and proba.shape == (60, 2)
     assert roc_auc_score(y_test, proba[:, 1]) > 0.95
-    assert 0 <= clf.best_epoch_ < clf.epochs_ <= SMALL.max_epochs
+    assert 0 < clf.best_step_ <= clf.steps_ <= SMALL.max_steps
+    assert clf.steps_ < SMALL.max_steps or clf.steps_ - clf.best_step_ < SMALL.patience
+    assert [row["step"] for row in clf.history_] == list(range(10, clf.steps_ + 1, 10))
     again = DeepMILClassifier(SMALL, key=(0,)).fit(train, y_train, val, y_val).predict_proba(test)
     np.testing.assert_array_equal(proba, again)
 
@@ -106,13 +108,68 @@ def test_run_averagemil_and_deepmil_tables(tmp_path):
     write_banks(tmp_path / "bank", bags)
     probe_config = ProbeConfig(n_splits=2, test_fraction=0.3, budgets=(1.0,), train_sizes=(12,))
     avg = run_averagemil(tmp_path / "bank", labels, "label", config=probe_config)
-    assert list(avg.columns) == list(COLUMNS) and len(avg) == 4 and (avg.method == "averagemil").all()
-    cfg = DeepMILConfig(**{**SMALL.__dict__, "max_epochs": 3, "patience": 2})
+    assert list(avg.columns)[: len(COLUMNS)] == list(COLUMNS) and len(avg) == 4 and (avg.method == "averagemil").all()
+    cfg = DeepMILConfig(**{**SMALL.__dict__, "max_steps": 6, "eval_every": 2, "patience": 4})
     out = tmp_path / "deepmil.csv"
     deep = run_deepmil(tmp_path / "bank", labels, "label", config=cfg, probe_config=probe_config, out=out)
-    assert list(deep.columns)[: len(COLUMNS)] == list(COLUMNS) and {"best_epoch", "epochs"} <= set(deep.columns)
+    assert list(deep.columns)[: len(COLUMNS)] == list(COLUMNS) and {"best_step", "steps"} <= set(deep.columns)
     assert (deep.method == "deepmil").all() and (deep.device == "cpu").all() and out.is_file()
     assert deep[["budget", "split", "n_train", "n_test"]].equals(avg[["budget", "split", "n_train", "n_test"]])
-    assert (deep.epochs <= 3).all() and deep.auc.notna().all() and (deep.cpu_seconds > 0).all()
+    assert (deep.steps <= 6).all() and deep.auc.notna().all() and (deep.cpu_seconds > 0).all()
     again = run_deepmil(bags, labels, "label", config=cfg, probe_config=probe_config)
     np.testing.assert_allclose(again.auc, run_deepmil(bags, labels, "label", config=cfg, probe_config=probe_config).auc)
+
+
+def test_deepmil_standardises_with_the_training_bags():
+    train, y_train = key_tile_bags(40, 0)
+    shifted = [b * 50 + 1000 for b in train]
+    clf = DeepMILClassifier(SMALL, key=(0,)).fit(shifted, y_train)
+    tiles = np.concatenate(shifted)
+    np.testing.assert_allclose(clf.mean_.numpy(), tiles.mean(0), rtol=1e-4)
+    np.testing.assert_allclose(clf.std_.numpy(), tiles.std(0, ddof=1), rtol=1e-3)
+    # standardised inputs: the same model as on the unshifted bags, up to float rounding
+    plain = DeepMILClassifier(SMALL, key=(0,)).fit(train, y_train)
+    np.testing.assert_allclose(clf.predict_proba(shifted[:5]), plain.predict_proba(train[:5]), atol=1e-3)
+    raw = DeepMILClassifier(DeepMILConfig(**{**SMALL.__dict__, "standardize": False}), key=(0,)).fit(shifted, y_train)
+    assert float(raw.mean_.abs().sum()) == 0 and float(raw.std_.sum()) == raw.std_.numel()
+
+
+def test_deepmil_runs_on_its_first_splits_only_and_reports_curves(tmp_path):
+    labels, bags, _ = cohort()
+    probe_config = ProbeConfig(n_splits=4, test_fraction=0.3, budgets=(1.0,), train_sizes=())
+    cfg = DeepMILConfig(**{**SMALL.__dict__, "max_steps": 20, "eval_every": 5, "patience": 10, "n_splits": 2})
+    curves = []
+    deep = run_deepmil(bags, labels, "label", config=cfg, probe_config=probe_config, curves=curves)
+    avg = run_averagemil(bags, labels, "label", config=probe_config)
+    assert deep.split.tolist() == ["split_0", "split_1"] and len(avg) == 4
+    first = avg[avg.split.isin(deep.split)]
+    assert first[["split", "n_train", "n_test"]].reset_index(drop=True).equals(
+        deep[["split", "n_train", "n_test"]].reset_index(drop=True))  # the probe's first splits exactly
+    frame = pd.DataFrame(curves)
+    assert set(frame.split) == {"split_0", "split_1"} and {"step", "train_loss", "val_loss"} <= set(frame.columns)
+    assert frame.groupby("split").step.apply(lambda s: (s.diff().dropna() == 5).all()).all()
+
+
+def test_deepmil_beats_averagemil_where_few_tiles_carry_the_label():
+    from gigassl.baselines import few_tile_task
+    from gigassl.compare import paired
+
+    bags, labels = few_tile_task(n_bags=80, seed=0)
+    assert labels.few_tiles.value_counts().tolist() == [40, 40]
+    probe_config = ProbeConfig(n_splits=3, test_fraction=0.3, budgets=(1.0,), train_sizes=())
+    cfg = DeepMILConfig(**{**SMALL.__dict__, "max_steps": 300, "eval_every": 10, "patience": 100})
+    both = pd.concat([run_averagemil(bags, labels, "few_tiles", config=probe_config),
+                      run_deepmil(bags, labels, "few_tiles", config=cfg, probe_config=probe_config)])
+    result = paired(both, "deepmil", "averagemil", n_bootstrap=200).iloc[0]
+    assert result.auc_a > 0.9 and result.difference > 0.1
+
+
+def test_average_halves_are_disjoint_means():
+    from gigassl.baselines import average_halves
+
+    bags = {"a": np.arange(10, dtype=np.float32)[:, None] * np.ones((1, 3), np.float32),
+            "b": np.ones((1, 3), np.float32)}
+    first, second = average_halves(bags, ["a", "b"], seed=0)
+    assert first.shape == second.shape == (2, 3)
+    assert first[0, 0] + second[0, 0] == pytest.approx(9.0)  # two halves of 0..9 average to 4.5 each side overall
+    assert first[0, 0] != second[0, 0] and np.array_equal(first[1], second[1])

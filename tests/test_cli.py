@@ -17,10 +17,11 @@ COMMANDS = {
     "bank": ["--manifest", "--coords", "--out", "--augmentations", "--tiles", "--mode", "--encoder", "--weights",
              "--device", "--shard"],
     "train": ["--bank", "--out", "--tiles-per-view", "--epochs", "--batch-size", "--aggregator", "--backend",
-              "--no-slide-aug", "--resume", "--monitor-labels"],
+              "--no-slide-aug", "--resume", "--monitor-labels", "--steps", "--schedule-epochs", "--bn-views",
+              "--aggregator-init"],
     "embed": ["--bank", "--checkpoint", "--out", "--views", "--tiles-per-view"],
     "probe": ["--embeddings", "--labels", "--task", "--splits", "--n-splits", "--budget", "--train-size",
-              "--allow-case-overlap", "--method", "--bank", "--ids", "--tcga-task", "--out"],
+              "--allow-case-overlap", "--method", "--bank", "--ids", "--tcga-task", "--out", "--protocol"],
     "run": ["--profile", "--only", "--force"],
 }
 
@@ -61,8 +62,9 @@ def test_info_prints_what_openslide_sees(cmu_slide, capsys, tmp_path):
 
 
 def test_synth_writes_a_cohort(tmp_path, capsys):
-    assert cli.main(["synth", "--out", str(tmp_path), "--profile", "smoke", "--slides", "4", "--no-progress"]) == 0
-    assert len(list((tmp_path / "slides").glob("*.tiff"))) == 4 and (tmp_path / "manifest.csv").is_file()
+    assert cli.main(["synth", "--out", str(tmp_path), "--profile", "smoke", "--slides", "4", "--pool-slides", "1",
+                     "--no-progress"]) == 0
+    assert len(list((tmp_path / "slides").glob("*.tiff"))) == 5 and (tmp_path / "manifest.csv").is_file()
 
 
 def test_usage_errors_exit_2_and_input_errors_exit_1(tmp_path, capsys):
@@ -101,3 +103,7 @@ def test_probe_command_on_the_authors_tcga_splits_and_on_a_manifest(tmp_path, ca
         assert cli.main(["probe", "--embeddings", str(tmp_path / "e.h5"), "--labels", str(tmp_path / "labels.csv"),
                          "--task", "y", "--n-splits", "3", "--out", str(tmp_path / "p.csv"), *extra]) == 0
     assert pd.read_csv(tmp_path / "p.csv")["n_train"].eq(10).all()
+    assert cli.main(["probe", "--embeddings", str(tmp_path / "e.h5"), "--labels", str(tmp_path / "labels.csv"),
+                     "--task", "y", "--n-splits", "3", "--protocol", "fair", "--out", str(tmp_path / "f.csv")]) == 0
+    fair = pd.read_csv(tmp_path / "f.csv")
+    assert (fair.protocol == "fair").all() and fair.preprocessing.isin(["l2", "standard", "l2+standard"]).all()

@@ -9,8 +9,9 @@ from gigassl.config import EncoderConfig, MocoConfig
 from gigassl.encoders import build_embedder
 from gigassl.moco import pretrain_tiles
 
-# the queue holds one batch of keys, so that from the second step on every negative is a real tile
-CONFIG = MocoConfig(epochs=10, tiles_per_slide=8, batch_size=16, lr=0.03, ema=0.99, queue_size=16, bn_splits=2,
+# the queue holds one batch of keys, so that from the second step on every negative is a real tile; lr 0.48 at
+# batch 256 is 0.03 at this batch of 16 (the linear scaling rule)
+CONFIG = MocoConfig(epochs=10, tiles_per_slide=8, batch_size=16, lr=0.48, ema=0.99, queue_size=16, bn_splits=2,
                     checkpoint_every=5, seed=0)
 
 
@@ -41,3 +42,38 @@ def test_resume_continues_as_an_uninterrupted_run(cohort, coords_dir, tmp_path):
     pretrain_tiles(cohort, coords_dir, stopped, short, device="cpu", progress=False)
     a, b = pd.read_csv(straight / "log.csv"), pd.read_csv(stopped / "log.csv")
     pd.testing.assert_series_equal(a.loss, b.loss, rtol=1e-5)
+
+
+def test_learning_rate_follows_the_linear_scaling_rule():
+    from gigassl.moco import _lr
+
+    assert _lr(MocoConfig(lr=0.03, batch_size=256, epochs=200), 0) == 0.03
+    assert _lr(MocoConfig(lr=0.03, batch_size=64, epochs=200), 0) == 0.0075
+    assert _lr(MocoConfig(lr=0.03, batch_size=64, epochs=200), 100) == 0.0075 * 0.5
+
+
+def test_retrieval_check_knows_the_answer():
+    from gigassl.config import AugmentConfig
+    from gigassl.moco import retrieval_check
+
+    g = torch.Generator().manual_seed(0)
+    tiles = torch.randint(0, 256, (24, 32, 32, 3), dtype=torch.uint8, generator=g).numpy()
+    embedder = build_embedder(EncoderConfig())
+    # no augmentation at all: each view is its tile, retrieval is perfect
+    none = AugmentConfig(p_jitter=0.0, p_grayscale=0.0, crop_scale=(1.0, 1.0), p_blur=0.0, flips=False, rot90=False)
+    assert retrieval_check(embedder, tiles, none) == 1.0
+    score = retrieval_check(embedder, tiles, AugmentConfig(), seed=1)
+    assert 0.0 <= score <= 1.0 and score == retrieval_check(embedder, tiles, AugmentConfig(), seed=1)
+
+
+def test_steps_log_and_heldout_tiles(cohort, coords_dir, tmp_path):
+    from gigassl.moco import heldout_tiles
+
+    ids = pd.read_csv(cohort).slide_id.tolist()
+    pretrain_tiles(cohort, coords_dir, tmp_path, dataclasses.replace(CONFIG, epochs=1), device="cpu",
+                   progress=False, slide_ids=ids[:3])
+    steps = pd.read_csv(tmp_path / "steps.csv")
+    assert list(steps.columns) == ["epoch", "step", "loss", "top1"] and steps.step.tolist() == list(
+        range(1, len(steps) + 1))
+    tiles = heldout_tiles(cohort, coords_dir, ids[3:], 10, seed=0)
+    assert tiles.shape == (10, 32, 32, 3) and tiles.dtype.name == "uint8"

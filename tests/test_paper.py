@@ -24,37 +24,80 @@ def test_agreement_reads_direction_and_size():
     assert paper.direction("no decrease", -0.1).startswith("disagrees")
 
 
-def _summary(gain: float) -> pd.DataFrame:
+def test_agreement_uses_only_decided_verdicts():
+    assert paper.agreement(0.04, 0.02, -0.01, 0.05) == "undecided"
+    assert paper.agreement(0.04, 0.02, 0.01, 0.03) == "same direction (0.5x the paper's effect)"
+    assert paper.agreement(0.04, -0.02, -0.03, -0.01) == "opposite direction"
+    assert paper.agreement(0.04, 0.001, 0.0005, 0.002).startswith("same direction")  # decided, however small
+    assert paper.direction("decrease", -0.1, -0.2, 0.01) == "undecided"
+    assert paper.direction("no decrease", -0.1, -0.2, 0.01) == "agrees"
+    assert paper.direction("no decrease", -0.1, -0.2, -0.01).startswith("disagrees")
+
+
+def _splits(gain: float, noise: float = 0.0, n: int = 10) -> pd.DataFrame:
+    """Per-split AUCs: Giga-SSL = AverageMIL + gain = DeepMIL + 2 gain, with split-to-split noise shared by all."""
+    g = np.random.default_rng(0)
     rows = []
     for task in paper.TASK_ANALOGUES:
         for budget in ("full", "25p"):
-            rows += [{"task": task, "budget": budget, "method": "gigassl", "auc_mean": 0.8 + gain},
-                     {"task": task, "budget": budget, "method": "averagemil", "auc_mean": 0.8},
-                     {"task": task, "budget": budget, "method": "deepmil", "auc_mean": 0.8 - gain}]
+            for k in range(n):
+                base = 0.8 + noise * g.normal()
+                jitter = noise * g.normal()
+                for method, auc in (("gigassl", base + gain + jitter), ("averagemil", base),
+                                    ("deepmil", base - gain)):
+                    rows.append({"method": method, "protocol": "paper", "task": task, "budget": budget,
+                                 "split": f"split_{k}", "auc": auc})
     return pd.DataFrame(rows)
 
 
-def test_table2_comparison_is_computed_from_the_run():
-    better = paper.table2(_summary(0.05))
+def test_table2_comparison_is_paired_and_computed_from_the_run():
+    better = paper.table2(_splits(0.05), n_bootstrap=200)
     assert len(better) == 12 and np.allclose(better.loc[better.comparison.str.contains("AverageMIL"), "run"], 0.05)
     assert (better.loc[better.comparison.str.contains("AverageMIL"), "agreement"].str.startswith("same")).all()
-    worse = paper.table2(_summary(-0.05))
+    assert (better.n_splits == 10).all() and (better.ci_low <= better.run).all() and (better.run <= better.ci_high).all()
+    worse = paper.table2(_splits(-0.05), n_bootstrap=200)
     assert (worse.loc[worse.comparison.str.contains("AverageMIL"), "agreement"] == "opposite direction").all()
+    # a difference drowned in split-to-split noise is undecided
+    noisy = paper.table2(_splits(0.002, noise=0.05), n_bootstrap=500)
+    assert (noisy.loc[noisy.comparison.str.contains("AverageMIL"), "agreement"] == "undecided").sum() >= 4
+    counts = paper.verdict_counts(noisy)
+    assert counts["total"] == 12 and counts["agree"] + counts["disagree"] + counts["undecided"] == 12
 
 
-def test_figure_claims():
-    tiles = pd.DataFrame({"tiles_per_view": [2, 5, 20], "task": "nsclc_like", "auc_mean": [0.9, 0.85, 0.8]})
-    views = pd.DataFrame({"views": [1, 10, 50], "task": "nsclc_like", "auc_mean": [0.8, 0.84, 0.85]})
-    agg = pd.DataFrame({"epoch": [1, 2, 1, 2], "aggregator": ["attention"] * 2 + ["sparseconv"] * 2,
-                        "task": "nsclc_like", "auc_mean": [0.8, 0.7, 0.8, 0.85]})
-    claims = paper.fig3(tiles, views, agg).set_index("artefact")
+def test_figure_claims_are_paired():
+    def table(methods: dict, task="nsclc_like"):
+        return pd.DataFrame([{"method": m, "protocol": "paper", "task": task, "budget": "full",
+                              "split": f"split_{k}", "auc": auc + 0.01 * k} for m, auc in methods.items()
+                             for k in range(5)])
+
+    tiles = table({"T2": 0.9, "T5": 0.85, "T20": 0.8})
+    views = table({"R1": 0.8, "R10": 0.84, "R50": 0.85})
+    agg = table({"attention@1": 0.8, "attention@2": 0.7, "sparseconv@1": 0.8, "sparseconv@2": 0.85})
+    claims = paper.fig3(tiles, views, agg, n_bootstrap=200).set_index("artefact")
     assert claims.loc["Fig. 3A", "agreement"] == "same direction"
     assert claims.loc["Fig. 3B", "run"] == pytest.approx(0.05)
     assert list(claims.loc["Fig. 3C", "agreement"]) == ["same direction", "agrees"]
-    gains = pd.DataFrame({"train_size": [20, 40, 80] * 2, "task": ["a"] * 3 + ["b"] * 3,
-                          "gain": [0.08, 0.04, 0.01, 0.06, 0.02, 0.0]})
-    fig2 = paper.fig2(gains)
-    assert fig2["run"].tolist() == pytest.approx([0.03, 0.07, 0.065])
+    rows = []
+    for size, gains in (("20", (0.08, 0.06)), ("40", (0.04, 0.02)), ("80", (0.01, 0.0))):
+        for task, gain in zip(("a", "b"), gains):
+            for k in range(4):
+                rows += [{"method": "gigassl", "protocol": "paper", "task": task, "budget": size, "split": f"split_{k}",
+                          "auc": 0.8 + gain}, {"method": "deepmil", "protocol": "paper", "task": task, "budget": size,
+                                               "split": f"split_{k}", "auc": 0.8}]
+    fig2 = paper.fig2(pd.DataFrame(rows), n_bootstrap=200)
+    assert fig2["run"].tolist() == pytest.approx([0.03, 0.07, 0.04])
+
+
+def test_explain_states_the_run_numbers():
+    diagnostics = pd.DataFrame([
+        {"representation": "ssl_full", "alignment": 0.1, "uniformity": -1.0, "mean_cosine": 0.95,
+         "effective_rank": 4.0, "centre_accuracy": 0.9, "centre_chance": 0.125},
+        {"representation": "averagemil", "alignment": 0.01, "uniformity": -0.1, "mean_cosine": 0.9,
+         "effective_rank": 2.0, "centre_accuracy": 0.5, "centre_chance": 0.125}])
+    claims = paper.table2(_splits(0.05), n_bootstrap=100)
+    text = paper.explain(diagnostics, claims, protocol="paper")
+    assert "0.950" in text and "0.900" in text and "more organised by centre" in text
+    assert "12 of 12 comparisons are decided" in text
 
 
 def test_tables_and_figures_are_written(tmp_path):

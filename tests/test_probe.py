@@ -48,7 +48,7 @@ def test_threads_do_not_change_the_result():
 
 
 def test_probe_rejects_unknown_preprocessing():
-    with pytest.raises(ConfigError, match="l2, standard, none"):
+    with pytest.raises(ConfigError, match="l2, standard, l2\\+standard, none"):
         LinearProbe(preprocessing="minmax").fit(*data())
 
 
@@ -97,7 +97,7 @@ def test_run_probe_tidy_table(tmp_path):
     config = ProbeConfig(n_splits=3, budgets=(1.0, 0.5), train_sizes=(30,))
     out = tmp_path / "res" / "probe.csv"
     table = run_probe((ids, X), labels, "task", config=config, out=out)
-    assert list(table.columns) == list(COLUMNS)
+    assert list(table.columns)[: len(COLUMNS)] == list(COLUMNS) and {"preprocessing", "C"} <= set(table.columns)
     assert len(table) == 9 and list(table.budget.unique()) == ["full", "50p", "30"]
     assert (table[table.budget == "30"].n_train == 30).all()
     assert (table.case_overlap == 0).all() and (table.device == "cpu").all() and (table.method == "gigassl").all()
@@ -149,3 +149,70 @@ def test_run_probe_from_files_and_predefined_splits_with_budget(tmp_path):
     table = run_probe(tmp_path / "emb.h5", tmp_path / "labels.csv", "task", splits=tmp_path / "splits",
                       train_sizes=(40,))
     assert table.budget.tolist() == ["40", "40"] and (table.n_train == 40).all() and table.auc.notna().all()
+
+
+def test_l2_then_standard_preprocessing():
+    X, y = data(d=8)
+    probe = LinearProbe(preprocessing="l2+standard").fit(X, y)
+    ref = LogisticRegression(C=10, class_weight="balanced", max_iter=1000).fit(
+        StandardScaler().fit_transform(normalize(X)), y)
+    np.testing.assert_allclose(probe.coef_, ref.coef_, rtol=1e-6, atol=1e-8)
+
+
+def test_tuned_probe_chooses_on_training_rows_only():
+    from gigassl.probe import TunedLinearProbe
+
+    X, y = data(n=120, d=12, k=2, seed=3)
+    probe = TunedLinearProbe(Cs=(0.01, 1.0, 100.0), seed=0).fit(X, y)
+    assert len(probe.cv_results_) == 9 and probe.best_params_["preprocessing"] in ("l2", "standard", "l2+standard")
+    best = max(probe.cv_results_, key=lambda r: r["score"])
+    assert probe.best_score_ == best["score"]
+    refit = LinearProbe(**probe.best_params_).fit(X, y)
+    np.testing.assert_allclose(probe.predict_proba(X), refit.predict_proba(X))
+    with pytest.raises(ConfigError, match="minmax"):
+        TunedLinearProbe(preprocessings=("minmax",)).fit(X, y)
+
+
+def test_fair_protocol_never_sees_the_test_slides(monkeypatch):
+    """The fair protocol's choice on a split depends on the training slides only: replacing every test slide's
+    embedding by garbage changes neither the choice nor the fitted probe; and the rows given to the inner fit are
+    exactly the split's training slides."""
+    from gigassl import probe as probe_module
+
+    labels, ids, X = cohort()
+    config = ProbeConfig(n_splits=3, budgets=(1.0,), train_sizes=(), Cs=(0.1, 10.0))
+    table = run_probe((ids, X), labels, "task", config=config, protocol="fair")
+    assert (table.protocol == "fair").all() and table.preprocessing.notna().all()
+    from gigassl.splits import load_labels, plan_splits
+
+    plan = plan_splits(load_labels(labels, "task"), n_splits=3, test_fraction=config.test_fraction, budgets=(1.0,),
+                       train_sizes=(), seed=config.seed)
+    position = {s: i for i, s in enumerate(ids)}
+    seen = []
+    original = probe_module.TunedLinearProbe.fit
+
+    def spy(self, X_fit, y_fit, groups=None):
+        seen.append(np.asarray(X_fit).copy())
+        return original(self, X_fit, y_fit, groups)
+
+    monkeypatch.setattr(probe_module.TunedLinearProbe, "fit", spy)
+    for split, row in zip(plan, table.itertuples()):
+        garbage = X.copy()
+        test_rows = [position[s] for s in split.test_ids]
+        garbage[test_rows] = np.random.default_rng(9).normal(size=(len(test_rows), X.shape[1])) * 1e3
+        again = run_probe((ids, garbage), labels, "task", splits=[split], budgets=(1.0,), config=config,
+                          protocol="fair")
+        assert (again.preprocessing[0], again.C[0]) == (row.preprocessing, row.C)
+        train_rows = X[[position[s] for s in split.train_ids]]
+        np.testing.assert_array_equal(seen[-1], train_rows)  # the inner CV got the training slides, nothing else
+
+
+def test_probe_runs_pairs_methods_on_the_same_splits():
+    from gigassl.probe import probe_runs
+
+    labels, ids, X = cohort()
+    config = ProbeConfig(n_splits=2, budgets=(1.0,), train_sizes=(), Cs=(1.0, 10.0))
+    table = probe_runs({"a": ((ids, X), "l2"), "b": ((ids, X * 2), "standard")}, labels, ["task"], config=config)
+    assert set(table.method) == {"a", "b"} and set(table.protocol) == {"paper", "fair"} and len(table) == 8
+    a, b = (table[(table.method == m) & (table.protocol == "paper")] for m in "ab")
+    assert a.split.tolist() == b.split.tolist() and a.n_test.tolist() == b.n_test.tolist()

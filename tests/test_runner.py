@@ -52,6 +52,11 @@ def test_plan_expands_grids_profiles_and_groups(tmp_path):
     assert [e.name for e in demo] == ["a", "b_2", "b_3", "c", "d"]
     assert demo[1].parameters == {"value": 2} and demo[1].notebook == demo[2].notebook == "second"
     assert demo[3].needs == ("b_2", "b_3")
+    shared = {"executions": [{"name": "p", "group": "g", "notebook": "first"},
+                             {"name": "q", "group": "g", "notebook": "first", "needs": ["p"]},
+                             {"name": "r", "notebook": "third", "needs": ["g"]}]}
+    (tmp_path / "shared.yml").write_text(yaml.safe_dump(shared))
+    assert load_plan(tmp_path / "shared.yml", "demo")[2].needs == ("p", "q")  # a group shared by two entries
     smoke = load_plan(path, "smoke")
     assert [e.name for e in smoke] == ["a", "b_5", "c"]
     bad = {"executions": [{"name": "x", "notebook": "first", "needs": ["later"]},

@@ -17,7 +17,7 @@ from gigassl.manifest import read_manifest
 from gigassl.synth import COLUMNS, PRIORS, TASKS, plan_cohort, synthesize, write_pyramid_tiff
 
 TINY = dataclasses.replace(get_profile("smoke").synth, n_slides=6, n_centers=3, width=512, height=512, n_levels=2,
-                           seed=3, workers=1)
+                           seed=3, workers=1, pool_slides=0)
 
 
 @pytest.fixture(scope="module")
@@ -130,7 +130,7 @@ def test_centres_differ_in_colour_more_than_slides_of_one_centre(tmp_path):
 
 
 def test_plan_has_priors_label_noise_and_every_centre():
-    config = dataclasses.replace(get_profile("demo").synth, n_slides=600, label_noise=0.1, seed=1)
+    config = dataclasses.replace(get_profile("demo").synth, n_slides=600, label_noise=0.1, seed=1, pool_slides=0)
     frame = plan_cohort(config)
     cases = frame.drop_duplicates("case_id")
     assert set(frame["center"]) == {f"C{i:02d}" for i in range(config.n_centers)}
@@ -149,3 +149,34 @@ def test_bad_config_is_a_config_error_naming_the_value(change, value, tmp_path):
     with pytest.raises(ConfigError, match=f"{change}={value}"):
         synthesize(tmp_path, dataclasses.replace(TINY, **{change: value}), progress=False)
     assert not (tmp_path / "manifest.csv").exists()
+
+
+def test_the_unlabelled_pool_leaves_the_labelled_cohort_unchanged():
+    from gigassl.manifest import labelled_ids, pool_ids, ssl_slide_ids
+
+    base = dataclasses.replace(get_profile("demo").synth, n_slides=40, n_centers=4, pool_slides=0)
+    with_pool = dataclasses.replace(base, pool_slides=12)
+    a, b = plan_cohort(base), plan_cohort(with_pool)
+    pd.testing.assert_frame_equal(a, b.iloc[:40], check_dtype=False)
+    pool = b.iloc[40:]
+    assert pool.slide_id.str.startswith("U").all() and pool[list(TASKS)].isna().all().all()
+    assert pool.case_id.is_unique and set(pool.center) <= set(a.center)
+    b = b[list(COLUMNS)]  # the manifest's columns
+    assert labelled_ids(b) == a.slide_id.tolist() and pool_ids(b) == pool.slide_id.tolist()
+    assert ssl_slide_ids(b, pool=5) == a.slide_id.tolist() + pool.slide_id.tolist()[:5]
+    assert ssl_slide_ids(b, pool=0) == a.slide_id.tolist() and len(ssl_slide_ids(b)) == 52
+    centre = a.center.iloc[0]
+    assert centre not in set(b.set_index("slide_id").loc[ssl_slide_ids(b, exclude_centres=[centre]), "center"])
+
+
+def test_pool_slides_are_written_at_their_own_size(tmp_path):
+    config = dataclasses.replace(TINY, n_slides=3, n_centers=1, pool_slides=2, pool_width=256, pool_height=192)
+    manifest = synthesize(tmp_path, config, progress=False)
+    frame = pd.read_csv(manifest)
+    assert len(frame) == 5 and frame.iloc[3:][list(TASKS)].isna().all().all()
+    import openslide
+
+    with openslide.OpenSlide(str(tmp_path / frame.path.iloc[4])) as slide:
+        assert slide.dimensions == (256, 192)
+    with openslide.OpenSlide(str(tmp_path / frame.path.iloc[0])) as slide:
+        assert slide.dimensions == (TINY.width, TINY.height)

@@ -18,7 +18,10 @@ CONFIG = TrainConfig(epochs=6, batch_size=8, warmup_epochs=1, checkpoint_every=2
 def test_a_short_run_lowers_the_loss_and_writes_checkpoints(synthetic_bank, tmp_path):
     last = train(synthetic_bank, tmp_path, CONFIG, progress=False)
     log = pd.read_csv(tmp_path / "log.csv")
-    assert list(log.columns) == ["epoch", "loss", "collapse", "lr", "seconds"] and len(log) == 6
+    assert list(log.columns) == ["epoch", "step", "loss", "collapse", "alignment", "uniformity", "mean_cosine",
+                                 "effective_rank", "lr", "seconds"] and len(log) == 6
+    assert log.step.tolist() == [2, 4, 6, 8, 10, 12]  # 16 slides, batch 8
+    assert log.alignment.iloc[-1] < log.alignment.iloc[0]  # the two views of a slide come closer
     assert log.loss.iloc[-2:].mean() < 0.5 * log.loss.iloc[0]
     assert (log.collapse > 0.02).all()  # not collapsed
     assert last.is_file() and sorted(p.name for p in tmp_path.glob("checkpoint_e*.pt")) == [
@@ -75,3 +78,57 @@ def test_schedule_and_errors(synthetic_bank, tmp_path):
         train(synthetic_bank, tmp_path, dataclasses.replace(CONFIG, batch_size=64), progress=False)
     z = torch.randn(64, 32)
     assert collapse_indicator(z) > 0.1 and collapse_indicator(torch.ones(64, 32)) == 0.0
+
+
+def test_steps_set_the_number_of_epochs_and_the_schedule_horizon(synthetic_bank, tmp_path):
+    from gigassl.train import training_epochs
+
+    config = dataclasses.replace(CONFIG, steps=5)
+    assert training_epochs(config, 2) == 3 and training_epochs(CONFIG, 2) == 6
+    train(synthetic_bank, tmp_path, config, progress=False)
+    assert pd.read_csv(tmp_path / "log.csv").step.iloc[-1] == 6  # ceil(5 / 2) epochs of 2 steps
+    # the cosine horizon of the authors' code (3000 epochs for a run stopped at 1000): lr stays high at the end
+    long = TrainConfig(epochs=1000, schedule_epochs=3000, warmup_epochs=10, base_lr=0.03)
+    end = learning_rate(long, 256, 1000 * 10 - 1, 10, epochs=1000)
+    assert end == pytest.approx(0.03 * 0.5 * (1 + np.cos(np.pi * (9999 - 100) / (30000 - 100))), rel=1e-9)
+    assert end > 0.02 and learning_rate(dataclasses.replace(long, schedule_epochs=None), 256, 9999, 10,
+                                        epochs=1000) < 1e-6
+
+
+def test_per_view_batchnorm_is_two_forward_passes():
+    from gigassl.aggregators import Views
+    from gigassl.train import build_model
+
+    model = build_model(dataclasses.replace(CONFIG, aggregator="attention"), 16).train()
+    g = torch.Generator().manual_seed(0)
+    views = Views(torch.randn(8, 5, 16, generator=g), torch.randint(0, 6, (8, 5, 2), generator=g))
+    first = Views(views.features[:4], views.coords[:4])
+    second = Views(views.features[4:], views.coords[4:])
+    with torch.no_grad():
+        h, z = model(views, chunks=2, return_embedding=True)
+        separate = torch.cat([model(first), model(second)])
+        joint = model(views)
+    torch.testing.assert_close(z, separate)
+    assert not torch.allclose(z, joint)  # BatchNorm statistics of each view, not of both
+    assert h.shape == (8, model.aggregator.out_dim)
+
+
+def test_bn_views_and_init_options(synthetic_bank, tmp_path):
+    from gigassl.encoders import ResNet18
+    from gigassl.train import build_model
+
+    joint = dataclasses.replace(CONFIG, epochs=1, bn_views="joint")
+    train(synthetic_bank, tmp_path / "joint", joint, progress=False)
+    train(synthetic_bank, tmp_path / "per_view", dataclasses.replace(joint, bn_views="per_view"), progress=False)
+    a, b = (pd.read_csv(tmp_path / name / "log.csv").loss[0] for name in ("joint", "per_view"))
+    assert a != b
+    with pytest.raises(ConfigError, match="bn_views"):
+        train(synthetic_bank, tmp_path / "bad", dataclasses.replace(joint, bn_views="both"), progress=False)
+    layer4 = {k: v for k, v in ResNet18().layer4.state_dict().items()}
+    from_tiles = build_model(CONFIG, 256, layer4)
+    random = build_model(dataclasses.replace(CONFIG, aggregator_init="random"), 256, layer4)
+    conv = next(k for k in from_tiles.aggregator.state_dict() if k.endswith("weight") and "conv" in k)
+    weights = {k: v for k, v in from_tiles.aggregator.state_dict().items()}
+    assert not torch.equal(weights[conv], random.aggregator.state_dict()[conv])
+    with pytest.raises(ConfigError, match="aggregator_init"):
+        build_model(dataclasses.replace(CONFIG, aggregator_init="imagenet"), 256, layer4)

@@ -1,0 +1,70 @@
+# ---
+# jupyter:
+#   jupytext:
+#     formats: py:percent
+#   kernelspec:
+#     display_name: Python 3
+#     language: python
+#     name: python3
+# ---
+
+# %% [markdown]
+# # What each representation learnt: label-free diagnostics
+#
+# For the slide embeddings of every model of the plan and for AverageMIL, on the labelled slides
+# (`gigassl.diagnostics`, no task label involved):
+#
+# - **alignment** (Wang & Isola 2020): mean squared distance between two independent embeddings of the same slide
+#   (Giga-SSL: two sets of R views drawn with different seeds; AverageMIL: the means of two disjoint halves of its
+#   tiles). 0: perfectly stable.
+# - **uniformity** (Wang & Isola 2020): how evenly the slides spread on the sphere; 0 when collapsed, about -4 at
+#   best.
+# - **mean cosine** between different slides: near 1, every slide points the same way (collapse, or a strong common
+#   component that L2 normalisation keeps and standard scaling removes).
+# - **effective rank** (RankMe): how many directions carry the slides; 1 when collapsed.
+# - **centre accuracy**: how well a cross-validated logistic regression (folds grouped by case) predicts the centre
+#   from the embedding, against chance = 1 / centres: the stain and scanner shortcut of Sec. 5.
+
+# %% tags=["parameters"]
+profile = "demo"
+run_dir = "runs/demo"
+out_dir = "runs/demo/representations"
+figures_dir = "figures"
+bank = "bank_moco_shared"
+runs = ["ssl_full", "ssl_ref", "ssl_no_slide_aug", "ssl_ns", "ssl_imagenet", "ssl_imagenet_ns", "ssl_T2",
+        "ssl_T10", "ssl_T20", "ssl_attention", "ssl_independent_centres", "ssl_bn_joint", "ssl_random_init"]
+
+# %%
+from pathlib import Path
+
+import pandas as pd
+
+from gigassl.baselines import average_embeddings, average_halves, load_bags
+from gigassl.config import get_profile
+from gigassl.diagnostics import READING, alignment, diagnose
+from gigassl.embed import run_diagnostics
+from gigassl.figures import diagnostics_bars, save_figure, save_table
+from gigassl.manifest import labelled_ids
+
+config = get_profile(profile)
+manifest = pd.read_csv(Path(run_dir) / "cohort" / "manifest.csv", dtype={"slide_id": str, "case_id": str})
+ids = labelled_ids(manifest)
+meta = manifest.set_index("slide_id").loc[ids]
+centres, cases = meta["center"].astype(str).to_numpy(), meta["case_id"].astype(str).to_numpy()
+bags = load_bags(Path(run_dir) / bank, ids)
+first, second = average_halves(bags, ids, seed=config.embed.seed)
+average = diagnose(average_embeddings(bags, ids)[1], centres=centres, groups=cases, seed=config.probe.seed)
+rows = [{"representation": "averagemil", **average, "alignment": alignment(first, second)}]
+rows += [{"representation": run, **run_diagnostics(Path(run_dir) / run, ids, centres, cases, seed=config.probe.seed)}
+         for run in runs if (Path(run_dir) / run / "checkpoint.pt").exists()]
+table = pd.DataFrame(rows)
+save_table(table, "representations", figures_dir)
+
+# %%
+save_figure(diagnostics_bars(table), "representations", figures_dir)
+
+# %% [markdown]
+# How to read each column:
+
+# %%
+pd.DataFrame({"diagnostic": list(READING), "how to read it": list(READING.values())})

@@ -1,0 +1,70 @@
+"""Label-free diagnostics on embeddings with a known answer: collapsed, uniform on the sphere, two clusters."""
+
+import numpy as np
+import pytest
+
+from gigassl.diagnostics import (
+    alignment, centre_predictability, diagnose, effective_rank, mean_cosine, uniformity,
+)
+from gigassl.errors import ConfigError
+
+
+def sphere(n=2000, d=64, seed=0):
+    x = np.random.default_rng(seed).normal(size=(n, d))
+    return x / np.linalg.norm(x, axis=1, keepdims=True)
+
+
+def test_collapsed_embeddings():
+    x = np.tile(np.random.default_rng(0).normal(size=(1, 32)), (50, 1)) * 3.0
+    assert mean_cosine(x) == pytest.approx(1.0)
+    assert uniformity(x) == pytest.approx(0.0, abs=1e-9)
+    assert effective_rank(x) == pytest.approx(1.0, abs=1e-6)
+    assert alignment(x, x) == pytest.approx(0.0)
+
+
+def test_uniform_on_the_sphere():
+    x = sphere()
+    assert abs(mean_cosine(x)) < 0.01
+    # E exp(-2 |x - y|^2) = exp(-4) E exp(4 x.y); in high dimension x.y ~ N(0, 1/d): log = -4 + 8/d
+    assert uniformity(x) == pytest.approx(-4 + 8 / 64, abs=0.05)
+    assert effective_rank(x) > 0.9 * 64
+    assert alignment(x, -x) == pytest.approx(4.0)  # antipodal pairs
+
+
+def test_two_clusters():
+    g = np.random.default_rng(1)
+    centres = np.stack([np.eye(16)[0], np.eye(16)[1]])
+    labels = np.repeat([0, 1], 100)
+    x = centres[labels] + 1e-4 * g.normal(size=(200, 16))
+    assert effective_rank(x) == pytest.approx(2.0, abs=0.1)
+    assert mean_cosine(x) == pytest.approx(0.5 * 99 / 199 * 2, abs=0.02)  # same-cluster pairs cos 1, others 0
+    assert -4 < uniformity(x) < -0.5
+
+
+def test_alignment_is_wang_and_isola():
+    a, b = sphere(100, 8, 0), sphere(100, 8, 1)
+    assert alignment(a, b) == pytest.approx(np.mean(np.sum((a - b) ** 2, axis=1)))
+    assert alignment(a * 5, b) == pytest.approx(alignment(a, b))  # rows are L2-normalised first
+    with pytest.raises(ConfigError, match="one shape"):
+        alignment(a, b[:10])
+
+
+def test_centre_predictability_finds_a_stain_signature_and_not_noise():
+    g = np.random.default_rng(2)
+    centres = np.repeat(np.array(["C0", "C1", "C2", "C3"]), 30)
+    signature = g.normal(size=(4, 24))[np.searchsorted(["C0", "C1", "C2", "C3"], centres)]
+    x = g.normal(size=(120, 24)) + 2.0 * signature
+    assert centre_predictability(x, centres) > 0.9
+    noise = g.normal(size=(120, 24))
+    assert centre_predictability(noise, centres) < 0.45  # chance 0.25
+    groups = np.repeat(np.arange(60), 2)  # two slides per case, always on one side
+    assert centre_predictability(x, centres, groups) > 0.9
+
+
+def test_diagnose_row():
+    x = sphere(60, 16)
+    row = diagnose(x, second=x, centres=np.repeat(["a", "b"], 30))
+    assert set(row) >= {"alignment", "uniformity", "mean_cosine", "effective_rank", "centre_accuracy",
+                        "centre_chance"}
+    assert row["alignment"] == 0 and row["centre_chance"] == 0.5 and row["slides"] == 60
+    assert np.isnan(diagnose(x)["alignment"]) and np.isnan(diagnose(x)["centre_accuracy"])
