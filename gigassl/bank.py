@@ -54,6 +54,11 @@ def parse_shard(text: str | None) -> tuple[int, int] | None:
     return i, n
 
 
+def bank_slide_ids(bank_dir: str | os.PathLike) -> list[str]:
+    """The slides that have a bank file ``<slide_id>.h5`` in ``bank_dir``, sorted."""
+    return sorted(p.stem for p in Path(bank_dir).glob("*.h5"))
+
+
 def torchrun_shard() -> tuple[int, int] | None:
     """(rank, world size) when launched by torchrun (RANK and WORLD_SIZE set), else None."""
     if "RANK" in os.environ and "WORLD_SIZE" in os.environ:

@@ -75,10 +75,14 @@ def pool_ids(frame: pd.DataFrame) -> list[str]:
     return [s for s in frame["slide_id"].astype(str) if s not in labelled]
 
 
-def ssl_slide_ids(frame: pd.DataFrame, pool: int | None = None, exclude_centres=()) -> list[str]:
+def ssl_slide_ids(frame: pd.DataFrame, pool: int | None = None, exclude_centres=(), available=None) -> list[str]:
     """The slides an SSL run trains on: the labelled cohort plus the first ``pool`` slides of the unlabelled pool
-    (None: all of it; 0: none), without the slides of ``exclude_centres`` (the independent-centre experiment)."""
-    chosen = set(labelled_ids(frame)) | set(pool_ids(frame)[: None if pool is None else int(pool)])
+    (None: all of it; 0: none), without the slides of ``exclude_centres`` (the independent-centre experiment).
+
+    ``available``: the slides that can be used (e.g. those of a bank: a slide whose tiling or bank failed, listed in
+    that stage's failures.csv, is left out, and the pool's first ``pool`` slides are counted among the others)."""
+    keep = (lambda ids: [s for s in ids if s in set(available)]) if available is not None else (lambda ids: ids)
+    chosen = set(keep(labelled_ids(frame))) | set(keep(pool_ids(frame))[: None if pool is None else int(pool)])
     if exclude_centres:
         chosen -= set(frame.loc[frame["center"].astype(str).isin(set(exclude_centres)), "slide_id"].astype(str))
     return [s for s in frame["slide_id"].astype(str) if s in chosen]

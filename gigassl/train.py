@@ -5,14 +5,18 @@ one of the 50 tile-level augmentations, (ii) sample a subset T of the 256 embedd
 augmentation, (iii) build the sparse map, and (iv) carry on from step 4."
 
 Adam with learning rate ``base_lr * B / 256`` (B the global batch), a linear warm-up over ``warmup_epochs`` then a
-cosine decay to 0 (per step). Every random choice is keyed by (seed, epoch, slide, view), so that a resumed run
+cosine decay (per step) reaching 0 at ``schedule_epochs`` (default: the end of training). The length is ``epochs``
+or, when set, ``steps`` optimizer steps. The two views of a batch go through the network in two forward passes
+(``bn_views="per_view"``, BatchNorm statistics per view, as in the authors' code) or one (``"joint"``). Every random
+choice is keyed by (seed, epoch, slide, view), so that a resumed run
 reproduces an uninterrupted one and the batch seen by K processes is the batch seen by one.
 
 Outputs in ``out_dir``: ``checkpoint.pt`` (the last, with the optimizer state, to resume from),
 ``checkpoint_eNNNN.pt`` every ``checkpoint_every`` epochs (the model only, to embed with),
-``log.csv`` (epoch, loss, collapse = std of the L2-normalised projections, lr, seconds), ``steps.csv`` (the loss
-of every step) and, with a monitor,
-``monitor.csv`` (epoch, task, auc_mean, auc_std): the data of Fig. 3C.
+``log.csv`` (epoch, step, loss, collapse = std of the L2-normalised projections, the batch diagnostics alignment,
+uniformity, mean_cosine, effective_rank (:func:`batch_diagnostics`), lr, seconds), ``steps.csv`` (the loss of every
+step) and, with a monitor, ``monitor.csv`` (the rows of :func:`gigassl.embed.training_monitor`: per-split probe AUCs,
+the data of Fig. 3C, and slide-embedding diagnostics).
 
 Distributed: under ``torchrun --nproc_per_node K gigassl train ...`` each rank takes B/K slides of every global
 batch, DistributedDataParallel averages gradients, NT-Xent gathers negatives across ranks (with gradients) and
@@ -37,15 +41,13 @@ from tqdm.auto import tqdm
 
 from . import __version__, dist
 from .aggregators import GigaSSL, Projector, Views, build_aggregator
-from .config import MapConfig, TrainConfig
+from .config import MapConfig, TrainConfig, choice
 from .errors import ConfigError, GigasslError
 from .loss import NTXentLoss
 from .maps import PackedBank
-from .config import choice
 from .utils import atomic_path, resolve_device, rng, torch_seeded, write_csv_atomic
 
 log = logging.getLogger(__name__)
-
 
 INITS = ("tile_embedder", "random")
 BN_VIEWS = ("per_view", "joint")

@@ -44,6 +44,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from gigassl.bank import bank_slide_ids
 from gigassl.config import get_profile
 from gigassl.embed import embed_slides, training_monitor
 from gigassl.figures import save_figure, training_curves
@@ -60,10 +61,10 @@ train_config = dataclasses.replace(
 bank_dir = Path(run_dir) / bank
 manifest = pd.read_csv(Path(run_dir) / "cohort" / "manifest.csv", dtype={"slide_id": str, "case_id": str})
 excluded = centre_holdout(manifest, seed=config.probe.seed) if exclude_probe_centres else ()
-slides = ssl_slide_ids(manifest, pool=pool, exclude_centres=excluded)
+slides = ssl_slide_ids(manifest, pool=pool, exclude_centres=excluded, available=bank_slide_ids(bank_dir))
 train_config = dataclasses.replace(train_config, batch_size=min(train_config.batch_size, len(slides)))
-print(f"SSL on {len(slides)} slides ({len(slides) - len(ssl_slide_ids(manifest, 0, excluded))} of them from the "
-      f"unlabelled pool){'; probe centres ' + str(list(excluded)) + ' excluded' if excluded else ''}")
+print(f"SSL on {len(slides)} slides ({len(set(slides) - set(labelled_ids(manifest)))} of them from the unlabelled "
+      f"pool){'; probe centres ' + str(list(excluded)) + ' excluded' if excluded else ''}")
 watch = None
 if monitor_every:
     watch = training_monitor(manifest, [monitor_task], train_config.maps, views=max(1, config.embed.views // 5),

@@ -180,3 +180,12 @@ def test_pool_slides_are_written_at_their_own_size(tmp_path):
         assert slide.dimensions == (256, 192)
     with openslide.OpenSlide(str(tmp_path / frame.path.iloc[0])) as slide:
         assert slide.dimensions == (TINY.width, TINY.height)
+
+
+def test_ssl_slides_skip_unavailable_ones():
+    from gigassl.manifest import ssl_slide_ids
+
+    frame = pd.DataFrame({"slide_id": ["S1", "S2", "U1", "U2", "U3"], "path": "x", "case_id": ["a", "b", "c", "d", "e"],
+                          "center": "C0", "t": ["x", "y", None, None, None]})
+    assert ssl_slide_ids(frame, pool=2) == ["S1", "S2", "U1", "U2"]
+    assert ssl_slide_ids(frame, pool=2, available=["S1", "S2", "U2", "U3"]) == ["S1", "S2", "U2", "U3"]
