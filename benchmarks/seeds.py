@@ -10,7 +10,8 @@ The demo run of ``make book`` is seed 0: ``--reuse runs/demo`` takes its embeddi
 recomputing them (they are identical: every random choice is keyed).
 
 Usage: ``python benchmarks/seeds.py --out /tmp/seeds --seeds 0 1 2 [--reuse runs/demo]``; writes
-``benchmarks/results/seeds.csv`` (per seed) and prints the summary.
+``benchmarks/results/seeds.csv`` (one row per seed, protocol, method, task and budget; the rows of seeds not run
+this time are kept) and prints the summary over all the seeds it holds.
 """
 
 from __future__ import annotations
@@ -96,8 +97,13 @@ def main(argv=None) -> int:
     diff_rows = differences.rename(columns={"difference": "auc_mean", "difference_std": "auc_std"}).assign(
         method="gigassl - averagemil")[["seed", "protocol", "method", "task", "budget", "auc_mean", "auc_std"]]
     table = pd.concat([per_seed, diff_rows], ignore_index=True)
-    Path(args.results).parent.mkdir(parents=True, exist_ok=True)
-    table.to_csv(args.results, index=False)
+    results = Path(args.results)
+    results.parent.mkdir(parents=True, exist_ok=True)
+    if results.is_file():  # keep the rows of the seeds not run this time
+        before = pd.read_csv(results, dtype={"budget": str})
+        table = pd.concat([before[~before["seed"].isin(args.seeds)], table], ignore_index=True).sort_values(
+            ["seed", "protocol", "method", "task", "budget"], kind="stable")
+    table.to_csv(results, index=False)
     spread = table.groupby(["protocol", "method", "task", "budget"]).agg(
         seeds=("seed", "nunique"), mean=("auc_mean", "mean"), std_over_seeds=("auc_mean", "std"),
         std_over_splits=("auc_std", "mean")).reset_index()

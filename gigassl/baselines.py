@@ -177,7 +177,8 @@ class DeepMILClassifier:
     Training follows the field's practice for attention MIL (CLAM, TransMIL): tile features standardised with the
     mean and std of all tiles of the training bags (``config.standardize``), Adam, class-balanced cross-entropy, a
     budget of ``max_steps`` optimizer steps of ``batch_size`` bags, the validation loss every ``eval_every`` steps,
-    and early stopping ``patience`` steps after the best one (whose state is kept).
+    and early stopping ``patience`` steps after the best one (whose state is kept); as in CLAM, neither the best
+    state nor the stop is taken before ``min_steps`` (CLAM: 50 epochs).
 
     Args:
         config: hidden, attention, dropout, lr, weight_decay, batch_size, max_steps, eval_every, patience,
@@ -273,13 +274,14 @@ class DeepMILClassifier:
                         model.eval()
                         val_loss = self._eval_loss(model, val_list, val_t, weights)
                         model.train()
-                        if val_loss < best:
+                        if val_loss < best and step >= int(cfg.min_steps):
                             best, self.best_step_ = val_loss, step
                             best_state = copy.deepcopy(model.state_dict())
                     self.history_.append({"step": step, "epoch": step * size / len(fit_bags),
                                           "train_loss": float(np.mean(running)), "val_loss": val_loss})
                     running = []
-                    if val and step - self.best_step_ >= int(cfg.patience):
+                    if val and step >= int(cfg.min_steps) and step - max(self.best_step_, int(cfg.min_steps)) \
+                            >= int(cfg.patience):
                         break
         if best_state is not None:
             model.load_state_dict(best_state)

@@ -83,8 +83,8 @@ def training_monitor(labels, tasks: list[str], maps: MapConfig, views: int, tile
 
     - for each task, the linear probe under both protocols (generated case-grouped splits, 100% budget), one row per
       protocol and split: ``kind="probe"``, task, protocol, budget, split, auc (the data of Fig. 3C);
-    - with ``diagnostics``, one row ``kind="diagnostics"`` of :func:`gigassl.diagnostics.diagnose` on every slide of
-      the bank that ``labels`` lists (alignment between two embeddings made with different view seeds, centre
+    - with ``diagnostics``, one row ``kind="diagnostics"`` of :func:`gigassl.diagnostics.diagnose` on the bank's
+      slides labelled for any of ``tasks`` (alignment between two embeddings made with different view seeds, centre
       predictability grouped by case).
 
     ``labels``: a manifest (path or frame) with ``slide_id``, ``case_id``, ``center`` and the task columns.
@@ -113,8 +113,8 @@ def training_monitor(labels, tasks: list[str], maps: MapConfig, views: int, tile
                                   config=probe, protocol=protocol)
                 rows += [{"kind": "probe", "task": task, "protocol": r.protocol, "budget": r.budget,
                           "split": r.split, "auc": r.auc} for r in table.itertuples()]
-        if diagnostics:
-            ids = [sid for sid in bank.ids if sid in meta.index]
+        if diagnostics:  # on the labelled slides, the ones the book compares
+            ids = [sid for sid in bank.ids if sid in set().union(*labelled.values())]
             index = bank.indices(ids)
             first = embed_bank(model, bank, index, views, tiles, maps, seed, device=device)
             second = embed_bank(model, bank, index, views, tiles, maps, seed + 1, device=device)

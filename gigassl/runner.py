@@ -47,6 +47,7 @@ class Execution:
     parameters: dict = field(default_factory=dict)
     needs: tuple[str, ...] = ()
     title: str | None = None
+    inputs: tuple[str, ...] = ()  # files (relative to the root) the notebook reads: their content enters the hash
 
 
 class ExecutionFailed(GigasslError):
@@ -92,7 +93,8 @@ def load_plan(path: str | os.PathLike, profile: str) -> list[Execution]:
                                   f"of profile {profile}.")
             needs += groups[need]
         if not grid:
-            expanded = [Execution(entry["name"], entry["notebook"], params, tuple(needs), title=entry.get("title"))]
+            expanded = [Execution(entry["name"], entry["notebook"], params, tuple(needs), title=entry.get("title"),
+                                  inputs=tuple(entry.get("inputs") or ()))]
         else:
             keys = list(grid)
             expanded = []
@@ -101,7 +103,7 @@ def load_plan(path: str | os.PathLike, profile: str) -> list[Execution]:
                 resolved = {k: _format(v, point) if isinstance(v, str) and "{" in v else v for k, v in params.items()}
                 title = _format(entry["title"], point) if entry.get("title") else None
                 expanded.append(Execution(_format(entry["name"], point), entry["notebook"], {**resolved, **point},
-                                          tuple(needs), title=title))
+                                          tuple(needs), title=title, inputs=tuple(entry.get("inputs") or ())))
         if "group" in entry:  # several entries may share a group: it stands for all of their executions
             groups[entry["group"]] = groups.get(entry["group"], []) + [e.name for e in expanded]
         else:
@@ -124,9 +126,14 @@ def source_hash() -> str:
 
 
 def execution_hash(execution: Execution, notebooks: Path, upstream: dict[str, str], package: str) -> str:
-    """The hash that decides whether an execution must run again."""
+    """The hash that decides whether an execution must run again: the notebook, its parameters, the package, the
+    hashes of what it needs and the content of its declared ``inputs`` (files under the root, e.g. a recorded
+    benchmark; a missing one hashes as missing)."""
     digest = hashlib.sha256()
     digest.update((notebooks / f"{execution.notebook}.py").read_bytes())
+    for name in execution.inputs:
+        path = notebooks.parent / name
+        digest.update(name.encode() + (path.read_bytes() if path.is_file() else b"<missing>"))
     digest.update(json.dumps(execution.parameters, sort_keys=True, default=str).encode())
     digest.update(package.encode())
     for need in execution.needs:

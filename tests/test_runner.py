@@ -108,3 +108,15 @@ def test_only_runs_the_named_execution_and_what_it_needs(tmp_path):
     assert sorted(r["name"] for r in records) == ["a", "b_2"]
     with pytest.raises(ConfigError, match="no execution has that name"):
         run_plan("demo", root, only=["zzz"], progress=False)
+
+
+def test_a_changed_input_file_reruns_the_execution_that_reads_it(tmp_path):
+    plan = {"executions": [{"name": "a", "notebook": "first", "parameters": {"value": 1}},
+                           {"name": "b", "notebook": "second", "needs": ["a"], "inputs": ["data/input.csv"]}]}
+    root = _project(tmp_path, plan)
+    (root / "data").mkdir()
+    (root / "data" / "input.csv").write_text("x\n1\n")
+    assert [r["skipped"] for r in run_plan("smoke", root, progress=False)] == [False, False]
+    assert all(r["skipped"] for r in run_plan("smoke", root, progress=False))
+    (root / "data" / "input.csv").write_text("x\n2\n")  # edited in place
+    assert [r["name"] for r in run_plan("smoke", root, progress=False) if not r["skipped"]] == ["b"]
