@@ -134,7 +134,9 @@ display(Markdown(paper.verdict_sentence(mine, verdict_protocol)))
 
 # %%
 diagnostics = pd.read_csv(figures / "representations.csv")
-display(Markdown(paper.explain(diagnostics, all_claims, verdict_protocol)))
+display(Markdown(paper.explain(diagnostics, all_claims, verdict_protocol,
+                               retrieval=pd.read_csv(figures / "moco_retrieval.csv"),
+                               deepmil=pd.read_csv(figures / "deepmil_vs_averagemil.csv"))))
 diagnostics
 
 # %% [markdown]
