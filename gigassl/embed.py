@@ -98,6 +98,7 @@ def training_monitor(labels, tasks: list[str], maps: MapConfig, views: int, tile
     from .train import Monitor
 
     probe = probe or ProbeConfig()
+    device = resolve_device(device)  # "auto" (the paper profile's) becomes a real device before any tensor moves
     frame = pd.read_csv(labels, dtype={"slide_id": str, "case_id": str}) if isinstance(labels, (str, os.PathLike)) \
         else pd.DataFrame(labels)
     labelled = {task: set(load_labels(frame, task)["slide_id"]) for task in tasks}

@@ -54,3 +54,23 @@ def test_cli_embed_and_errors(synthetic_bank, checkpoint, tmp_path):
                      "--out", str(out)]) == 1
     with pytest.raises(ConfigError, match="views"):
         embed_slides(synthetic_bank, checkpoint, out, EmbedConfig(views=0, device="cpu"), progress=False)
+
+
+def test_training_monitor_resolves_auto_device(synthetic_bank):
+    """The paper profile's device is "auto": the monitor must move tensors to a real device, not to "auto"."""
+    import pandas as pd
+
+    from gigassl.config import MapConfig, ProbeConfig, TrainConfig
+    from gigassl.embed import training_monitor
+    from gigassl.maps import PackedBank
+    from gigassl.train import build_model
+
+    bank = PackedBank(synthetic_bank)
+    labels = pd.DataFrame({"slide_id": bank.ids, "case_id": bank.ids, "center": ["C0", "C1"] * 8,
+                           "t": ["a", "b"] * 8})
+    monitor = training_monitor(labels, ["t"], MapConfig(downsample="tile"), views=2, tiles=3,
+                               probe=ProbeConfig(n_splits=2, Cs=(1.0,)), device="auto")
+    model = build_model(TrainConfig(aggregator="mean"), bank.feature_dim).eval()
+    rows = monitor.fn(model, bank, 1)
+    kinds = [r["kind"] for r in rows]
+    assert kinds.count("probe") == 4 and kinds.count("diagnostics") == 1  # 2 protocols x 2 splits, 1 diagnostics row
