@@ -91,13 +91,6 @@ def paired(table: pd.DataFrame, a: str, b: str, by=("protocol", "task", "budget"
     return pd.DataFrame(rows)
 
 
-def mean_over(pairs: pd.DataFrame, over: str = "task", by=("protocol", "budget")) -> pd.DataFrame:
-    """Per-split differences averaged over ``over`` (e.g. the mean gain of the tasks for each split index), as a
-    new per-split table with the column ``difference`` (Fig. 2's "averaged over the tasks")."""
-    by = [c for c in by if c in pairs.columns]
-    return pairs.groupby([*by, "split"], sort=False)["difference"].mean().reset_index().assign(**{over: "mean"})
-
-
 def summarize_pairs(pairs: pd.DataFrame, by=("protocol", "budget"), n_bootstrap: int = 2000, level: float = 0.95,
                     seed: int = 0, name: str = "") -> pd.DataFrame:
     """Mean, std and bootstrap interval of a per-split ``difference`` column, one row per group of ``by``."""
