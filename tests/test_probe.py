@@ -216,3 +216,32 @@ def test_probe_runs_pairs_methods_on_the_same_splits():
     assert set(table.method) == {"a", "b"} and set(table.protocol) == {"paper", "fair"} and len(table) == 8
     a, b = (table[(table.method == m) & (table.protocol == "paper")] for m in "ab")
     assert a.split.tolist() == b.split.tolist() and a.n_test.tolist() == b.n_test.tolist()
+
+
+def test_binary_auc_is_roc_auc_score_with_ties():
+    from gigassl.probe import binary_auc
+
+    g = np.random.default_rng(0)
+    for i in range(200):
+        y = g.integers(0, 2, 25).astype(bool)
+        y[:2] = [True, False]
+        score = g.integers(0, 4, 25) / 3 if i % 2 else g.normal(size=25)  # ties on every other draw
+        assert abs(binary_auc(y, score) - roc_auc_score(y, score)) < 1e-12
+
+
+def test_tuned_probe_choice_matches_sklearn_inner_fits():
+    """The inner CV (solved in kernel form) scores each candidate as scikit-learn's own fits would."""
+    from sklearn.model_selection import StratifiedGroupKFold
+
+    from gigassl.probe import TunedLinearProbe, _preprocess
+
+    X, y = data(n=90, d=40, k=3, seed=5)
+    probe = TunedLinearProbe(Cs=(0.1, 10.0), seed=0).fit(X, y)
+    folds = list(StratifiedGroupKFold(n_splits=3, shuffle=True, random_state=0).split(X, y, np.arange(len(y))))
+    for row in probe.cv_results_:
+        aucs = []
+        for train, test in folds:
+            a, b = _preprocess(row["preprocessing"], X[train], X[test])
+            model = LogisticRegression(C=row["C"], class_weight="balanced", tol=1e-10, max_iter=10_000).fit(a, y[train])
+            aucs.append(auc_score(y[test], model.predict_proba(b), model.classes_))
+        assert abs(row["score"] - np.mean(aucs)) < 1e-3
