@@ -150,7 +150,7 @@ def build_bank(
         frame = frame[frame["slide_id"].isin(set(slide_ids))]
     rows = frame.iloc[index::count]
     embedder = build_embedder(encoder)
-    embedding = Embedding(embedder, device)
+    embedding = Embedding(embedder, device, encoder.precision)
     TileAugmentation(augment, out_px=1)  # validates the mode before any slide is read
     out_dir.mkdir(parents=True, exist_ok=True)
     write_text_atomic(out_dir / "config.json", json.dumps({
@@ -178,7 +178,7 @@ def build_bank(
             "feature_dim": int(plain.shape[1]), "tile_px": tile_px, "target_mpp": float(attrs.get("target_mpp", "nan")),
             "patch_size_level0": int(attrs["patch_size_level0"]), "level0_mpp": float(attrs.get("level0_mpp", "nan")),
             "augmentation_mode": augment.mode, "augmentations": config.augmentations, "tiles": config.tiles,
-            "seed": config.seed, "version": __version__,
+            "seed": config.seed, "precision": embedding.precision, "version": __version__,
         }))
 
     items = [(sid, out_dir / f"{sid}.h5") for sid in rows["slide_id"]]

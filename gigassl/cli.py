@@ -85,7 +85,8 @@ def cmd_pretrain_tiles(args) -> int:
 
     profile = get_profile(args.profile)
     config = override(profile.moco, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
-                      tiles_per_slide=args.tiles_per_slide, seed=args.seed, max_minutes=args.max_minutes)
+                      tiles_per_slide=args.tiles_per_slide, seed=args.seed, max_minutes=args.max_minutes,
+                      precision=args.precision)
     path = pretrain_tiles(args.manifest, args.coords, args.out, config, profile.augment,
                           device=args.device or profile.encoder.device, workers=args.workers,
                           resume=not args.restart, progress=not args.no_progress)
@@ -100,7 +101,7 @@ def cmd_bank(args) -> int:
     bank = override(profile.bank, augmentations=args.augmentations, tiles=args.tiles, seed=args.seed,
                     workers=args.workers)
     encoder = override(profile.encoder, name=args.encoder, weights=args.weights, device=args.device,
-                       batch_size=args.batch_size)
+                       batch_size=args.batch_size, precision=args.precision)
     augment = override(profile.augment, mode=args.mode)
     return _report(build_bank(args.manifest, args.coords, args.out, bank, encoder, augment,
                               shard=parse_shard(args.shard), progress=not args.no_progress))
@@ -280,6 +281,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--lr", type=float)
     p.add_argument("--tiles-per-slide", type=int)
     p.add_argument("--max-minutes", type=float, help="stop (with a checkpoint) after this wall time")
+    p.add_argument("--precision", choices=["auto", "fp32", "bf16"],
+                   help="autocast of the encoder: auto = bf16 on GPUs and bf16-capable CPUs, else fp32")
     p.add_argument("--seed", type=int)
     p.add_argument("--device", help="auto | cuda | mps | cpu")
     p.add_argument("--workers", type=int, default=0, help="DataLoader worker processes reading tiles")
@@ -300,6 +303,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--weights", help="checkpoint file (torchvision or MoCo); default: random init / ImageNet")
     p.add_argument("--device", help="auto | cuda | mps | cpu")
     p.add_argument("--batch-size", type=int, help="tiles per forward pass")
+    p.add_argument("--precision", choices=["auto", "fp32", "bf16"],
+                   help="autocast of the encoder: auto = bf16 on GPUs and bf16-capable CPUs, else fp32")
     p.add_argument("--workers", type=int, help="DataLoader worker processes reading tiles")
     p.add_argument("--seed", type=int)
     p.add_argument("--shard", help="i/n: process slides i, i+n, ... (0-based)")

@@ -20,7 +20,7 @@ from torch import nn
 
 from .config import EncoderConfig
 from .errors import ConfigError, GigasslError
-from .utils import resolve_device, sha256_file, torch_seeded
+from .utils import autocast_dtype, resolve_device, sha256_file, torch_seeded
 
 ENCODERS = ("resnet18", "efficientnet_lite0")
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -198,22 +198,25 @@ def build_embedder(config: EncoderConfig) -> TileEmbedder:
 
 
 class Embedding:
-    """Runs a tile embedder on a device: channels-last memory, bfloat16 autocast on GPU, inference mode.
+    """Runs a tile embedder on a device: channels-last memory, inference mode, bfloat16 autocast where
+    ``precision`` asks for it (``auto``: on GPUs and on CPUs with native bfloat16, see
+    :func:`gigassl.utils.autocast_dtype`).
 
     Shape: ``__call__(tiles (B, H, W, 3) uint8 or (B, 3, H, W) float)`` -> float32 (B, F) on CPU.
     """
 
-    def __init__(self, embedder: TileEmbedder, device: str = "auto"):
+    def __init__(self, embedder: TileEmbedder, device: str = "auto", precision: str = "auto"):
         self.device = resolve_device(device)
-        self.gpu = self.device.split(":")[0] in ("cuda", "mps")
+        self.dtype = autocast_dtype(self.device, precision)
+        self.precision = "fp32" if self.dtype is None else "bf16"
         self.embedder = embedder.to(self.device).eval().to(memory_format=torch.channels_last)
 
     @torch.inference_mode()
     def __call__(self, tiles: torch.Tensor) -> torch.Tensor:
         tiles = tiles.to(self.device, non_blocking=True)
         x = self.embedder.prepare(tiles).contiguous(memory_format=torch.channels_last)
-        if self.gpu:
-            with torch.autocast(self.device.split(":")[0], dtype=torch.bfloat16):
+        if self.dtype is not None:
+            with torch.autocast(self.device.split(":")[0], dtype=self.dtype):
                 feats = self.embedder.features(x)
         else:
             feats = self.embedder.features(x)

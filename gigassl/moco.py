@@ -34,12 +34,12 @@ from tqdm.auto import tqdm
 from . import io
 from .augment import TileAugmentation
 from .bank import slide_key
-from .config import AugmentConfig, MocoConfig
+from .config import AugmentConfig, EncoderConfig, MocoConfig
 from .encoders import IMAGENET_MEAN, IMAGENET_STD, ResNet18
 from .errors import GigasslError
 from .manifest import read_manifest
 from .slides import TileReader
-from .utils import atomic_path, resolve_device, rng, torch_generator, torch_seeded, write_csv_atomic
+from .utils import atomic_path, autocast_dtype, resolve_device, rng, torch_generator, torch_seeded, write_csv_atomic
 
 
 class TileSet(torch.utils.data.Dataset):
@@ -125,11 +125,14 @@ class MoCo(nn.Module):
         keys = torch.cat([self.encoder_k(part) for part in x_k[order].chunk(splits)])
         return keys[torch.argsort(order)]
 
-    def forward(self, x_q: torch.Tensor, x_k: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        q = F.normalize(self.encoder_q(x_q), dim=1)
-        with torch.no_grad():
-            self._momentum_update()
-            k = F.normalize(self._shuffled_keys(x_k), dim=1)
+    def forward(self, x_q: torch.Tensor, x_k: torch.Tensor, dtype=None) -> tuple[torch.Tensor, torch.Tensor]:
+        """``dtype``: autocast dtype of the two encoders (None: float32); the logits and the loss stay float32."""
+        with torch.autocast(x_q.device.type, dtype=dtype or torch.bfloat16, enabled=dtype is not None):
+            q = self.encoder_q(x_q)
+            with torch.no_grad():
+                self._momentum_update()
+                k = self._shuffled_keys(x_k)
+        q, k = F.normalize(q.float(), dim=1), F.normalize(k.float(), dim=1)
         logits = torch.cat([(q * k).sum(1, keepdim=True), q @ self.queue.clone().detach()], 1)
         logits = logits / self.config.temperature
         labels = torch.zeros(len(q), dtype=torch.long, device=q.device)
@@ -148,21 +151,25 @@ def _lr(config: MocoConfig, epoch: int) -> float:
 
 
 @torch.no_grad()
-def retrieval_check(embedder, tiles: np.ndarray, augment: AugmentConfig, seed: int = 0, device: str = "cpu",
-                    batch_size: int = 256) -> float:
-    """A label-free check of a tile embedder: the top-1 accuracy of retrieving, for each tile, its other
-    augmented view among the second views of all the tiles (cosine similarity of the embeddings).
+def retrieval_scores(embedder, tiles: np.ndarray, augment: AugmentConfig, seed: int = 0, device: str = "cpu",
+                     batch_size: int = 256, precision: str = "auto", temperature: float = 0.2) -> dict:
+    """A label-free check of a tile embedder on held-out tiles: for each tile, retrieve its other augmented view
+    among the second views of all the tiles (cosine similarity of the embeddings).
 
     Each tile gets two independent draws of ``augment`` (keyed by ``seed``); an embedder that keeps what the
-    augmentations do not change scores high, one that sees mostly colour or position scores low. Chance:
-    1 / len(tiles). Shape: tiles uint8 (M, px, px, 3) -> float in [0, 1].
+    augmentations do not change scores high, one that sees mostly colour or position scores low. Returns
+    ``top1`` (the fraction retrieved first; chance 1 / M), ``hits`` (bool (M,), for paired comparisons) and
+    ``infonce``: MoCo's loss with fixed negatives, the cross-entropy of the true second view among all M at
+    MoCo's ``temperature`` (chance log M). Unlike MoCo's training loss, whose negatives (the queue) get harder as
+    the key encoder learns, both are comparable from one checkpoint to the next. ``precision``: of the embedder's
+    forward (see :class:`gigassl.encoders.Embedding`). Shape: tiles uint8 (M, px, px, 3).
     """
     from .encoders import Embedding
 
     if len(tiles) < 2:
         raise GigasslError(f"The retrieval check needs at least 2 tiles; got {len(tiles)}.")
     augmentation = TileAugmentation(dataclasses.replace(augment, mode="independent"), tiles.shape[1])
-    embedding = Embedding(embedder, device)
+    embedding = Embedding(embedder, device, precision)
     x = torch.from_numpy(np.ascontiguousarray(tiles)).permute(0, 3, 1, 2).float().div_(255)
     views = []
     for view in (0, 1):
@@ -171,8 +178,47 @@ def retrieval_check(embedder, tiles: np.ndarray, augment: AugmentConfig, seed: i
             part = augmentation(x[start:start + batch_size], torch_generator(seed, view, start))
             out.append(embedding(part))
         views.append(F.normalize(torch.cat(out), dim=1))
-    nearest = (views[0] @ views[1].T).argmax(1)
-    return float((nearest == torch.arange(len(x))).float().mean())
+    similarity = views[0] @ views[1].T
+    target = torch.arange(len(x))
+    hits = (similarity.argmax(1) == target).numpy()
+    infonce = float(F.cross_entropy(similarity / temperature, target))
+    return {"top1": float(hits.mean()), "infonce": infonce, "hits": hits}
+
+
+def retrieval_check(embedder, tiles: np.ndarray, augment: AugmentConfig, seed: int = 0, device: str = "cpu",
+                    batch_size: int = 256, precision: str = "auto") -> float:
+    """The top-1 of :func:`retrieval_scores`: the fraction of held-out tiles whose other augmented view is their
+    nearest neighbour (chance 1 / M)."""
+    return retrieval_scores(embedder, tiles, augment, seed, device, batch_size, precision)["top1"]
+
+
+def retrieval_curve(moco_dir: str | os.PathLike, tiles: np.ndarray, encoder: EncoderConfig, augment: AugmentConfig,
+                    seed: int = 0, n_bootstrap: int = 2000) -> pd.DataFrame:
+    """:func:`retrieval_scores` of the random initialisation (epoch 0) and of every ``checkpoint_eNNNN.pt`` of a
+    MoCo run: the label-free learning curve of the tile embedder (Sec. 4.1).
+
+    One row per epoch: epoch, weights, top1, infonce, chance_top1 (1 / M), chance_infonce (log M), and the
+    difference of top-1 with the random init, paired over the tiles, with its bootstrap interval (gain, ci_low,
+    ci_high) and verdict.
+    """
+    from .compare import paired_interval, verdict
+    from .encoders import build_embedder
+
+    paths = sorted(Path(moco_dir).glob("checkpoint_e*.pt"))
+    runs = [(0, None)] + [(int(p.stem.split("_e")[1]), str(p)) for p in paths]
+    rows, base = [], None
+    for epoch, weights in runs:
+        embedder = build_embedder(dataclasses.replace(encoder, weights=weights))
+        scores = retrieval_scores(embedder, tiles, augment, seed=seed, device=encoder.device,
+                                  precision=encoder.precision)
+        hits = scores["hits"].astype(float)
+        base = hits if base is None else base
+        low, high = paired_interval(hits - base, n_bootstrap=n_bootstrap, seed=seed) if epoch else (0.0, 0.0)
+        rows.append({"epoch": epoch, "weights": weights or f"random init (seed {encoder.seed})",
+                     "top1": scores["top1"], "infonce": scores["infonce"], "chance_top1": 1 / len(tiles),
+                     "chance_infonce": math.log(len(tiles)), "gain": float(np.mean(hits - base)), "ci_low": low,
+                     "ci_high": high, "verdict": verdict(low, high, "trained", "random init") if epoch else ""})
+    return pd.DataFrame(rows)
 
 
 def heldout_tiles(manifest: str | os.PathLike, coords_dir: str | os.PathLike, slide_ids, n: int,
@@ -210,6 +256,7 @@ def pretrain_tiles(
         raise GigasslError(f"{len(tiles)} tiles for MoCo but batch size {config.batch_size}; lower --batch-size "
                            "or raise tiles_per_slide.")
     model = MoCo(config).to(device).to(memory_format=torch.channels_last)
+    dtype = autocast_dtype(device, config.precision)
     optimizer = torch.optim.SGD(model.encoder_q.parameters(), lr=_lr(config, 0), momentum=config.momentum,
                                 weight_decay=config.weight_decay)
     augmentation = TileAugmentation(dataclasses.replace(augment, mode="independent"), tiles.tile_px)
@@ -239,7 +286,7 @@ def pretrain_tiles(
             x_q = augmentation(x, torch_generator(config.seed, epoch, step, 0))
             x_k = augmentation(x, torch_generator(config.seed, epoch, step, 1))
             loss, acc = model(((x_q - mean) / std).contiguous(memory_format=torch.channels_last),
-                              ((x_k - mean) / std).contiguous(memory_format=torch.channels_last))
+                              ((x_k - mean) / std).contiguous(memory_format=torch.channels_last), dtype)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
@@ -256,6 +303,7 @@ def pretrain_tiles(
                 "state_dict": {f"module.{k}": v.cpu() for k, v in model.state_dict().items()},
                 "optimizer": optimizer.state_dict(), "epoch": epoch + 1, "log": log, "steps": step_log,
                 "config": dataclasses.asdict(config), "arch": "resnet18",
+                "precision": "fp32" if dtype is None else "bf16",
             }
             with atomic_path(last) as tmp:
                 torch.save(state, tmp)

@@ -41,7 +41,27 @@ def test_embedder_is_the_layer3_output_averaged():
         out = embedder(tiles)
     assert out.shape == (4, 256)
     torch.testing.assert_close(out, reference, rtol=1e-5, atol=1e-5)
-    torch.testing.assert_close(Embedding(embedder, "cpu")(tiles), reference, rtol=1e-4, atol=1e-4)
+    embedding = Embedding(embedder, "cpu", precision="fp32")
+    assert embedding.precision == "fp32"
+    torch.testing.assert_close(embedding(tiles), reference, rtol=1e-4, atol=1e-4)
+    # bfloat16 autocast: the same embedding to about the third significant digit
+    low = Embedding(embedder, "cpu", precision="bf16")
+    assert low.precision == "bf16"
+    out = low(tiles)
+    assert out.dtype == torch.float32 and float((out - reference).norm() / reference.norm()) < 3e-2
+
+
+def test_precision_resolution():
+    from gigassl.errors import ConfigError
+    from gigassl.utils import autocast_dtype
+
+    assert autocast_dtype("cpu", "fp32") is None and autocast_dtype("cuda", "fp32") is None
+    assert autocast_dtype("cpu", "bf16") is torch.bfloat16
+    assert autocast_dtype("cuda:1", "auto") is torch.bfloat16  # GPUs: bfloat16 (as before this option existed)
+    native = torch.backends.mkldnn.is_available() and torch.ops.mkldnn._is_mkldnn_bf16_supported()
+    assert autocast_dtype("cpu", "auto") is (torch.bfloat16 if native else None)
+    with pytest.raises(ConfigError, match="precision must be one of"):
+        autocast_dtype("cpu", "fp16")
 
 
 def test_torchvision_and_moco_layouts_load_identically(tmp_path):

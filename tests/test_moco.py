@@ -5,7 +5,9 @@ import dataclasses
 import pandas as pd
 import torch
 
-from gigassl.config import EncoderConfig, MocoConfig
+import numpy as np
+
+from gigassl.config import AugmentConfig, EncoderConfig, MocoConfig
 from gigassl.encoders import build_embedder
 from gigassl.moco import pretrain_tiles
 
@@ -66,6 +68,10 @@ def test_retrieval_check_knows_the_answer():
     embedder = build_embedder(EncoderConfig())
     geometric = AugmentConfig(p_jitter=0.0, p_grayscale=0.0, p_blur=0.0)
     assert retrieval_check(embedder, tiles, geometric) == 1.0
+    from gigassl.moco import retrieval_scores
+
+    perfect = retrieval_scores(embedder, tiles, geometric, temperature=0.01)
+    assert perfect["hits"].all() and perfect["infonce"] < np.log(8)  # below chance: the positive stands out
     g = torch.Generator().manual_seed(0)
     tiles = torch.randint(0, 256, (24, 32, 32, 3), dtype=torch.uint8, generator=g).numpy()
     score = retrieval_check(embedder, tiles, AugmentConfig(), seed=1)
@@ -76,10 +82,33 @@ def test_steps_log_and_heldout_tiles(cohort, coords_dir, tmp_path):
     from gigassl.moco import heldout_tiles
 
     ids = pd.read_csv(cohort).slide_id.tolist()
-    pretrain_tiles(cohort, coords_dir, tmp_path, dataclasses.replace(CONFIG, epochs=1), device="cpu",
-                   progress=False, slide_ids=ids[:3])
+    pretrain_tiles(cohort, coords_dir, tmp_path, dataclasses.replace(CONFIG, epochs=1, checkpoint_every=1),
+                   device="cpu", progress=False, slide_ids=ids[:3])
     steps = pd.read_csv(tmp_path / "steps.csv")
     assert list(steps.columns) == ["epoch", "step", "loss", "top1"] and steps.step.tolist() == list(
         range(1, len(steps) + 1))
     tiles = heldout_tiles(cohort, coords_dir, ids[3:], 10, seed=0)
     assert tiles.shape == (10, 32, 32, 3) and tiles.dtype.name == "uint8"
+    from gigassl.moco import retrieval_curve
+
+    curve = retrieval_curve(tmp_path, tiles, EncoderConfig(device="cpu"), AugmentConfig(), n_bootstrap=50)
+    assert curve.epoch.tolist() == [0, 1]  # the random init, then the checkpoint of epoch 1
+    assert curve.gain.iloc[0] == 0.0 and curve.chance_top1.iloc[0] == 0.1
+    assert np.isclose(curve.chance_infonce.iloc[0], np.log(10)) and curve.ci_low.iloc[1] <= curve.ci_high.iloc[1]
+
+
+def test_bfloat16_autocast_keeps_the_loss_in_float32():
+    from gigassl.moco import MoCo
+
+    import copy
+
+    model = MoCo(dataclasses.replace(CONFIG, queue_size=8)).train()
+    twin = copy.deepcopy(model)  # the same queue and key encoder for both precisions
+    x = torch.randn(4, 3, 32, 32)
+    loss32, _ = twin(x, x.flip(3))
+    loss16, _ = model(x, x.flip(3), dtype=torch.bfloat16)
+    assert loss16.dtype == torch.float32 and torch.isfinite(loss16)
+    loss16.backward()
+    assert model.encoder_q.conv1.weight.grad is not None
+    assert model.encoder_k.conv1.weight.grad is None  # the key encoder only follows the query encoder
+    assert abs(loss16.item() - loss32.detach().item()) < 0.05  # same inputs, same loss to bfloat16's precision

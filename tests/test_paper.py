@@ -98,11 +98,16 @@ def test_explain_states_the_run_numbers():
     text = paper.explain(diagnostics, claims, protocol="paper")
     assert "0.950" in text and "0.900" in text and "more organised by centre" in text
     assert "12 of 12 comparisons are decided" in text
-    retrieval = pd.DataFrame({"encoder": ["random init", "MoCo"], "top1_retrieval": [0.02, 0.021], "chance": 0.002})
+    retrieval = pd.DataFrame({"epoch": [0, 10], "top1": [0.009, 0.015], "infonce": [5.9, 5.6], "chance_top1": 1 / 2048,
+                              "chance_infonce": 7.62, "gain": [0.0, 0.006], "ci_low": [0.0, 0.002],
+                              "ci_high": [0.0, 0.01], "verdict": ["", "trained better"]})
     deepmil = pd.DataFrame({"task": ["a", "b"], "budget": "full", "difference": [-0.2, 0.01], "ci_low": [-0.3, -0.05],
                             "ci_high": [-0.1, 0.06], "verdict": ["averagemil better", "undecided"]})
     text = paper.explain(diagnostics, claims, "paper", retrieval=retrieval, deepmil=deepmil)
-    assert "0.021 against 0.020" in text and "learnt little" in text and "stays below AverageMIL on a" in text
+    assert "0.0150 against 0.0090" in text and "from 5.900 (random init) to 5.600" in text
+    assert "learnt invariances its random initialisation lacks" in text and "stays below AverageMIL on a" in text
+    behind = retrieval.assign(ci_low=[0.0, -0.001])
+    assert "not ahead of a random network" in paper.explain(diagnostics, claims, "paper", retrieval=behind)
 
 
 def test_tables_and_figures_are_written(tmp_path):
