@@ -7,12 +7,13 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 PROFILE ?= demo
+JOBS    ?= 2
 
 .PHONY: install test book run lock browser clean help
 
 help:
 	@echo "make test   install (if needed) and run the test suite"
-	@echo "make book   install (if needed), run every notebook (PROFILE=$(PROFILE)) and build the book in _build/html"
+	@echo "make book   install (if needed), run every notebook (PROFILE=$(PROFILE), JOBS=$(JOBS) at once) and build the book in _build/html"
 	@echo "make lock   re-freeze requirements.lock and environment.yml from .venv"
 
 $(STAMP): requirements.lock pyproject.toml
@@ -34,7 +35,7 @@ test: install browser
 	$(PY) -m pytest -q
 
 run: install
-	$(VENV)/bin/gigassl run --profile $(PROFILE)
+	$(VENV)/bin/gigassl run --profile $(PROFILE) --jobs $(JOBS)
 
 book: run
 	$(VENV)/bin/jupyter-book build . --path-output . -W -n --keep-going

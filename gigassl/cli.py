@@ -219,7 +219,7 @@ def cmd_run(args) -> int:
     from .runner import run_plan
 
     records = run_plan(args.profile, root=args.root, only=args.only, force=args.force, plan_file=args.plan,
-                       progress=not args.no_progress)
+                       progress=not args.no_progress, jobs=args.jobs)
     ran = [r for r in records if not r["skipped"]]
     print(f"{len(ran)} executed, {len(records) - len(ran)} unchanged (skipped)")
     for record in ran:
@@ -391,13 +391,16 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("run", help="execute the notebooks of the run plan (experiments.yml) with papermill",
                        description="Runs every execution of the plan for a profile into book/executed/ and "
                                    "runs/<profile>/, skipping executions whose notebook, parameters, package source "
-                                   "and inputs are unchanged. Stops at the first failing notebook.")
+                                   "and inputs are unchanged. Stops at the first failing notebook (with --jobs, "
+                                   "after the running ones finish).")
     _profile(p)
     p.add_argument("--only", action="append", help="run only this execution or notebook (repeatable), and what "
                                                     "it needs when that changed")
     p.add_argument("--force", action="store_true", help="run even executions whose hash is unchanged")
     p.add_argument("--root", default=".", help="project root holding notebooks/, experiments.yml, book/")
     p.add_argument("--plan", help="run plan file (default: ROOT/experiments.yml)")
+    p.add_argument("--jobs", "-j", type=int, default=1,
+                   help="executions at once, each in its own process with cpu_count // jobs threads (default 1)")
     _quiet(p)
     p.set_defaults(func=cmd_run)
     return parser

@@ -14,7 +14,8 @@ An execution is skipped when its hash is unchanged: the hash covers the notebook
 source of the gigassl package and the hashes of the executions it needs, so that a changed parameter re-runs that
 execution and those downstream of it, and nothing else. Wall time and peak memory (the kernel's resident set,
 sampled) of every execution are recorded in ``runs/<profile>/runner.json``. On a failure the runner stops and names
-the notebook, the cell and the error.
+the notebook, the cell and the error. ``jobs`` executions can run at once (``gigassl run --jobs N``), each as soon
+as what it needs is done.
 """
 
 from __future__ import annotations
@@ -207,15 +208,39 @@ def _execute(execution: Execution, notebooks: Path, output: Path, parameters: di
     os.replace(tmp, output)
 
 
+def _run_one(execution: Execution, notebooks: Path, output: Path, parameters: dict, cwd: Path, retitle: bool,
+             threads: int | None) -> dict:
+    """Run one execution (in this process or in a worker process of :func:`run_plan`); its kernel gets ``threads``
+    BLAS/OpenMP/torch threads when given. Returns seconds and the kernel's peak memory, or the failure's message."""
+    if threads:  # read by the kernel's libraries when they start
+        for name in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
+            os.environ[name] = str(threads)
+    started = time.monotonic()
+    with _PeakMemory() as memory:
+        try:
+            _execute(execution, notebooks, output, parameters, cwd, retitle=retitle)
+        except ExecutionFailed as err:
+            return {"status": "failed", "error": str(err)}
+    return {"status": "ok", "seconds": round(time.monotonic() - started, 2), "peak_memory_mb": round(memory.peak, 1)}
+
+
 def run_plan(profile: str, root: str | os.PathLike = ".", only: list[str] | None = None, force: bool = False,
-             plan_file: str | None = None, progress: bool = True) -> list[dict]:
-    """Execute the plan of ``profile`` under ``root``; returns one record per execution (ran or skipped).
+             plan_file: str | None = None, progress: bool = True, jobs: int = 1) -> list[dict]:
+    """Execute the plan of ``profile`` under ``root``; returns one record per execution (ran or skipped), in plan
+    order.
 
     Args:
         only: run only these executions (names or notebook names; grids by their unexpanded name); the executions
             they need run too when their hash changed.
         force: run even when the hash is unchanged.
+        jobs: executions run at once, each in its own process, as soon as the executions it ``needs`` are done
+            (in plan order among those ready). With ``jobs > 1`` each kernel gets ``cpu_count // jobs`` threads
+            (at least 1), recorded as ``threads``; the threads change floating-point reduction orders, so numbers
+            may differ in their last digits from a run with another ``jobs``. On a failure no new execution starts,
+            those running finish, and the failure is raised.
     """
+    if int(jobs) < 1:
+        raise ConfigError(f"jobs must be at least 1; got {jobs}.")
     root = Path(root).resolve()
     plan_path = Path(plan_file) if plan_file else root / "experiments.yml"
     plan = load_plan(plan_path, profile)
@@ -232,9 +257,10 @@ def run_plan(profile: str, root: str | os.PathLike = ".", only: list[str] | None
     uses = {}
     for execution in plan:
         uses[execution.notebook] = uses.get(execution.notebook, 0) + 1
-    records = []
-    bar = tqdm(plan, desc=f"run {profile}", unit="notebook", disable=not progress)
-    for execution in bar:
+    threads = None if jobs == 1 else max(1, (os.cpu_count() or 1) // int(jobs))
+    records: dict[str, dict] = {}
+    todo: list[tuple[Execution, Path, dict, bool]] = []
+    for execution in plan:
         if execution.name not in selected:
             continue
         repeated = uses[execution.notebook] > 1
@@ -242,30 +268,78 @@ def run_plan(profile: str, root: str | os.PathLike = ".", only: list[str] | None
         previous = state.get(execution.name, {})
         if not force and previous.get("hash") == hashes[execution.name] and previous.get("status") == "ok" \
                 and output.exists():
-            records.append({**previous, "name": execution.name, "skipped": True})
+            records[execution.name] = {**previous, "name": execution.name, "skipped": True}
             continue
-        bar.set_postfix_str(execution.name)
         declared = notebook_parameters(notebooks / f"{execution.notebook}.py")
         parameters = {"profile": profile, "run_dir": str(run_dir), "out_dir": str(run_dir / execution.name),
                       "figures_dir": str(root / "figures"),
                       **{k: v for k, v in execution.parameters.items() if k in declared or k not in shared}}
-        (run_dir / execution.name).mkdir(parents=True, exist_ok=True)
-        started = time.monotonic()
+        todo.append((execution, output, parameters, repeated))
+    bar = tqdm(total=len(todo), desc=f"run {profile}", unit="notebook", disable=not progress)
+
+    def finish(execution: Execution, result: dict) -> None:
         record = {"name": execution.name, "notebook": execution.notebook, "hash": hashes[execution.name],
                   "parameters": execution.parameters}
-        with _PeakMemory() as memory:
-            try:
-                _execute(execution, notebooks, output, parameters, root, retitle=repeated)
-            except ExecutionFailed:
-                state[execution.name] = {**record, "status": "failed"}
-                write_text_atomic(state_path, json.dumps(state, indent=1, default=str))
-                raise
-        record.update(status="ok", seconds=round(time.monotonic() - started, 2),
-                      peak_memory_mb=round(memory.peak, 1), finished=time.strftime("%Y-%m-%dT%H:%M:%S"))
-        state[execution.name] = record
+        if result["status"] != "ok":
+            state[execution.name] = {**record, "status": "failed"}
+        else:
+            record.update(status="ok", seconds=result["seconds"], peak_memory_mb=result["peak_memory_mb"],
+                          finished=time.strftime("%Y-%m-%dT%H:%M:%S"), **({"threads": threads} if threads else {}))
+            state[execution.name] = record
+            records[execution.name] = {**record, "skipped": False}
         write_text_atomic(state_path, json.dumps(state, indent=1, default=str))
-        records.append({**record, "skipped": False})
-    return records
+        bar.update(1)
+
+    pending = {e.name for e, *_ in todo}
+
+    def ready(item) -> bool:
+        return not any(need in pending for need in item[0].needs)
+
+    if jobs == 1:
+        for item in todo:
+            execution, output, parameters, repeated = item
+            bar.set_postfix_str(execution.name)
+            (run_dir / execution.name).mkdir(parents=True, exist_ok=True)
+            result = _run_one(execution, notebooks, output, parameters, root, repeated, None)
+            finish(execution, result)
+            if result["status"] != "ok":
+                raise ExecutionFailed(result["error"])
+            pending.discard(execution.name)
+    else:
+        import concurrent.futures as futures
+        import multiprocessing
+
+        failures: list[str] = []
+        waiting = list(todo)
+        running: dict = {}
+        with futures.ProcessPoolExecutor(max_workers=int(jobs),
+                                         mp_context=multiprocessing.get_context("spawn")) as pool:
+            while waiting or running:
+                while not failures and len(running) < int(jobs):
+                    item = next((i for i in waiting if ready(i)), None)
+                    if item is None:
+                        break
+                    waiting.remove(item)
+                    execution, output, parameters, repeated = item
+                    (run_dir / execution.name).mkdir(parents=True, exist_ok=True)
+                    running[pool.submit(_run_one, execution, notebooks, output, parameters, root, repeated,
+                                        threads)] = execution
+                    bar.set_postfix_str(", ".join(e.name for e in running.values()))
+                if not running:
+                    break  # a failure left executions that cannot start
+                done, _ = futures.wait(running, return_when=futures.FIRST_COMPLETED)
+                for future in done:
+                    execution = running.pop(future)
+                    result = future.result()
+                    finish(execution, result)
+                    if result["status"] != "ok":
+                        failures.append(result["error"])
+                    else:
+                        pending.discard(execution.name)
+        if failures:
+            raise ExecutionFailed("\n".join(failures))
+    bar.close()
+    return [records[e.name] for e in plan if e.name in records]
 
 
 def _shared_parameters(path: Path, profile: str) -> dict:

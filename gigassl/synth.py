@@ -227,8 +227,11 @@ def synthesize(out_dir, config: SynthConfig, progress: bool = True) -> Path:
     out = Path(out_dir)
     (out / "slides").mkdir(parents=True, exist_ok=True)
     record = out / "cohort.json"
-    same = record.exists() and json.loads(record.read_text()).get("config") == json.loads(
-        json.dumps(dataclasses.asdict(config)))
+    def identity(cfg: dict) -> dict:  # what decides the pixels: everything but the number of worker processes
+        return {k: v for k, v in cfg.items() if k != "workers"}
+
+    same = record.exists() and identity(json.loads(record.read_text()).get("config") or {}) == identity(json.loads(
+        json.dumps(dataclasses.asdict(config))))
     if not same:  # another cohort (or none) was here: record this one first, so that a stopped run can resume
         write_text_atomic(record, json.dumps({"config": dataclasses.asdict(config)}, indent=1) + "\n")
     specs = [SlideSpec(i, str(out / row.path), int(row.center[1:]),
@@ -238,7 +241,7 @@ def synthesize(out_dir, config: SynthConfig, progress: bool = True) -> Path:
     jobs = [(spec, styles[spec.center], config if spec.index < config.n_slides else pool_config)
             for spec in specs if not (same and Path(spec.path).exists())]
     with tqdm(total=len(jobs), desc="synth", unit="slide", disable=not progress) as bar:
-        if config.workers <= 1:
+        if config.workers <= 1 or len(jobs) <= 1:  # nothing (a finished cohort, resumed) or one slide left
             for job in jobs:
                 _make_slide(job)
                 bar.update()

@@ -22,10 +22,15 @@ value = 1
 fail = False
 
 # %%
+import os
+import time
 from pathlib import Path
+Path(out_dir, "start.txt").write_text(repr(time.time()))
 if fail:
     raise ValueError("asked to fail")
 Path(out_dir, "value.txt").write_text(str(value))
+Path(out_dir, "threads.txt").write_text(os.environ.get("OMP_NUM_THREADS", ""))
+Path(out_dir, "end.txt").write_text(repr(time.time()))
 """
 
 
@@ -120,3 +125,35 @@ def test_a_changed_input_file_reruns_the_execution_that_reads_it(tmp_path):
     assert all(r["skipped"] for r in run_plan("smoke", root, progress=False))
     (root / "data" / "input.csv").write_text("x\n2\n")  # edited in place
     assert [r["name"] for r in run_plan("smoke", root, progress=False) if not r["skipped"]] == ["b"]
+
+
+def test_parallel_jobs_respect_needs_and_give_the_same_outputs(tmp_path):
+    import os
+
+    root = _project(tmp_path, PLAN)
+    records = run_plan("demo", root, progress=False, jobs=2)
+    assert [r["name"] for r in records] == ["a", "b_2", "b_3", "c", "d"]  # plan order, whatever the finishing order
+    out = root / "runs" / "demo"
+    assert [(out / n / "value.txt").read_text() for n in ("a", "b_2", "b_3", "d")] == ["1", "2", "3", "4"]
+    times = {n: (float((out / n / "start.txt").read_text()), float((out / n / "end.txt").read_text()))
+             for n in ("a", "b_2", "b_3", "c", "d")}
+    assert times["b_2"][0] >= times["a"][1] and times["b_3"][0] >= times["a"][1]  # after what they need
+    assert times["c"][0] >= max(times["b_2"][1], times["b_3"][1])
+    threads = str(max(1, (os.cpu_count() or 1) // 2))
+    assert (out / "c" / "threads.txt").read_text() == threads
+    state = json.loads((out / "runner.json").read_text())
+    assert state["c"]["threads"] == int(threads) and state["c"]["peak_memory_mb"] > 0
+    assert all(r["skipped"] for r in run_plan("demo", root, progress=False, jobs=2))  # same hashes as jobs=1
+    with pytest.raises(ConfigError, match="jobs must be at least 1"):
+        run_plan("demo", root, progress=False, jobs=0)
+
+
+def test_a_parallel_failure_stops_what_depends_on_it(tmp_path):
+    plan = {"executions": [{"name": "broken", "notebook": "second", "parameters": {"fail": True}},
+                           {"name": "after", "notebook": "third", "needs": ["broken"]}]}
+    root = _project(tmp_path, plan)
+    with pytest.raises(ExecutionFailed, match=r"broken \(notebooks/second.py\) failed in cell"):
+        run_plan("demo", root, progress=False, jobs=2)
+    assert not (root / "runs" / "demo" / "after").exists()
+    state = json.loads((root / "runs" / "demo" / "runner.json").read_text())
+    assert state["broken"]["status"] == "failed" and "after" not in state

@@ -85,6 +85,14 @@ def test_a_stopped_run_resumes_and_another_config_starts_afresh(cohort, tmp_path
     other = dataclasses.replace(TINY, seed=TINY.seed + 1)
     synthesize(out, other, progress=False)
     assert slides[1].read_bytes() != (cohort.parent / "slides" / slides[1].name).read_bytes()
+    # with worker processes: a finished cohort is a no-op (nothing left to draw), one missing slide is redrawn
+    parallel = dataclasses.replace(other, workers=2)  # the number of workers does not change the cohort
+    stamp = slides[1].stat().st_mtime_ns
+    synthesize(out, parallel, progress=False)
+    assert slides[1].stat().st_mtime_ns == stamp
+    slides[0].unlink()
+    synthesize(out, parallel, progress=False)
+    assert slides[0].exists()
 
 
 def test_write_pyramid_tiff_without_mpp_and_with_area_averaging(tmp_path):
