@@ -18,7 +18,7 @@ from typing import Callable, Iterable
 import pandas as pd
 from tqdm.auto import tqdm
 
-from .utils import atomic_path, write_csv_atomic
+from .utils import atomic_path, die_with_parent, write_csv_atomic
 
 log = logging.getLogger(__name__)
 
@@ -91,7 +91,8 @@ def run_batch(
         bar.update(1)
 
     if workers > 1 and len(todo) > 1:
-        with ProcessPoolExecutor(max_workers=workers, mp_context=get_context("spawn")) as pool:
+        with ProcessPoolExecutor(max_workers=workers, mp_context=get_context("spawn"),
+                                 initializer=die_with_parent) as pool:
             futures = {pool.submit(_run_one, work, sid, final): sid for sid, final in todo}
             for future in as_completed(futures):
                 record(futures[future], future.result())

@@ -14,9 +14,82 @@ This module imports nothing heavy so that ``gigassl --help`` stays instant.
 from __future__ import annotations
 
 import dataclasses
+import math
+import numbers
 from dataclasses import dataclass, field
 
 from .errors import ConfigError
+
+# allowed values of the string options (the modules that implement them import these)
+ENCODERS = ("resnet18", "efficientnet_lite0")
+PRECISIONS = ("auto", "fp32", "bf16")
+AUGMENTATION_MODES = ("shared", "independent")
+AGGREGATORS = ("sparseconv", "attention", "mean")
+BACKENDS = ("torch", "spconv")
+AGGREGATOR_INITS = ("tile_embedder", "random")
+BN_VIEWS = ("per_view", "joint")
+PREPROCESSING = ("l2", "standard", "l2+standard", "none")
+
+
+# ------------------------------------------------------------------------------------------------ validation
+def _int(low: int, high: int | None = None):
+    """An integer (not a bool) in [low, high]."""
+    text = f"an integer >= {low}" if high is None else f"an integer in [{low}, {high}]"
+    return (lambda v: isinstance(v, numbers.Integral) and not isinstance(v, bool) and v >= low
+            and (high is None or v <= high)), text
+
+
+def _real(low: float, high: float | None = None, open_low: bool = False, open_high: bool = False):
+    """A finite number in the interval (``open_*``: the bound excluded)."""
+    left, right = ("(" if open_low else "["), (")" if open_high else "]")
+    text = f"a finite number in {left}{low}, {'inf' if high is None else high}{right}"
+
+    def ok(v) -> bool:
+        if not isinstance(v, numbers.Real) or isinstance(v, bool) or not math.isfinite(v):
+            return False
+        above = v > low if open_low else v >= low
+        below = high is None or (v < high if open_high else v <= high)
+        return above and below
+
+    return ok, text
+
+
+def _optional(rule):
+    ok, text = rule
+    return (lambda v: v is None or ok(v)), f"None or {text}"
+
+
+def _one_of(values: tuple):
+    return (lambda v: v in values), "one of " + ", ".join(map(repr, values))
+
+
+def _interval(low: float, high: float | None = None, open_low: bool = True):
+    """A pair (a, b) of finite numbers with low < a <= b <= high."""
+    ok, _ = _real(low, high, open_low=open_low)
+    text = f"a pair (a, b) with {low} {'<' if open_low else '<='} a <= b{'' if high is None else f' <= {high}'}"
+    return (lambda v: isinstance(v, (tuple, list)) and len(v) == 2 and ok(v[0]) and ok(v[1]) and v[0] <= v[1]), text
+
+
+def _each(rule, allow_empty: bool = False):
+    ok, text = rule
+    return ((lambda v: isinstance(v, (tuple, list)) and (allow_empty or len(v) > 0) and all(ok(x) for x in v)),
+            f"a {'' if allow_empty else 'non-empty '}list of values, each {text}")
+
+
+def _validate(config, rules: dict) -> None:
+    """Raise ConfigError for the first field of ``config`` that breaks its rule; the error names the field, the
+    value, what is allowed, and the option or parameter to change."""
+    for name, (ok, allowed) in rules.items():
+        value = getattr(config, name)
+        try:
+            good = bool(ok(value))
+        except TypeError:
+            good = False
+        if not good:
+            raise ConfigError(
+                f"{type(config).__name__}.{name}={value!r} is not allowed: it must be {allowed}. "
+                f"Change the parameter {name!r} (command line: --{name.replace('_', '-')})."
+            )
 
 
 @dataclass(frozen=True)
@@ -53,6 +126,23 @@ class SynthConfig:
     seed: int = 0
     workers: int = 2
 
+    def __post_init__(self):
+        levels_fit = (isinstance(self.n_levels, int) and self.n_levels >= 1 and isinstance(self.width, int)
+                      and isinstance(self.height, int)
+                      and min(self.width, self.height, self.pool_width, self.pool_height) >> (self.n_levels - 1) >= 32)
+        _validate(self, {
+            "n_slides": _int(1), "seed": _int(0), "n_centers": _int(1, max(1, int(self.n_slides)) if isinstance(
+                self.n_slides, int) else None), "width": _int(64), "height": _int(64), "mpp": _real(0, open_low=True),
+            "n_levels": ((lambda v: levels_fit), f">= 1 with the last level >= 32 px for {self.width}x{self.height} "
+                                                 f"(and the pool's {self.pool_width}x{self.pool_height})"),
+            "tiff_tile": ((lambda v: isinstance(v, int) and v >= 16 and v % 16 == 0), "a multiple of 16 (JPEG)"),
+            "center_strength": _real(0, 3), "task_effects": ((lambda v: len(v) == 3 and all(
+                _real(0)[0](x) for x in v)), "three multipliers >= 0 (nsclc_like, rcc_like, brca_like)"),
+            **{name: _real(0, 1) for name in ("two_slide_cases", "label_fraction", "effect_size", "label_noise",
+                                              "artefact_fraction")},
+            "pool_slides": _int(0), "pool_width": _int(64), "pool_height": _int(64), "workers": _int(1),
+        })
+
 
 @dataclass(frozen=True)
 class TileConfig:
@@ -65,6 +155,10 @@ class TileConfig:
     mpp: float | None = None  # overrides the slides' own level-0 MPP
     workers: int = 1
 
+    def __post_init__(self):
+        _validate(self, {"target_mpp": _real(0, open_low=True), "tile_px": _int(8), "min_tissue": _real(0, 1),
+                         "thumbnail_px": _int(64), "mpp": _optional(_real(0, open_low=True)), "workers": _int(1)})
+
 
 @dataclass(frozen=True)
 class EncoderConfig:
@@ -76,6 +170,10 @@ class EncoderConfig:
     batch_size: int = 256
     precision: str = "auto"  # auto | fp32 | bf16 (gigassl.utils.autocast_dtype: bf16 on GPUs and bf16-capable CPUs)
     seed: int = 0
+
+    def __post_init__(self):
+        _validate(self, {"name": _one_of(ENCODERS), "batch_size": _int(1), "precision": _one_of(PRECISIONS),
+                         "seed": _int(0)})
 
 
 @dataclass(frozen=True)
@@ -95,6 +193,14 @@ class AugmentConfig:
     blur_kernel: int = 5
     flips: bool = True
     rot90: bool = True
+
+    def __post_init__(self):
+        _validate(self, {
+            "mode": _one_of(AUGMENTATION_MODES), **{n: _real(0) for n in ("brightness", "contrast", "saturation")},
+            "hue": _real(0, 0.5), **{n: _real(0, 1) for n in ("p_jitter", "p_grayscale", "p_blur")},
+            "crop_scale": _interval(0, 1), "blur_sigma": _interval(0),
+            "blur_kernel": ((lambda v: isinstance(v, int) and v >= 1 and v % 2 == 1), "an odd integer >= 1"),
+        })
 
 
 @dataclass(frozen=True)
@@ -122,6 +228,15 @@ class MocoConfig:
     precision: str = "auto"  # auto | fp32 | bf16: autocast of the encoders' forward (gigassl.utils.autocast_dtype)
     seed: int = 0
 
+    def __post_init__(self):
+        _validate(self, {
+            "epochs": _int(1), "tiles_per_slide": _int(1), "batch_size": _int(2), "lr": _real(0, open_low=True),
+            "momentum": _real(0, 1, open_high=True), "weight_decay": _real(0), "ema": _real(0, 1),
+            "queue_size": _int(1), "temperature": _real(0, open_low=True), "proj_dim": _int(1), "bn_splits": _int(1),
+            "checkpoint_every": _int(1), "max_minutes": _optional(_real(0)), "heldout_tiles": _int(2),
+            "precision": _one_of(PRECISIONS), "seed": _int(0),
+        })
+
 
 @dataclass(frozen=True)
 class BankConfig:
@@ -131,6 +246,9 @@ class BankConfig:
     tiles: int = 256  # N tiles per draw, sampled with replacement
     seed: int = 0
     workers: int = 0  # DataLoader worker processes reading tiles
+
+    def __post_init__(self):
+        _validate(self, {"augmentations": _int(0), "tiles": _int(1), "seed": _int(0), "workers": _int(0)})
 
 
 @dataclass(frozen=True)
@@ -142,6 +260,13 @@ class MapConfig:
     rotation: bool = True
     flips: bool = True
     scale: tuple[float, float] = (0.5, 2.0)  # per-axis; the authors' code used (0.7, 1.3)
+
+    def __post_init__(self):
+        _validate(self, {
+            "downsample": ((lambda v: v == "tile" or (_real(0, open_low=True)[0](v))),
+                           "a positive number of level-0 pixels per site, or 'tile'"),
+            "scale": _interval(0),
+        })
 
 
 @dataclass(frozen=True)
@@ -169,6 +294,15 @@ class TrainConfig:
     seed: int = 0
     maps: MapConfig = field(default_factory=MapConfig)
 
+    def __post_init__(self):
+        _validate(self, {
+            "tiles_per_view": _int(1), "epochs": _int(1), "steps": _optional(_int(1)), "batch_size": _int(2),
+            "base_lr": _real(0, open_low=True), "warmup_epochs": _int(0), "schedule_epochs": _optional(_int(1)),
+            "bn_views": _one_of(BN_VIEWS), "aggregator_init": _one_of(AGGREGATOR_INITS),
+            "temperature": _real(0, open_low=True), "aggregator": _one_of(AGGREGATORS), "backend": _one_of(BACKENDS),
+            "checkpoint_every": _int(1), "monitor_every": _int(0), "seed": _int(0),
+        })
+
 
 @dataclass(frozen=True)
 class EmbedConfig:
@@ -179,6 +313,9 @@ class EmbedConfig:
     batch_views: int = 4096  # views per forward pass
     device: str = "auto"
     seed: int = 0
+
+    def __post_init__(self):
+        _validate(self, {"views": _int(1), "tiles_per_view": _int(1), "batch_views": _int(1), "seed": _int(0)})
 
 
 @dataclass(frozen=True)
@@ -198,6 +335,15 @@ class ProbeConfig:
     preprocessings: tuple[str, ...] = ("l2", "standard", "l2+standard")
     inner_splits: int = 3
     seed: int = 0
+
+    def __post_init__(self):
+        _validate(self, {
+            "C": _real(0, open_low=True), "max_iter": _int(1), "n_splits": _int(1),
+            "test_fraction": _real(0, 1, open_low=True, open_high=True),
+            "budgets": _each(_real(0, 1, open_low=True), allow_empty=True), "train_sizes": _each(_int(2), True),
+            "n_bootstrap": _int(0), "Cs": _each(_real(0, open_low=True)),
+            "preprocessings": _each(_one_of(PREPROCESSING)), "inner_splits": _int(2), "seed": _int(0),
+        })
 
 
 @dataclass(frozen=True)
@@ -226,6 +372,15 @@ class DeepMILConfig:
     n_splits: int | None = None  # splits DeepMIL runs on (the first k of the probe's); None: all
     device: str = "auto"
     seed: int = 0
+
+    def __post_init__(self):
+        _validate(self, {
+            "hidden": _int(1), "attention": _int(1), "dropout": _real(0, 1, open_high=True), "lr": _real(0, open_low=True),
+            "weight_decay": _real(0), "batch_size": _int(1), "max_steps": _int(1), "eval_every": _int(1),
+            "patience": _int(1), "min_steps": _int(0), "standardize": _one_of((True, False)),
+            "val_fraction": _real(0, 1, open_high=True), "max_tiles": _optional(_int(1)),
+            "n_splits": _optional(_int(1)), "seed": _int(0),
+        })
 
 
 @dataclass(frozen=True)

@@ -6,21 +6,26 @@
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
 from .errors import ManifestError
 
 REQUIRED = ("slide_id", "path")
 META_COLUMNS = ("slide_id", "path", "case_id", "center", "mpp")
+SAFE_ID = re.compile(r"[A-Za-z0-9_-][A-Za-z0-9._-]*")  # a slide_id names files: no separators, no leading dot
 
 
 def read_manifest(path: str | os.PathLike, required: tuple[str, ...] = REQUIRED) -> pd.DataFrame:
     """Read and validate a manifest; ``path`` values become absolute.
 
     Raises:
-        ManifestError: missing file or column, empty table, repeated or empty slide_id.
+        ManifestError: missing file or column, empty table, a slide_id that is empty, repeated (case-insensitively)
+            or unusable as a file name, an empty path, an mpp that is not a positive number. The error names the
+            lines.
     """
     path = Path(path)
     if not path.is_file():
@@ -41,15 +46,38 @@ def read_manifest(path: str | os.PathLike, required: tuple[str, ...] = REQUIRED)
     if ids.isna().any() or (ids.astype(str).str.strip() == "").any():
         rows = [int(i) + 2 for i in frame.index[ids.isna() | (ids.astype(str).str.strip() == "")]]
         raise ManifestError(f"Manifest {path}: empty slide_id on line(s) {rows}. Give every slide an id.")
-    repeated = sorted(ids[ids.duplicated()].unique())
+    frame["slide_id"] = ids = ids.astype(str).str.strip()
+    unsafe = [(int(i) + 2, sid) for i, sid in ids.items() if not SAFE_ID.fullmatch(sid) or sid in (".", "..")]
+    if unsafe:
+        raise ManifestError(
+            f"Manifest {path}: slide_id(s) unusable as file names on line(s) {unsafe[:5]}"
+            f"{' ...' if len(unsafe) > 5 else ''}. A slide_id names the output files: use letters, digits, '.', "
+            "'_' and '-' only, not starting with '.' (no '/', '\\', '..' or spaces)."
+        )
+    folded = ids.str.lower()
+    repeated = sorted(ids[folded.duplicated(keep=False)].unique())
     if repeated:
         raise ManifestError(
-            f"Manifest {path}: slide_id repeated: {repeated}. Each slide_id must be unique (it names output files)."
+            f"Manifest {path}: slide_id repeated: {repeated} (ids that differ only in case count as the same: they "
+            "name the same file on macOS and Windows). Each slide_id must be unique."
         )
     if "path" in frame.columns:
+        empty = frame["path"].isna() | (frame["path"].astype(str).str.strip() == "")
+        if empty.any():
+            raise ManifestError(f"Manifest {path}: empty path on line(s) {[int(i) + 2 for i in frame.index[empty]]} "
+                                f"(slides {ids[empty].tolist()[:5]}). Give every slide the path of its file.")
         root = path.parent.resolve()
         frame["path"] = [str(p if Path(p).is_absolute() else root / p) for p in frame["path"].astype(str)]
-    if "case_id" not in frame.columns:
+    if "mpp" in frame.columns:
+        mpp = pd.to_numeric(frame["mpp"], errors="coerce")
+        given = frame["mpp"].notna() & (frame["mpp"].astype(str).str.strip() != "")
+        bad = given & ~(mpp > 0) | given & ~np.isfinite(mpp.fillna(0))
+        if bad.any():
+            lines = [(int(i) + 2, frame.at[i, "mpp"]) for i in frame.index[bad]]
+            raise ManifestError(f"Manifest {path}: mpp must be a positive number of microns per pixel (or empty to "
+                                f"use the slide's own); got (line, value) {lines[:5]}.")
+        frame["mpp"] = mpp
+    if "case_id" not in frame.columns:  # each slide its own case (gigassl.splits.load_labels warns when splitting)
         frame["case_id"] = frame["slide_id"]
     frame["case_id"] = frame["case_id"].fillna(frame["slide_id"]).astype(str)
     return frame.reset_index(drop=True)

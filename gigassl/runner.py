@@ -34,7 +34,7 @@ from tqdm.auto import tqdm
 
 from .config import PROFILES
 from .errors import ConfigError, GigasslError
-from .utils import write_text_atomic
+from .utils import die_with_parent, write_text_atomic
 
 PACKAGE = Path(__file__).resolve().parent
 
@@ -312,8 +312,8 @@ def run_plan(profile: str, root: str | os.PathLike = ".", only: list[str] | None
         failures: list[str] = []
         waiting = list(todo)
         running: dict = {}
-        with futures.ProcessPoolExecutor(max_workers=int(jobs),
-                                         mp_context=multiprocessing.get_context("spawn")) as pool:
+        with futures.ProcessPoolExecutor(max_workers=int(jobs), mp_context=multiprocessing.get_context("spawn"),
+                                         initializer=die_with_parent) as pool:
             while waiting or running:
                 while not failures and len(running) < int(jobs):
                     item = next((i for i in waiting if ready(i)), None)

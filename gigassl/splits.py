@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import os
 import re
+import warnings
 import zlib
 from collections import Counter
 from dataclasses import dataclass, replace
@@ -118,6 +119,10 @@ def load_labels(labels, task: str) -> pd.DataFrame:
         "slide_id": [str(v).strip() for v in frame["slide_id"]],
         "label": np.array([str(v).strip() for v in values], dtype=object),
     }, index=frame.index)
+    if "case_id" not in frame.columns:
+        warnings.warn(f"{where} has no case_id column: each slide counts as its own case, so two slides of one "
+                      "patient can land on both sides of a split. Add case_id (the patient) to group them.",
+                      stacklevel=2)
     case = frame["case_id"] if "case_id" in frame.columns else pd.Series(np.nan, index=frame.index)
     out["case_id"] = [str(v).strip() for v in case.where(case.notna(), frame["slide_id"])]
     repeated = out["slide_id"][out["slide_id"].duplicated()].unique()

@@ -46,7 +46,23 @@ def torch_generator(*key: int, device: str = "cpu"):
     return gen
 
 
-PRECISIONS = ("auto", "fp32", "bf16")
+def die_with_parent(interval: float = 0.5) -> None:
+    """Initializer of worker processes (``ProcessPoolExecutor(initializer=die_with_parent)``): end this process as
+    soon as its parent is gone, even after a ``kill -9`` of the parent, which would otherwise leave idle workers
+    behind. A daemon thread watches the parent's pid (a dead parent's children are re-parented)."""
+    import threading
+    import time
+
+    parent = os.getppid()
+
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(interval)
+        os._exit(1)
+
+    threading.Thread(target=watch, daemon=True, name="die-with-parent").start()
+
+
 
 
 def autocast_dtype(device: str, precision: str = "auto"):
@@ -59,7 +75,7 @@ def autocast_dtype(device: str, precision: str = "auto"):
     """
     import torch
 
-    from .config import choice
+    from .config import PRECISIONS, choice
 
     choice(precision, PRECISIONS, "precision")
     if precision == "fp32":

@@ -159,7 +159,8 @@ def test_missing_ids_listed_with_count():
 
 def test_load_labels():
     frame = pd.DataFrame({"slide_id": ["a", "b", "c", "d"], "y": [1.0, 0.0, np.nan, 1.0]})
-    labels = load_labels(frame, "y")
+    with pytest.warns(UserWarning, match="no case_id column"):  # each slide its own case
+        labels = load_labels(frame, "y")
     assert list(labels.label) == ["1", "0", "1"] and list(labels.case_id) == ["a", "b", "d"]
     with pytest.raises(ManifestError, match="no column 'z'"):
         load_labels(frame, "z")
