@@ -32,8 +32,9 @@ from .config import AugmentConfig, BankConfig, EncoderConfig
 from .encoders import Embedding, build_embedder
 from .errors import ConfigError, SlideError, suggest
 from .manifest import read_manifest
+from .provenance import IGNORED, check_folder
 from .slides import read_tiles
-from .utils import rng, torch_generator, write_text_atomic
+from .utils import rng, torch_generator
 
 
 def slide_key(slide_id: str) -> int:
@@ -153,10 +154,13 @@ def build_bank(
     embedding = Embedding(embedder, device, encoder.precision)
     TileAugmentation(augment, out_px=1)  # validates the mode before any slide is read
     out_dir.mkdir(parents=True, exist_ok=True)
-    write_text_atomic(out_dir / "config.json", json.dumps({
+    tiles = coords_dir / "config.json"  # the record of the tiling these coordinates come from
+    check_folder(out_dir, "a bank", {
         "bank": dataclasses.asdict(config), "encoder": dataclasses.asdict(encoder),
-        "augment": dataclasses.asdict(augment), "weights_sha256": embedder.weights_id, "version": __version__,
-    }, indent=2))
+        "augment": dataclasses.asdict(augment), "weights_sha256": embedder.weights_id,
+        "precision": embedding.precision, "tiles": json.loads(tiles.read_text()) if tiles.exists() else None,
+        "version": __version__,
+    }, ignored=IGNORED | {"weights"})  # the weights file is identified by its sha256, not its path
     paths = dict(zip(frame["slide_id"], frame["path"]))
 
     def work(slide_id: str, tmp: Path) -> None:

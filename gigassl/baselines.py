@@ -91,7 +91,7 @@ def average_embeddings(bank_dir, slide_ids) -> tuple[list[str], np.ndarray]:
 def _plan(labels, task, splits, n_splits, budgets, train_sizes, probe_config: ProbeConfig):
     frame = load_labels(labels, task)
     fractions, sizes = resolve_budgets(budgets, train_sizes, probe_config)
-    plan = plan_splits(frame, splits=splits, n_splits=n_splits or probe_config.n_splits,
+    plan = plan_splits(frame, splits=splits, n_splits=probe_config.n_splits if n_splits is None else n_splits,
                        test_fraction=probe_config.test_fraction, budgets=fractions, train_sizes=sizes,
                        seed=probe_config.seed)
     used = sorted({i for s in plan for i in (*s.train_ids, *s.test_ids)})
@@ -327,7 +327,7 @@ def run_deepmil(bank, labels, task: str, *, splits=None, n_splits: int | None = 
     ``curves``: a list that receives the learning curves (task, budget, split, step, epoch, train_loss, val_loss).
     """
     if config.n_splits is not None and splits is None:
-        n_splits = min(int(n_splits or probe_config.n_splits), int(config.n_splits))
+        n_splits = min(int(probe_config.n_splits if n_splits is None else n_splits), int(config.n_splits))
     frame, plan, used = _plan(labels, task, splits, n_splits, budgets, train_sizes, probe_config)
     device = resolve_device(config.device)
     if isinstance(bank, dict):

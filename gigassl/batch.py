@@ -18,7 +18,7 @@ from typing import Callable, Iterable
 import pandas as pd
 from tqdm.auto import tqdm
 
-from .utils import atomic_path, die_with_parent, write_csv_atomic
+from .utils import atomic_path, clean_temporaries, die_with_parent, write_csv_atomic
 
 log = logging.getLogger(__name__)
 
@@ -71,6 +71,7 @@ def run_batch(
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     report = BatchReport()
+    clean_temporaries(out_dir)  # what killed runs left (temporaries of dead processes)
     todo = []
     for slide_id, final in items:
         final = Path(final)

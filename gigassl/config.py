@@ -375,7 +375,8 @@ class DeepMILConfig:
 
     def __post_init__(self):
         _validate(self, {
-            "hidden": _int(1), "attention": _int(1), "dropout": _real(0, 1, open_high=True), "lr": _real(0, open_low=True),
+            "hidden": _int(1), "attention": _int(1), "dropout": _real(0, 1, open_high=True),
+            "lr": _real(0, open_low=True),
             "weight_decay": _real(0), "batch_size": _int(1), "max_steps": _int(1), "eval_every": _int(1),
             "patience": _int(1), "min_steps": _int(0), "standardize": _one_of((True, False)),
             "val_fraction": _real(0, 1, open_high=True), "max_tiles": _optional(_int(1)),

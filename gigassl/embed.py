@@ -19,7 +19,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from . import __version__, io
+from . import __version__, io, provenance
 from .aggregators import Views
 from .config import EmbedConfig, MapConfig
 from .errors import ConfigError
@@ -68,6 +68,13 @@ def embed_slides(bank_dir: str | os.PathLike, checkpoint: str | os.PathLike, out
     if bank.feature_dim != state["in_dim"]:
         raise ConfigError(f"The bank {bank_dir} has {bank.feature_dim}-d tile features but the checkpoint "
                           f"{checkpoint} was trained on {state['in_dim']}-d ones; use the bank of its encoder.")
+    from .train import bank_identity
+
+    trained_on = {k: v for k, v in (state.get("bank") or {}).items() if k in ("encoder", "weights_sha256", "tile_px")}
+    provenance.refuse_mismatch(
+        f"The tile embeddings of the bank {bank_dir} and those the checkpoint {checkpoint} was trained on",
+        trained_on, {k: v for k, v in bank_identity(bank).items() if v is not None},
+        "Embed with a bank made by the checkpoint's tile embedder at its tile size (gigassl bank --weights ...).")
     ids = bank.ids if slide_ids is None else [s for s in bank.ids if s in set(slide_ids)]
     embeddings = embed_bank(model, bank, bank.indices(ids), config.views, config.tiles_per_view, maps,
                             config.seed, config.batch_views, device, progress)

@@ -29,7 +29,7 @@ from .aggregators import Views
 from .bank import slide_key
 from .config import MapConfig
 from .errors import ConfigError, GigasslError
-from .utils import rng
+from .utils import clean_temporaries, rng
 
 PACK_VERSION = 1
 
@@ -82,6 +82,9 @@ def slide_augmentation(coords: np.ndarray, config: MapConfig, generator: np.rand
 
 
 # ---------------------------------------------------------------------------------------------- packed bank
+IDENTITY = ("encoder", "weights_sha256", "tile_px", "augmentation_mode", "augmentations", "tiles", "precision")
+
+
 class PackedBank:
     """A bank folder packed into memory-mapped arrays (made once, reused while the bank files are unchanged).
 
@@ -94,6 +97,7 @@ class PackedBank:
         files = sorted(self.bank_dir.glob("*.h5"))
         if not files:
             raise GigasslError(f"No bank files (*.h5) in {self.bank_dir}; run `gigassl bank` first.")
+        clean_temporaries(self.bank_dir)  # a packing interrupted by a kill (packed.tmp<pid>)
         signature = [[f.name, f.stat().st_size, f.stat().st_mtime_ns] for f in files]
         self.dir = self.bank_dir / "packed"
         meta_path = self.dir / "meta.json"
@@ -145,8 +149,21 @@ class PackedBank:
             shape = (len(files),) + first.features.shape
             feats = np.lib.format.open_memmap(tmp / "features.npy", "w+", np.float16, shape)
             coords = np.lib.format.open_memmap(tmp / "coords.npy", "w+", np.int32, shape[:3] + (2,))
+        identity = {k: first.attrs.get(k) for k in IDENTITY if k in first.attrs}
         for i, path in enumerate(files):
             bank = first if i == 0 else io.read_bank(path)
+            mine = {k: bank.attrs.get(k) for k in identity}
+            if mine != identity or bank.plain_features.shape[1] != first.plain_features.shape[1]:
+                diff = {k: (identity[k], mine[k]) for k in identity if mine[k] != identity[k]}
+                if bank.plain_features.shape[1] != first.plain_features.shape[1]:
+                    diff["feature_dim"] = (first.plain_features.shape[1], bank.plain_features.shape[1])
+                shutil.rmtree(tmp, ignore_errors=True)
+                raise GigasslError(
+                    f"The bank {self.bank_dir} mixes files made with different settings: {path.name} differs from "
+                    f"{files[0].name} in " + "; ".join(f"{k} ({a!r} in {files[0].name}, {b!r} in {path.name})"
+                                                       for k, (a, b) in diff.items())
+                    + ". A bank folder must hold one tile embedder's features at one tile size: rebuild the odd "
+                      "files, or move them to a bank folder of their own.")
             if augmented:
                 if bank.features is None or bank.features.shape != feats.shape[1:]:
                     got = None if bank.features is None else bank.features.shape

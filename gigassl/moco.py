@@ -31,7 +31,7 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm.auto import tqdm
 
-from . import io
+from . import io, provenance
 from .augment import TileAugmentation
 from .bank import slide_key
 from .config import AugmentConfig, EncoderConfig, MocoConfig
@@ -39,7 +39,8 @@ from .encoders import IMAGENET_MEAN, IMAGENET_STD, ResNet18
 from .errors import GigasslError
 from .manifest import read_manifest
 from .slides import TileReader
-from .utils import atomic_path, autocast_dtype, resolve_device, rng, torch_generator, torch_seeded, write_csv_atomic
+from .utils import (atomic_path, autocast_dtype, clean_temporaries, load_checkpoint_file, resolve_device, rng,
+                    torch_generator, torch_seeded, write_csv_atomic)
 
 
 class TileSet(torch.utils.data.Dataset):
@@ -54,6 +55,7 @@ class TileSet(torch.utils.data.Dataset):
         if slide_ids is not None:
             frame = frame[frame["slide_id"].isin(set(slide_ids))]
         self.readers: list[TileReader] = []
+        self.slide_ids: list[str] = []
         items = []
         tile_px = None
         for row in frame.itertuples(index=False):
@@ -63,10 +65,14 @@ class TileSet(torch.utils.data.Dataset):
             coords, attrs = io.read_coords(path)
             if len(coords) == 0:
                 continue
+            if tile_px is not None and int(attrs["patch_size"]) != tile_px:
+                raise GigasslError(f"{path} holds {attrs['patch_size']}-px tiles but the slides before it "
+                                   f"{tile_px}-px ones: tile the cohort with one --tile-px into one folder.")
             tile_px = int(attrs["patch_size"])
             pick = rng(seed, slide_key(row.slide_id)).permutation(len(coords))[:tiles_per_slide]
             items += [(len(self.readers), int(x), int(y)) for x, y in coords[np.sort(pick)]]
             self.readers.append(TileReader(row.path, int(attrs["patch_size_level0"]), tile_px))
+            self.slide_ids.append(str(row.slide_id))
         if not items:
             raise GigasslError(f"No tiles found in {coords_dir} for the slides of {manifest}; run `gigassl tile` first.")
         self.items = np.array(items, dtype=np.int64)
@@ -250,6 +256,7 @@ def pretrain_tiles(
     """
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
+    clean_temporaries(out_dir)  # e.g. a checkpoint being written when a run was killed
     device = resolve_device(device)
     tiles = TileSet(manifest, coords_dir, config.tiles_per_slide, config.seed, slide_ids)
     if len(tiles) < config.batch_size:
@@ -264,8 +271,11 @@ def pretrain_tiles(
     std = torch.tensor(IMAGENET_STD, device=device).view(1, 3, 1, 1)
     last = out_dir / "checkpoint.pt"
     start, log, step_log = 0, [], []
+    inputs = {"slides": provenance.ids_digest(tiles.slide_ids), "tile_px": tiles.tile_px}
     if resume and last.exists():
-        state = torch.load(last, map_location=device, weights_only=False)
+        state = load_checkpoint_file(last, ("moco",), device)
+        provenance.refuse_changes("a MoCo run", last, {"config": state.get("config", {}), "inputs": state.get(
+            "inputs", {})}, {"config": dataclasses.asdict(config), "inputs": inputs})
         model.load_state_dict({k.replace("module.", "", 1): v for k, v in state["state_dict"].items()})
         optimizer.load_state_dict(state["optimizer"])
         start, log, step_log = state["epoch"], state["log"], state.get("steps", [])
@@ -303,7 +313,7 @@ def pretrain_tiles(
                 "state_dict": {f"module.{k}": v.cpu() for k, v in model.state_dict().items()},
                 "optimizer": optimizer.state_dict(), "epoch": epoch + 1, "log": log, "steps": step_log,
                 "config": dataclasses.asdict(config), "arch": "resnet18",
-                "precision": "fp32" if dtype is None else "bf16",
+                "precision": "fp32" if dtype is None else "bf16", "inputs": inputs,
             }
             with atomic_path(last) as tmp:
                 torch.save(state, tmp)

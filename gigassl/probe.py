@@ -511,7 +511,8 @@ def run_probe(embeddings, labels, task: str, *, ids_path=None, splits=None, n_sp
     ids, matrix = load_embeddings(embeddings, ids_path)
     frame = load_labels(labels, task)
     fractions, sizes = resolve_budgets(budgets, train_sizes, config)
-    plan = plan_splits(frame, splits=splits, n_splits=n_splits or config.n_splits, test_fraction=config.test_fraction,
+    n_splits = config.n_splits if n_splits is None else n_splits
+    plan = plan_splits(frame, splits=splits, n_splits=n_splits, test_fraction=config.test_fraction,
                        budgets=fractions, train_sizes=sizes, seed=config.seed)
     table = probe_plan((ids, matrix), frame, plan, task=task, preprocessing=preprocessing, method=method,
                        config=config, allow_case_overlap=allow_case_overlap, protocol=protocol)

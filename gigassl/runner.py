@@ -12,7 +12,9 @@ ablations, to ``book/executed/runs/`` under a title of their own), where the boo
 
 An execution is skipped when its hash is unchanged: the hash covers the notebook source, its parameters, the
 source of the gigassl package and the hashes of the executions it needs, so that a changed parameter re-runs that
-execution and those downstream of it, and nothing else. Wall time and peak memory (the kernel's resident set,
+execution and those downstream of it, and nothing else. An execution that runs for another hash starts from an
+empty folder (nothing made by other code or parameters is resumed); one interrupted or failed under the same hash
+keeps its folder, so that its stages resume where they stopped. Wall time and peak memory (the kernel's resident set,
 sampled) of every execution are recorded in ``runs/<profile>/runner.json``. On a failure the runner stops and names
 the notebook, the cell and the error. ``jobs`` executions can run at once (``gigassl run --jobs N``), each as soon
 as what it needs is done.
@@ -24,6 +26,7 @@ import hashlib
 import itertools
 import json
 import os
+import shutil
 import threading
 import time
 from dataclasses import dataclass, field
@@ -292,6 +295,20 @@ def run_plan(profile: str, root: str | os.PathLike = ".", only: list[str] | None
 
     pending = {e.name for e, *_ in todo}
 
+    def start(execution: Execution) -> None:
+        """Before an execution runs: outputs made for another hash (other code, parameters or inputs) are removed,
+        those of an interrupted or failed run of the same hash are kept (its stages resume); then it is recorded
+        as running."""
+        folder = run_dir / execution.name
+        previous = state.get(execution.name)
+        if previous is not None and previous.get("hash") != hashes[execution.name] and folder.exists():
+            shutil.rmtree(folder)
+        folder.mkdir(parents=True, exist_ok=True)
+        state[execution.name] = {"name": execution.name, "notebook": execution.notebook,
+                                 "hash": hashes[execution.name], "parameters": execution.parameters,
+                                 "status": "running"}
+        write_text_atomic(state_path, json.dumps(state, indent=1, default=str))
+
     def ready(item) -> bool:
         return not any(need in pending for need in item[0].needs)
 
@@ -299,7 +316,7 @@ def run_plan(profile: str, root: str | os.PathLike = ".", only: list[str] | None
         for item in todo:
             execution, output, parameters, repeated = item
             bar.set_postfix_str(execution.name)
-            (run_dir / execution.name).mkdir(parents=True, exist_ok=True)
+            start(execution)
             result = _run_one(execution, notebooks, output, parameters, root, repeated, None)
             finish(execution, result)
             if result["status"] != "ok":
@@ -321,7 +338,7 @@ def run_plan(profile: str, root: str | os.PathLike = ".", only: list[str] | None
                         break
                     waiting.remove(item)
                     execution, output, parameters, repeated = item
-                    (run_dir / execution.name).mkdir(parents=True, exist_ok=True)
+                    start(execution)
                     running[pool.submit(_run_one, execution, notebooks, output, parameters, root, repeated,
                                         threads)] = execution
                     bar.set_postfix_str(", ".join(e.name for e in running.values()))

@@ -24,8 +24,9 @@ from .batch import BatchReport, run_batch
 from .config import TileConfig
 from .errors import SlideError, suggest
 from .manifest import read_manifest
+from .provenance import check_folder
 from .slides import open_slide, slide_mpp
-from .utils import atomic_path, write_text_atomic
+from .utils import atomic_path
 
 MIN_SATURATION = 0.06  # saturation floor of tissue (0-1); glass and white background stay below it
 
@@ -176,7 +177,7 @@ def tile_cohort(manifest: str | os.PathLike, out_dir: str | os.PathLike, config:
     frame = read_manifest(manifest)
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    write_text_atomic(out_dir / "config.json", _json(dataclasses.asdict(config)))
+    check_folder(out_dir, "tiles", dataclasses.asdict(config))
     items, jobs = [], {}
     for row in frame.itertuples(index=False):
         row_mpp = getattr(row, "mpp", None)
@@ -190,9 +191,3 @@ def tile_cohort(manifest: str | os.PathLike, out_dir: str | os.PathLike, config:
 def _dispatch(slide_id: str, tmp: Path, jobs: dict, config: TileConfig, out_dir: Path) -> None:
     path, mpp = jobs[slide_id]
     _tile_one(slide_id, tmp, path, mpp, config, out_dir)
-
-
-def _json(obj) -> str:
-    import json
-
-    return json.dumps(obj, indent=2, default=str)

@@ -39,13 +39,14 @@ import pandas as pd
 import torch
 from tqdm.auto import tqdm
 
-from . import __version__, dist
+from . import __version__, dist, provenance
 from .aggregators import GigaSSL, Projector, Views, build_aggregator
 from .config import MapConfig, TrainConfig, choice
 from .errors import ConfigError, GigasslError
 from .loss import NTXentLoss
 from .maps import PackedBank
-from .utils import atomic_path, resolve_device, rng, torch_seeded, write_csv_atomic
+from .utils import (atomic_path, clean_temporaries, load_checkpoint_file, plain_values, resolve_device, rng,
+                    sha256_file, torch_seeded, write_csv_atomic)
 
 log = logging.getLogger(__name__)
 
@@ -128,10 +129,7 @@ class Monitor:
 def load_checkpoint(path: str | os.PathLike, device: str = "cpu", backend: str | None = None):
     """(model in eval mode, checkpoint dict) from a ``gigassl train`` checkpoint; ``backend`` overrides the
     sparse backend (the weights do not depend on it)."""
-    path = Path(path)
-    if not path.is_file():
-        raise GigasslError(f"Checkpoint {path} does not exist; train first (`gigassl train`).")
-    state = torch.load(path, map_location="cpu", weights_only=False)
+    state = load_checkpoint_file(path, ("gigassl",))
     config = TrainConfig(**{**state["config"], "maps": MapConfig(**state["config"]["maps"])})
     if backend is not None:
         config = dataclasses.replace(config, backend=backend)
@@ -166,6 +164,7 @@ def train(
     world, rank = dist.world_size(), dist.rank()
     if dist.is_main():
         out_dir.mkdir(parents=True, exist_ok=True)
+        clean_temporaries(out_dir)  # e.g. a checkpoint being written when a run was killed
         PackedBank(bank_dir)  # pack once, before the other ranks open it
     if distributed:
         torch.distributed.barrier()
@@ -190,8 +189,12 @@ def train(
     criterion = NTXentLoss(config.temperature)
     last = out_dir / "checkpoint.pt"
     start, history, steps, monitored = 0, [], [], []
+    inputs = {"bank": bank_identity(bank), "slides": provenance.ids_digest(np.asarray(bank.ids)[indices]),
+              "encoder_weights": sha256_file(encoder_weights) if encoder_weights else None}
     if resume and last.exists():
-        state = torch.load(last, map_location=device, weights_only=False)
+        state = load_checkpoint_file(last, ("gigassl",), device)
+        provenance.refuse_changes("a Giga-SSL run", last, {"config": state.get("config", {}), "inputs": state.get(
+            "inputs", {})}, {"config": dataclasses.asdict(config), "inputs": inputs})
         model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
         start, history, monitored = state["epoch"], state["log"], state.get("monitor", [])
@@ -235,21 +238,27 @@ def train(
             model.eval()
             monitored += [{"epoch": epoch + 1, **row} for row in monitor.fn(model, bank, epoch + 1)]
         if dist.is_main():
-            _save(model, optimizer, config, bank, epoch + 1, epochs, history, steps, monitored, out_dir)
+            _save(model, optimizer, config, bank, epoch + 1, epochs, history, steps, monitored, out_dir, inputs)
     if distributed:
         torch.distributed.barrier()
     return last
 
 
+def bank_identity(bank: PackedBank) -> dict:
+    """What a Giga-SSL model depends on in a bank: the tile embedder (encoder, weights), the tile size, the feature
+    dimension and the augmentation mode (recorded in checkpoints; ``gigassl embed`` checks it)."""
+    return {"encoder": bank.attrs.get("encoder"), "weights_sha256": bank.attrs.get("weights_sha256"),
+            "tile_px": bank.attrs.get("tile_px"), "feature_dim": int(bank.feature_dim),
+            "augmentation_mode": bank.attrs.get("augmentation_mode")}
+
+
 def _save(model, optimizer, config: TrainConfig, bank: PackedBank, epoch: int, epochs: int, history: list,
-          steps: list, monitored: list, out_dir: Path) -> None:
+          steps: list, monitored: list, out_dir: Path, inputs: dict) -> None:
     state = {
-        "model": model.state_dict(), "optimizer": optimizer.state_dict(), "epoch": epoch, "log": history,
-        "steps": steps,
-        "monitor": monitored, "config": dataclasses.asdict(config), "in_dim": bank.feature_dim,
-        "bank": {"dir": str(bank.bank_dir), **{k: bank.attrs.get(k) for k in ("encoder", "weights_sha256",
-                                                                            "augmentation_mode")}},
-        "version": __version__,
+        "model": model.state_dict(), "optimizer": optimizer.state_dict(), "epoch": epoch,
+        **plain_values({"log": history, "steps": steps, "monitor": monitored, "config": dataclasses.asdict(config),
+                        "in_dim": bank.feature_dim, "bank": {"dir": str(bank.bank_dir), **bank_identity(bank)},
+                        "inputs": inputs, "version": __version__}),
     }
     if epoch % config.checkpoint_every == 0 or epoch == epochs:
         with atomic_path(out_dir / "checkpoint.pt") as tmp:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import os
+import re
 import tempfile
 from pathlib import Path
 from typing import Iterator
@@ -116,6 +117,74 @@ def resolve_device(name: str = "auto") -> str:
     return name
 
 
+CHECKPOINT_KINDS = {
+    "gigassl": "a Giga-SSL checkpoint (written by `gigassl train`)",
+    "moco": "a MoCo tile-encoder checkpoint (written by `gigassl pretrain-tiles`)",
+    "state_dict": "a bare state dict (e.g. torchvision's resnet18 weights)",
+    "other": "an unknown torch file",
+}
+
+
+def checkpoint_kind(state) -> str:
+    """Which of :data:`CHECKPOINT_KINDS` a loaded checkpoint is."""
+    if not isinstance(state, dict):
+        return "other"
+    if {"model", "in_dim", "config"} <= set(state):
+        return "gigassl"
+    queries = ("module.encoder_q.", "encoder_q.")
+    if "state_dict" in state and any(str(k).startswith(queries) for k in state["state_dict"]):
+        return "moco"
+    if state and all(isinstance(k, str) for k in state) and any(k.endswith(".weight") for k in state):
+        return "state_dict"
+    return "other"
+
+
+def load_checkpoint_file(path: str | os.PathLike, expected: tuple[str, ...], device: str = "cpu") -> dict:
+    """Load a checkpoint safely (``weights_only=True``: tensors and plain Python values only, no code) and check
+    its kind.
+
+    Raises:
+        GigasslError: the file is missing, unreadable (truncated, not a torch file), or of another kind than
+            ``expected`` (keys of :data:`CHECKPOINT_KINDS`); the message names the file, both kinds and the fix.
+    """
+    import pickle
+
+    import torch
+
+    from .errors import GigasslError
+
+    path = Path(path)
+    wanted = " or ".join(CHECKPOINT_KINDS[k] for k in expected)
+    if not path.is_file():
+        raise GigasslError(f"Checkpoint {path} does not exist; expected {wanted}.")
+    try:
+        state = torch.load(path, map_location=device, weights_only=True)
+    except (RuntimeError, OSError, ValueError, EOFError, pickle.UnpicklingError) as err:
+        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise GigasslError(f"{path} is not a readable torch checkpoint ({type(err).__name__}: {first[:200]}). It is "
+                           f"truncated (copy or write it again) or another kind of file; expected {wanted}.") from None
+    kind = checkpoint_kind(state)
+    if kind not in expected:
+        raise GigasslError(f"{path} is {CHECKPOINT_KINDS[kind]}, not {wanted}. Pass the right file.")
+    return state
+
+
+def plain_values(value):
+    """``value`` with NumPy scalars and arrays turned into Python numbers and lists (recursively), so that a
+    checkpoint holding it loads with ``torch.load(weights_only=True)``."""
+    import numpy as np
+
+    if isinstance(value, dict):
+        return {k: plain_values(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return type(value)(plain_values(v) for v in value)
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    return value
+
+
 def sha256_file(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
     """Hex sha256 of a file's bytes."""
     digest = hashlib.sha256()
@@ -125,14 +194,78 @@ def sha256_file(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
     return digest.hexdigest()
 
 
+def _owner() -> str:
+    """``<host>-<pid>`` of this process, as it appears in its temporary names."""
+    import socket
+
+    host = re.sub(r"[^A-Za-z0-9_]", "_", socket.gethostname()) or "host"
+    return f"{host}-{os.getpid()}"
+
+
+# .<final name>.<host>-<pid>.<random>.tmp (a temporary of a temporary has the same ending)
+_TEMPORARY = re.compile(r"^\..*\.(?P<host>[A-Za-z0-9_]+)-(?P<pid>\d+)\.[A-Za-z0-9_]+\.tmp$")
+_OLD_TEMPORARY = re.compile(r"^\..+\.[A-Za-z0-9_]{6,}\.tmp$")  # before the owner was part of the name
+
+
 def temporary_path(final: str | os.PathLike) -> Path:
-    """A fresh temporary name beside ``final`` (same folder, so that ``os.replace`` is atomic)."""
+    """A fresh temporary name beside ``final`` (same folder, so that ``os.replace`` is atomic):
+    ``.<name>.<host>-<pid>.<random>.tmp``, so that :func:`clean_temporaries` knows whose it is."""
     final = Path(final)
     final.parent.mkdir(parents=True, exist_ok=True)
-    fd, name = tempfile.mkstemp(prefix=f".{final.name}.", suffix=".tmp", dir=final.parent)
+    fd, name = tempfile.mkstemp(prefix=f".{final.name}.{_owner()}.", suffix=".tmp", dir=final.parent)
     os.close(fd)
     os.chmod(name, 0o644)  # mkstemp makes 0600 files; outputs are meant to be shared
     return Path(name)
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # someone else's live process
+        return True
+    return True
+
+
+def clean_temporaries(folder: str | os.PathLike, older_than: float = 3600.0) -> list[Path]:
+    """Remove the temporary files (and ``*.tmp<pid>`` folders) that killed runs left in ``folder``; returns them.
+
+    A temporary of this host is removed when the process named in it is gone; one of another host (a shared file
+    system) or of an older naming only when untouched for ``older_than`` seconds, so that a live writer elsewhere
+    keeps its file.
+    """
+    import shutil
+    import time
+
+    folder = Path(folder)
+    if not folder.is_dir():
+        return []
+    host = _owner().rsplit("-", 1)[0]
+    removed = []
+    for path in folder.iterdir():
+        match = _TEMPORARY.match(path.name)
+        folder_tmp = re.fullmatch(r".+\.tmp(\d+)", path.name) if path.is_dir() else None
+        if match:
+            stale = (not _pid_alive(int(match["pid"]))) if match["host"] == host else None
+        elif folder_tmp:
+            stale = not _pid_alive(int(folder_tmp[1]))
+        elif _OLD_TEMPORARY.match(path.name):
+            stale = None
+        else:
+            continue
+        if stale is None:
+            try:
+                stale = time.time() - path.stat().st_mtime > older_than
+            except FileNotFoundError:
+                continue
+        if stale:
+            if path.is_dir():
+                shutil.rmtree(path, ignore_errors=True)
+            else:
+                path.unlink(missing_ok=True)
+            removed.append(path)
+    return removed
 
 
 @contextlib.contextmanager

@@ -165,3 +165,35 @@ def test_plain_embeddings_are_reused_from_a_bank_of_the_same_encoder(tmp_path, b
     assert build_bank(cohort, coords_dir, tmp_path / "other", TINY_BANK, other, augment, progress=False,
                       plain_from=bank_dir, slide_ids=ids[:1]).ok
     assert calls == [None]
+
+
+def test_a_rerun_with_another_seed_or_tiles_is_refused(tmp_path, cohort, coords_dir):
+    import json
+
+    out = tmp_path / "bank"
+    ids = pd.read_csv(cohort).slide_id.tolist()[:2]
+    assert build_bank(cohort, coords_dir, out, TINY_BANK, SMOKE.encoder, SMOKE.augment, progress=False,
+                      slide_ids=ids).ok
+    record = json.loads((out / "config.json").read_text())
+    assert record["tiles"]["tile_px"] == 32 and record["precision"] in ("fp32", "bf16")  # the tiling's record too
+    for change in ({"seed": 1}, {"tiles": 4}):
+        with pytest.raises(ConfigError, match=f"holds a bank made with other settings \\(bank.{list(change)[0]}: "):
+            build_bank(cohort, coords_dir, out, dataclasses.replace(TINY_BANK, **change), SMOKE.encoder,
+                       SMOKE.augment, progress=False, slide_ids=ids)
+    other = dataclasses.replace(SMOKE.encoder, batch_size=7)  # inference batch: the same bank, so it resumes
+    assert build_bank(cohort, coords_dir, out, TINY_BANK, other, SMOKE.augment, progress=False, slide_ids=ids).ok
+
+
+def test_a_bank_folder_mixing_encoders_is_refused_when_packed(tmp_path):
+    from gigassl.errors import GigasslError
+    from gigassl.maps import PackedBank
+
+    from .conftest import write_synthetic_bank
+
+    folder = write_synthetic_bank(tmp_path / "mixed", slides=2)
+    data = io.read_bank(folder / "S001.h5")
+    io.write_bank(folder / "S001.h5", io.Bank(data.features, data.coords, data.plain_features, data.plain_coords,
+                                              {**data.attrs, "encoder": "other"}))
+    with pytest.raises(GigasslError, match=r"mixes files made with different settings: S001.h5 differs from S000.h5 "
+                                           r"in encoder \('synthetic' in S000.h5, 'other' in S001.h5\)"):
+        PackedBank(folder)

@@ -74,3 +74,25 @@ def test_training_monitor_resolves_auto_device(synthetic_bank):
     rows = monitor.fn(model, bank, 1)
     kinds = [r["kind"] for r in rows]
     assert kinds.count("probe") == 4 and kinds.count("diagnostics") == 1  # 2 protocols x 2 splits, 1 diagnostics row
+
+
+def test_a_bank_from_another_tile_size_or_encoder_is_refused(tmp_path):
+    from .conftest import write_synthetic_bank
+
+    def bank(name, **attrs):
+        folder = write_synthetic_bank(tmp_path / name, slides=8)
+        for path in folder.glob("*.h5"):
+            data = io.read_bank(path)
+            io.write_bank(path, io.Bank(data.features, data.coords, data.plain_features, data.plain_coords,
+                                        {**data.attrs, **attrs}))
+        return folder
+
+    small = bank("px32", tile_px=32, weights_sha256="abc")
+    config = TrainConfig(epochs=1, batch_size=8, warmup_epochs=0, device="cpu", maps=MapConfig(downsample="tile"))
+    checkpoint = train(small, tmp_path / "ssl", config, progress=False)
+    embed_slides(small, checkpoint, tmp_path / "ok.h5", EmbedConfig(views=2, device="cpu"), progress=False)
+    for name, attrs, named in (("px48", {"tile_px": 48, "weights_sha256": "abc"}, "tile_px: 32 expected, 48 found"),
+                               ("w", {"tile_px": 32, "weights_sha256": "def"}, "weights_sha256: 'abc' expected")):
+        with pytest.raises(ConfigError, match=named):
+            embed_slides(bank(name, **attrs), checkpoint, tmp_path / f"{name}.h5", EmbedConfig(views=2, device="cpu"),
+                         progress=False)

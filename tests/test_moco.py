@@ -112,3 +112,16 @@ def test_bfloat16_autocast_keeps_the_loss_in_float32():
     assert model.encoder_q.conv1.weight.grad is not None
     assert model.encoder_k.conv1.weight.grad is None  # the key encoder only follows the query encoder
     assert abs(loss16.item() - loss32.detach().item()) < 0.05  # same inputs, same loss to bfloat16's precision
+
+
+def test_resume_with_other_settings_is_refused(cohort, coords_dir, tmp_path):
+    from gigassl.errors import ConfigError
+
+    import pytest
+
+    short = dataclasses.replace(CONFIG, epochs=1, checkpoint_every=1)
+    pretrain_tiles(cohort, coords_dir, tmp_path, short, device="cpu", progress=False)
+    with pytest.raises(ConfigError, match=r"holds a MoCo run made with other settings \(config.lr: 0.48 there, 0.1 now"):
+        pretrain_tiles(cohort, coords_dir, tmp_path, dataclasses.replace(short, lr=0.1), device="cpu", progress=False)
+    state = torch.load(tmp_path / "checkpoint.pt", weights_only=True)  # safe to load
+    assert state["inputs"]["tile_px"] == 32

@@ -87,8 +87,12 @@ def test_a_changed_parameter_reruns_only_what_depends_on_it(tmp_path):
     plan = json.loads(json.dumps(PLAN))
     plan["executions"][1]["grid"]["value"] = [2, 7]
     (root / "experiments.yml").write_text(yaml.safe_dump(plan))
+    for name in ("a", "c"):
+        (root / "runs" / "demo" / name / "stale.txt").write_text("made by the previous parameters")
     third = run_plan("demo", root, progress=False)
     assert [r["name"] for r in third if not r["skipped"]] == ["b_7", "c"]
+    assert not (root / "runs" / "demo" / "c" / "stale.txt").exists()  # re-run for a new hash: from an empty folder
+    assert (root / "runs" / "demo" / "a" / "stale.txt").exists()  # unchanged: untouched
     state = json.loads((root / "runs" / "demo" / "runner.json").read_text())
     assert state["c"]["seconds"] > 0 and state["c"]["peak_memory_mb"] > 0
 
@@ -105,6 +109,11 @@ def test_a_failing_notebook_names_the_cell_and_stops(tmp_path):
     assert (root / "book" / "executed" / "broken.failed.ipynb").is_file()
     assert not (root / "book" / "executed" / "broken.ipynb").exists()
     assert not (root / "runs" / "demo" / "after").exists()
+    # a failed (or interrupted) execution keeps its folder when it runs again under the same hash: it resumes
+    (root / "runs" / "demo" / "broken" / "partial.txt").write_text("work done before the failure")
+    with pytest.raises(ExecutionFailed):
+        run_plan("demo", root, progress=False)
+    assert (root / "runs" / "demo" / "broken" / "partial.txt").exists()
 
 
 def test_only_runs_the_named_execution_and_what_it_needs(tmp_path):

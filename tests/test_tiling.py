@@ -153,3 +153,18 @@ def test_parallel_tiling_matches_sequential(tmp_path, cohort, coords_dir):
     assert tile_cohort(cohort, out, dataclasses.replace(TINY_TILE, workers=2), progress=False).ok
     for path in coords_dir.glob("*.h5"):
         assert path.read_bytes() == (out / path.name).read_bytes()
+
+
+def test_a_rerun_with_other_settings_is_refused_and_the_same_settings_resume(tmp_path, cohort):
+    from gigassl.errors import ConfigError
+
+    out = tmp_path / "coords"
+    assert tile_cohort(cohort, out, TINY_TILE, progress=False).ok
+    again = tile_cohort(cohort, out, dataclasses.replace(TINY_TILE, workers=2), progress=False)
+    assert again.ok and not again.done  # same tiles (workers do not change them): every slide already done
+    recorded = (out / "config.json").read_text()
+    with pytest.raises(ConfigError, match=r"holds tiles made with other settings \(tile_px: 32 there, 48 now\)"):
+        tile_cohort(cohort, out, dataclasses.replace(TINY_TILE, tile_px=48), progress=False)
+    assert (out / "config.json").read_text() == recorded  # the record still tells what the files are
+    assert cli.main(["tile", "--manifest", str(cohort), "--out", str(out), "--profile", "smoke",
+                     "--tile-px", "48", "--no-progress"]) == 1

@@ -136,3 +136,39 @@ def test_bn_views_and_init_options(synthetic_bank, tmp_path):
     assert not torch.equal(weights[conv], random.aggregator.state_dict()[conv])
     with pytest.raises(ConfigError, match="aggregator_init"):
         build_model(dataclasses.replace(CONFIG, aggregator_init="imagenet"), 256, layer4)
+
+
+def test_resume_with_other_settings_is_refused_naming_the_fields(synthetic_bank, tmp_path):
+    short = dataclasses.replace(CONFIG, epochs=2, checkpoint_every=1)
+    train(synthetic_bank, tmp_path, short, progress=False)
+    for change, field in (({"seed": 1}, "config.seed: 0 there, 1 now"),
+                          ({"aggregator": "attention"}, "config.aggregator: 'sparseconv' there, 'attention' now")):
+        with pytest.raises(ConfigError, match=f"holds a Giga-SSL run made with other settings .*{field}"):
+            train(synthetic_bank, tmp_path, dataclasses.replace(short, **change), resume=True, progress=False)
+    with pytest.raises(ConfigError, match=r"inputs.slides: "):  # other training slides
+        train(synthetic_bank, tmp_path, short, slide_ids=["S000", "S001", "S002", "S003", "S004", "S005", "S006",
+                                                           "S007"], resume=True, progress=False)
+    # the same settings (and another checkpoint interval) continue
+    train(synthetic_bank, tmp_path, dataclasses.replace(short, epochs=2, checkpoint_every=2), resume=True,
+          progress=False)
+
+
+def test_checkpoints_load_safely_and_name_their_kind(synthetic_bank, tmp_path):
+    from gigassl.errors import GigasslError
+
+    last = train(synthetic_bank, tmp_path / "ssl", dataclasses.replace(CONFIG, epochs=1), progress=False)
+    torch.load(last, weights_only=True)  # tensors and plain values only: loads without unpickling code
+    model, state = load_checkpoint(last)
+    assert state["inputs"]["bank"]["feature_dim"] == 256 and state["bank"]["encoder"] == "synthetic"
+    csv = tmp_path / "table.csv"
+    csv.write_text("a,b\n1,2\n")
+    with pytest.raises(GigasslError, match=r"table.csv is not a readable torch checkpoint .*expected a Giga-SSL"):
+        load_checkpoint(csv)
+    truncated = tmp_path / "truncated.pt"
+    truncated.write_bytes(last.read_bytes()[:1000])
+    with pytest.raises(GigasslError, match=r"truncated.pt is not a readable torch checkpoint"):
+        load_checkpoint(truncated)
+    moco = tmp_path / "moco.pt"
+    torch.save({"state_dict": {"module.encoder_q.conv1.weight": torch.zeros(1)}, "epoch": 1}, moco)
+    with pytest.raises(GigasslError, match=r"moco.pt is a MoCo tile-encoder checkpoint .*, not a Giga-SSL"):
+        load_checkpoint(moco)

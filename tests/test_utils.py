@@ -53,3 +53,29 @@ def test_workers_die_with_a_killed_parent(tmp_path):
 def test_rng_is_keyed_by_integers():
     assert rng(1, 2).integers(1000) == rng(1, 2).integers(1000)
     assert not np.array_equal(rng(1, 2).random(4), rng(2, 1).random(4))
+
+
+def test_clean_temporaries_removes_what_dead_processes_left_and_keeps_live_ones(tmp_path):
+    from gigassl.utils import _owner, atomic_path, clean_temporaries, temporary_path
+
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    host = _owner().rsplit("-", 1)[0]
+    stale = tmp_path / f".checkpoint.pt.{host}-{dead.pid}.abc123.tmp"
+    nested = tmp_path / f"..S1.h5.{host}-{dead.pid}.k1.tmp.{host}-{dead.pid}.k2.tmp"  # a temporary of a temporary
+    packing = tmp_path / f"packed.tmp{dead.pid}"
+    old = tmp_path / ".S2.h5.x7k2m9.tmp"  # the naming before the owner was in it
+    for path in (stale, nested, old):
+        path.write_text("half-written")
+    packing.mkdir()
+    live = temporary_path(tmp_path / "S3.h5")  # this (live) process's
+    keep = tmp_path / "S4.h5"
+    keep.write_text("a finished output")
+    removed = clean_temporaries(tmp_path)
+    assert set(removed) == {stale, nested, packing} and live.exists() and keep.exists() and old.exists()
+    os.utime(old, (0, 0))  # untouched for long: removed
+    assert clean_temporaries(tmp_path) == [old]
+    with atomic_path(tmp_path / "S5.h5") as tmp:
+        assert tmp.name.startswith(f".S5.h5.{_owner()}.") and tmp.name.endswith(".tmp")
+        tmp.write_text("x")
+    assert (tmp_path / "S5.h5").read_text() == "x"

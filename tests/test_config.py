@@ -1,0 +1,53 @@
+"""Configs validate themselves when built: every entry point (Python, notebook, CLI) gets the same named error."""
+
+import dataclasses
+import math
+
+import pytest
+
+from gigassl import cli
+from gigassl.config import (PROFILES, AugmentConfig, BankConfig, DeepMILConfig, EmbedConfig, EncoderConfig, MapConfig,
+                            MocoConfig, ProbeConfig, SynthConfig, TileConfig, TrainConfig)
+from gigassl.errors import ConfigError
+
+
+def test_every_profile_is_valid():
+    for profile in PROFILES.values():
+        for f in dataclasses.fields(profile):
+            value = getattr(profile, f.name)
+            if dataclasses.is_dataclass(value):
+                dataclasses.replace(value)  # validates again
+
+
+@pytest.mark.parametrize("config, field, value", [
+    (TrainConfig, "epochs", 0), (TrainConfig, "tiles_per_view", 0), (TrainConfig, "batch_size", 0),
+    (TrainConfig, "checkpoint_every", 0), (TrainConfig, "aggregator", "transformer"), (TrainConfig, "base_lr", math.nan),
+    (TrainConfig, "steps", 0), (BankConfig, "tiles", 0), (EncoderConfig, "batch_size", 0),
+    (EncoderConfig, "precision", "fp16"), (ProbeConfig, "n_splits", 0), (ProbeConfig, "test_fraction", 1.0),
+    (ProbeConfig, "preprocessings", ("minmax",)), (TileConfig, "mpp", math.nan), (TileConfig, "min_tissue", 1.5),
+    (TileConfig, "tile_px", 0), (MocoConfig, "batch_size", 1), (MocoConfig, "temperature", 0.0),
+    (EmbedConfig, "views", 0), (MapConfig, "scale", (2.0, 0.5)), (AugmentConfig, "p_blur", 1.2),
+    (AugmentConfig, "mode", "shuffled"), (DeepMILConfig, "patience", 0), (SynthConfig, "n_slides", 0),
+    (TrainConfig, "epochs", True),  # a bool is not a number of epochs
+])
+def test_a_bad_value_names_the_field_the_value_and_the_option(config, field, value):
+    with pytest.raises(ConfigError) as err:
+        config(**{field: value})
+    text = str(err.value)
+    assert f"{config.__name__}.{field}={value!r} is not allowed: it must be" in text
+    assert f"--{field.replace('_', '-')}" in text
+
+
+@pytest.mark.parametrize("argv, option", [
+    (["train", "--bank", "b", "--out", "o", "--epochs", "0"], "TrainConfig.epochs=0"),
+    (["train", "--bank", "b", "--out", "o", "--tiles-per-view", "0"], "TrainConfig.tiles_per_view=0"),
+    (["tile", "--manifest", "m.csv", "--out", "o", "--min-tissue", "1.5"], "TileConfig.min_tissue=1.5"),
+    (["tile", "--manifest", "m.csv", "--out", "o", "--mpp", "nan"], "TileConfig.mpp=nan"),
+    (["bank", "--manifest", "m.csv", "--coords", "c", "--out", "o", "--batch-size", "0"], "EncoderConfig.batch_size=0"),
+])
+def test_the_cli_refuses_bad_options_before_any_work(tmp_path, capsys, monkeypatch, argv, option):
+    monkeypatch.chdir(tmp_path)
+    assert cli.main(argv) == 1
+    err = capsys.readouterr().err
+    assert option in err and "Traceback" not in err
+    assert not (tmp_path / "o").exists()  # nothing written
