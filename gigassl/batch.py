@@ -18,7 +18,7 @@ from typing import Callable, Iterable
 import pandas as pd
 from tqdm.auto import tqdm
 
-from .utils import atomic_path, clean_temporaries, die_with_parent, write_csv_atomic
+from .utils import atomic_path, clean_temporaries, die_with_parent, ensure_writable, write_csv_atomic
 
 log = logging.getLogger(__name__)
 
@@ -68,8 +68,7 @@ def run_batch(
     With ``workers > 1`` slides are processed by that many processes (``work`` must then be picklable).
     ``out_dir/<failures_name>`` is rewritten at the end with this run's failures (empty when none).
     """
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
+    out_dir = ensure_writable(out_dir)
     report = BatchReport()
     clean_temporaries(out_dir)  # what killed runs left (temporaries of dead processes)
     todo = []

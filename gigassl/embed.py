@@ -25,7 +25,7 @@ from .config import EmbedConfig, MapConfig
 from .errors import ConfigError
 from .maps import PackedBank
 from .train import load_checkpoint
-from .utils import resolve_device, sha256_file
+from .utils import ensure_writable, resolve_device, sha256_file
 
 
 @torch.inference_mode()
@@ -61,6 +61,7 @@ def embed_slides(bank_dir: str | os.PathLike, checkpoint: str | os.PathLike, out
                  config: EmbedConfig, backend: str | None = None, progress: bool = True, slide_ids=None) -> Path:
     """Embed every slide of a bank (or the bank's slides ``slide_ids``) with a trained checkpoint; write ``out``
     (ids + (S, D) float32, see io)."""
+    ensure_writable(Path(out).parent)
     device = resolve_device(config.device)
     model, state = load_checkpoint(checkpoint, device, backend)
     maps = MapConfig(**state["config"]["maps"])

@@ -58,8 +58,14 @@ def _open(path: str | os.PathLike, what: str) -> h5py.File:
     except FileNotFoundError:
         raise GigasslError(f"{what} file {path} does not exist; run the stage that writes it first.") from None
     except OSError as err:
+        if "lock" in str(err).lower():  # HDF5 file locking: another process has it open for writing
+            raise GigasslError(
+                f"{what} file {path} is open for writing in another process (HDF5 file lock: {err}). Wait for that "
+                "process to finish; on a file system without locks (some NFS mounts) set HDF5_USE_FILE_LOCKING=FALSE."
+            ) from None
         raise GigasslError(
-            f"{what} file {path} is not a readable HDF5 file ({err}). Delete it and run the stage again."
+            f"{what} file {path} is not a readable HDF5 file ({err}): it is truncated or not HDF5. Delete it and run "
+            "the stage that writes it again."
         ) from None
 
 

@@ -39,8 +39,8 @@ from .encoders import IMAGENET_MEAN, IMAGENET_STD, ResNet18
 from .errors import GigasslError
 from .manifest import read_manifest
 from .slides import TileReader
-from .utils import (atomic_path, autocast_dtype, clean_temporaries, load_checkpoint_file, resolve_device, rng,
-                    torch_generator, torch_seeded, write_csv_atomic)
+from .utils import (atomic_path, autocast_dtype, clean_temporaries, ensure_writable, load_checkpoint_file,
+                    resolve_device, rng, torch_generator, torch_seeded, write_csv_atomic)
 
 
 class TileSet(torch.utils.data.Dataset):
@@ -254,8 +254,7 @@ def pretrain_tiles(
     ``out_dir/log.csv`` (epoch, loss, top1, lr, seconds) and ``out_dir/steps.csv`` (the loss and top-1 of every
     step). ``slide_ids``: train on the tiles of these slides only (None: every slide of the manifest).
     """
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
+    out_dir = ensure_writable(out_dir)
     clean_temporaries(out_dir)  # e.g. a checkpoint being written when a run was killed
     device = resolve_device(device)
     tiles = TileSet(manifest, coords_dir, config.tiles_per_slide, config.seed, slide_ids)

@@ -146,15 +146,34 @@ def tile_slide(path: str | os.PathLike, config: TileConfig, mpp: float | None = 
                              "truncated or corrupt: copy it again from its source.") from None
     finally:
         slide.close()
-    grid = tile_grid(tissue_mask(np.asarray(thumb)), width, height, level0_mpp, config)
+    rgb = np.asarray(thumb)
+    mask = tissue_mask(rgb)
+    grid = tile_grid(mask, width, height, level0_mpp, config)
     if len(grid.coords) == 0:
-        raise SlideError(suggest(
-            f"Slide {path}: no tile of {config.tile_px} px at {config.target_mpp} um/px has >= "
-            f"{config.min_tissue:.0%} tissue (the slide looks blank).",
-            "Check the slide in a viewer; if it has faint tissue, lower --min-tissue.",
-            "Or remove it from the manifest.",
-        ))
+        raise SlideError(_no_tile_reason(path, rgb, mask, grid, config))
     return grid, draw_grid(thumb, grid)
+
+
+def _no_tile_reason(path, rgb: np.ndarray, mask: np.ndarray, grid: Grid, config: TileConfig) -> str:
+    """Why a slide has no tile, from what was measured: too small, no background to find tissue against, no
+    tissue at all, or tissue too scattered for ``min_tissue``."""
+    what = f"Slide {path}: no tile of {config.tile_px} px at {config.target_mpp} um/px"
+    if grid.width < grid.patch_size_level0 or grid.height < grid.patch_size_level0:
+        return suggest(f"{what}: the slide ({grid.width} x {grid.height} level-0 px) is smaller than one tile "
+                       f"({grid.patch_size_level0} level-0 px).", "Lower --tile-px or --target-mpp, or remove it.")
+    x = rgb.astype(np.float32) / 255.0
+    saturation = (x.max(2) - x.min(2)) / np.maximum(x.max(2), 1e-6)
+    background = float(np.mean(saturation < MIN_SATURATION))
+    if background < 0.01:
+        return suggest(f"{what}: the thumbnail has no background (glass) to tell tissue from; "
+                       f"{1 - background:.0%} of it is stained, e.g. an image cropped inside the tissue.",
+                       "Tile every position with --min-tissue 0, or check the slide in a viewer.")
+    if not mask.any():
+        return suggest(f"{what}: no tissue was found ({background:.0%} of the thumbnail is unstained background; "
+                       "the slide looks blank).", "Check the slide in a viewer, or remove it from the manifest.")
+    return suggest(f"{what} has >= {config.min_tissue:.0%} tissue (tissue covers {mask.mean():.1%} of the "
+                   "thumbnail, in pieces smaller than a tile).",
+                   "Lower --min-tissue or --tile-px, or check the slide in a viewer.")
 
 
 def _tile_one(slide_id: str, tmp: Path, path: str, mpp: float | None, config: TileConfig, out_dir: Path) -> None:

@@ -45,8 +45,8 @@ from .config import MapConfig, TrainConfig, choice
 from .errors import ConfigError, GigasslError
 from .loss import NTXentLoss
 from .maps import PackedBank
-from .utils import (atomic_path, clean_temporaries, load_checkpoint_file, plain_values, resolve_device, rng,
-                    sha256_file, torch_seeded, write_csv_atomic)
+from .utils import (atomic_path, clean_temporaries, ensure_writable, load_checkpoint_file, plain_values,
+                    resolve_device, rng, sha256_file, torch_seeded, write_csv_atomic)
 
 log = logging.getLogger(__name__)
 
@@ -163,7 +163,7 @@ def train(
         device = f"cuda:{int(os.environ.get('LOCAL_RANK', 0))}"
     world, rank = dist.world_size(), dist.rank()
     if dist.is_main():
-        out_dir.mkdir(parents=True, exist_ok=True)
+        ensure_writable(out_dir)
         clean_temporaries(out_dir)  # e.g. a checkpoint being written when a run was killed
         PackedBank(bank_dir)  # pack once, before the other ranks open it
     if distributed:

@@ -228,6 +228,24 @@ def _pid_alive(pid: int) -> bool:
     return True
 
 
+def ensure_writable(folder: str | os.PathLike) -> Path:
+    """Create ``folder`` if needed and check that files can be written in it, before any work is done.
+
+    Raises:
+        ConfigError: the folder cannot be created or written to (read-only, permissions); names it and the fix.
+    """
+    folder = Path(folder)
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        fd, probe = tempfile.mkstemp(prefix=f".write-check.{_owner()}.", suffix=".tmp", dir=folder)
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as err:
+        raise ConfigError(f"Cannot write in {folder} ({err.strerror or err}); choose another output folder (--out) or "
+                          "fix its permissions.") from None
+    return folder
+
+
 def clean_temporaries(folder: str | os.PathLike, older_than: float = 3600.0) -> list[Path]:
     """Remove the temporary files (and ``*.tmp<pid>`` folders) that killed runs left in ``folder``; returns them.
 

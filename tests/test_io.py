@@ -74,3 +74,27 @@ def test_random_streams_are_keyed():
     import torch
 
     assert torch.equal(torch.rand(3, generator=torch_generator(4, 5)), torch.rand(3, generator=torch_generator(4, 5)))
+
+
+def test_a_file_locked_by_a_writer_is_told_apart_from_a_corrupt_one(tmp_path):
+    import subprocess
+    import sys
+
+    import pytest
+
+    from gigassl.errors import GigasslError
+    from gigassl.io import read_bank_attrs
+
+    path = tmp_path / "busy.h5"
+    writer = subprocess.Popen([sys.executable, "-c", f"import h5py, time\nf = h5py.File({str(path)!r}, 'w')\n"
+                               "print('open', flush=True)\ntime.sleep(30)"], stdout=subprocess.PIPE, text=True)
+    try:
+        assert writer.stdout.readline().strip() == "open"
+        with pytest.raises(GigasslError, match="open for writing in another process"):
+            read_bank_attrs(path)
+    finally:
+        writer.kill()
+        writer.wait()
+    (tmp_path / "bad.h5").write_bytes(b"not hdf5 at all")
+    with pytest.raises(GigasslError, match="truncated or not HDF5. Delete it"):
+        read_bank_attrs(tmp_path / "bad.h5")

@@ -90,17 +90,25 @@ def test_batch_goes_on_past_bad_slides_and_lists_every_failure(tmp_path, cohort,
     assert cli.main(args) == 1
     failures = pd.read_csv(out / "failures.csv").set_index("slide_id")["reason"]
     assert set(failures.index) == {"blank", "nompp", "striped", "truncated", "missing"}
-    assert "blank.tiff" in failures["blank"] and "--min-tissue" in failures["blank"]
+    assert "blank.tiff" in failures["blank"] and "looks blank" in failures["blank"]
     assert "nompp.tiff" in failures["nompp"] and "--mpp" in failures["nompp"]
     assert "striped.tiff" in failures["striped"] and "pyramidal" in failures["striped"]
     assert "truncated" in failures["truncated"]
     assert "does not exist" in failures["missing"]
     assert (out / "good0.h5").is_file() and (out / "good1.h5").is_file()
     assert not list(out.glob(".*.tmp")) and not (out / "blank.h5").exists()
-    # the slide without MPP goes through with --mpp; the others stay done
+    # --mpp for every slide is another tiling: refused in this folder (its tiles were made without it)
     assert cli.main(args + ["--mpp", "0.5"]) == 1
+    assert "TileConfig" not in capsys.readouterr().err  # the provenance error, not a config error
+    # the slide's own MPP in the manifest: the same tiling, so it resumes; the slide goes through, the others stay
+    frame = pd.read_csv(manifest)
+    frame["mpp"] = [0.5 if sid == "nompp" else None for sid in frame["slide_id"]]
+    frame.to_csv(manifest, index=False)
+    stamp = (out / "good0.h5").stat().st_mtime_ns
+    assert cli.main(args) == 1
     failures = pd.read_csv(out / "failures.csv")["slide_id"]
     assert "nompp" not in set(failures) and (out / "nompp.h5").is_file()
+    assert (out / "good0.h5").stat().st_mtime_ns == stamp
     assert "4 failed" in capsys.readouterr().out
 
 
@@ -168,3 +176,26 @@ def test_a_rerun_with_other_settings_is_refused_and_the_same_settings_resume(tmp
     assert (out / "config.json").read_text() == recorded  # the record still tells what the files are
     assert cli.main(["tile", "--manifest", str(cohort), "--out", str(out), "--profile", "smoke",
                      "--tile-px", "48", "--no-progress"]) == 1
+
+
+def test_no_tile_reasons_are_told_apart(tmp_path):
+    from gigassl.tiling import Grid, _no_tile_reason
+
+    pink = np.zeros((384, 512, 3), np.uint8) + np.array([200, 120, 180], np.uint8)  # stained everywhere, no glass
+    none = np.empty((0, 2), np.int64)
+    grid = Grid(none, 64, 0.5, 1024, 768)
+    no_glass = _no_tile_reason("s.tiff", pink, np.zeros((384, 512), bool), grid, TINY_TILE)
+    assert "no background (glass)" in no_glass and "--min-tissue 0" in no_glass
+    white = np.full((384, 512, 3), 245, np.uint8)
+    assert "looks blank" in _no_tile_reason("s.tiff", white, np.zeros((384, 512), bool), grid, TINY_TILE)
+    specks = np.zeros((384, 512), bool)
+    specks[::20, ::20] = True
+    scattered = _no_tile_reason("s.tiff", white, specks, grid, TINY_TILE)
+    assert "in pieces smaller than a tile" in scattered and "0.3% of the" in scattered
+    # a real slide smaller than one tile
+    write_pyramid_tiff(tmp_path / "small.tiff", pink[:48, :48].copy(), mpp=0.5, n_levels=1)
+    with pytest.raises(SlideError, match=r"smaller than one tile \(64 level-0 px\)"):
+        tile_slide(tmp_path / "small.tiff", TINY_TILE)
+    # an image of tissue only still tiles (every position)
+    write_pyramid_tiff(tmp_path / "all_tissue.tiff", pink, mpp=0.5, n_levels=2)
+    assert len(tile_slide(tmp_path / "all_tissue.tiff", TINY_TILE)[0].coords) == (512 // 64) * (384 // 64)

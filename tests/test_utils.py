@@ -79,3 +79,16 @@ def test_clean_temporaries_removes_what_dead_processes_left_and_keeps_live_ones(
         assert tmp.name.startswith(f".S5.h5.{_owner()}.") and tmp.name.endswith(".tmp")
         tmp.write_text("x")
     assert (tmp_path / "S5.h5").read_text() == "x"
+
+
+def test_an_output_folder_that_cannot_be_written_is_refused_before_any_work(tmp_path):
+    import pytest
+
+    from gigassl.errors import ConfigError
+    from gigassl.utils import ensure_writable
+
+    assert ensure_writable(tmp_path / "new" / "out").is_dir()
+    blocker = tmp_path / "a_file"
+    blocker.write_text("not a folder")
+    with pytest.raises(ConfigError, match=r"Cannot write in .*a_file/out .*choose another output folder"):
+        ensure_writable(blocker / "out")
