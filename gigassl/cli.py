@@ -166,6 +166,7 @@ def cmd_probe(args) -> int:
     from .probe import run_probe, summarize
 
     profile = get_profile(args.profile)
+    override(profile.probe, n_splits=args.n_splits)  # options checked before any file is read
     budgets = (args.budget,) if args.budget is not None else (() if args.train_size is not None else (1.0,))
     sizes = (args.train_size,) if args.train_size is not None else ()
     if args.tcga_task:
