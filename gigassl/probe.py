@@ -42,7 +42,7 @@ PREPROCESSING = ("l2", "standard", "l2+standard", "none")
 PROTOCOLS = ("paper", "fair")
 COLUMNS = (
     "method", "protocol", "task", "budget", "split", "auc", "n_train", "n_test", "n_classes_test", "case_overlap",
-    "cpu_seconds", "wall_seconds", "device", "seed",
+    "grouped_by", "cpu_seconds", "wall_seconds", "device", "seed",
 )
 
 _CONTROLLER = None
@@ -376,6 +376,8 @@ def evaluate(plan: list[Split], labels: pd.DataFrame, fit_predict, *, method: st
     """
     overlaps = check_splits(plan, labels, allow_case_overlap)
     label_of = dict(zip(labels["slide_id"], labels["label"]))
+    # "case": splits keep a case's slides together; "slide": the labels had no case_id (each slide its own case)
+    grouped_by = "slide" if "case_source" in labels and (labels["case_source"] == "slide_id").all() else "case"
     seen: dict[str, int] = {}
     rows = []
     for split, overlap in zip(plan, overlaps):
@@ -389,7 +391,7 @@ def evaluate(plan: list[Split], labels: pd.DataFrame, fit_predict, *, method: st
             "method": method, "protocol": protocol, "task": task, "budget": split.budget, "split": split.name,
             "auc": auc,
             "n_train": len(split.train_ids), "n_test": len(split.test_ids),
-            "n_classes_test": len(set(y_test.tolist())), "case_overlap": overlap,
+            "n_classes_test": len(set(y_test.tolist())), "case_overlap": overlap, "grouped_by": grouped_by,
             "cpu_seconds": cpu, "wall_seconds": wall, "device": device, "seed": seed, **(extra[0] if extra else {}),
         })
     columns = list(COLUMNS) + [c for c in (rows[0] if rows else {}) if c not in COLUMNS]

@@ -84,7 +84,8 @@ def budget_key(budget: str) -> int:
 
 # ----------------------------------------------------------------------------------------------------- labels
 def load_labels(labels, task: str) -> pd.DataFrame:
-    """Read a label table as a frame with columns ``slide_id``, ``case_id``, ``label`` (str), one row a slide.
+    """Read a label table as a frame with columns ``slide_id``, ``case_id``, ``label`` (str), ``case_source``
+    (``case_id``, or ``slide_id`` where the table gave no case), one row a slide.
 
     Args:
         labels: a CSV path or a DataFrame with ``slide_id``, the ``task`` column and optionally ``case_id``
@@ -125,6 +126,7 @@ def load_labels(labels, task: str) -> pd.DataFrame:
                       stacklevel=2)
     case = frame["case_id"] if "case_id" in frame.columns else pd.Series(np.nan, index=frame.index)
     out["case_id"] = [str(v).strip() for v in case.where(case.notna(), frame["slide_id"])]
+    out["case_source"] = np.where(case.notna(), "case_id", "slide_id")  # where each row's case comes from
     repeated = out["slide_id"][out["slide_id"].duplicated()].unique()
     if len(repeated):
         raise ManifestError(f"{where}: slide_id repeated ({_listing(repeated)}). Give each slide one row.")

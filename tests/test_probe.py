@@ -245,3 +245,14 @@ def test_tuned_probe_choice_matches_sklearn_inner_fits():
             model = LogisticRegression(C=row["C"], class_weight="balanced", tol=1e-10, max_iter=10_000).fit(a, y[train])
             aucs.append(auc_score(y[test], model.predict_proba(b), model.classes_))
         assert abs(row["score"] - np.mean(aucs)) < 1e-3
+
+
+def test_the_probe_table_says_how_splits_were_grouped():
+    X, y = data(n=40, d=4)
+    ids = [f"s{i}" for i in range(40)]
+    with_cases = pd.DataFrame({"slide_id": ids, "case_id": [f"p{i // 2}" for i in range(40)], "task": y})
+    config = ProbeConfig(n_splits=2, budgets=(1.0,), train_sizes=())
+    assert (run_probe((ids, X), with_cases, "task", config=config).grouped_by == "case").all()
+    with pytest.warns(UserWarning, match="no case_id column"):
+        table = run_probe((ids, X), with_cases.drop(columns="case_id"), "task", config=config)
+    assert (table.grouped_by == "slide").all()
