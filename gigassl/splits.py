@@ -135,7 +135,7 @@ def load_labels(labels, task: str) -> pd.DataFrame:
             f"{where}: task {task!r} has {out['label'].nunique()} class(es) ({sorted(out['label'].unique())}); "
             "a classification needs at least two."
         )
-    return out[["slide_id", "case_id", "label"]].reset_index(drop=True)
+    return out[["slide_id", "case_id", "label", "case_source"]].reset_index(drop=True)
 
 
 # ------------------------------------------------------------------------------------------ predefined splits
