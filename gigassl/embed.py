@@ -12,6 +12,7 @@ averaged over the R views and L2-normalised. The same seed gives the same embedd
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 
@@ -81,7 +82,8 @@ def embed_slides(bank_dir: str | os.PathLike, checkpoint: str | os.PathLike, out
                             config.seed, config.batch_views, device, progress)
     io.write_embeddings(out, ids, embeddings, checkpoint_sha256=sha256_file(checkpoint), views=config.views,
                         tiles_per_view=config.tiles_per_view, seed=config.seed, epoch=int(state["epoch"]),
-                        aggregator=state["config"]["aggregator"], version=__version__)
+                        aggregator=state["config"]["aggregator"], bank=str(bank_dir),
+                        bank_identity=json.dumps(bank_identity(bank), default=str), version=__version__)
     return Path(out)
 
 

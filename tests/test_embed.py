@@ -29,6 +29,9 @@ def test_embeddings_are_unit_norm_deterministic_and_documented(synthetic_bank, c
     np.testing.assert_array_equal(emb, io.read_embeddings(b)[1])
     assert not np.allclose(emb, io.read_embeddings(c)[1])
     assert attrs["views"] == 6 and attrs["tiles_per_view"] == 5 and len(attrs["checkpoint_sha256"]) == 64
+    import json
+
+    assert json.loads(attrs["bank_identity"])["encoder"] == "synthetic" and attrs["bank"] == str(synthetic_bank)
     # the batch size of the forward passes does not change the result
     d = embed_slides(synthetic_bank, checkpoint, tmp_path / "d.h5", dataclasses.replace(config, batch_views=1000),
                      progress=False)
