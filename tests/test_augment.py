@@ -69,5 +69,5 @@ def test_grayscale_draw_has_equal_channels_and_jitter_changes_colour():
 
 
 def test_unknown_mode_is_refused():
-    with pytest.raises(ConfigError, match="augmentation mode must be one of shared, independent"):
+    with pytest.raises(ConfigError, match=r"AugmentConfig.mode=.sometimes. is not allowed: it must be one of .shared., .independent."):
         TileAugmentation(dataclasses.replace(AugmentConfig(), mode="sometimes"), 16)
