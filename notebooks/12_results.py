@@ -144,6 +144,8 @@ diagnostics
 # `benchmarks/seeds.py` runs the main comparison (cohort, MoCo, bank, the main SSL run, probes) on three cohort
 # seeds. Its recorded output (`benchmarks/results/seeds.csv`, with the command and machine in BENCHMARKS.md) is read
 # here: the spread of an AUC from one cohort to another, next to its spread over the splits of one cohort.
+# It was recorded on 2026-12-01 with the tile encoder of that day (MoCo, 6 epochs in float32); the run on this page
+# uses 10 epochs in bfloat16, so its own seed-0 numbers differ from the CSV's seed 0. The spreads are what it measures.
 
 # %%
 seeds = paper.seed_spread(seeds_csv)
