@@ -401,7 +401,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--root", default=".", help="project root holding notebooks/, experiments.yml, book/")
     p.add_argument("--plan", help="run plan file (default: ROOT/experiments.yml)")
     p.add_argument("--jobs", "-j", type=int, default=1,
-                   help="executions at once, each in its own process (threads: all cores, passive waiting; default 1)")
+                   help="executions at once, each in its own process with cpu_count // jobs threads (default 1)")
     _quiet(p)
     p.set_defaults(func=cmd_run)
     return parser

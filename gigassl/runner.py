@@ -218,8 +218,6 @@ def _run_one(execution: Execution, notebooks: Path, output: Path, parameters: di
     if threads:  # read by the kernel's libraries when they start
         for name in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
             os.environ[name] = str(threads)
-        # idle OpenMP threads sleep instead of spinning: kernels sharing the cores do not stall each other
-        os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     started = time.monotonic()
     with _PeakMemory() as memory:
         try:
@@ -239,11 +237,10 @@ def run_plan(profile: str, root: str | os.PathLike = ".", only: list[str] | None
             they need run too when their hash changed.
         force: run even when the hash is unchanged.
         jobs: executions run at once, each in its own process, as soon as the executions it ``needs`` are done
-            (in plan order among those ready). With ``jobs > 1`` each kernel gets ``cpu_count`` threads with
-            OpenMP's passive waiting (``OMP_WAIT_POLICY=PASSIVE``), recorded as ``threads``: an execution running
-            alone uses every core, two running at once share them without the spinning threads that make
-            oversubscribed OpenMP crawl (measured in BENCHMARKS.md). Floating-point reduction orders may differ
-            from a ``jobs=1`` run, so numbers may differ in their last digits. On a failure no new execution starts,
+            (in plan order among those ready). With ``jobs > 1`` each kernel gets ``cpu_count // jobs`` threads
+            (at least 1), recorded as ``threads``: kernels that share cores with more threads than cores stall
+            each other (BENCHMARKS.md measures it). Floating-point reduction orders may differ from a ``jobs=1``
+            run, so numbers may differ in their last digits. On a failure no new execution starts,
             those running finish, and the failure is raised.
     """
     if int(jobs) < 1:
@@ -264,7 +261,7 @@ def run_plan(profile: str, root: str | os.PathLike = ".", only: list[str] | None
     uses = {}
     for execution in plan:
         uses[execution.notebook] = uses.get(execution.notebook, 0) + 1
-    threads = None if jobs == 1 else max(1, os.cpu_count() or 1)
+    threads = None if jobs == 1 else max(1, (os.cpu_count() or 1) // int(jobs))
     records: dict[str, dict] = {}
     todo: list[tuple[Execution, Path, dict, bool]] = []
     for execution in plan:
