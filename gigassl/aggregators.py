@@ -28,6 +28,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from .config import AGGREGATORS
 from .errors import ConfigError
 from .sparse import (
     SparseAvgPool2d,
@@ -40,8 +41,6 @@ from .sparse import (
     global_average,
     valid_spatial_size,
 )
-
-AGGREGATORS = ("sparseconv", "attention", "mean")
 
 
 @dataclass

@@ -24,9 +24,9 @@ import kornia
 import torch
 import torch.nn.functional as F
 
+from .config import AUGMENTATION_MODES as MODES
 from .config import AugmentConfig, choice
 
-MODES = ("shared", "independent")
 
 
 @dataclass

@@ -18,11 +18,10 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from .config import EncoderConfig
+from .config import ENCODERS, EncoderConfig
 from .errors import ConfigError, GigasslError
 from .utils import autocast_dtype, resolve_device, sha256_file, torch_seeded
 
-ENCODERS = ("resnet18", "efficientnet_lite0")
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 # TF EfficientNet-Lite preprocessing: (x * 255 - 127) / 128

@@ -33,12 +33,11 @@ from sklearn.utils.multiclass import check_classification_targets
 from sklearn.utils.validation import check_is_fitted, validate_data
 
 from . import logistic
-from .config import ProbeConfig
+from .config import PREPROCESSING, ProbeConfig
 from .errors import ConfigError, ManifestError
 from .splits import Split, check_ids, check_splits, load_labels, plan_splits
 from .utils import rng, write_csv_atomic
 
-PREPROCESSING = ("l2", "standard", "l2+standard", "none")
 PROTOCOLS = ("paper", "fair")
 COLUMNS = (
     "method", "protocol", "task", "budget", "split", "auc", "n_train", "n_test", "n_classes_test", "case_overlap",

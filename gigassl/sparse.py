@@ -35,9 +35,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .config import BACKENDS
 from .errors import ConfigError
-
-BACKENDS = ("torch", "spconv")
 
 
 def valid_spatial_size(max_coord: int) -> int:

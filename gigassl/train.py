@@ -41,7 +41,7 @@ from tqdm.auto import tqdm
 
 from . import __version__, dist, provenance
 from .aggregators import GigaSSL, Projector, Views, build_aggregator
-from .config import MapConfig, TrainConfig, choice
+from .config import MapConfig, TrainConfig
 from .errors import ConfigError, GigasslError
 from .loss import NTXentLoss
 from .maps import PackedBank
@@ -50,14 +50,11 @@ from .utils import (atomic_path, clean_temporaries, ensure_writable, load_checkp
 
 log = logging.getLogger(__name__)
 
-INITS = ("tile_embedder", "random")
-BN_VIEWS = ("per_view", "joint")
 
 
 def build_model(config: TrainConfig, in_dim: int, layer4: dict | None = None) -> GigaSSL:
     """The aggregator named in ``config`` + projector. The sparse layer4 starts from the dense ``layer4`` weights when
     given and ``config.aggregator_init`` is ``tile_embedder``; else from a seeded random initialisation."""
-    choice(config.aggregator_init, INITS, "TrainConfig.aggregator_init (--aggregator-init)")
     with torch_seeded(config.seed):
         aggregator = build_aggregator(config.aggregator, in_dim, config.backend)
         if layer4 is not None and config.aggregator == "sparseconv" and config.aggregator_init == "tile_embedder":
@@ -177,7 +174,7 @@ def train(
         raise ConfigError(f"batch size {batch} must be divisible by the {world} processes.")
     steps_per_epoch = len(indices) // batch
     epochs = training_epochs(config, steps_per_epoch)
-    chunks = 2 if choice(config.bn_views, BN_VIEWS, "TrainConfig.bn_views (--bn-views)") == "per_view" else 1
+    chunks = 2 if config.bn_views == "per_view" else 1  # validated by TrainConfig
     model = build_model(config, bank.feature_dim, _layer4_from(encoder_weights)).to(device)
     if distributed:
         model = dist.convert_sync_batchnorm(model)
