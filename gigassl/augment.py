@@ -24,8 +24,7 @@ import kornia
 import torch
 import torch.nn.functional as F
 
-from .config import AUGMENTATION_MODES as MODES
-from .config import AugmentConfig, choice
+from .config import AugmentConfig
 
 
 
@@ -60,7 +59,6 @@ class TileAugmentation:
     """
 
     def __init__(self, config: AugmentConfig, out_px: int):
-        choice(config.mode, MODES, "augmentation mode")
         self.config = config
         self.out_px = int(out_px)
 

@@ -139,8 +139,6 @@ def build_bank(
     Failures (no coordinates, no tissue tile, unreadable slide) are listed in ``out_dir/failures.csv``
     (``failures.shard-i-of-n.csv`` for a shard) and the batch goes on.
     """
-    if config.augmentations < 0 or config.tiles < 1:
-        raise ConfigError(f"augmentations ({config.augmentations}) must be >= 0 and tiles ({config.tiles}) >= 1.")
     frame = read_manifest(manifest)
     coords_dir, out_dir = Path(coords_dir), Path(out_dir)
     device = encoder.device
@@ -152,7 +150,6 @@ def build_bank(
     rows = frame.iloc[index::count]
     embedder = build_embedder(encoder)
     embedding = Embedding(embedder, device, encoder.precision)
-    TileAugmentation(augment, out_px=1)  # validates the mode before any slide is read
     out_dir.mkdir(parents=True, exist_ok=True)
     tiles = coords_dir / "config.json"  # the record of the tiling these coordinates come from
     check_folder(out_dir, "a bank", {

@@ -49,6 +49,12 @@ def otsu_threshold(values: np.ndarray, bins: int = 256) -> float:
     return float(edges[(best[0] + best[-1]) // 2 + 1])
 
 
+def _saturation(x: np.ndarray) -> np.ndarray:
+    """HSV saturation (H, W) of an RGB image (H, W, 3) in [0, 1]; 0 on black."""
+    vmax, vmin = x.max(axis=2), x.min(axis=2)
+    return np.where(vmax > 0, (vmax - vmin) / np.maximum(vmax, 1e-6), 0.0)
+
+
 def tissue_mask(rgb: np.ndarray, min_object_fraction: float = 0.0005) -> np.ndarray:
     """Boolean tissue mask of an RGB thumbnail (H, W, 3) uint8.
 
@@ -58,8 +64,7 @@ def tissue_mask(rgb: np.ndarray, min_object_fraction: float = 0.0005) -> np.ndar
     """
     x = rgb.astype(np.float32) / 255.0
     vmax = x.max(axis=2)
-    vmin = x.min(axis=2)
-    saturation = np.where(vmax > 0, (vmax - vmin) / np.maximum(vmax, 1e-6), 0.0)
+    saturation = _saturation(x)
     threshold = max(otsu_threshold(saturation.ravel()), MIN_SATURATION)
     mask = saturation > threshold
     r, g, b = x[..., 0], x[..., 1], x[..., 2]
@@ -161,9 +166,7 @@ def _no_tile_reason(path, rgb: np.ndarray, mask: np.ndarray, grid: Grid, config:
     if grid.width < grid.patch_size_level0 or grid.height < grid.patch_size_level0:
         return suggest(f"{what}: the slide ({grid.width} x {grid.height} level-0 px) is smaller than one tile "
                        f"({grid.patch_size_level0} level-0 px).", "Lower --tile-px or --target-mpp, or remove it.")
-    x = rgb.astype(np.float32) / 255.0
-    saturation = (x.max(2) - x.min(2)) / np.maximum(x.max(2), 1e-6)
-    background = float(np.mean(saturation < MIN_SATURATION))
+    background = float(np.mean(_saturation(rgb.astype(np.float32) / 255.0) < MIN_SATURATION))
     if background < 0.01:
         return suggest(f"{what}: the thumbnail has no background (glass) to tell tissue from; "
                        f"{1 - background:.0%} of it is stained, e.g. an image cropped inside the tissue.",
