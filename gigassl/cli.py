@@ -54,7 +54,8 @@ def cmd_tile(args) -> int:
     from .tiling import tile_cohort
 
     config = override(get_profile(args.profile).tile, target_mpp=args.target_mpp, tile_px=args.tile_px,
-                      min_tissue=args.min_tissue, mpp=args.mpp, workers=args.workers)
+                      min_tissue=args.min_tissue, mpp=args.mpp, force_mpp=args.force_mpp,
+                      workers=args.workers)
     return _report(tile_cohort(args.manifest, args.out, config, progress=not args.no_progress))
 
 
@@ -75,7 +76,8 @@ def cmd_info(args) -> int:
         print(f"{info['path']}\n  vendor: {info['vendor']}\n  levels: {info['level_count']}")
         for level, (dims, down) in enumerate(zip(info["dimensions"], info["downsamples"])):
             print(f"    level {level}: {dims[0]} x {dims[1]} px, downsample {down:g}")
-        print(f"  mpp: {info['mpp_x']} x {info['mpp_y']} um/px (openslide.mpp-x/y)\n"
+        print(f"  mpp: {info['mpp']} um/px (from {info['mpp_source']}; openslide.mpp-x/y: {info['mpp_x']} x "
+              f"{info['mpp_y']})\n"
               f"  objective power: {info['objective_power']}")
     return status
 
@@ -260,7 +262,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--target-mpp", type=float, help="microns per pixel of the tiles (1.0 ~ 10x)")
     p.add_argument("--tile-px", type=int, help="tile edge in pixels at the target MPP")
     p.add_argument("--min-tissue", type=float, help="minimum tissue fraction of a kept tile (0-1)")
-    p.add_argument("--mpp", type=float, help="level-0 MPP for every slide (overrides the files and the manifest)")
+    p.add_argument("--mpp", type=float, help="level-0 MPP of the slides that record none (openslide.mpp-x, "
+                   "aperio.MPP, TIFF resolution); a manifest `mpp` column wins")
+    p.add_argument("--force-mpp", action="store_true", default=None,
+                   help="use --mpp for every slide, even those that record an MPP")
     p.add_argument("--workers", type=int, help="processes tiling slides in parallel")
     _quiet(p)
     p.set_defaults(func=cmd_tile)
@@ -300,8 +305,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--augmentations", type=int, help="A: augmentation draws per slide (0: plain embeddings only)")
     p.add_argument("--tiles", type=int, help="N: tiles per draw, sampled with replacement")
     p.add_argument("--mode", choices=["shared", "independent"], help="one draw for all tiles, or one per tile (NS)")
-    p.add_argument("--encoder", choices=["resnet18", "efficientnet_lite0"])
-    p.add_argument("--weights", help="checkpoint file (torchvision or MoCo); default: random init / ImageNet")
+    p.add_argument("--encoder", help="tile encoder: resnet18 | efficientnet_lite0 | module:factory (your own, "
+                   "see gigassl.encoders)")
+    p.add_argument("--weights", help="local weights file (torchvision or MoCo for resnet18; a state dict for "
+                   "module:factory); default: random init / ImageNet / the factory's own")
     p.add_argument("--device", help="auto | cuda | mps | cpu")
     p.add_argument("--batch-size", type=int, help="tiles per forward pass")
     p.add_argument("--precision", choices=["auto", "fp32", "bf16"],

@@ -16,12 +16,14 @@ from __future__ import annotations
 import dataclasses
 import math
 import numbers
+import re
 from dataclasses import dataclass, field
 
 from .errors import ConfigError
 
 # allowed values of the string options (the modules that implement them import these)
-ENCODERS = ("resnet18", "efficientnet_lite0")
+ENCODERS = ("resnet18", "efficientnet_lite0")  # built in; any other tile encoder is named module:factory
+FACTORY = re.compile(r"^[A-Za-z_][\w.]*:[A-Za-z_]\w*$")
 PRECISIONS = ("auto", "fp32", "bf16")
 AUGMENTATION_MODES = ("shared", "independent")
 AGGREGATORS = ("sparseconv", "attention", "mean")
@@ -152,19 +154,21 @@ class TileConfig:
     tile_px: int = 224  # tile edge at target_mpp
     min_tissue: float = 0.5  # minimum tissue fraction of a tile
     thumbnail_px: int = 2048  # longest side of the thumbnail used for tissue detection
-    mpp: float | None = None  # overrides the slides' own level-0 MPP
+    mpp: float | None = None  # level-0 MPP of the slides that record none (of every slide with force_mpp)
+    force_mpp: bool = False
     workers: int = 1
 
     def __post_init__(self):
         _validate(self, {"target_mpp": _real(0, open_low=True), "tile_px": _int(8), "min_tissue": _real(0, 1),
-                         "thumbnail_px": _int(64), "mpp": _optional(_real(0, open_low=True)), "workers": _int(1)})
+                         "thumbnail_px": _int(64), "mpp": _optional(_real(0, open_low=True)),
+                         "force_mpp": _one_of((True, False)), "workers": _int(1)})
 
 
 @dataclass(frozen=True)
 class EncoderConfig:
     """The tile embedder e_theta1 (Sec. 3.1): which network, which weights, where it runs."""
 
-    name: str = "resnet18"  # resnet18 | efficientnet_lite0
+    name: str = "resnet18"  # resnet18 | efficientnet_lite0 | module:factory (gigassl.encoders)
     weights: str | None = None  # checkpoint path; None = seeded random init (resnet18) / ImageNet (effnet)
     device: str = "auto"  # auto | cuda | mps | cpu
     batch_size: int = 256
@@ -172,7 +176,9 @@ class EncoderConfig:
     seed: int = 0
 
     def __post_init__(self):
-        _validate(self, {"name": _one_of(ENCODERS), "batch_size": _int(1), "precision": _one_of(PRECISIONS),
+        _validate(self, {"name": ((lambda v: v in ENCODERS or (isinstance(v, str) and bool(FACTORY.match(v)))),
+                                  f"one of {', '.join(ENCODERS)}, or module:factory for your own encoder"),
+                         "batch_size": _int(1), "precision": _one_of(PRECISIONS),
                          "seed": _int(0)})
 
 

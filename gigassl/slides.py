@@ -52,28 +52,76 @@ def read_region_rgb(slide: openslide.OpenSlide, location: tuple[int, int], level
     return Image.alpha_composite(white, rgba).convert("RGB")
 
 
-def slide_mpp(slide: openslide.OpenSlide, path: str | os.PathLike = "", override: float | None = None) -> float:
-    """Level-0 microns per pixel: ``override`` if given, else ``openslide.mpp-x``.
+# microns per unit of TIFF's ResolutionUnit as OpenSlide reports it (tiff.ResolutionUnit)
+_TIFF_UNITS = {"centimeter": 1e4, "inch": 25400.0, "3": 1e4, "2": 25400.0}
+PLAUSIBLE_MPP = (0.05, 20.0)  # level-0 microns per pixel of a scanned slide (>= 0.5x ... 200x)
+
+
+def recorded_mpp(properties) -> tuple[float | None, str]:
+    """The level-0 MPP a slide records, read the way the field does, and where it was found.
+
+    In order: ``openslide.mpp-x``; ``aperio.MPP``; the TIFF resolution tags, ``tiff.XResolution`` in pixels per
+    ``tiff.ResolutionUnit`` (centimeter: 10^4 / value, inch: 25,400 / value; no unit: not used). A value outside
+    :data:`PLAUSIBLE_MPP` (e.g. a 72-dpi default resolution) is not used. Returns (None, what was seen) when none
+    is usable.
+    """
+    seen = []
+    for key in ("openslide.mpp-x", "aperio.MPP"):
+        raw = properties.get(key)
+        if raw is not None:
+            value = _positive(raw)
+            if value is not None and PLAUSIBLE_MPP[0] <= value <= PLAUSIBLE_MPP[1]:
+                return value, key
+            seen.append(f"{key}={raw!r}")
+    raw, unit = properties.get("tiff.XResolution"), str(properties.get("tiff.ResolutionUnit", "")).lower()
+    if raw is not None:
+        resolution = _positive(raw)
+        if resolution is not None and unit in _TIFF_UNITS:
+            value = _TIFF_UNITS[unit] / resolution
+            if PLAUSIBLE_MPP[0] <= value <= PLAUSIBLE_MPP[1]:
+                return value, f"tiff.XResolution ({raw} per {unit})"
+        seen.append(f"tiff.XResolution={raw!r} per {unit or 'no unit'}")
+    return None, ", ".join(seen) or "no MPP property"
+
+
+def _positive(raw) -> float | None:
+    try:
+        value = float(raw)
+    except (TypeError, ValueError):
+        return None
+    return value if value > 0 and np.isfinite(value) else None
+
+
+def _missing(value) -> bool:
+    return value is None or (isinstance(value, float) and np.isnan(value))
+
+
+def _given(value, what: str, path) -> float:
+    if _positive(value) is None:
+        raise SlideError(f"{what} {value!r} for {path} must be a positive number of microns per pixel.")
+    return float(value)
+
+
+def slide_mpp(slide: openslide.OpenSlide, path: str | os.PathLike = "", override: float | None = None,
+              fallback: float | None = None) -> float:
+    """Level-0 microns per pixel of a slide.
+
+    ``override`` (a manifest's per-slide ``mpp``, or ``--mpp`` with ``--force-mpp``) wins; else what the slide
+    records (:func:`recorded_mpp`); else ``fallback`` (``--mpp``, used only for slides that record none).
 
     Raises:
-        SlideError: the slide records no MPP and no override is given.
+        SlideError: no value is given or recorded.
     """
-    if override is not None and not (isinstance(override, float) and np.isnan(override)):
-        value = float(override)
-        if not value > 0:
-            raise SlideError(f"MPP override {override!r} for {path} must be a positive number of microns per pixel.")
-        return value
-    raw = slide.properties.get(openslide.PROPERTY_NAME_MPP_X)
-    if raw is not None:
-        try:
-            value = float(raw)
-        except ValueError:
-            value = 0.0
-        if value > 0:
-            return value
+    if not _missing(override):
+        return _given(override, "MPP override", path)
+    recorded, source = recorded_mpp(slide.properties)
+    if recorded is not None:
+        return recorded
+    if not _missing(fallback):
+        return _given(fallback, "--mpp", path)
     raise SlideError(suggest(
-        f"Slide {path} records no microns-per-pixel (openslide.mpp-x is {raw!r}); tiles at a target MPP need it.",
-        "Pass it with `--mpp 0.25` (40x) / `--mpp 0.5` (20x) for every slide,",
+        f"Slide {path} records no usable microns-per-pixel ({source}); tiles at a target MPP need it.",
+        "Pass it with `--mpp 0.25` (40x) / `--mpp 0.5` (20x): it applies to the slides that record none,",
         "or add an `mpp` column to the manifest for this slide.",
     ))
 
@@ -89,6 +137,8 @@ def slide_info(path: str | os.PathLike) -> dict:
             "level_count": slide.level_count,
             "dimensions": [tuple(d) for d in slide.level_dimensions],
             "downsamples": [float(d) for d in slide.level_downsamples],
+            "mpp": recorded_mpp(props)[0],
+            "mpp_source": recorded_mpp(props)[1],
             "mpp_x": props.get(openslide.PROPERTY_NAME_MPP_X),
             "mpp_y": props.get(openslide.PROPERTY_NAME_MPP_Y),
             "objective_power": props.get(openslide.PROPERTY_NAME_OBJECTIVE_POWER),

@@ -108,12 +108,12 @@ class SlideSpec:
 
 
 def write_pyramid_tiff(path, rgb: np.ndarray, mpp: float | None, n_levels: int, tile: int = 256,
-                       quality: int = 90) -> None:
+                       quality: int = 90, resolution_unit: str = "CENTIMETER") -> None:
     """Write ``rgb`` as a tiled JPEG pyramidal TIFF that OpenSlide opens with ``n_levels`` levels.
 
     Levels are 2x area-averaged reductions stored as pages of the main IFD chain (subfiletype 1), the only layout
     OpenSlide's generic-TIFF reader sees as levels. ``mpp`` (um/px at level 0) goes to the resolution tags in
-    pixels per centimetre; ``None`` writes none. No date or software tag, so equal inputs give equal bytes. JPEG
+    pixels per centimetre (``resolution_unit="INCH"``: per inch); ``None`` writes none. No date or software tag, so equal inputs give equal bytes. JPEG
     tiles are stored YCbCr 4:2:0, the TIFF convention for JPEG RGB.
 
     Shape: rgb (H, W, 3) uint8.
@@ -130,7 +130,8 @@ def write_pyramid_tiff(path, rgb: np.ndarray, mpp: float | None, n_levels: int, 
     with atomic_path(path) as tmp, tifffile.TiffWriter(tmp) as tif:
         level = rgb
         for k in range(n_levels):
-            res = {} if mpp is None else {"resolution": (1e4 / (mpp * 2**k),) * 2, "resolutionunit": "CENTIMETER"}
+            per_unit = {"CENTIMETER": 1e4, "INCH": 25400.0}[resolution_unit]
+            res = {} if mpp is None else {"resolution": (per_unit / (mpp * 2**k),) * 2, "resolutionunit": resolution_unit}
             tif.write(level, tile=(tile, tile), photometric="rgb", compression="jpeg",
                       compressionargs={"level": int(quality)}, subfiletype=1 if k else 0, metadata=None,
                       software=False, **res)

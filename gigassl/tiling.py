@@ -142,7 +142,8 @@ def tile_slide(path: str | os.PathLike, config: TileConfig, mpp: float | None = 
     """
     slide = open_slide(path)
     try:
-        level0_mpp = slide_mpp(slide, path, mpp if mpp is not None else config.mpp)
+        level0_mpp = slide_mpp(slide, path, override=mpp if mpp is not None else (config.mpp if config.force_mpp else None),
+                               fallback=config.mpp)
         width, height = slide.dimensions
         try:
             thumb = slide.get_thumbnail((config.thumbnail_px, config.thumbnail_px)).convert("RGB")
@@ -194,7 +195,8 @@ def tile_cohort(manifest: str | os.PathLike, out_dir: str | os.PathLike, config:
                 progress: bool = True) -> BatchReport:
     """Tile every slide of a manifest into ``out_dir`` (resumable; failures in ``out_dir/failures.csv``).
 
-    An ``mpp`` column in the manifest overrides the slides' MPP row by row; ``config.mpp`` overrides all.
+    An ``mpp`` column in the manifest overrides the slides' MPP row by row; ``config.mpp`` is used for the slides
+    that record none (:func:`gigassl.slides.recorded_mpp`), or for all with ``config.force_mpp``.
     """
     frame = read_manifest(manifest)
     out_dir = Path(out_dir)

@@ -7,7 +7,8 @@ import tifffile
 import torch
 
 from gigassl.errors import SlideError
-from gigassl.slides import TileDataset, TileReader, best_level, open_slide, read_tiles, slide_info, slide_mpp
+from gigassl.slides import (TileDataset, TileReader, best_level, open_slide, read_tiles, recorded_mpp, slide_info,
+                            slide_mpp)
 from gigassl.synth import write_pyramid_tiff
 
 
@@ -59,10 +60,35 @@ def test_missing_mpp_fails_with_the_fix_then_the_override_works(tmp_path):
     path = tmp_path / "nompp.tiff"
     write_pyramid_tiff(path, np.full((256, 256, 3), 200, np.uint8), mpp=None, n_levels=2)
     slide = open_slide(path)
-    with pytest.raises(SlideError, match=r"nompp.tiff.*no microns-per-pixel") as err:
+    with pytest.raises(SlideError, match=r"nompp.tiff.*no usable microns-per-pixel") as err:
         slide_mpp(slide, path)
     assert "--mpp" in str(err.value) and "mpp` column" in str(err.value)
     assert slide_mpp(slide, path, override=0.25) == 0.25
+    assert slide_mpp(slide, path, fallback=0.5) == 0.5
+
+
+def test_mpp_is_read_as_the_field_does_when_openslide_has_none():
+    assert recorded_mpp({"openslide.mpp-x": "0.2527"}) == (0.2527, "openslide.mpp-x")
+    assert recorded_mpp({"aperio.MPP": "0.4990"}) == (0.499, "aperio.MPP")
+    assert recorded_mpp({"tiff.XResolution": "20000", "tiff.ResolutionUnit": "centimeter"})[0] == 0.5
+    assert recorded_mpp({"tiff.XResolution": "50800", "tiff.ResolutionUnit": "inch"})[0] == 0.5
+    # a 72-dpi default (353 um/px) and a resolution without unit are not microns per pixel of a scan
+    value, seen = recorded_mpp({"tiff.XResolution": "72", "tiff.ResolutionUnit": "inch"})
+    assert value is None and "72" in seen
+    assert recorded_mpp({"tiff.XResolution": "20000"})[0] is None
+    assert recorded_mpp({"openslide.mpp-x": "0", "aperio.MPP": "0.5"}) == (0.5, "aperio.MPP")
+
+
+def test_inch_resolution_tiff_gets_its_mpp_and_mpp_fills_only_the_gaps(tmp_path):
+    inch = tmp_path / "inch.tiff"
+    write_pyramid_tiff(inch, np.full((256, 256, 3), 200, np.uint8), mpp=0.25, n_levels=2, resolution_unit="INCH")
+    slide = open_slide(inch)
+    # the TIFF-tag reading (used when a vendor driver sets no openslide.mpp-x) agrees with OpenSlide's own
+    without = {k: v for k, v in slide.properties.items() if not k.startswith("openslide.mpp")}
+    assert recorded_mpp(without)[0] == pytest.approx(float(slide.properties["openslide.mpp-x"])) == pytest.approx(0.25)
+    assert slide_mpp(slide, inch) == pytest.approx(0.25)
+    assert slide_mpp(slide, inch, fallback=0.5) == pytest.approx(0.25)  # --mpp does not override a recorded MPP
+    assert slide_mpp(slide, inch, override=0.5, fallback=0.5) == 0.5  # --force-mpp / the manifest's column do
 
 
 def test_bad_files_name_the_file_and_the_fix(tmp_path, cohort):
