@@ -56,8 +56,8 @@ def parse_shard(text: str | None) -> tuple[int, int] | None:
 
 
 def bank_slide_ids(bank_dir: str | os.PathLike) -> list[str]:
-    """The slides that have a bank file ``<slide_id>.h5`` in ``bank_dir``, sorted."""
-    return sorted(p.stem for p in Path(bank_dir).glob("*.h5"))
+    """The slides that have a bank (or TRIDENT/CLAM tile-features) file in ``bank_dir``, sorted."""
+    return list(io.feature_files(bank_dir))
 
 
 def torchrun_shard() -> tuple[int, int] | None:
@@ -161,9 +161,11 @@ def build_bank(
     paths = dict(zip(frame["slide_id"], frame["path"]))
 
     def work(slide_id: str, tmp: Path) -> None:
-        coords_path = coords_dir / f"{slide_id}.h5"
-        if not coords_path.exists():
-            raise SlideError(f"No tile coordinates for {slide_id} ({coords_path} missing); run `gigassl tile` first.")
+        coords_path = io.coords_file(coords_dir, slide_id)
+        if coords_path is None:
+            raise SlideError(f"No tile coordinates for {slide_id} in {coords_dir} (looked for "
+                             f"{', '.join(p.format(slide_id) for p in io.COORDS_PATTERNS)}: gigassl, TRIDENT and "
+                             "CLAM names); run `gigassl tile` (or TRIDENT / CLAM) for it.")
         coords, attrs = io.read_coords(coords_path)
         if len(coords) == 0:
             raise SlideError(suggest(f"Slide {slide_id} has no tissue tile in {coords_path}.",

@@ -39,10 +39,11 @@ from .utils import resolve_device, rng, torch_seeded, write_csv_atomic
 
 # ------------------------------------------------------------------------------------------------- reading bags
 def bank_paths(bank_dir: str | os.PathLike, slide_ids) -> dict[str, Path]:
-    """``<bank_dir>/<slide_id>.h5`` of every slide; raises ManifestError listing the missing files."""
-    bank_dir = Path(bank_dir)
-    paths = {sid: bank_dir / f"{sid}.h5" for sid in slide_ids}
-    missing = [sid for sid, path in paths.items() if not path.is_file()]
+    """The bank (or TRIDENT/CLAM tile-features) file of every slide; raises ManifestError listing the missing."""
+    from .io import features_file
+
+    paths = {sid: features_file(bank_dir, sid) for sid in slide_ids}
+    missing = [sid for sid, path in paths.items() if path is None]
     if missing:
         shown = ", ".join(repr(m) for m in missing[:10]) + (", ..." if len(missing) > 10 else "")
         raise ManifestError(

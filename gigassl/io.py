@@ -5,14 +5,17 @@ This is the only module that imports h5py. Writers go through a temporary name a
 
 Layouts
 -------
-- Tile coordinates (``<coords dir>/<slide_id>.h5``, TRIDENT-compatible): dataset ``coords`` (N, 2) int64,
-  level-0 top-left (x, y); attributes on ``coords``: ``patch_size``, ``patch_size_level0``, ``target_mpp``,
-  ``level0_mpp``, ``level0_width``, ``level0_height``, ``name``.
+- Tile coordinates (``<coords dir>/<slide_id>.h5``): dataset ``coords`` (N, 2) int64, level-0 top-left (x, y),
+  chunks (1, 2), resizable, as TRIDENT writes it; attributes on ``coords``: gigassl's ``patch_size``,
+  ``patch_size_level0``, ``target_mpp``, ``level0_mpp``, ``level0_width``, ``level0_height``, ``name`` and
+  TRIDENT's ``level0_magnification``, ``target_magnification``, ``overlap``. Read as well: TRIDENT's
+  ``patches/<slide>_patches.h5`` and CLAM's ``patches/<slide>.h5`` (``patch_level``, ``downsample``; the legacy
+  ``create_patches.py`` bag with ``imgs``), see :func:`read_coords` and :func:`coords_file`.
 - Bank (``<bank dir>/<slide_id>.h5``, Sec. 3.2): ``features`` (A, N, F) float16, ``coords`` (A, N, 2) int64,
   ``plain_features`` (M, F) float16, ``plain_coords`` (M, 2) int64; file attributes: encoder, weights_sha256,
   tile_px, target_mpp, patch_size_level0, augmentation_mode, seed, version, ...
-- Tile features made by TRIDENT or CLAM (``features`` (M, F) or (1, M, F), ``coords`` (M, 2)) are read as
-  plain features (no augmented draws).
+- Tile features made by TRIDENT (``features_<encoder>/<slide>.h5``) or CLAM (``h5_files/<slide>.h5``):
+  ``features`` (M, F), ``coords`` (M, 2), read as plain features (no augmented draws), see :func:`read_features`.
 - Slide embeddings (one file): ``ids`` (S,) strings, ``embeddings`` (S, D) float32; attributes:
   checkpoint_sha256, views, tiles_per_view, seed, version.
 """
@@ -64,29 +67,162 @@ def _open(path: str | os.PathLike, what: str) -> h5py.File:
                 "process to finish; on a file system without locks (some NFS mounts) set HDF5_USE_FILE_LOCKING=FALSE."
             ) from None
         raise GigasslError(
-            f"{what} file {path} is not a readable HDF5 file ({err}): it is truncated or not HDF5. Delete it and run "
-            "the stage that writes it again."
+            f"{what} file {path} is not a readable HDF5 file ({err}): it is truncated or another kind of file. "
+            "Expected the HDF5 output of gigassl, TRIDENT or CLAM; check where it came from (copy it again, or run "
+            "the tool that wrote it again into a new folder)."
         ) from None
 
 
-# ---------------------------------------------------------------------------------------------- coordinates
+# ------------------------------------------------------------------------------- the field's layouts
+# Where each tool puts a slide's files, relative to the folder a user points at (first match wins):
+# gigassl (<dir>/<slide>.h5), TRIDENT (<coords dir>/patches/<slide>_patches.h5, features_<encoder>/<slide>.h5),
+# CLAM (<save dir>/patches/<slide>.h5, <feat dir>/h5_files/<slide>.h5).
+COORDS_PATTERNS = ("{}.h5", "{}_patches.h5", "patches/{}.h5", "patches/{}_patches.h5")
+FEATURES_PATTERNS = ("{}.h5", "h5_files/{}.h5")
+# TRIDENT's magnification of a level-0 MPP (WSI._fetch_magnification): the first bin whose upper bound exceeds it
+MAGNIFICATION_BINS = ((0.16, 80), (0.2, 60), (0.3, 40), (0.6, 20), (1.2, 10), (2.4, 5))
+
+
+def magnification(mpp: float) -> float:
+    """The objective magnification TRIDENT assigns to a microns-per-pixel value (0.5 -> 20, 1.0 -> 10);
+    beyond its bins, 10 / mpp."""
+    for bound, mag in MAGNIFICATION_BINS:
+        if mpp < bound:
+            return mag
+    return 10.0 / float(mpp)
+
+
+def _find(folder: str | os.PathLike, slide_id: str, patterns) -> Path | None:
+    folder = Path(folder)
+    for pattern in patterns:
+        path = folder / pattern.format(slide_id)
+        if path.is_file():
+            return path
+    return None
+
+
+def coords_file(coords_dir: str | os.PathLike, slide_id: str) -> Path | None:
+    """The tile-coordinates file of ``slide_id`` in a folder written by gigassl, TRIDENT or CLAM (None if none)."""
+    return _find(coords_dir, slide_id, COORDS_PATTERNS)
+
+
+def features_file(features_dir: str | os.PathLike, slide_id: str) -> Path | None:
+    """The bank or tile-features file of ``slide_id`` in a gigassl bank, TRIDENT or CLAM folder (None if none)."""
+    return _find(features_dir, slide_id, FEATURES_PATTERNS)
+
+
+def feature_files(folder: str | os.PathLike) -> dict[str, Path]:
+    """{slide_id: file} of every bank / tile-features file of a folder (gigassl, TRIDENT ``features_<enc>/``, or a
+    CLAM features folder holding ``h5_files/``), sorted by slide id."""
+    folder = Path(folder)
+    files = sorted(folder.glob("*.h5")) or sorted((folder / "h5_files").glob("*.h5"))
+    return {p.stem: p for p in files}
+
+
+def _level0_tile(path, attrs: dict, shape_px: int | None = None) -> tuple[int, int]:
+    """(tile px, level-0 px of a tile) from the attributes of gigassl, TRIDENT or CLAM coordinates."""
+    px = attrs.get("patch_size", shape_px)
+    if "patch_size_level0" in attrs and px is not None:
+        return int(px), int(round(float(attrs["patch_size_level0"])))
+    if {"level0_magnification", "target_magnification"} <= set(attrs) and px is not None:  # older TRIDENT
+        return int(px), int(round(float(px) * float(attrs["level0_magnification"])
+                                  / float(attrs["target_magnification"])))
+    if "downsample" in attrs and px is not None:  # CLAM: patch_size pixels at patch_level, of that downsample
+        return int(px), int(round(float(px) * float(np.ravel(attrs["downsample"])[0])))
+    raise GigasslError(
+        f"{path}: the tile size is not recorded (attributes {sorted(attrs) or 'none'}); expected patch_size with "
+        "patch_size_level0 (gigassl, TRIDENT), level0_magnification and target_magnification (TRIDENT), or "
+        "patch_level and downsample (CLAM's create_patches_fp.py). Tile the slides with `gigassl tile`, or "
+        "TRIDENT / CLAM, again.")
+
+
+def read_coords(path: str | os.PathLike) -> tuple[np.ndarray, dict]:
+    """Read (coords (N, 2) int64 level-0 top-left (x, y), attributes) from the coordinates of gigassl, TRIDENT or
+    CLAM (``create_patches_fp.py``; the legacy ``create_patches.py`` bag, whose ``coords`` are in pixels of its
+    ``patch_level``, is converted to level 0).
+
+    The attributes are the file's, plus ``patch_size`` (tile px) and ``patch_size_level0`` (its level-0 extent)
+    whatever the layout, and ``layout`` (gigassl, trident or clam).
+    """
+    with _open(path, "Coordinates") as fh:
+        if "coords" not in fh:
+            raise GigasslError(f"{path} has no 'coords' dataset (it has {sorted(fh) or 'nothing'}); expected the "
+                               "tile coordinates of gigassl tile, TRIDENT or CLAM.")
+        dset = fh["coords"]
+        attrs = _attrs_dict(dset.attrs)
+        coords = np.asarray(dset[()]).reshape(-1, 2)
+        if not attrs and "imgs" in fh:  # legacy CLAM bag: coords at patch_level, the geometry on `imgs`
+            legacy = _attrs_dict(fh["imgs"].attrs)
+            down = np.ravel(legacy.get("downsample", [1.0, 1.0])).astype(np.float64)
+            coords = np.rint(coords * down[:2]).astype(np.int64)
+            attrs = {**legacy, "patch_size": int(fh["imgs"].shape[1]), "layout": "clam"}
+    coords = np.asarray(coords, dtype=np.int64)
+    px, level0 = _level0_tile(path, attrs)
+    layout = attrs.get("layout") or ("gigassl" if "target_mpp" in attrs else "trident"
+                                     if "target_magnification" in attrs else "clam")
+    return coords, {**attrs, "patch_size": px, "patch_size_level0": level0, "layout": layout}
+
+
 def write_coords(path: str | os.PathLike, coords: np.ndarray, **attrs) -> None:
-    """Write tile coordinates (N, 2) int64 level-0 (x, y) with the TRIDENT attributes in ``attrs``."""
+    """Write tile coordinates (N, 2) int64 level-0 (x, y) with ``attrs`` on the ``coords`` dataset, as TRIDENT
+    lays them out (chunks (1, 2), resizable), adding TRIDENT's ``level0_magnification``, ``target_magnification``
+    and ``overlap`` (0) when ``level0_mpp`` and ``target_mpp`` are given, so that TRIDENT reads them."""
     coords = np.asarray(coords, dtype=np.int64).reshape(-1, 2)
+    if "level0_mpp" in attrs and "target_mpp" in attrs:
+        attrs = {"level0_magnification": magnification(float(attrs["level0_mpp"])),
+                 "target_magnification": magnification(float(attrs["target_mpp"])), "overlap": 0, **attrs}
     with atomic_path(path) as tmp:
         with h5py.File(tmp, "w", track_order=True) as fh:
-            dset = fh.create_dataset("coords", data=coords, track_times=False)
+            dset = fh.create_dataset("coords", data=coords, chunks=(1, 2) if len(coords) else None,
+                                     maxshape=(None, 2), track_times=False)
             for key, value in attrs.items():
                 dset.attrs[key] = _attr(value)
 
 
-def read_coords(path: str | os.PathLike) -> tuple[np.ndarray, dict]:
-    """Read (coords (N, 2) int64, attributes) from a coordinates file (gigassl or TRIDENT)."""
-    with _open(path, "Coordinates") as fh:
-        if "coords" not in fh:
-            raise GigasslError(f"{path} has no 'coords' dataset; is it a tiling output of gigassl or TRIDENT?")
-        dset = fh["coords"]
-        return np.asarray(dset[()], dtype=np.int64).reshape(-1, 2), _attrs_dict(dset.attrs)
+def grid_step(coords: np.ndarray) -> int | None:
+    """The step of a regular tile grid: the smallest positive gap between distinct x or y coordinates (None for
+    fewer than two distinct positions). CLAM's features record no tile size; this is its level-0 extent when tiles
+    do not overlap."""
+    gaps = [np.diff(np.unique(np.asarray(coords)[:, axis])) for axis in (0, 1)] if len(coords) else []
+    gaps = np.concatenate(gaps) if gaps else np.empty(0)
+    gaps = gaps[gaps > 0]
+    return int(gaps.min()) if len(gaps) else None
+
+
+def read_features(path: str | os.PathLike) -> tuple[np.ndarray, np.ndarray, dict]:
+    """Tile features of TRIDENT (``features_<encoder>/<slide>.h5``) or CLAM (``h5_files/<slide>.h5``), current or
+    legacy: (features (M, F) float32, coords (M, 2) int64 level-0, attributes).
+
+    The attributes gather those of ``features`` (TRIDENT: ``encoder``, ``name``), of ``coords`` (TRIDENT copies its
+    coordinates' attributes; CLAM writes none) and ``patch_size_level0`` (recorded, or else the grid step of the
+    coordinates, with ``patch_size_level0_source``); ``encoder`` is ``external`` when not recorded. An empty slide
+    (TRIDENT writes features of shape (0,) or (0, F)) gives M = 0.
+    """
+    with _open(path, "Tile features") as fh:
+        if "features" not in fh or "coords" not in fh:
+            raise GigasslError(f"{path} has datasets {sorted(fh) or 'none'}; expected 'features' (M, F) and 'coords' "
+                               "(M, 2) as TRIDENT and CLAM write tile features (or a gigassl bank).")
+        feats = np.asarray(fh["features"][()], np.float32)
+        coords = np.asarray(fh["coords"][()]).reshape(-1, 2).astype(np.int64)
+        attrs = {**_attrs_dict(fh.attrs), **_attrs_dict(fh["features"].attrs)}
+        attrs.update({k: v for k, v in _attrs_dict(fh["coords"].attrs).items() if k not in attrs})
+    if feats.ndim == 3 and feats.shape[0] == 1:  # (1, M, F): some exporters keep a batch axis
+        feats = feats[0]
+    if feats.size == 0:
+        feats = feats.reshape(0, feats.shape[-1] if feats.ndim == 2 else 0)
+    if feats.ndim != 2 or feats.shape[0] != coords.shape[0]:
+        raise GigasslError(f"{path}: 'features' has shape {feats.shape} but 'coords' {coords.shape}; expected "
+                           "features (M, F) and coords (M, 2) as TRIDENT and CLAM write them.")
+    if attrs.get("encoder") in (None, "", "None"):
+        attrs["encoder"] = "external"
+    try:
+        attrs["patch_size_level0"] = _level0_tile(path, attrs)[1]
+    except GigasslError:
+        step = grid_step(coords)
+        if step is not None:
+            attrs.update(patch_size_level0=step, patch_size_level0_source="the grid step of the coordinates")
+    attrs["feature_dim"] = int(feats.shape[1])
+    return feats, coords, attrs
 
 
 # ---------------------------------------------------------------------------------------------------- banks
@@ -134,25 +270,8 @@ def read_bank(path: str | os.PathLike, augmented: bool = True) -> Bank:
                 feats = np.asarray(fh["features"][()])
                 coords = np.asarray(fh["coords"][()], np.int64)
             return Bank(feats, coords, plain, plain_coords, attrs)
-        if "features" in fh and "coords" in fh:  # TRIDENT / CLAM tile features
-            plain = np.asarray(fh["features"][()], np.float32)
-            if plain.ndim == 3 and plain.shape[0] == 1:
-                plain = plain[0]
-            plain_coords = np.asarray(fh["coords"][()], np.int64).reshape(-1, 2)
-            attrs.update({f"coords_{k}": v for k, v in _attrs_dict(fh["coords"].attrs).items()})
-            if "patch_size_level0" in fh["coords"].attrs:
-                attrs.setdefault("patch_size_level0", int(fh["coords"].attrs["patch_size_level0"]))
-            attrs.setdefault("encoder", "external")
-            if plain.ndim != 2 or plain.shape[0] != plain_coords.shape[0]:
-                raise GigasslError(
-                    f"{path}: 'features' has shape {plain.shape} but 'coords' {plain_coords.shape}; "
-                    "expected features (M, F) and coords (M, 2) as TRIDENT and CLAM write them."
-                )
-            return Bank(None, None, plain, plain_coords, attrs)
-    raise GigasslError(
-        f"{path} is neither a gigassl bank (plain_features) nor a TRIDENT/CLAM features file "
-        "(features + coords). Run `gigassl bank` to create one."
-    )
+    plain, plain_coords, attrs = read_features(path)  # TRIDENT / CLAM tile features (or a clear error)
+    return Bank(None, None, plain, plain_coords, attrs)
 
 
 def read_bank_attrs(path: str | os.PathLike) -> dict:

@@ -9,12 +9,14 @@
   horizontal and vertical flips, and a per-axis scale uniform in [0.5, 2] (the paper; the authors' code used
   [0.7, 1.3]: ``MapConfig.scale``).
 
-``PackedBank`` reads a bank folder once into NumPy files (``<bank>/packed/``) that are memory-mapped, so training
-reads views without reopening HDF5 files (the data path must keep up with the model).
+``PackedBank`` reads a bank folder once into NumPy files (``<bank>/packed/`` for a bank of ``gigassl bank``, a cache
+folder for anyone else's features) that are memory-mapped, so training reads views without reopening HDF5 files
+(the data path must keep up with the model).
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 import os
@@ -29,9 +31,10 @@ from .aggregators import Views
 from .bank import slide_key
 from .config import MapConfig
 from .errors import ConfigError, GigasslError
+from .utils import cache_dir as default_cache_dir
 from .utils import clean_temporaries, rng
 
-PACK_VERSION = 1
+PACK_VERSION = 2
 
 
 # ------------------------------------------------------------------------------------------- sparse map geometry
@@ -65,8 +68,14 @@ def to_sites(coords: np.ndarray) -> np.ndarray:
 
 def map_units(coords: np.ndarray, downsample: int | str, patch_size_level0: int) -> np.ndarray:
     """Level-0 pixel coordinates -> map units (divided by d). Shape preserved, float64."""
-    d = patch_size_level0 if downsample == "tile" else downsample
-    if not isinstance(d, (int, float)) or d <= 0:
+    if downsample == "tile":
+        if not isinstance(patch_size_level0, (int, float, np.integer)) or patch_size_level0 <= 0:
+            raise ConfigError(f"downsample='tile' needs the tiles' level-0 size, but it is {patch_size_level0!r} "
+                              "(not recorded); give the level-0 pixels per map site instead, e.g. --downsample 448.")
+        d = patch_size_level0
+    else:
+        d = downsample
+    if isinstance(d, bool) or not isinstance(d, (int, float, np.integer)) or d <= 0:
         raise ConfigError(f"map downsample must be a positive number of level-0 pixels or 'tile'; got {downsample!r}.")
     return np.asarray(coords, dtype=np.float64) / float(d)
 
@@ -88,24 +97,43 @@ IDENTITY = ("encoder", "weights_sha256", "tile_px", "augmentation_mode", "augmen
 class PackedBank:
     """A bank folder packed into memory-mapped arrays (made once, reused while the bank files are unchanged).
 
+    ``bank_dir``: a folder of ``gigassl bank`` files, or of TRIDENT/CLAM tile features (plain features only).
+    The pack is a cache: for a folder written by ``gigassl bank`` it is ``<bank_dir>/packed/``; for any other
+    folder (your TRIDENT or CLAM features, or a read-only one) it goes to ``cache_dir`` or, by default,
+    :func:`gigassl.utils.cache_dir` (``$GIGASSL_CACHE``, else ``~/.cache/gigassl``): nothing is written into an
+    input folder. Files without any tile (a slide with no tissue) or unreadable are left out and listed in
+    ``skipped`` ({slide_id: reason}).
+
     Shapes: ``features`` (S, A, N, F) float16, ``coords`` (S, A, N, 2) int32 (None when the bank has no augmented
     draws), ``plain_features`` (sum M, F) float16, ``plain_coords`` (sum M, 2) int32, ``offsets`` (S + 1,).
     """
 
-    def __init__(self, bank_dir: str | os.PathLike):
+    def __init__(self, bank_dir: str | os.PathLike, cache_dir: str | os.PathLike | None = None):
         self.bank_dir = Path(bank_dir)
-        files = sorted(self.bank_dir.glob("*.h5"))
+        files = io.feature_files(self.bank_dir)
         if not files:
-            raise GigasslError(f"No bank files (*.h5) in {self.bank_dir}; run `gigassl bank` first.")
-        clean_temporaries(self.bank_dir)  # a packing interrupted by a kill (packed.tmp<pid>)
-        signature = [[f.name, f.stat().st_size, f.stat().st_mtime_ns] for f in files]
-        self.dir = self.bank_dir / "packed"
+            raise GigasslError(f"No bank or tile-features files (*.h5, or h5_files/*.h5) in {self.bank_dir}; run "
+                               "`gigassl bank`, or point to TRIDENT's features_<encoder>/ or CLAM's features folder.")
+        own = (self.bank_dir / "config.json").is_file() and os.access(self.bank_dir, os.W_OK)
+        if cache_dir is not None:
+            self.dir = Path(cache_dir)
+        elif own:
+            self.dir = self.bank_dir / "packed"
+            clean_temporaries(self.bank_dir)  # a packing interrupted by a kill (packed.tmp<pid>)
+        else:
+            where = hashlib.sha256(str(self.bank_dir.resolve()).encode()).hexdigest()[:16]
+            self.dir = default_cache_dir("packed") / f"{self.bank_dir.name}-{where}"
+        self.dir.parent.mkdir(parents=True, exist_ok=True)
+        clean_temporaries(self.dir.parent)
+        signature = [[p.name, p.stat().st_size, p.stat().st_mtime_ns] for p in files.values()]
         meta_path = self.dir / "meta.json"
         meta = json.loads(meta_path.read_text()) if meta_path.exists() else None
-        if meta is None or meta.get("signature") != signature or meta.get("version") != PACK_VERSION:
+        if meta is None or meta.get("signature") != signature or meta.get("version") != PACK_VERSION \
+                or meta.get("source") != str(self.bank_dir.resolve()):
             self._pack(files, signature)
             meta = json.loads(meta_path.read_text())
         self.ids: list[str] = meta["ids"]
+        self.skipped: dict[str, str] = meta.get("skipped", {})
         self.patch_size_level0 = np.asarray(meta["patch_size_level0"], np.int64)
         self.attrs: dict = meta["attrs"]
         self.feature_dim = int(meta["feature_dim"])
@@ -122,53 +150,78 @@ class PackedBank:
     def __len__(self) -> int:
         return len(self.ids)
 
+    @property
+    def augmented(self) -> bool:
+        """Whether the bank holds augmented draws (``gigassl bank`` with A > 0), or plain tile features only."""
+        return self.features is not None
+
     def indices(self, slide_ids=None) -> np.ndarray:
         """Positions of ``slide_ids`` in the pack (all slides when None).
 
         Raises:
-            GigasslError: some ids have no bank file.
+            GigasslError: some ids have no bank file, or one without any tile.
         """
         if slide_ids is None:
             return np.arange(len(self.ids))
         position = {sid: i for i, sid in enumerate(self.ids)}
         missing = [sid for sid in slide_ids if sid not in position]
         if missing:
-            raise GigasslError(f"{len(missing)} slide(s) have no bank file in {self.bank_dir}: {missing[:10]}; run "
-                               "`gigassl bank` for them (see its failures.csv) or leave them out.")
+            empty = [sid for sid in missing if sid in self.skipped]
+            raise GigasslError(
+                f"{len(missing)} slide(s) have no usable file in {self.bank_dir}: {missing[:10]}"
+                + (f" ({len(empty)} of them left out when packing: {self.skipped[empty[0]]})" if empty else "")
+                + "; leave them out (see `skipped` / failures.csv), or run `gigassl bank` for them.")
         return np.array([position[sid] for sid in slide_ids], dtype=np.int64)
 
-    def _pack(self, files: list[Path], signature: list) -> None:
-        first = io.read_bank(files[0])
-        augmented = first.features is not None
+    def _pack(self, files: dict[str, Path], signature: list) -> None:
         tmp = self.dir.with_name(self.dir.name + f".tmp{os.getpid()}")
         shutil.rmtree(tmp, ignore_errors=True)
         tmp.mkdir(parents=True)
-        sizes, patch, plains, plain_coords = [], [], [], []
+        skipped, banks = {}, {}
+        for sid, path in files.items():  # what is in each file (the augmented draws are read again below)
+            try:
+                bank = io.read_bank(path, augmented=False)
+            except GigasslError as err:
+                skipped[sid] = str(err)
+                continue
+            if len(bank.plain_features) == 0:
+                skipped[sid] = f"{path.name} holds no tile (a slide without tissue tiles)"
+                continue
+            banks[sid] = (path, bank.attrs, bank.plain_features.shape[1])
+        if not banks:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise GigasslError(f"No file of {self.bank_dir} holds tiles: " + "; ".join(
+                f"{sid}: {why}" for sid, why in list(skipped.items())[:5]))
+        first_id = next(iter(banks))
+        first = io.read_bank(banks[first_id][0])
+        augmented = first.features is not None
         feats = coords = None
         if augmented:
-            shape = (len(files),) + first.features.shape
+            shape = (len(banks),) + first.features.shape
             feats = np.lib.format.open_memmap(tmp / "features.npy", "w+", np.float16, shape)
             coords = np.lib.format.open_memmap(tmp / "coords.npy", "w+", np.int32, shape[:3] + (2,))
         identity = {k: first.attrs.get(k) for k in IDENTITY if k in first.attrs}
-        for i, path in enumerate(files):
-            bank = first if i == 0 else io.read_bank(path)
+        sizes, patch, plains, plain_coords = [], [], [], []
+        for i, (sid, (path, attrs, dim)) in enumerate(banks.items()):
+            bank = first if i == 0 else io.read_bank(path, augmented=augmented)
             mine = {k: bank.attrs.get(k) for k in identity}
-            if mine != identity or bank.plain_features.shape[1] != first.plain_features.shape[1]:
+            if mine != identity or dim != first.plain_features.shape[1]:
                 diff = {k: (identity[k], mine[k]) for k in identity if mine[k] != identity[k]}
-                if bank.plain_features.shape[1] != first.plain_features.shape[1]:
-                    diff["feature_dim"] = (first.plain_features.shape[1], bank.plain_features.shape[1])
+                if dim != first.plain_features.shape[1]:
+                    diff["feature_dim"] = (first.plain_features.shape[1], dim)
                 shutil.rmtree(tmp, ignore_errors=True)
+                name = banks[first_id][0].name
                 raise GigasslError(
                     f"The bank {self.bank_dir} mixes files made with different settings: {path.name} differs from "
-                    f"{files[0].name} in " + "; ".join(f"{k} ({a!r} in {files[0].name}, {b!r} in {path.name})"
-                                                       for k, (a, b) in diff.items())
+                    f"{name} in " + "; ".join(f"{k} ({a!r} in {name}, {b!r} in {path.name})"
+                                              for k, (a, b) in diff.items())
                     + ". A bank folder must hold one tile embedder's features at one tile size: rebuild the odd "
                       "files, or move them to a bank folder of their own.")
             if augmented:
                 if bank.features is None or bank.features.shape != feats.shape[1:]:
                     got = None if bank.features is None else bank.features.shape
                     raise GigasslError(f"{path}: augmented features {got} differ from {feats.shape[1:]} of "
-                                       f"{files[0].name}; rebuild the bank with one setting for all slides.")
+                                       f"{banks[first_id][0].name}; rebuild the bank with one setting for all slides.")
                 feats[i] = bank.features
                 coords[i] = bank.coords
             plains.append(bank.plain_features.astype(np.float16))
@@ -182,53 +235,68 @@ class PackedBank:
         np.save(tmp / "plain_features.npy", np.concatenate(plains))
         np.save(tmp / "plain_coords.npy", np.concatenate(plain_coords))
         np.save(tmp / "offsets.npy", np.concatenate([[0], np.cumsum(sizes)]).astype(np.int64))
-        attrs = {k: v for k, v in first.attrs.items() if k != "slide_id"}
+        attrs = {k: v for k, v in first.attrs.items() if k not in ("slide_id", "name", "savetodir")}
         (tmp / "meta.json").write_text(json.dumps({
-            "version": PACK_VERSION, "signature": signature, "ids": [f.stem for f in files],
-            "patch_size_level0": patch, "feature_dim": int(first.plain_features.shape[1]), "augmented": augmented,
-            "attrs": attrs,
+            "version": PACK_VERSION, "signature": signature, "source": str(self.bank_dir.resolve()),
+            "ids": list(banks), "skipped": skipped, "patch_size_level0": patch,
+            "feature_dim": int(first.plain_features.shape[1]), "augmented": augmented, "attrs": attrs,
         }, default=str))
         shutil.rmtree(self.dir, ignore_errors=True)
         os.replace(tmp, self.dir)
 
     # ---------------------------------------------------------------------------------------------- views
     def _sites(self, i: int, coords: np.ndarray, config: MapConfig, generator: np.random.Generator | None):
+        if config.downsample == "tile" and self.patch_size_level0[i] <= 0:
+            raise ConfigError(
+                f"Slide {self.ids[i]} of {self.bank_dir} records no tile size (patch_size_level0), which the sparse "
+                "map needs with downsample='tile' (CLAM features of a slide with one tile carry none). Give the "
+                "level-0 pixels per map site instead (--downsample 448 for 224-px tiles at 20x from a 40x scan).")
         c = map_units(coords, config.downsample, int(self.patch_size_level0[i]))
         if generator is not None:
             c = slide_augmentation(c, config, generator)
         return to_sites(c)
 
+    def _plain(self, i: int) -> tuple[np.ndarray, np.ndarray]:
+        start, stop = int(self.offsets[i]), int(self.offsets[i + 1])
+        return self.plain_features[start:stop], self.plain_coords[start:stop]
+
     def training_views(self, indices: np.ndarray, tiles: int, config: MapConfig, seed: int, epoch: int) -> tuple[Views, Views]:
         """Two views of each slide in ``indices`` (Sec. 3.2): each picks its own draw and T tiles of it, then the
         slide-level augmentation. Randomness keyed by (seed, epoch, slide, view): independent of batch and rank.
 
+        A bank of plain tile features (TRIDENT, CLAM, ``gigassl bank --augmentations 0``) has no draws: each view
+        then samples its T tiles from the plain features, so that the two views differ by their tiles and the
+        slide-level augmentation only (no tile augmentation).
+
         Shape: two ``Views`` with features (B, T, F) float32 and coords (B, T, 2) int64.
         """
-        if self.features is None:
-            raise GigasslError(f"The bank {self.bank_dir} has no augmented draws (built with --augmentations 0 or "
-                               "imported from TRIDENT/CLAM); training needs `gigassl bank` with A > 0.")
-        n_draws, n_tiles = self.features.shape[1:3]
         out = []
         for view in (0, 1):
             feats = np.empty((len(indices), tiles, self.feature_dim), np.float32)
             sites = np.empty((len(indices), tiles, 2), np.int64)
             for b, i in enumerate(indices):
                 g = rng(seed, epoch, self.keys[i], view)
-                draw = int(g.integers(n_draws))
-                pick = np.sort(g.integers(0, n_tiles, tiles))
-                feats[b] = self.features[i, draw][pick]
-                sites[b] = self._sites(i, self.coords[i, draw][pick], config, g)
+                if self.features is not None:
+                    n_draws, n_tiles = self.features.shape[1:3]
+                    draw = int(g.integers(n_draws))
+                    pick = np.sort(g.integers(0, n_tiles, tiles))
+                    feats[b] = self.features[i, draw][pick]
+                    chosen = self.coords[i, draw][pick]
+                else:
+                    plain, coords = self._plain(i)
+                    pick = np.sort(g.integers(0, len(plain), tiles))
+                    feats[b] = plain[pick]
+                    chosen = coords[pick]
+                sites[b] = self._sites(i, chosen, config, g)
             out.append(Views(torch.from_numpy(feats), torch.from_numpy(sites)))
         return out[0], out[1]
 
     def inference_views(self, i: int, views: int, tiles: int, config: MapConfig, seed: int) -> Views:
         """R views of T tiles of slide ``i`` sampled from its plain embeddings, without slide augmentation
         (Sec. 4.2). Shape: features (R, T, F), coords (R, T, 2)."""
-        start, stop = int(self.offsets[i]), int(self.offsets[i + 1])
-        plain = self.plain_features[start:stop]
-        coords = self.plain_coords[start:stop]
+        plain, coords = self._plain(i)
         g = rng(seed, self.keys[i])
-        pick = np.sort(g.integers(0, stop - start, (views, tiles)), axis=1)
+        pick = np.sort(g.integers(0, len(plain), (views, tiles)), axis=1)
         sites = np.stack([self._sites(i, coords[p], config, None) for p in pick])
         return Views(torch.from_numpy(np.asarray(plain[pick.ravel()], np.float32).reshape(views, tiles, -1)),
                      torch.from_numpy(sites))

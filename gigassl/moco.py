@@ -59,8 +59,8 @@ class TileSet(torch.utils.data.Dataset):
         items = []
         tile_px = None
         for row in frame.itertuples(index=False):
-            path = Path(coords_dir) / f"{row.slide_id}.h5"
-            if not path.exists():
+            path = io.coords_file(coords_dir, row.slide_id)
+            if path is None:
                 continue  # slides that failed tiling are listed in the tiling's failures.csv
             coords, attrs = io.read_coords(path)
             if len(coords) == 0:

@@ -32,6 +32,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from . import io
 from .config import DeepMILConfig, ProbeConfig
 from .errors import ConfigError
 from .probe import load_embeddings, probe_plan
@@ -183,7 +184,7 @@ def run_tcga_baseline(bank, task: str, *, method: str = "averagemil", budgets=No
     if isinstance(bank, (str, os.PathLike)):
         if not Path(bank).is_dir():
             raise ConfigError(f"Bank folder {bank} does not exist; give the folder of <slide>.h5 files (--bank DIR).")
-        mapping = match_ids([p.stem for p in Path(bank).glob("*.h5")], used)
+        mapping = match_ids(list(io.feature_files(bank)), used)
         found = [i for i in used if i in mapping]
         max_tiles = deepmil.max_tiles if method == "deepmil" else None
         loaded = load_bags(bank, [mapping[i] for i in found], max_tiles, deepmil.seed)

@@ -244,6 +244,13 @@ def ensure_writable(folder: str | os.PathLike) -> Path:
     return folder
 
 
+def cache_dir(*parts: str) -> Path:
+    """gigassl's cache folder (``$GIGASSL_CACHE``, else ``$XDG_CACHE_HOME/gigassl``, else ``~/.cache/gigassl``),
+    joined with ``parts``: where derived files of inputs gigassl did not write go (e.g. a packed TRIDENT folder)."""
+    root = os.environ.get("GIGASSL_CACHE") or Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "gigassl"
+    return Path(root).joinpath(*parts)
+
+
 def clean_temporaries(folder: str | os.PathLike, older_than: float = 3600.0) -> list[Path]:
     """Remove the temporary files (and ``*.tmp<pid>`` folders) that killed runs left in ``folder``; returns them.
 

@@ -7,6 +7,11 @@ import os
 # scikit-learn's estimator checks test array-API input (here with NumPy itself) only when SciPy's array-API mode is
 # on; it must be set before SciPy is imported. Without it those checks of LinearProbe are skipped.
 os.environ.setdefault("SCIPY_ARRAY_API", "1")
+# gigassl's cache (packed copies of foreign feature folders) goes to a folder of this test session, not ~/.cache
+if "GIGASSL_CACHE" not in os.environ:
+    import tempfile
+
+    os.environ["GIGASSL_CACHE"] = tempfile.mkdtemp(prefix="gigassl-cache-")
 
 import dataclasses  # noqa: E402
 import importlib.util  # noqa: E402

@@ -52,7 +52,7 @@ def test_bad_files_are_reported(tmp_path):
         io.read_bank(tmp_path / "junk.h5")
     with h5py.File(tmp_path / "other.h5", "w") as fh:
         fh["x"] = np.zeros(3)
-    with pytest.raises(GigasslError, match="neither a gigassl bank"):
+    with pytest.raises(GigasslError, match=r"has datasets \[.x.\]; expected .features."):
         io.read_bank(tmp_path / "other.h5")
 
 
@@ -96,5 +96,6 @@ def test_a_file_locked_by_a_writer_is_told_apart_from_a_corrupt_one(tmp_path):
         writer.kill()
         writer.wait()
     (tmp_path / "bad.h5").write_bytes(b"not hdf5 at all")
-    with pytest.raises(GigasslError, match="truncated or not HDF5. Delete it"):
+    with pytest.raises(GigasslError, match="truncated or another kind of file") as err:
         read_bank_attrs(tmp_path / "bad.h5")
+    assert "delete" not in str(err.value).lower()  # an input is never to be deleted
