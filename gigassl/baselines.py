@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import logging
 import os
 import zlib
 from pathlib import Path
@@ -35,6 +36,8 @@ from .errors import ManifestError, suggest
 from .probe import evaluate, probe_plan, resolve_budgets
 from .splits import Split, budget_key, check_ids, load_labels, plan_splits, validation_split
 from .utils import resolve_device, rng, torch_seeded, write_csv_atomic
+
+log = logging.getLogger(__name__)
 
 
 # ------------------------------------------------------------------------------------------------- reading bags
@@ -57,23 +60,55 @@ def bank_paths(bank_dir: str | os.PathLike, slide_ids) -> dict[str, Path]:
 
 
 def load_bags(bank_dir: str | os.PathLike, slide_ids, max_tiles: int | None = None,
-              seed: int = 0) -> dict[str, np.ndarray]:
+              seed: int = 0, failures: dict | None = None) -> dict[str, np.ndarray]:
     """The plain tile embeddings of each slide, {slide_id: (M, F) float32}, read once.
 
     Bags larger than ``max_tiles`` are subsampled without replacement by ``rng(seed, crc32(slide_id))``.
+    ``failures``: a dict that receives {slide_id: reason} for files without any tile (a slide with no tissue) or
+    unreadable, which are then left out; None raises on the first.
     """
     bags = {}
+    from .errors import GigasslError
     from .io import read_bank
 
     for sid, path in bank_paths(bank_dir, slide_ids).items():
-        plain = read_bank(path, augmented=False).plain_features
-        if len(plain) == 0:
-            raise ManifestError(f"Bank {path} holds no tile embedding; re-run `gigassl bank` for {sid!r}.")
+        try:
+            plain = read_bank(path, augmented=False).plain_features
+            if len(plain) == 0:
+                raise ManifestError(f"{path} holds no tile embedding (a slide without tissue tiles).")
+        except GigasslError as err:
+            if failures is None:
+                raise
+            failures[sid] = str(err)
+            continue
         if max_tiles is not None and len(plain) > int(max_tiles):
             keep = np.sort(rng(seed, zlib.crc32(sid.encode())).choice(len(plain), int(max_tiles), replace=False))
             plain = plain[keep]
         bags[sid] = np.asarray(plain, np.float32)
     return bags
+
+
+def _usable_bags(bank, labels, task: str, max_tiles=None, seed: int = 0) -> tuple[dict, dict]:
+    """The bags of a task's labelled slides ({slide_id: (M, F)}) and the slides left out ({slide_id: reason}):
+    a bank folder's empty or unreadable files; a dict of bags is used as it is."""
+    if isinstance(bank, dict):
+        return bank, {}
+    failed: dict = {}
+    bags = load_bags(bank, load_labels(labels, task)["slide_id"], max_tiles, seed, failures=failed)
+    if failed:
+        log.warning("%d slide(s) left out (no usable tile features): %s", len(failed), ", ".join(failed))
+    return bags, failed
+
+
+def _report_failures(table: pd.DataFrame, failed: dict, out) -> pd.DataFrame:
+    """Attach the slides left out to the table (``table.attrs["failures"]``) and, with ``out``, write them to
+    ``<out>.failures.csv``."""
+    from .batch import write_failures
+
+    table.attrs["failures"] = dict(failed)
+    if out is not None:
+        write_failures(Path(f"{out}.failures.csv"), failed)
+    return table
 
 
 def average_embeddings(bank_dir, slide_ids) -> tuple[list[str], np.ndarray]:
@@ -89,8 +124,9 @@ def average_embeddings(bank_dir, slide_ids) -> tuple[list[str], np.ndarray]:
     return slide_ids, means
 
 
-def _plan(labels, task, splits, n_splits, budgets, train_sizes, probe_config: ProbeConfig):
+def _plan(labels, task, splits, n_splits, budgets, train_sizes, probe_config: ProbeConfig, left_out=()):
     frame = load_labels(labels, task)
+    frame = frame[~frame["slide_id"].isin(set(left_out))]
     fractions, sizes = resolve_budgets(budgets, train_sizes, probe_config)
     plan = plan_splits(frame, splits=splits, n_splits=probe_config.n_splits if n_splits is None else n_splits,
                        test_fraction=probe_config.test_fraction, budgets=fractions, train_sizes=sizes,
@@ -107,14 +143,14 @@ def run_averagemil(bank, labels, task: str, *, splits=None, n_splits: int | None
     Same arguments as :func:`gigassl.probe.run_probe`, with ``bank`` a folder of ``<slide_id>.h5`` or a dict of
     bags instead of slide embeddings. Returns the tidy table with method ``averagemil``.
     """
-    frame, plan, used = _plan(labels, task, splits, n_splits, budgets, train_sizes, config)
-    if isinstance(bank, dict):
-        check_ids(plan, set(bank), what="the bags")
-    table = probe_plan(average_embeddings(bank, used), frame, plan, task=task, preprocessing="standard",
+    bags, failed = _usable_bags(bank, labels, task)
+    frame, plan, used = _plan(labels, task, splits, n_splits, budgets, train_sizes, config, left_out=failed)
+    check_ids(plan, set(bags), what="the bags")
+    table = probe_plan(average_embeddings(bags, used), frame, plan, task=task, preprocessing="standard",
                        method="averagemil", config=config, allow_case_overlap=allow_case_overlap, protocol=protocol)
     if out is not None:
         write_csv_atomic(table, out)
-    return table
+    return _report_failures(table, failed, out)
 
 
 # ------------------------------------------------------------------------------------------------------ DeepMIL
@@ -329,13 +365,10 @@ def run_deepmil(bank, labels, task: str, *, splits=None, n_splits: int | None = 
     """
     if config.n_splits is not None and splits is None:
         n_splits = min(int(probe_config.n_splits if n_splits is None else n_splits), int(config.n_splits))
-    frame, plan, used = _plan(labels, task, splits, n_splits, budgets, train_sizes, probe_config)
+    bags, failed = _usable_bags(bank, labels, task, config.max_tiles, config.seed)
+    frame, plan, used = _plan(labels, task, splits, n_splits, budgets, train_sizes, probe_config, left_out=failed)
     device = resolve_device(config.device)
-    if isinstance(bank, dict):
-        check_ids(plan, set(bank), what="the bags")
-        bags = bank
-    else:
-        bags = load_bags(bank, used, config.max_tiles, config.seed)
+    check_ids(plan, set(bags), what="the bags")
     tensors = {sid: torch.as_tensor(bags[sid], dtype=torch.float32).to(device) for sid in used}
     label_of = dict(zip(frame["slide_id"], frame["label"]))
 
@@ -355,7 +388,7 @@ def run_deepmil(bank, labels, task: str, *, splits=None, n_splits: int | None = 
                      allow_case_overlap=allow_case_overlap, seed=config.seed)
     if out is not None:
         write_csv_atomic(table, out)
-    return table
+    return _report_failures(table, failed, out)
 
 
 def few_tile_task(n_bags: int = 120, tiles: int = 64, dim: int = 32, positive_tiles: int = 2, shift: float = 4.0,

@@ -101,8 +101,12 @@ def run_batch(
             bar.set_postfix_str(slide_id)
             record(slide_id, _run_one(work, slide_id, final))
     bar.close()
-    failures = pd.DataFrame(
-        {"slide_id": list(report.failed), "reason": list(report.failed.values())}, columns=["slide_id", "reason"]
-    )
-    write_csv_atomic(failures, out_dir / failures_name)
+    write_failures(out_dir / failures_name, report.failed)
     return report
+
+
+def write_failures(path: str | os.PathLike, failed: dict[str, str]) -> None:
+    """Write ``failed`` ({slide_id: reason}) as the CSV every stage lists its failed slides in (slide_id, reason;
+    only the header when none failed)."""
+    frame = pd.DataFrame({"slide_id": list(failed), "reason": list(failed.values())}, columns=["slide_id", "reason"])
+    write_csv_atomic(frame, path)

@@ -29,6 +29,14 @@ from .train import load_checkpoint
 from .utils import ensure_writable, resolve_device, sha256_file
 
 
+def _mean_view_embedding(model, pending: list[Views], views: int, device: str) -> torch.Tensor:
+    """The L2-normalised mean of the R view embeddings of each slide. Shape: list of S Views (R, T, F) -> (S, D)."""
+    feats = torch.cat([v.features for v in pending]).to(device)
+    coords = torch.cat([v.coords for v in pending]).to(device)
+    w = model.embed(Views(feats, coords)).float().view(len(pending), views, -1).mean(1)
+    return torch.nn.functional.normalize(w, dim=1).cpu()
+
+
 @torch.inference_mode()
 def embed_bank(model, bank: PackedBank, indices: np.ndarray, views: int, tiles: int, maps: MapConfig, seed: int,
                batch_views: int = 4096, device: str = "cpu", progress: bool = False) -> np.ndarray:
@@ -39,52 +47,110 @@ def embed_bank(model, bank: PackedBank, indices: np.ndarray, views: int, tiles: 
     if views < 1 or tiles < 1:
         raise ConfigError(f"views ({views}) and tiles per view ({tiles}) must both be >= 1.")
     model.eval()
-    out, pending, owners = [], [], []
+    out, pending = [], []
     per_batch = max(1, batch_views // views)
-
-    def flush() -> None:
-        feats = torch.cat([v.features for v in pending]).to(device)
-        coords = torch.cat([v.coords for v in pending]).to(device)
-        w = model.embed(Views(feats, coords)).float().view(len(pending), views, -1).mean(1)
-        out.append(torch.nn.functional.normalize(w, dim=1).cpu())
-        pending.clear()
-
     for i in tqdm(indices, desc="embed", unit="slide", disable=not progress):
         pending.append(bank.inference_views(int(i), views, tiles, maps, seed))
         if len(pending) == per_batch:
-            flush()
+            out.append(_mean_view_embedding(model, pending, views, device))
+            pending = []
     if pending:
-        flush()
+        out.append(_mean_view_embedding(model, pending, views, device))
     return torch.cat(out).numpy() if out else np.empty((0, 0), np.float32)
 
 
+def check_bank(bank: PackedBank, state: dict, bank_dir, checkpoint) -> None:
+    """Refuse a bank whose tile features are not those the checkpoint was trained on: another encoder, other
+    weights, another tile size or feature dimension (the message names both sides)."""
+    from .train import bank_identity
+
+    if bank.feature_dim != state["in_dim"]:
+        raise ConfigError(f"The bank {bank_dir} has {bank.feature_dim}-d tile features but the checkpoint "
+                          f"{checkpoint} was trained on {state['in_dim']}-d ones; use the bank of its encoder.")
+    trained_on = {k: v for k, v in (state.get("bank") or {}).items()
+                  if k in ("encoder", "weights_sha256", "tile_px", "feature_dim")}
+    provenance.refuse_mismatch(
+        f"The tile embeddings of the bank {bank_dir} and those the checkpoint {checkpoint} was trained on",
+        trained_on, {k: v for k, v in bank_identity(bank).items() if v is not None},
+        "Embed with a bank made by the checkpoint's tile embedder at its tile size (gigassl bank --weights ...).")
+
+
 def embed_slides(bank_dir: str | os.PathLike, checkpoint: str | os.PathLike, out: str | os.PathLike,
-                 config: EmbedConfig, backend: str | None = None, progress: bool = True, slide_ids=None) -> Path:
-    """Embed every slide of a bank (or the bank's slides ``slide_ids``) with a trained checkpoint; write ``out``
-    (ids + (S, D) float32, see io)."""
+                 config: EmbedConfig, backend: str | None = None, progress: bool = True, slide_ids=None,
+                 fmt: str | None = None) -> Path:
+    """Embed every slide of a bank (or the bank's slides ``slide_ids``) with a trained checkpoint; write ``out``.
+
+    ``out``: ``.h5`` (ids + (S, D) float32), ``.csv``, ``.parquet``, or a folder (TRIDENT's per-slide layout), see
+    :func:`gigassl.io.write_embeddings` (``fmt`` overrides the suffix). Slides asked for that have no file, or
+    one without any tile, are left out and listed in ``<out>.failures.csv``.
+    """
+    kind = io.embeddings_format(out, fmt)
     ensure_writable(Path(out).parent)
     device = resolve_device(config.device)
     model, state = load_checkpoint(checkpoint, device, backend)
     maps = MapConfig(**state["config"]["maps"])
     bank = PackedBank(bank_dir)
-    if bank.feature_dim != state["in_dim"]:
-        raise ConfigError(f"The bank {bank_dir} has {bank.feature_dim}-d tile features but the checkpoint "
-                          f"{checkpoint} was trained on {state['in_dim']}-d ones; use the bank of its encoder.")
+    check_bank(bank, state, bank_dir, checkpoint)
+    from .batch import write_failures
     from .train import bank_identity
 
-    trained_on = {k: v for k, v in (state.get("bank") or {}).items() if k in ("encoder", "weights_sha256", "tile_px")}
-    provenance.refuse_mismatch(
-        f"The tile embeddings of the bank {bank_dir} and those the checkpoint {checkpoint} was trained on",
-        trained_on, {k: v for k, v in bank_identity(bank).items() if v is not None},
-        "Embed with a bank made by the checkpoint's tile embedder at its tile size (gigassl bank --weights ...).")
-    ids = bank.ids if slide_ids is None else [s for s in bank.ids if s in set(slide_ids)]
+    wanted = list(bank.ids) + list(bank.skipped) if slide_ids is None else [str(s) for s in slide_ids]
+    present = set(bank.ids)
+    ids = [s for s in bank.ids if s in set(wanted)]
+    failed = {s: bank.skipped.get(s, f"no bank or tile-features file in {bank_dir}") for s in wanted if s not in present}
     embeddings = embed_bank(model, bank, bank.indices(ids), config.views, config.tiles_per_view, maps,
                             config.seed, config.batch_views, device, progress)
-    io.write_embeddings(out, ids, embeddings, checkpoint_sha256=sha256_file(checkpoint), views=config.views,
-                        tiles_per_view=config.tiles_per_view, seed=config.seed, epoch=int(state["epoch"]),
-                        aggregator=state["config"]["aggregator"], bank=str(bank_dir),
+    coords = {sid: bank._plain(i)[1] for sid, i in zip(ids, bank.indices(ids))} if kind == "trident" else None
+    io.write_embeddings(out, ids, embeddings, fmt=kind, coords=coords, checkpoint_sha256=sha256_file(checkpoint),
+                        views=config.views, tiles_per_view=config.tiles_per_view, seed=config.seed,
+                        epoch=int(state["epoch"]), aggregator=state["config"]["aggregator"], bank=str(bank_dir),
                         bank_identity=json.dumps(bank_identity(bank), default=str), version=__version__)
+    write_failures(Path(f"{Path(out)}.failures.csv") if kind != "trident" else Path(out) / "failures.csv", failed)
     return Path(out)
+
+
+class GigaSSLEmbedder:
+    """One slide's Giga-SSL embedding in memory, from its tile features: no bank folder needed.
+
+    ``GigaSSLEmbedder(checkpoint).transform(features, coords)`` samples R views of T tiles from the features
+    (as :func:`embed_slides` does, keyed by ``slide_id``), embeds them with the aggregator and returns the
+    L2-normalised mean (Sec. 4.2). Given the ``slide_id`` of a bank slide, it returns that slide's row of
+    :func:`embed_slides` with the same R, T and seed.
+
+    Args:
+        checkpoint: a ``gigassl train`` checkpoint.
+        views, tiles_per_view: R and T (None: the paper's R = 50; T as in training).
+        seed: the view seed; device: where the aggregator runs.
+    """
+
+    def __init__(self, checkpoint: str | os.PathLike, views: int = 50, tiles_per_view: int | None = None,
+                 seed: int = 0, device: str = "cpu"):
+        self.device = resolve_device(device)
+        self.model, self.state = load_checkpoint(checkpoint, self.device)
+        self.maps = MapConfig(**self.state["config"]["maps"])
+        self.views = int(views)
+        self.tiles_per_view = int(tiles_per_view or self.state["config"]["tiles_per_view"])
+        self.seed = int(seed)
+        self.in_dim = int(self.state["in_dim"])
+
+    @torch.inference_mode()
+    def transform(self, features, coords, patch_size_level0: int | None = None, slide_id: str | None = None):
+        """Shape: features (M, F) (numpy or torch), coords (M, 2) level-0 top-left (x, y) -> (D,) float32 numpy.
+
+        ``patch_size_level0``: the tiles' level-0 size, needed when the model maps with ``downsample='tile'``
+        (the default); ``slide_id`` keys the view sampling (None: key 0).
+        """
+        from .bank import slide_key
+        from .maps import inference_views
+
+        features = np.asarray(features, np.float32)
+        coords = np.asarray(coords).reshape(-1, 2)
+        if features.ndim != 2 or features.shape[1] != self.in_dim or len(features) != len(coords) or not len(coords):
+            raise ConfigError(f"transform needs features (M, {self.in_dim}) and coords (M, 2) with M >= 1; got "
+                              f"{features.shape} and {coords.shape}.")
+        views = inference_views(features, coords, int(patch_size_level0 or 0), self.views, self.tiles_per_view,
+                                self.maps, self.seed, slide_key(slide_id) if slide_id is not None else 0)
+        return _mean_view_embedding(self.model, [views], self.views, self.device)[0].numpy()
 
 
 def training_monitor(labels, tasks: list[str], maps: MapConfig, views: int, tiles: int, probe=None, seed: int = 0,

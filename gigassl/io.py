@@ -17,7 +17,8 @@ Layouts
 - Tile features made by TRIDENT (``features_<encoder>/<slide>.h5``) or CLAM (``h5_files/<slide>.h5``):
   ``features`` (M, F), ``coords`` (M, 2), read as plain features (no augmented draws), see :func:`read_features`.
 - Slide embeddings (one file): ``ids`` (S,) strings, ``embeddings`` (S, D) float32; attributes:
-  checkpoint_sha256, views, tiles_per_view, seed, version.
+  checkpoint_sha256, views, tiles_per_view, seed, version. Also written and read as CSV, parquet, or TRIDENT's
+  per-slide ``slide_features_<model>/<slide>.h5`` (:func:`write_embeddings`).
 """
 
 from __future__ import annotations
@@ -283,26 +284,94 @@ def read_bank_attrs(path: str | os.PathLike) -> dict:
 
 
 # ----------------------------------------------------------------------------------------------- embeddings
-def write_embeddings(path: str | os.PathLike, ids, embeddings: np.ndarray, **attrs) -> None:
-    """Write slide embeddings: ``ids`` (S,) and ``embeddings`` (S, D) float32, with attributes."""
+EMBEDDING_FORMATS = ("h5", "csv", "parquet", "trident")
+
+
+def embeddings_format(path: str | os.PathLike, fmt: str | None = None) -> str:
+    """The format of a slide-embeddings path: ``fmt`` if given, else from the suffix (``.h5``/``.hdf5``, ``.csv``,
+    ``.parquet``; no suffix: a TRIDENT ``slide_features_<model>/`` folder of ``<slide>.h5``)."""
+    if fmt is not None:
+        if fmt not in EMBEDDING_FORMATS:
+            raise ManifestError(f"Embeddings format {fmt!r} is not one of {', '.join(EMBEDDING_FORMATS)}.")
+        return fmt
+    suffix = Path(path).suffix.lower()
+    known = {".h5": "h5", ".hdf5": "h5", ".csv": "csv", ".parquet": "parquet", "": "trident"}
+    if suffix not in known:
+        raise ManifestError(f"Cannot tell the format of {path} from its suffix {suffix!r}: use .h5, .csv, .parquet, "
+                            "or a folder name without suffix (TRIDENT's per-slide layout).")
+    return known[suffix]
+
+
+def write_embeddings(path: str | os.PathLike, ids, embeddings: np.ndarray, fmt: str | None = None,
+                     coords: dict | None = None, **attrs) -> None:
+    """Write slide embeddings ``ids`` (S,) and ``embeddings`` (S, D) float32 with their attributes, in the format
+    of :func:`embeddings_format`:
+
+    - ``h5``: datasets ``ids`` and ``embeddings``, file attributes;
+    - ``csv``: columns ``slide_id``, ``f0`` ... ``f{D-1}``; the attributes in ``<path>.json``;
+    - ``parquet``: the same columns, the attributes as JSON in the schema metadata (key ``gigassl``);
+    - ``trident``: a folder of ``<slide_id>.h5`` as TRIDENT's slide encoders write them: ``features`` (D,) float32
+      with the attributes (and ``name``, ``encoder`` = ``gigassl``), and ``coords`` (M, 2) when ``coords``
+      ({slide_id: (M, 2)}) is given.
+    """
+    import json
+
     ids = [str(i) for i in ids]
     embeddings = np.asarray(embeddings, np.float32)
-    if embeddings.shape[0] != len(ids):
-        raise ValueError(f"{len(ids)} ids but {embeddings.shape[0]} embedding rows")
+    if embeddings.ndim != 2 or embeddings.shape[0] != len(ids):
+        raise ValueError(f"{len(ids)} ids but embeddings of shape {embeddings.shape}")
+    kind = embeddings_format(path, fmt)
+    plain = {k: _attr(v) for k, v in attrs.items()}
+    if kind == "h5":
+        with atomic_path(path) as tmp:
+            with h5py.File(tmp, "w", track_order=True) as fh:
+                fh.create_dataset("ids", data=np.array(ids, dtype=h5py.string_dtype()), track_times=False)
+                fh.create_dataset("embeddings", data=embeddings, track_times=False)
+                for key, value in plain.items():
+                    fh.attrs[key] = value
+        return
+    if kind == "trident":
+        folder = Path(path)
+        folder.mkdir(parents=True, exist_ok=True)
+        for sid, row in zip(ids, embeddings):
+            with atomic_path(folder / f"{sid}.h5") as tmp:
+                with h5py.File(tmp, "w", track_order=True) as fh:
+                    dset = fh.create_dataset("features", data=row, chunks=(1,), maxshape=(None,), track_times=False)
+                    for key, value in {"name": sid, "savetodir": str(folder), "encoder": "gigassl", **plain}.items():
+                        dset.attrs[key] = value
+                    if coords is not None and sid in coords:
+                        fh.create_dataset("coords", data=np.asarray(coords[sid], np.int64).reshape(-1, 2),
+                                          track_times=False)
+        return
+    import pandas as pd
+
+    frame = pd.DataFrame(embeddings, columns=[f"f{j}" for j in range(embeddings.shape[1])])
+    frame.insert(0, "slide_id", ids)
+    meta = json.dumps(plain, default=str)
     with atomic_path(path) as tmp:
-        with h5py.File(tmp, "w", track_order=True) as fh:
-            fh.create_dataset("ids", data=np.array(ids, dtype=h5py.string_dtype()), track_times=False)
-            fh.create_dataset("embeddings", data=embeddings, track_times=False)
-            for key, value in attrs.items():
-                fh.attrs[key] = _attr(value)
+        if kind == "csv":
+            frame.to_csv(tmp, index=False)
+        else:
+            import pyarrow as pa
+            import pyarrow.parquet as pq
+
+            table = pa.Table.from_pandas(frame, preserve_index=False)
+            pq.write_table(table.replace_schema_metadata({**(table.schema.metadata or {}), b"gigassl": meta.encode()}),
+                           tmp)
+    if kind == "csv":
+        with atomic_path(f"{path}.json") as tmp:
+            Path(tmp).write_text(meta + "\n")
 
 
 def read_embeddings(path: str | os.PathLike, ids_path: str | os.PathLike | None = None):
     """Read slide embeddings as (ids list, (S, D) float32 array, attributes).
 
-    Accepts gigassl's HDF5 file, or a ``.npy`` matrix with its ids in ``ids_path`` (the layout of the
-    authors' released TCGA embeddings: ``embeddings.npy`` + ``ids.npy``).
+    Accepts every format of :func:`write_embeddings` (HDF5, CSV, parquet, a TRIDENT ``slide_features`` folder), or
+    a ``.npy`` matrix with its ids in ``ids_path`` (the layout of the authors' released TCGA embeddings:
+    ``embeddings.npy`` + ``ids.npy``).
     """
+    import json
+
     path = Path(path)
     if path.suffix == ".npy":
         if ids_path is None:
@@ -312,8 +381,49 @@ def read_embeddings(path: str | os.PathLike, ids_path: str | os.PathLike | None 
         if len(ids) != matrix.shape[0]:
             raise ManifestError(f"{ids_path} holds {len(ids)} ids but {path} has {matrix.shape[0]} rows.")
         return ids, matrix, {}
+    if path.is_dir():
+        files = sorted(path.glob("*.h5"))
+        if not files or feature_files(path) and _is_tile_features(files[0]):
+            raise ManifestError(
+                f"{path} is a folder of {'tile features or banks' if files else 'no .h5 file'}, not slide embeddings: "
+                "give the file written by `gigassl embed` (.h5, .csv, .parquet) or a folder of per-slide embeddings "
+                "(TRIDENT's slide_features_<model>/, one `features` vector per slide). To probe tile features, use "
+                "--method averagemil|deepmil --bank DIR.")
+        ids, rows, attrs = [], [], {}
+        for f in files:
+            with _open(f, "Slide embedding") as fh:
+                if "features" not in fh or fh["features"].ndim != 1:
+                    raise ManifestError(f"{f} holds no `features` vector (D,); expected TRIDENT's per-slide layout.")
+                rows.append(np.asarray(fh["features"][()], np.float32))
+                attrs = {k: v for k, v in _attrs_dict(fh["features"].attrs).items() if k not in ("name", "savetodir")}
+                ids.append(f.stem)
+        return ids, np.stack(rows), attrs
+    kind = embeddings_format(path)
+    if kind in ("csv", "parquet"):
+        import pandas as pd
+
+        if not path.is_file():
+            raise GigasslError(f"Embeddings file {path} does not exist; run `gigassl embed` first.")
+        frame = pd.read_csv(path, dtype={"slide_id": str}) if kind == "csv" else pd.read_parquet(path)
+        if "slide_id" not in frame.columns:
+            raise ManifestError(f"{path} has no `slide_id` column; expected slide_id, f0, f1, ... (gigassl embed).")
+        if kind == "csv":
+            sidecar = Path(f"{path}.json")
+            attrs = json.loads(sidecar.read_text()) if sidecar.exists() else {}
+        else:
+            import pyarrow.parquet as pq
+
+            attrs = json.loads((pq.read_schema(path).metadata or {}).get(b"gigassl", b"{}"))
+        return frame["slide_id"].astype(str).tolist(), frame.drop(columns="slide_id").to_numpy(np.float32), attrs
     with _open(path, "Embeddings") as fh:
         if "embeddings" not in fh or "ids" not in fh:
-            raise GigasslError(f"{path} lacks 'ids' or 'embeddings'; write it with `gigassl embed`.")
+            what = "a bank or tile-features file" if "features" in fh or "plain_features" in fh else "not embeddings"
+            raise GigasslError(f"{path} lacks 'ids' or 'embeddings' ({what}); give the file written by "
+                               "`gigassl embed`.")
         ids = [i.decode() if isinstance(i, bytes) else str(i) for i in fh["ids"][()]]
         return ids, np.asarray(fh["embeddings"][()], np.float32), _attrs_dict(fh.attrs)
+
+
+def _is_tile_features(path: Path) -> bool:
+    with _open(path, "File") as fh:
+        return "plain_features" in fh or ("features" in fh and fh["features"].ndim == 2)

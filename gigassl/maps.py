@@ -295,8 +295,21 @@ class PackedBank:
         """R views of T tiles of slide ``i`` sampled from its plain embeddings, without slide augmentation
         (Sec. 4.2). Shape: features (R, T, F), coords (R, T, 2)."""
         plain, coords = self._plain(i)
-        g = rng(seed, self.keys[i])
-        pick = np.sort(g.integers(0, len(plain), (views, tiles)), axis=1)
-        sites = np.stack([self._sites(i, coords[p], config, None) for p in pick])
-        return Views(torch.from_numpy(np.asarray(plain[pick.ravel()], np.float32).reshape(views, tiles, -1)),
-                     torch.from_numpy(sites))
+        if config.downsample == "tile" and self.patch_size_level0[i] <= 0:
+            self._sites(i, coords[:1], config, None)  # the error that names the slide and the fix
+        return inference_views(plain, coords, int(self.patch_size_level0[i]), views, tiles, config, seed,
+                               int(self.keys[i]))
+
+
+def inference_views(plain: np.ndarray, coords: np.ndarray, patch_size_level0: int, views: int, tiles: int,
+                    config: MapConfig, seed: int, key: int = 0) -> Views:
+    """R views of T tiles sampled (with replacement, keyed by ``(seed, key)``; ``key``: :func:`gigassl.bank.slide_key`
+    of the slide id) from one slide's plain tile features, mapped without slide augmentation (Sec. 4.2).
+
+    Shape: plain (M, F), coords (M, 2) level-0 -> features (R, T, F) float32, coords (R, T, 2) int64.
+    """
+    g = rng(seed, key)
+    pick = np.sort(g.integers(0, len(plain), (views, tiles)), axis=1)
+    sites = np.stack([to_sites(map_units(np.asarray(coords)[p], config.downsample, patch_size_level0)) for p in pick])
+    return Views(torch.from_numpy(np.asarray(plain[pick.ravel()], np.float32).reshape(views, tiles, -1)),
+                 torch.from_numpy(sites))

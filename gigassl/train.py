@@ -41,6 +41,7 @@ from tqdm.auto import tqdm
 
 from . import __version__, dist, provenance
 from .aggregators import GigaSSL, Projector, Views, build_aggregator
+from .batch import write_failures
 from .config import MapConfig, TrainConfig
 from .errors import ConfigError, GigasslError
 from .loss import NTXentLoss
@@ -147,6 +148,11 @@ def train(
 ) -> Path:
     """Train Giga-SSL on a bank; returns the path of the last checkpoint.
 
+    ``bank_dir``: a ``gigassl bank`` folder, or plain tile features (TRIDENT, CLAM, ``--augmentations 0``), whose
+    views differ by their tiles and the slide-level augmentation only (no tile augmentation; recorded in the
+    checkpoint's ``bank.augmentation_mode``). Slides whose file holds no tile are left out and listed in
+    ``out_dir/failures.csv``.
+
     Args:
         encoder_weights: tile-encoder checkpoint whose dense layer4 initialises the sparse aggregator (Sec. 3.1);
             None: seeded random initialisation.
@@ -166,6 +172,18 @@ def train(
     if distributed:
         torch.distributed.barrier()
     bank = PackedBank(bank_dir)
+    failed = {sid: why for sid, why in bank.skipped.items() if slide_ids is None or sid in set(slide_ids)}
+    if slide_ids is not None:  # slides without any tile are left out and listed in failures.csv
+        slide_ids = [sid for sid in slide_ids if sid not in bank.skipped]
+    if dist.is_main():
+        write_failures(out_dir / "failures.csv", failed)
+    weights_id = sha256_file(encoder_weights) if encoder_weights else None
+    made_by = bank.attrs.get("weights_sha256")
+    if weights_id is not None and made_by is not None and made_by != weights_id:
+        raise ConfigError(
+            f"The bank {bank_dir} was made by tile-embedder weights {made_by} ({bank.attrs.get('encoder')}) but "
+            f"the aggregator would start from the layer4 of {encoder_weights} (sha256 {weights_id}): they must be "
+            "the same tile embedder. Pass --encoder-weights of the bank's encoder, or none (a random init).")
     indices = bank.indices(slide_ids)
     batch = config.batch_size
     if batch > len(indices):
@@ -187,7 +205,7 @@ def train(
     last = out_dir / "checkpoint.pt"
     start, history, steps, monitored = 0, [], [], []
     inputs = {"bank": bank_identity(bank), "slides": provenance.ids_digest(np.asarray(bank.ids)[indices]),
-              "encoder_weights": sha256_file(encoder_weights) if encoder_weights else None}
+              "encoder_weights": weights_id}
     if resume and last.exists():
         state = load_checkpoint_file(last, ("gigassl",), device)
         provenance.refuse_changes("a Giga-SSL run", last, {"config": state.get("config", {}), "inputs": state.get(
@@ -246,7 +264,7 @@ def bank_identity(bank: PackedBank) -> dict:
     dimension and the augmentation mode (recorded in checkpoints; ``gigassl embed`` checks it)."""
     return {"encoder": bank.attrs.get("encoder"), "weights_sha256": bank.attrs.get("weights_sha256"),
             "tile_px": bank.attrs.get("tile_px"), "feature_dim": int(bank.feature_dim),
-            "augmentation_mode": bank.attrs.get("augmentation_mode")}
+            "augmentation_mode": bank.attrs.get("augmentation_mode") if bank.augmented else "none (plain features)"}
 
 
 def _save(model, optimizer, config: TrainConfig, bank: PackedBank, epoch: int, epochs: int, history: list,
