@@ -97,7 +97,8 @@ def embed_slides(bank_dir: str | os.PathLike, checkpoint: str | os.PathLike, out
     wanted = list(bank.ids) + list(bank.skipped) if slide_ids is None else [str(s) for s in slide_ids]
     present = set(bank.ids)
     ids = [s for s in bank.ids if s in set(wanted)]
-    failed = {s: bank.skipped.get(s, f"no bank or tile-features file in {bank_dir}") for s in wanted if s not in present}
+    failed = {s: bank.skipped.get(s, f"no bank or tile-features file in {bank_dir}")
+              for s in wanted if s not in present}
     embeddings = embed_bank(model, bank, bank.indices(ids), config.views, config.tiles_per_view, maps,
                             config.seed, config.batch_views, device, progress)
     coords = {sid: bank._plain(i)[1] for sid, i in zip(ids, bank.indices(ids))} if kind == "trident" else None

@@ -260,7 +260,8 @@ class PackedBank:
         start, stop = int(self.offsets[i]), int(self.offsets[i + 1])
         return self.plain_features[start:stop], self.plain_coords[start:stop]
 
-    def training_views(self, indices: np.ndarray, tiles: int, config: MapConfig, seed: int, epoch: int) -> tuple[Views, Views]:
+    def training_views(self, indices: np.ndarray, tiles: int, config: MapConfig, seed: int,
+                       epoch: int) -> tuple[Views, Views]:
         """Two views of each slide in ``indices`` (Sec. 3.2): each picks its own draw and T tiles of it, then the
         slide-level augmentation. Randomness keyed by (seed, epoch, slide, view): independent of batch and rank.
 

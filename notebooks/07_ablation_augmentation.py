@@ -25,12 +25,16 @@ run_dir = "runs/demo"
 out_dir = "runs/demo/ablation_augmentation"
 figures_dir = "figures"
 tasks = None
-variants = {"full": "ssl_ref", "no_slide_aug": "ssl_no_slide_aug", "ns": "ssl_ns", "imagenet": "ssl_imagenet",
-            "imagenet_ns": "ssl_imagenet_ns", "bn_joint": "ssl_bn_joint", "random_init": "ssl_random_init"}
+variants = {"full": "ssl_ref", "no_slide_aug": "ssl_no_slide_aug", "ns": "ssl_ns",
+            "no_tile_aug": "ssl_no_tile_aug", "imagenet": "ssl_imagenet", "imagenet_ns": "ssl_imagenet_ns", "bn_joint": "ssl_bn_joint",
+            "random_init": "ssl_random_init"}
 
 # %% [markdown]
 # Every variant is trained in the ablation regime (the labelled cohort, the profile's epochs) and compared with
-# `ssl_ref`, the full method trained the same way. Two more rows test the departures from the authors' code that
+# `ssl_ref`, the full method trained the same way. `no_tile_aug` trains on the plain tile embeddings alone (what a
+# user who brings TRIDENT or CLAM features has: `gigassl train` on a folder of plain features), so that its two
+# views differ by their tiles and the slide-level augmentation only: the row shows what the augmented bank buys.
+# Two more rows test the departures from the authors' code that
 # the paper leaves open: BatchNorm over both views at once (`bn_joint`; the default, per view, is the authors') and
 # a randomly initialised aggregator (`random_init`; the default starts from the tile embedder's layer4).
 

@@ -31,8 +31,8 @@ run_dir = "runs/demo"
 out_dir = "runs/demo/representations"
 figures_dir = "figures"
 bank = "bank_moco_shared"
-runs = ["ssl_full", "ssl_ref", "ssl_no_slide_aug", "ssl_ns", "ssl_imagenet", "ssl_imagenet_ns", "ssl_T2",
-        "ssl_T10", "ssl_T20", "ssl_attention", "ssl_independent_centres", "ssl_bn_joint", "ssl_random_init"]
+runs = ["ssl_full", "ssl_ref", "ssl_no_slide_aug", "ssl_ns", "ssl_no_tile_aug", "ssl_imagenet", "ssl_imagenet_ns",
+        "ssl_T2", "ssl_T10", "ssl_T20", "ssl_attention", "ssl_independent_centres", "ssl_bn_joint", "ssl_random_init"]
 
 # %%
 from pathlib import Path

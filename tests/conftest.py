@@ -106,3 +106,21 @@ def write_synthetic_bank(out: Path, slides: int = 16, draws: int = 4, tiles: int
 @pytest.fixture(scope="session")
 def synthetic_bank(tmp_path_factory) -> Path:
     return write_synthetic_bank(tmp_path_factory.mktemp("synbank"))
+
+
+@pytest.fixture(scope="session")
+def trident_features(synthetic_bank, tmp_path_factory) -> Path:
+    """The plain features of ``synthetic_bank`` in TRIDENT's layout (``<job>/10x_32px_0px_overlap/features_uni_v1/``,
+    tiles of 64 level-0 px), plus a slide ``EMPTY`` without tissue (features of shape (0,), as TRIDENT writes it)."""
+    import numpy as np
+
+    from gigassl import io
+    from tests import layouts
+
+    job = tmp_path_factory.mktemp("trident")
+    for path in sorted(synthetic_bank.glob("*.h5")):
+        bank = io.read_bank(path, augmented=False)
+        coords = layouts.trident_coords(job, path.stem, bank.plain_coords, 32, 20, 10)
+        layouts.trident_features(coords, "uni_v1", bank.plain_features)
+    empty = layouts.trident_coords(job, "EMPTY", np.empty((0, 2)), 32, 20, 10)
+    return layouts.trident_features(empty, "uni_v1", np.empty((0,), np.float32)).parent

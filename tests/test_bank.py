@@ -197,3 +197,26 @@ def test_a_bank_folder_mixing_encoders_is_refused_when_packed(tmp_path):
     with pytest.raises(GigasslError, match=r"mixes files made with different settings: S001.h5 differs from S000.h5 "
                                            r"in encoder \('synthetic' in S000.h5, 'other' in S001.h5\)"):
         PackedBank(folder)
+
+
+def test_banks_from_trident_and_clam_coordinates_match_gigassl_ones(tmp_path, bank_dir, cohort, coords_dir):
+    """The cohort's tiling rewritten in TRIDENT's and CLAM's layouts (one slide without tissue in each) gives the
+    same bank as gigassl's coordinates; the empty slide is listed in failures.csv and the rest is done."""
+    from . import layouts
+
+    ids = read_manifest(cohort)["slide_id"].tolist()
+    for slide_id in ids:
+        coords, attrs = io.read_coords(coords_dir / f"{slide_id}.h5")
+        keep = coords[:0] if slide_id == ids[0] else coords
+        assert attrs["level0_mpp"] == 0.5 and attrs["patch_size_level0"] == 64  # 32 px at 1 um/px from 20x
+        layouts.trident_coords(tmp_path / "trident", slide_id, keep, 32, 20, 10)
+        layouts.clam_coords(tmp_path / "clam", slide_id, keep, patch_size=32, patch_level=1, downsample=2.0)
+    job = tmp_path / "trident" / "10x_32px_0px_overlap"
+    for name, folder in (("trident", job), ("clam", tmp_path / "clam")):
+        report = build_bank(cohort, folder, tmp_path / name, TINY_BANK, SMOKE.encoder, SMOKE.augment, progress=False)
+        assert list(report.failed) == [ids[0]] and "no tissue tile" in report.failed[ids[0]]
+        assert pd.read_csv(tmp_path / name / "failures.csv")["slide_id"].tolist() == [ids[0]]
+        for slide_id in ids[1:]:
+            ours, theirs = io.read_bank(bank_dir / f"{slide_id}.h5"), io.read_bank(tmp_path / name / f"{slide_id}.h5")
+            np.testing.assert_array_equal(ours.plain_features, theirs.plain_features)
+            np.testing.assert_array_equal(ours.features, theirs.features)

@@ -173,3 +173,22 @@ def test_average_halves_are_disjoint_means():
     assert first.shape == second.shape == (2, 3)
     assert first[0, 0] + second[0, 0] == pytest.approx(9.0)  # two halves of 0..9 average to 4.5 each side overall
     assert first[0, 0] != second[0, 0] and np.array_equal(first[1], second[1])
+
+
+def test_both_baselines_on_trident_features_leave_out_and_list_the_empty_slide(trident_features, tmp_path):
+    from gigassl.bank import bank_slide_ids
+
+    ids = bank_slide_ids(trident_features)
+    assert "EMPTY" in ids
+    labels = pd.DataFrame({"slide_id": ids, "case_id": ids, "label": ["a", "b"] * (len(ids) // 2) + ["a"]})
+    probe_config = ProbeConfig(n_splits=2, test_fraction=0.5, budgets=(1.0,), train_sizes=())
+    cfg = DeepMILConfig(hidden=16, attention=8, max_steps=6, eval_every=2, patience=4, batch_size=4, device="cpu")
+    for table in (run_averagemil(trident_features, labels, "label", config=probe_config, out=tmp_path / "avg.csv"),
+                  run_deepmil(trident_features, labels, "label", config=cfg, probe_config=probe_config,
+                              out=tmp_path / "deep.csv")):
+        assert list(table.attrs["failures"]) == ["EMPTY"] and len(table) == 2
+        assert set(table["n_train"] + table["n_test"]) == {16}  # every slide but the empty one
+    for name in ("avg.csv", "deep.csv"):
+        assert pd.read_csv(tmp_path / f"{name}.failures.csv")["slide_id"].tolist() == ["EMPTY"]
+    with pytest.raises(ManifestError, match="no tile embedding"):
+        load_bags(trident_features, ["EMPTY"])

@@ -3,6 +3,7 @@
 import dataclasses
 
 import numpy as np
+import pandas as pd
 import pytest
 
 from gigassl import cli, io
@@ -61,8 +62,6 @@ def test_cli_embed_and_errors(synthetic_bank, checkpoint, tmp_path):
 
 def test_training_monitor_resolves_auto_device(synthetic_bank):
     """The paper profile's device is "auto": the monitor must move tensors to a real device, not to "auto"."""
-    import pandas as pd
-
     from gigassl.config import MapConfig, ProbeConfig, TrainConfig
     from gigassl.embed import training_monitor
     from gigassl.maps import PackedBank
@@ -99,3 +98,46 @@ def test_a_bank_from_another_tile_size_or_encoder_is_refused(tmp_path):
         with pytest.raises(ConfigError, match=named):
             embed_slides(bank(name, **attrs), checkpoint, tmp_path / f"{name}.h5", EmbedConfig(views=2, device="cpu"),
                          progress=False)
+    with pytest.raises(ConfigError, match="encoder: 'synthetic' expected, 'uni_v1' found"):
+        embed_slides(bank("enc", tile_px=32, weights_sha256="abc", encoder="uni_v1"), checkpoint, tmp_path / "e.h5",
+                     EmbedConfig(views=2, device="cpu"), progress=False)
+    narrow = write_synthetic_bank(tmp_path / "dim128", slides=8, dim=128)
+    with pytest.raises(ConfigError, match="128-d tile features but the checkpoint .* 256-d"):
+        embed_slides(narrow, checkpoint, tmp_path / "d.h5", EmbedConfig(views=2, device="cpu"), progress=False)
+
+
+def test_trident_and_clam_features_embed_with_their_own_checkpoint_only(trident_features, tmp_path):
+    """Fixtures in TRIDENT's and CLAM's layouts: train (plain views) and embed; the empty slide is listed; a
+    checkpoint trained on one tool's features refuses another encoder's; the in-memory embedder gives the same."""
+    from gigassl.embed import GigaSSLEmbedder
+    from gigassl.maps import PackedBank
+
+    from . import layouts
+
+    config = TrainConfig(epochs=1, batch_size=8, warmup_epochs=0, device="cpu", maps=MapConfig(downsample="tile"))
+    checkpoint = train(trident_features, tmp_path / "ssl", config, progress=False)
+    embed_config = EmbedConfig(views=4, tiles_per_view=5, device="cpu")
+    for out in (tmp_path / "emb.h5", tmp_path / "emb.parquet", tmp_path / "slide_features_gigassl"):
+        embed_slides(trident_features, checkpoint, out, embed_config, progress=False)
+        ids, emb, _ = io.read_embeddings(out)
+        assert len(ids) == 16 and "EMPTY" not in ids and emb.shape == (16, 512)
+    failures = pd.read_csv(tmp_path / "emb.h5.failures.csv")
+    assert failures["slide_id"].tolist() == ["EMPTY"]
+    ids, emb, _ = io.read_embeddings(tmp_path / "emb.h5")
+    bank = PackedBank(trident_features)
+    i = bank.ids.index(ids[3])
+    plain, coords = bank._plain(i)
+    embedder = GigaSSLEmbedder(checkpoint, views=4, tiles_per_view=5)
+    one = embedder.transform(np.asarray(plain), np.asarray(coords), patch_size_level0=64, slide_id=ids[3])
+    np.testing.assert_allclose(one, emb[3], rtol=1e-4, atol=1e-5)
+    assert one.shape == (512,) and abs(np.linalg.norm(one) - 1) < 1e-5
+    with pytest.raises(ConfigError, match=r"features \(M, 256\)"):
+        embedder.transform(np.zeros((3, 8)), np.zeros((3, 2)))
+    # the same features in CLAM's layout (no encoder recorded): refused by the checkpoint trained on uni_v1's
+    clam = tmp_path / "clam"
+    for path in sorted(trident_features.glob("S*.h5")):
+        feats, coords, _ = io.read_features(path)
+        layouts.clam_features(clam, path.stem, feats, coords)
+    with pytest.raises(ConfigError, match="encoder: 'uni_v1' expected, 'external' found"):
+        embed_slides(clam, checkpoint, tmp_path / "clam.h5", embed_config, progress=False)
+    assert sorted(p.name for p in clam.iterdir()) == ["h5_files"]  # no cache written into the input folder

@@ -6,7 +6,8 @@ import torch
 from gigassl.aggregators import SparseConvAggregator
 from gigassl.config import EncoderConfig
 from gigassl.encoders import Embedding, ResNet18, build_embedder, clean_state_dict
-from gigassl.errors import GigasslError
+from gigassl.errors import ConfigError, GigasslError
+from gigassl.utils import sha256_file
 
 # torchvision's resnet18 parameter and buffer names (122 entries), generated from its module tree.
 def _torchvision_keys():
@@ -112,3 +113,46 @@ def test_imagenet_efficientnet_lite0_works_offline():
         out = embedder(torch.randint(0, 256, (2, 64, 64, 3), dtype=torch.uint8))
     assert out.shape == (2, 1280) and embedder.out_dim == 1280 and torch.isfinite(out).all()
     assert embedder.layer4_state_dict() is None and len(embedder.weights_id) == 64
+
+
+def test_a_user_encoder_module_factory_builds_a_bank_trains_and_embeds(tmp_path, cohort, coords_dir):
+    import dataclasses
+
+    import torch
+
+    from gigassl import io
+    from gigassl.bank import build_bank
+    from gigassl.config import EmbedConfig, MapConfig, TrainConfig
+    from gigassl.embed import embed_slides
+    from gigassl.train import train
+
+    from .conftest import SMOKE, TINY_BANK
+
+    name = "tests.tiny_encoder:build"
+    embedder = build_embedder(EncoderConfig(name=name))
+    assert embedder.out_dim == 24 and embedder.input_px == 48 and embedder.weights_id.startswith("params-")
+    assert embedder(torch.zeros(2, 32, 32, 3, dtype=torch.uint8)).shape == (2, 24)  # 32-px tiles resized to 48
+    assert build_embedder(EncoderConfig(name=name)).weights_id == embedder.weights_id  # seeded: same parameters
+    weights = tmp_path / "tiny.pt"
+    torch.save(build_embedder(EncoderConfig(name=name, seed=3)).network.state_dict(), weights)
+    loaded = build_embedder(EncoderConfig(name=name, weights=str(weights)))
+    assert loaded.weights_id == sha256_file(weights) and loaded.weights_id != embedder.weights_id
+    encoder = dataclasses.replace(SMOKE.encoder, name=name, weights=str(weights))
+    report = build_bank(cohort, coords_dir, tmp_path / "bank", TINY_BANK, encoder, SMOKE.augment, progress=False)
+    assert report.ok, report.summary()
+    attrs = io.read_bank_attrs(next((tmp_path / "bank").glob("*.h5")))
+    assert attrs["encoder"] == name and attrs["weights_sha256"] == sha256_file(weights) and attrs["feature_dim"] == 24
+    config = TrainConfig(epochs=1, batch_size=4, warmup_epochs=0, device="cpu", maps=MapConfig(downsample="tile"))
+    checkpoint = train(tmp_path / "bank", tmp_path / "ssl", config, progress=False)
+    out = embed_slides(tmp_path / "bank", checkpoint, tmp_path / "e.h5", EmbedConfig(views=3, device="cpu"),
+                       progress=False)
+    assert io.read_embeddings(out)[1].shape == (6, 512)
+
+
+def test_user_encoder_errors_name_the_fix():
+    with pytest.raises(ConfigError, match="cannot import nothing from tests.tiny_encoder"):
+        build_embedder(EncoderConfig(name="tests.tiny_encoder:nothing"))
+    with pytest.raises(ConfigError, match="returned a str; it must return a torch.nn.Module"):
+        build_embedder(EncoderConfig(name="tests.tiny_encoder:not_a_module"))
+    with pytest.raises(ConfigError, match="module:factory for your own encoder"):
+        EncoderConfig(name="uni")

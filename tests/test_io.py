@@ -99,3 +99,84 @@ def test_a_file_locked_by_a_writer_is_told_apart_from_a_corrupt_one(tmp_path):
     with pytest.raises(GigasslError, match="truncated or another kind of file") as err:
         read_bank_attrs(tmp_path / "bad.h5")
     assert "delete" not in str(err.value).lower()  # an input is never to be deleted
+
+
+# ------------------------------------------------------------------------------ TRIDENT and CLAM layouts
+def test_trident_and_clam_coordinates_read_the_same_geometry(tmp_path):
+    from tests import layouts
+
+    coords = np.array([[0, 0], [128, 0], [128, 128]])
+    trident = layouts.trident_coords(tmp_path / "job", "s1", coords, patch_size=64, level0_mag=20, target_mag=10)
+    clam = layouts.clam_coords(tmp_path / "clam", "s1", coords, patch_size=64, patch_level=1, downsample=2.0)
+    legacy = layouts.clam_legacy_bag(tmp_path / "legacy", "s1", np.zeros((3, 64, 64, 3), np.uint8), coords // 2,
+                                     patch_level=1, downsample=2.0)
+    for path, layout in ((trident, "trident"), (clam, "clam"), (legacy, "clam")):
+        read, attrs = io.read_coords(path)
+        np.testing.assert_array_equal(read, coords)  # legacy coords (at patch_level) come back in level-0 pixels
+        assert read.dtype == np.int64
+        assert (attrs["patch_size"], attrs["patch_size_level0"], attrs["layout"]) == (64, 128, layout)
+    # the file is found under each tool's name, from the folder a user points at
+    assert io.coords_file(trident.parent.parent, "s1") == trident
+    assert io.coords_file(trident.parent, "s1") == trident
+    assert io.coords_file(tmp_path / "clam", "s1") == clam
+    assert io.coords_file(tmp_path / "clam", "other") is None
+
+
+def test_gigassl_coordinates_carry_what_trident_reads(tmp_path):
+    io.write_coords(tmp_path / "s.h5", [[0, 0], [128, 0]], patch_size=64, patch_size_level0=128, target_mpp=1.0,
+                    level0_mpp=0.5, level0_width=1000, level0_height=800, name="s")
+    with h5py.File(tmp_path / "s.h5", "r") as fh:
+        dset = fh["coords"]
+        assert dset.dtype == np.int64 and dset.chunks == (1, 2) and dset.maxshape == (None, 2)
+        attrs = dict(dset.attrs)
+    # TRIDENT's required attributes, consistent with its rule patch_size_level0 = patch_size * level0_mag / target_mag
+    assert attrs["level0_magnification"] == 20 and attrs["target_magnification"] == 10 and attrs["overlap"] == 0
+    assert attrs["patch_size"] * attrs["level0_magnification"] // attrs["target_magnification"] == 128
+    assert io.magnification(0.2527) == 40 and io.magnification(0.5) == 20 and io.magnification(1.0) == 10
+
+
+def test_trident_and_clam_features_current_legacy_and_empty(tmp_path):
+    from tests import layouts
+
+    g = np.random.default_rng(0)
+    coords = np.array([[0, 0], [128, 0], [256, 128]])
+    feats = g.normal(size=(3, 16)).astype(np.float32)
+    trident = layouts.trident_coords(tmp_path / "job", "s1", coords, 64, 20, 10)
+    tf = layouts.trident_features(trident, "uni_v1", feats.astype(np.float16))  # float16 under CUDA autocast
+    plain, read_coords, attrs = io.read_features(tf)
+    np.testing.assert_allclose(plain, feats, atol=1e-2)
+    np.testing.assert_array_equal(read_coords, coords)
+    assert attrs["encoder"] == "uni_v1" and attrs["patch_size_level0"] == 128 and attrs["feature_dim"] == 16
+    for legacy in (False, True):
+        cf = layouts.clam_features(tmp_path / f"clam{legacy}", "s1", feats, coords, legacy=legacy)
+        plain, read_coords, attrs = io.read_features(cf)
+        np.testing.assert_array_equal(plain, feats)
+        assert read_coords.dtype == np.int64
+        # CLAM records no tile size: the step of the coordinate grid stands in for it, and says so
+        assert attrs["encoder"] == "external" and attrs["patch_size_level0"] == 128
+        assert "grid step" in attrs["patch_size_level0_source"]
+        assert io.feature_files(tmp_path / f"clam{legacy}") == {"s1": cf}  # found under h5_files/
+    empty = layouts.trident_coords(tmp_path / "job", "s2", np.empty((0, 2)), 64, 20, 10)
+    for shape in ((0,), (0, 16)):
+        plain, read_coords, _ = io.read_features(layouts.trident_features(empty, "uni_v1", np.empty(shape, np.float32)))
+        assert plain.shape[0] == 0 and read_coords.shape == (0, 2)
+
+
+def test_embeddings_round_trip_in_every_format(tmp_path):
+    ids, emb = ["a", "b", "c"], np.random.default_rng(0).normal(size=(3, 5)).astype(np.float32)
+    for name in ("e.h5", "e.csv", "e.parquet", "slide_features_gigassl"):
+        io.write_embeddings(tmp_path / name, ids, emb, views=50, seed=0, coords={"a": np.zeros((2, 2))})
+        back_ids, back, attrs = io.read_embeddings(tmp_path / name)
+        assert back_ids == ids and int(attrs["views"]) == 50
+        np.testing.assert_array_equal(back, emb)
+    with h5py.File(tmp_path / "slide_features_gigassl" / "a.h5", "r") as fh:  # TRIDENT's slide_features layout
+        assert fh["features"].shape == (5,) and fh["coords"].shape == (2, 2)
+    with pytest.raises(ManifestError, match="suffix"):
+        io.write_embeddings(tmp_path / "e.txt", ids, emb)
+
+
+def test_a_tile_features_folder_is_not_taken_for_embeddings(tmp_path, synthetic_bank):
+    with pytest.raises(ManifestError, match="not slide embeddings.*--bank"):
+        io.read_embeddings(synthetic_bank)
+    with pytest.raises(GigasslError, match="lacks 'ids' or 'embeddings' \\(a bank"):
+        io.read_embeddings(next(synthetic_bank.glob("*.h5")))

@@ -7,9 +7,11 @@ import pandas as pd
 import pytest
 import torch
 
+from gigassl.bank import bank_slide_ids
 from gigassl.config import MapConfig, TrainConfig
 from gigassl.errors import ConfigError
 from gigassl.train import Monitor, collapse_indicator, learning_rate, load_checkpoint, train
+from gigassl.utils import load_checkpoint_file
 
 CONFIG = TrainConfig(epochs=6, batch_size=8, warmup_epochs=1, checkpoint_every=2, device="cpu",
                      maps=MapConfig(downsample="tile"))
@@ -172,3 +174,42 @@ def test_checkpoints_load_safely_and_name_their_kind(synthetic_bank, tmp_path):
     torch.save({"state_dict": {"module.encoder_q.conv1.weight": torch.zeros(1)}, "epoch": 1}, moco)
     with pytest.raises(GigasslError, match=r"moco.pt is a MoCo tile-encoder checkpoint .*, not a Giga-SSL"):
         load_checkpoint(moco)
+
+
+def test_training_on_trident_features_uses_plain_views_and_lists_the_empty_slide(trident_features, tmp_path):
+    """Plain tile features (TRIDENT here) train: the two views differ by their tiles and the slide augmentation."""
+    import os
+
+    from gigassl.maps import PackedBank
+
+    os.chmod(trident_features, 0o555)  # a read-only input folder: nothing is written into it
+    try:
+        bank = PackedBank(trident_features)
+        assert not bank.augmented and "EMPTY" in bank.skipped and len(bank) == 16
+        assert not (trident_features / "packed").exists()
+        v1, v2 = bank.training_views(np.arange(4), 5, MapConfig(downsample="tile"), seed=0, epoch=0)
+        assert v1.features.shape == (4, 5, 256) and not torch.equal(v1.features, v2.features)
+        again = bank.training_views(np.arange(4), 5, MapConfig(downsample="tile"), seed=0, epoch=0)[0]
+        assert torch.equal(again.features, v1.features)  # keyed, as the augmented views
+        config = TrainConfig(epochs=2, batch_size=8, warmup_epochs=0, device="cpu", maps=MapConfig(downsample="tile"))
+        last = train(trident_features, tmp_path / "ssl", config, progress=False,
+                     slide_ids=bank_slide_ids(trident_features))
+    finally:
+        os.chmod(trident_features, 0o755)
+    state = load_checkpoint_file(last, ("gigassl",))
+    assert state["bank"]["encoder"] == "uni_v1" and state["bank"]["augmentation_mode"] == "none (plain features)"
+    failures = pd.read_csv(tmp_path / "ssl" / "failures.csv")
+    assert failures["slide_id"].tolist() == ["EMPTY"] and "no tile" in failures["reason"][0]
+    assert sorted(p.name for p in trident_features.iterdir()) == sorted(
+        [f"S{i:03d}.h5" for i in range(16)] + ["EMPTY.h5"])
+
+
+def test_a_bank_of_other_weights_than_the_layer4_init_is_refused(bank_dir, tmp_path):
+    from gigassl.config import EncoderConfig
+    from gigassl.encoders import build_embedder
+
+    other = tmp_path / "other.pt"
+    torch.save(build_embedder(EncoderConfig(seed=7)).network.state_dict(), other)
+    config = TrainConfig(epochs=1, batch_size=4, warmup_epochs=0, device="cpu", maps=MapConfig(downsample="tile"))
+    with pytest.raises(ConfigError, match=r"made by tile-embedder weights random-init-seed-0 .*other.pt"):
+        train(bank_dir, tmp_path / "ssl", config, encoder_weights=str(other), progress=False)
