@@ -159,7 +159,7 @@ def cmd_embed(args) -> int:
     config = override(get_profile(args.profile).embed, views=args.views, tiles_per_view=args.tiles_per_view,
                       device=args.device, seed=args.seed)
     path = embed_slides(args.bank, args.checkpoint, args.out, config, backend=args.backend,
-                        progress=not args.no_progress)
+                        progress=not args.no_progress, fmt=args.format)
     print(f"wrote {path}")
     return 0
 
@@ -323,7 +323,8 @@ def build_parser() -> argparse.ArgumentParser:
                        description="Writes OUT/checkpoint.pt, OUT/checkpoint_eNNNN.pt, OUT/log.csv (loss, collapse, "
                                    "lr, seconds per epoch) and, with --monitor-labels, OUT/monitor.csv. Under "
                                    "`torchrun --nproc_per_node K` it trains with DistributedDataParallel.")
-    p.add_argument("--bank", required=True, help="bank folder (gigassl bank)")
+    p.add_argument("--bank", required=True, help="bank folder (gigassl bank), or plain tile features (TRIDENT's "
+                   "features_<encoder>/, CLAM's features folder): views then differ by tiles and slide augmentation")
     p.add_argument("--out", required=True)
     _profile(p)
     p.add_argument("--tiles-per-view", type=int, help="T: tiles sampled per view (paper: 5)")
@@ -360,7 +361,9 @@ def build_parser() -> argparse.ArgumentParser:
                                    "L2-normalised, plus the checkpoint's sha256, R and T (Sec. 4.2).")
     p.add_argument("--bank", required=True, help="bank folder (gigassl bank, or TRIDENT/CLAM features)")
     p.add_argument("--checkpoint", required=True, help="checkpoint of gigassl train")
-    p.add_argument("--out", required=True, help="output .h5 file")
+    p.add_argument("--out", required=True, help="output: .h5, .csv or .parquet file, or a folder (TRIDENT's "
+                   "per-slide slide_features layout); slides left out are listed in OUT.failures.csv")
+    p.add_argument("--format", choices=["h5", "csv", "parquet", "trident"], help="output format (default: from --out)")
     _profile(p)
     p.add_argument("--views", type=int, help="R: views per slide (paper: 50)")
     p.add_argument("--tiles-per-view", type=int, help="T: tiles per view (as in training; paper: 5)")
@@ -374,7 +377,8 @@ def build_parser() -> argparse.ArgumentParser:
                        description="Logistic regression (C=10, balanced) on frozen slide embeddings over splits; "
                                    "ROC AUC per split in a tidy CSV (--out) and a summary (mean, std, bootstrap "
                                    "95%% interval). --method averagemil|deepmil --bank DIR runs the baselines.")
-    p.add_argument("--embeddings", help="slide embeddings (gigassl embed .h5, or a .npy with --ids)")
+    p.add_argument("--embeddings", help="slide embeddings: gigassl embed's .h5 / .csv / .parquet / per-slide "
+                   "folder, or a .npy with --ids")
     p.add_argument("--ids", help="slide ids (.npy) of a .npy embedding matrix")
     p.add_argument("--labels", help="labels CSV: slide_id, case_id, task columns (a manifest works)")
     p.add_argument("--task", help="label column")

@@ -383,7 +383,7 @@ def read_embeddings(path: str | os.PathLike, ids_path: str | os.PathLike | None 
         return ids, matrix, {}
     if path.is_dir():
         files = sorted(path.glob("*.h5"))
-        if not files or feature_files(path) and _is_tile_features(files[0]):
+        if not files or any(_is_tile_features(f) for f in files[:5]):
             raise ManifestError(
                 f"{path} is a folder of {'tile features or banks' if files else 'no .h5 file'}, not slide embeddings: "
                 "give the file written by `gigassl embed` (.h5, .csv, .parquet) or a folder of per-slide embeddings "

@@ -60,13 +60,14 @@ PLAUSIBLE_MPP = (0.05, 20.0)  # level-0 microns per pixel of a scanned slide (>=
 def recorded_mpp(properties) -> tuple[float | None, str]:
     """The level-0 MPP a slide records, read the way the field does, and where it was found.
 
-    In order: ``openslide.mpp-x``; ``aperio.MPP``; the TIFF resolution tags, ``tiff.XResolution`` in pixels per
-    ``tiff.ResolutionUnit`` (centimeter: 10^4 / value, inch: 25,400 / value; no unit: not used). A value outside
+    In order (TRIDENT's): ``openslide.mpp-x``; ``openslide.mirax.MPP``; ``aperio.MPP``; the TIFF resolution tags,
+    ``tiff.XResolution`` in pixels per ``tiff.ResolutionUnit`` (centimeter: 10^4 / value, inch: 25,400 / value; no
+    unit: not used). A value outside
     :data:`PLAUSIBLE_MPP` (e.g. a 72-dpi default resolution) is not used. Returns (None, what was seen) when none
     is usable.
     """
     seen = []
-    for key in ("openslide.mpp-x", "aperio.MPP"):
+    for key in ("openslide.mpp-x", "openslide.mirax.MPP", "aperio.MPP"):
         raw = properties.get(key)
         if raw is not None:
             value = _positive(raw)

@@ -185,6 +185,9 @@ def train(
             f"the aggregator would start from the layer4 of {encoder_weights} (sha256 {weights_id}): they must be "
             "the same tile embedder. Pass --encoder-weights of the bank's encoder, or none (a random init).")
     indices = bank.indices(slide_ids)
+    if not bank.augmented:
+        log.info("%s holds plain tile features only: the views differ by their tiles and the slide-level "
+                 "augmentation (no tile augmentation).", bank_dir)
     batch = config.batch_size
     if batch > len(indices):
         raise ConfigError(f"batch size {batch} is larger than the {len(indices)} training slides; lower --batch-size.")

@@ -107,3 +107,37 @@ def test_probe_command_on_the_authors_tcga_splits_and_on_a_manifest(tmp_path, ca
                      "--task", "y", "--n-splits", "3", "--protocol", "fair", "--out", str(tmp_path / "f.csv")]) == 0
     fair = pd.read_csv(tmp_path / "f.csv")
     assert (fair.protocol == "fair").all() and fair.preprocessing.isin(["l2", "standard", "l2+standard"]).all()
+
+
+def test_the_readme_commands_for_trident_features(trident_features, tmp_path, capsys):
+    """`Coming from TRIDENT or CLAM`: train on the features, embed to TRIDENT's per-slide layout, probe both ways."""
+    import pandas as pd
+
+    from gigassl import io
+    from gigassl.bank import bank_slide_ids
+
+    ids = bank_slide_ids(trident_features)
+    labels = tmp_path / "labels.csv"
+    pd.DataFrame({"slide_id": ids, "case_id": ids, "t": ["a", "b"] * (len(ids) // 2) + ["a"]}).to_csv(labels)
+    assert cli.main(["train", "--bank", str(trident_features), "--out", str(tmp_path / "ssl"), "--profile", "smoke",
+                     "--batch-size", "8", "--no-progress"]) == 0
+    out = tmp_path / "slide_features_gigassl"
+    assert cli.main(["embed", "--bank", str(trident_features), "--checkpoint", str(tmp_path / "ssl" / "checkpoint.pt"),
+                     "--out", str(out), "--profile", "smoke", "--no-progress"]) == 0
+    assert len(list(out.glob("S*.h5"))) == 16 and pd.read_csv(out / "failures.csv")["slide_id"].tolist() == ["EMPTY"]
+    common = ["--labels", str(labels), "--task", "t", "--n-splits", "2", "--profile", "smoke"]
+    # the label table still names the empty slide: probing embeddings that lack it is a mismatch, named
+    assert cli.main(["probe", "--embeddings", str(out), *common]) == 1
+    assert "'EMPTY'" in capsys.readouterr().err
+    embedded = tmp_path / "embedded.csv"
+    pd.read_csv(labels).query("slide_id != 'EMPTY'").to_csv(embedded)
+    assert cli.main(["probe", "--embeddings", str(out), "--out", str(tmp_path / "p.csv"), "--labels", str(embedded),
+                     *common[2:]]) == 0
+    assert cli.main(["probe", "--method", "averagemil", "--bank", str(trident_features),
+                     "--out", str(tmp_path / "a.csv"), *common]) == 0
+    assert pd.read_csv(tmp_path / "a.csv.failures.csv")["slide_id"].tolist() == ["EMPTY"]
+    capsys.readouterr()
+    assert cli.main(["probe", "--embeddings", str(trident_features), *common]) != 0
+    err = capsys.readouterr().err
+    assert "not slide embeddings" in err and "--bank" in err and "delete" not in err.lower()
+    assert io.read_embeddings(out)[1].shape == (16, 512)
