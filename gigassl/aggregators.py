@@ -73,9 +73,14 @@ class Views:
         return self.mask.to(torch.bool)
 
     def to(self, device) -> "Views":
-        """The same views on ``device``."""
-        mask = None if self.mask is None else self.mask.to(device)
-        return Views(self.features.to(device), self.coords.to(device), mask)
+        """The same views on ``device`` (asynchronous from pinned memory)."""
+        mask = None if self.mask is None else self.mask.to(device, non_blocking=True)
+        return Views(self.features.to(device, non_blocking=True), self.coords.to(device, non_blocking=True), mask)
+
+    def pin_memory(self) -> "Views":
+        """The same views in pinned (page-locked) memory: what a DataLoader with ``pin_memory=True`` calls."""
+        mask = None if self.mask is None else self.mask.pin_memory()
+        return Views(self.features.pin_memory(), self.coords.pin_memory(), mask)
 
 
 class GatedAttentionPool(nn.Module):

@@ -12,7 +12,8 @@ Two modes:
 
 The jitter is applied in a fixed order (brightness, contrast, saturation, hue); brightness and contrast follow
 torchvision's multiplicative definitions, the hue shift is a rotation of the HSV hue by up to +-0.2 turns.
-Randomness comes only from the ``torch.Generator`` passed in.
+Randomness comes only from the ``torch.Generator`` passed in: the parameters are drawn on the CPU from that generator
+and applied on the device of the tiles, so a draw is the same on every device.
 """
 
 from __future__ import annotations
@@ -22,10 +23,9 @@ from dataclasses import dataclass
 
 import kornia
 import torch
-import torch.nn.functional as F
 
 from .config import AugmentConfig
-
+from .utils import resize
 
 
 @dataclass
@@ -127,9 +127,7 @@ class TileAugmentation:
 
     def _resize(self, x: torch.Tensor, box: torch.Tensor) -> torch.Tensor:
         x0, y0, w, h = (int(v) for v in box)
-        crop = x[..., y0:y0 + h, x0:x0 + w]
-        return F.interpolate(crop, size=(self.out_px, self.out_px), mode="bilinear", align_corners=False,
-                             antialias=True)
+        return resize(x[..., y0:y0 + h, x0:x0 + w], self.out_px)
 
     @staticmethod
     def _jitter(x: torch.Tensor, draw: Draw, idx: torch.Tensor) -> torch.Tensor:

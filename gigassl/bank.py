@@ -78,7 +78,8 @@ def embed_slide(
     plain: np.ndarray | None = None,
 ) -> tuple[np.ndarray | None, np.ndarray | None, np.ndarray]:
     """Embed one slide's tiles: A augmented draws of N tiles, and every tile plainly (unless ``plain``, the plain
-    embeddings already computed with the same embedder, is given).
+    embeddings already computed with the same embedder, is given). The draws are augmented on the embedder's device
+    and ``batch_size // N`` of them go through each forward pass.
 
     Shapes: tiles uint8 (M, px, px, 3), coords (M, 2) -> features (A, N, F) | None, draw coords (A, N, 2) | None,
     plain features (M, F).
@@ -93,10 +94,16 @@ def embed_slide(
     draws_per_batch = max(1, batch_size // n)
     features, draw_coords = [], []
     pending: list[torch.Tensor] = []
+    device = torch.device(embedding.device)
     for a in range(config.augmentations):
         idx = rng(config.seed, key, a).integers(0, len(tiles), n)
         draw_coords.append(coords[idx])
-        x = torch.from_numpy(tiles[idx]).permute(0, 3, 1, 2).float().div_(255)
+        # uint8 tiles to the device (pinned for an asynchronous copy to a GPU), then the augmentation there: its
+        # parameters come from the keyed CPU generator, so the draw is the same on every device
+        x = torch.from_numpy(tiles[idx])
+        if device.type == "cuda":
+            x = x.pin_memory()
+        x = x.to(device, non_blocking=True).permute(0, 3, 1, 2).float().div_(255)
         pending.append(augmentation(x, torch_generator(config.seed, key, a)))
         if len(pending) == draws_per_batch or a == config.augmentations - 1:
             features.append(embedding(torch.cat(pending)).view(len(pending), n, -1))

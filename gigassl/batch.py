@@ -18,7 +18,9 @@ from typing import Callable, Iterable
 import pandas as pd
 from tqdm.auto import tqdm
 
-from .utils import atomic_path, clean_temporaries, die_with_parent, ensure_writable, write_csv_atomic
+from .errors import DeviceError
+from .utils import (atomic_path, clean_temporaries, die_with_parent, ensure_writable, is_device_error,
+                    write_csv_atomic)
 
 log = logging.getLogger(__name__)
 
@@ -48,6 +50,10 @@ def _run_one(work: Callable[[str, Path], None], slide_id: str, final: Path) -> s
         with atomic_path(final) as tmp:
             work(slide_id, tmp)
     except Exception as err:  # noqa: BLE001 - a bad slide must not stop the batch; it is reported
+        if is_device_error(err):  # the accelerator failed, not this slide: stop, and say how to fix it
+            raise DeviceError(f"The device failed while processing {slide_id} ({type(err).__name__}: {err}). This "
+                              "is not a problem of the slide: lower --batch-size (or --tiles), free the GPU, or use "
+                              "--device cpu; the slides done so far are kept and the run resumes.") from err
         return f"{type(err).__name__}: {err}".replace("\n", " ")
     return None
 

@@ -131,7 +131,7 @@ def cmd_train(args) -> int:
                       aggregator_init=args.aggregator_init,
                       batch_size=args.batch_size, base_lr=args.base_lr, aggregator=args.aggregator,
                       backend=args.backend, checkpoint_every=args.checkpoint_every, monitor_every=args.monitor_every,
-                      device=args.device, seed=args.seed)
+                      device=args.device, workers=args.workers, seed=args.seed)
     config = dataclasses.replace(config, maps=maps)
     monitor = None
     if args.monitor_labels:
@@ -291,7 +291,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="autocast of the encoder: auto = bf16 on GPUs and bf16-capable CPUs, else fp32")
     p.add_argument("--seed", type=int)
     p.add_argument("--device", help="auto | cuda | mps | cpu")
-    p.add_argument("--workers", type=int, default=0, help="DataLoader worker processes reading tiles")
+    p.add_argument("--workers", type=int, help="DataLoader worker processes reading tiles (default: the profile's)")
     p.add_argument("--restart", action="store_true", help="ignore an existing checkpoint")
     _quiet(p)
     p.set_defaults(func=cmd_pretrain_tiles)
@@ -352,6 +352,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--monitor-every", type=int, help="run the monitor every k epochs")
     p.add_argument("--device", help="auto | cuda | mps | cpu")
     p.add_argument("--seed", type=int)
+    p.add_argument("--workers", type=int, help="DataLoader processes preparing the next steps' views (0: none)")
     p.add_argument("--resume", action="store_true", help="continue from OUT/checkpoint.pt")
     _quiet(p)
     p.set_defaults(func=cmd_train)

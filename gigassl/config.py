@@ -232,10 +232,12 @@ class MocoConfig:
     max_minutes: float | None = None  # stop (and checkpoint) after this wall time
     heldout_tiles: int = 512  # tiles of slides MoCo did not train on, for the label-free retrieval check
     precision: str = "auto"  # auto | fp32 | bf16: autocast of the encoders' forward (gigassl.utils.autocast_dtype)
+    workers: int = 0  # DataLoader processes reading tiles (0: the main process)
     seed: int = 0
 
     def __post_init__(self):
         _validate(self, {
+            "workers": _int(0),
             "epochs": _int(1), "tiles_per_slide": _int(1), "batch_size": _int(2), "lr": _real(0, open_low=True),
             "momentum": _real(0, 1, open_high=True), "weight_decay": _real(0), "ema": _real(0, 1),
             "queue_size": _int(1), "temperature": _real(0, open_low=True), "proj_dim": _int(1), "bn_splits": _int(1),
@@ -297,6 +299,7 @@ class TrainConfig:
     checkpoint_every: int = 100
     monitor_every: int = 0  # run the linear probe every k epochs (0: never)
     device: str = "auto"
+    workers: int = 0  # DataLoader processes preparing the next steps' views (0: the main process)
     seed: int = 0
     maps: MapConfig = field(default_factory=MapConfig)
 
@@ -306,7 +309,7 @@ class TrainConfig:
             "base_lr": _real(0, open_low=True), "warmup_epochs": _int(0), "schedule_epochs": _optional(_int(1)),
             "bn_views": _one_of(BN_VIEWS), "aggregator_init": _one_of(AGGREGATOR_INITS),
             "temperature": _real(0, open_low=True), "aggregator": _one_of(AGGREGATORS), "backend": _one_of(BACKENDS),
-            "checkpoint_every": _int(1), "monitor_every": _int(0), "seed": _int(0),
+            "checkpoint_every": _int(1), "monitor_every": _int(0), "workers": _int(0), "seed": _int(0),
         })
 
 
@@ -413,9 +416,9 @@ _PAPER = Profile(
     tile=TileConfig(target_mpp=1.0, tile_px=224),
     encoder=EncoderConfig(),
     augment=AugmentConfig(),
-    moco=MocoConfig(),
+    moco=MocoConfig(workers=8),
     bank=BankConfig(augmentations=50, tiles=256, workers=8),
-    train=TrainConfig(),
+    train=TrainConfig(workers=4),
     embed=EmbedConfig(),
     probe=ProbeConfig(),
     # CLAM's schedule in steps for ~800 training slides: batch 1, at most 200 epochs, validation every epoch,

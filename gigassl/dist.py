@@ -33,22 +33,46 @@ def is_main() -> bool:
     return rank() == 0
 
 
-def setup_from_env() -> bool:
+def backend_for(device: str) -> str:
+    """The process-group backend for a resolved device: ``nccl`` for CUDA, ``gloo`` for anything else (a
+    ``torchrun ... --device cpu`` on a GPU node gets gloo, whose collectives take CPU tensors)."""
+    return "nccl" if str(device).split(":")[0] == "cuda" else "gloo"
+
+
+def setup_from_env(device: str = "cpu", timeout_minutes: float = 60.0) -> bool:
     """Initialise the process group from torchrun's environment, if present.
 
-    Reads ``RANK``, ``WORLD_SIZE``, ``MASTER_ADDR``, ``MASTER_PORT`` (and ``LOCAL_RANK`` for the GPU); uses
-    ``nccl`` when CUDA is available, ``gloo`` otherwise. Returns True when running distributed (already
-    initialised or initialised now), False when those variables are absent (a plain single process).
+    Reads ``RANK``, ``WORLD_SIZE``, ``MASTER_ADDR``, ``MASTER_PORT`` (and ``LOCAL_RANK`` for the GPU); the backend
+    follows the resolved ``device`` (:func:`backend_for`). ``timeout_minutes`` bounds every collective (NCCL's default
+    is 10 minutes; work that can take longer, such as packing a large bank, is done before this call). Returns True
+    when running distributed (already initialised or initialised now), False when those variables are absent (a
+    plain single process). Call :func:`cleanup` at the end.
     """
+    import datetime
+
     if is_initialized():
         return True
     if not all(name in os.environ for name in ("RANK", "WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT")):
         return False
-    backend = "nccl" if torch.cuda.is_available() else "gloo"
+    backend = backend_for(device)
     if backend == "nccl":
         torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", 0)))
-    tdist.init_process_group(backend=backend, init_method="env://")
+    tdist.init_process_group(backend=backend, init_method="env://",
+                             timeout=datetime.timedelta(minutes=float(timeout_minutes)))
     return True
+
+
+def cleanup() -> None:
+    """Destroy the process group (if any): the end of a distributed run."""
+    if is_initialized():
+        tdist.destroy_process_group()
+
+
+def local_device(device: str) -> str:
+    """``cuda:<LOCAL_RANK>`` for a CUDA device under torchrun (one GPU per process), else ``device``."""
+    if str(device).split(":")[0] == "cuda" and "LOCAL_RANK" in os.environ:
+        return f"cuda:{int(os.environ['LOCAL_RANK'])}"
+    return device
 
 
 class _GatherWithGrad(torch.autograd.Function):

@@ -6,7 +6,8 @@ compute their embedding {W_r} and consider the WSI representation as the element
 
 Views of T tiles are sampled with replacement from a slide's plain (non-augmented) tile embeddings, mapped without
 slide augmentation, embedded by the aggregator in eval mode (the representation W, before the projector),
-averaged over the R views and L2-normalised. The same seed gives the same embeddings. Works on banks made by
+averaged over the R views and L2-normalised. The same seed gives the same embeddings: bit for bit on
+the CPU, to about 1e-6 on CUDA (whose atomic ``index_add_`` sums in a varying order). Works on banks made by
 ``gigassl bank`` and on TRIDENT/CLAM tile features (plain features only).
 """
 

@@ -28,11 +28,10 @@ from typing import Callable
 
 import torch
 from torch import nn
-from torch.nn import functional as F
 
 from .config import FACTORY, EncoderConfig
 from .errors import ConfigError, GigasslError
-from .utils import autocast_dtype, resolve_device, sha256_file, torch_seeded
+from .utils import autocast_dtype, resize, resolve_device, sha256_file, torch_seeded
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -164,8 +163,7 @@ class TileEmbedder(nn.Module):
         if tiles.dtype == torch.uint8:
             tiles = tiles.permute(0, 3, 1, 2).float().div_(255)
         if self.input_px is not None and tuple(tiles.shape[-2:]) != (self.input_px, self.input_px):
-            tiles = F.interpolate(tiles, size=(self.input_px, self.input_px), mode="bilinear", align_corners=False,
-                                  antialias=tiles.shape[-1] > self.input_px)
+            tiles = resize(tiles, self.input_px)
         return (tiles - self.mean) / self.std
 
     def features(self, x: torch.Tensor) -> torch.Tensor:

@@ -20,6 +20,11 @@ class ConfigError(GigasslError):
     """A parameter has a value outside what is allowed."""
 
 
+class DeviceError(GigasslError):
+    """The accelerator failed (out of memory, a device-side error): a problem of the run, not of one slide, so a
+    batch stops instead of listing every slide as failed."""
+
+
 def suggest(message: str, *fixes: str) -> str:
     """Format ``message`` followed by a bullet list of fixes (TRIDENT-style suggestions)."""
     if not fixes:

@@ -16,6 +16,7 @@ folder for anyone else's features) that are memory-mapped, so training reads vie
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import math
@@ -35,6 +36,23 @@ from .utils import cache_dir as default_cache_dir
 from .utils import clean_temporaries, rng
 
 PACK_VERSION = 2
+
+
+@contextlib.contextmanager
+def _file_lock(path: Path):
+    """An exclusive advisory lock on ``path`` (fcntl; a no-op where it does not exist): processes that pack the
+    same bank (torchrun ranks, parallel notebooks) pack it once."""
+    try:
+        import fcntl
+    except ImportError:  # Windows
+        yield
+        return
+    with open(path, "a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
 
 
 # ------------------------------------------------------------------------------------------- sparse map geometry
@@ -127,11 +145,12 @@ class PackedBank:
         clean_temporaries(self.dir.parent)
         signature = [[p.name, p.stat().st_size, p.stat().st_mtime_ns] for p in files.values()]
         meta_path = self.dir / "meta.json"
-        meta = json.loads(meta_path.read_text()) if meta_path.exists() else None
-        if meta is None or meta.get("signature") != signature or meta.get("version") != PACK_VERSION \
-                or meta.get("source") != str(self.bank_dir.resolve()):
-            self._pack(files, signature)
-            meta = json.loads(meta_path.read_text())
+        with _file_lock(self.dir.with_name(f".{self.dir.name}.lock")):  # one process packs, the others wait for it
+            meta = json.loads(meta_path.read_text()) if meta_path.exists() else None
+            if meta is None or meta.get("signature") != signature or meta.get("version") != PACK_VERSION \
+                    or meta.get("source") != str(self.bank_dir.resolve()):
+                self._pack(files, signature)
+                meta = json.loads(meta_path.read_text())
         self.ids: list[str] = meta["ids"]
         self.skipped: dict[str, str] = meta.get("skipped", {})
         self.patch_size_level0 = np.asarray(meta["patch_size_level0"], np.int64)
@@ -149,6 +168,13 @@ class PackedBank:
 
     def __len__(self) -> int:
         return len(self.ids)
+
+    def __getstate__(self) -> dict:
+        """Pickled (for DataLoader workers) as the folder and the pack's location: the worker maps the same files."""
+        return {"bank_dir": str(self.bank_dir), "cache_dir": str(self.dir)}
+
+    def __setstate__(self, state: dict) -> None:
+        self.__init__(state["bank_dir"], state["cache_dir"])
 
     @property
     def augmented(self) -> bool:

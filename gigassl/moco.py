@@ -17,6 +17,7 @@ encoder under ``module.encoder_q.`` with torchvision names, the layout of the au
 
 from __future__ import annotations
 
+import collections
 import copy
 import dataclasses
 import math
@@ -31,7 +32,7 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm.auto import tqdm
 
-from . import io, provenance
+from . import dist, io, provenance
 from .augment import TileAugmentation
 from .bank import slide_key
 from .config import AugmentConfig, EncoderConfig, MocoConfig
@@ -46,11 +47,13 @@ from .utils import (atomic_path, autocast_dtype, clean_temporaries, ensure_writa
 class TileSet(torch.utils.data.Dataset):
     """Tiles drawn once (seeded) from each slide's tissue tiles; item -> uint8 (px, px, 3), read on demand.
 
-    ``slide_ids``: only these slides of the manifest (None: all).
+    ``slide_ids``: only these slides of the manifest (None: all). At most ``max_open`` slides are open at once in a
+    process (the least recently read is closed), so a cohort of thousands of slides does not exhaust file handles
+    in every DataLoader worker.
     """
 
     def __init__(self, manifest: str | os.PathLike, coords_dir: str | os.PathLike, tiles_per_slide: int, seed: int,
-                 slide_ids=None):
+                 slide_ids=None, max_open: int = 64):
         frame = read_manifest(manifest)
         if slide_ids is not None:
             frame = frame[frame["slide_id"].isin(set(slide_ids))]
@@ -77,13 +80,30 @@ class TileSet(torch.utils.data.Dataset):
             raise GigasslError(f"No tiles found in {coords_dir} for the slides of {manifest}; run `gigassl tile` first.")
         self.items = np.array(items, dtype=np.int64)
         self.tile_px = tile_px
+        self.max_open = int(max_open)
+        self._open: collections.OrderedDict[int, None] = collections.OrderedDict()
 
     def __len__(self) -> int:
         return len(self.items)
 
     def __getitem__(self, index: int) -> np.ndarray:
-        slide, x, y = self.items[index]
-        return self.readers[slide].read_one(int(x), int(y))
+        slide, x, y = (int(v) for v in self.items[index])
+        self._open.pop(slide, None)
+        self._open[slide] = None
+        while len(self._open) > self.max_open:  # at most max_open OpenSlide handles per process
+            self.readers[self._open.popitem(last=False)[0]].close()
+        return self.readers[slide].read_one(x, y)
+
+    def __getstate__(self) -> dict:
+        state = self.__dict__.copy()
+        state["_open"] = collections.OrderedDict()  # the readers travel closed (TileReader.__getstate__)
+        return state
+
+    def close(self) -> None:
+        """Close every open slide."""
+        for slide in list(self._open):
+            self.readers[slide].close()
+        self._open.clear()
 
 
 class MoCo(nn.Module):
@@ -143,7 +163,7 @@ class MoCo(nn.Module):
         logits = logits / self.config.temperature
         labels = torch.zeros(len(q), dtype=torch.long, device=q.device)
         loss = F.cross_entropy(logits, labels)
-        self._enqueue(k)
+        self._enqueue(dist.gather_with_grad(k.detach()))  # under DDP the queue gets the keys of every rank
         return loss, (logits.argmax(1) == 0).float().mean()
 
 
@@ -243,7 +263,7 @@ def pretrain_tiles(
     config: MocoConfig,
     augment: AugmentConfig = AugmentConfig(mode="independent"),
     device: str = "auto",
-    workers: int = 0,
+    workers: int | None = None,
     resume: bool = True,
     progress: bool = True,
     slide_ids=None,
@@ -253,10 +273,30 @@ def pretrain_tiles(
     Writes ``out_dir/checkpoint.pt`` (and every ``checkpoint_every`` epochs ``checkpoint_eNNNN.pt``),
     ``out_dir/log.csv`` (epoch, loss, top1, lr, seconds) and ``out_dir/steps.csv`` (the loss and top-1 of every
     step). ``slide_ids``: train on the tiles of these slides only (None: every slide of the manifest).
+    ``workers``: DataLoader processes reading tiles (None: ``config.workers``).
+
+    Under ``torchrun`` every process takes its slice of each global batch of ``config.batch_size`` tiles (one GPU
+    each), the query encoder is wrapped in DistributedDataParallel and the queue receives the keys of all ranks, so
+    the run is MoCo v2 at the global batch; rank 0 writes the files.
     """
-    out_dir = ensure_writable(out_dir)
-    clean_temporaries(out_dir)  # e.g. a checkpoint being written when a run was killed
-    device = resolve_device(device)
+    device = dist.local_device(resolve_device(device))
+    if int(os.environ.get("RANK", 0)) == 0:
+        out_dir = ensure_writable(out_dir)
+        clean_temporaries(out_dir)  # e.g. a checkpoint being written when a run was killed
+    distributed = dist.setup_from_env(device)
+    try:
+        return _pretrain(manifest, coords_dir, Path(out_dir), config, augment, device,
+                         config.workers if workers is None else int(workers), resume, progress, slide_ids, distributed)
+    finally:
+        dist.cleanup()
+
+
+def _pretrain(manifest, coords_dir, out_dir: Path, config: MocoConfig, augment: AugmentConfig, device: str,
+              workers: int, resume: bool, progress: bool, slide_ids, distributed: bool) -> Path:
+    world, rank = dist.world_size(), dist.rank()
+    if config.batch_size % world:
+        raise GigasslError(f"MoCo batch size {config.batch_size} must be divisible by the {world} processes.")
+    local = config.batch_size // world
     tiles = TileSet(manifest, coords_dir, config.tiles_per_slide, config.seed, slide_ids)
     if len(tiles) < config.batch_size:
         raise GigasslError(f"{len(tiles)} tiles for MoCo but batch size {config.batch_size}; lower --batch-size "
@@ -278,36 +318,54 @@ def pretrain_tiles(
         model.load_state_dict({k.replace("module.", "", 1): v for k, v in state["state_dict"].items()})
         optimizer.load_state_dict(state["optimizer"])
         start, log, step_log = state["epoch"], state["log"], state.get("steps", [])
+    runner = model
+    if distributed:  # the key encoder has no gradient; the queue and BN buffers stay per rank (identical queues)
+        runner = torch.nn.parallel.DistributedDataParallel(
+            model, device_ids=[device] if device.startswith("cuda") else None, broadcast_buffers=False)
     steps = len(tiles) // config.batch_size
     started = time.monotonic()
     for epoch in range(start, config.epochs):
         for group in optimizer.param_groups:
             group["lr"] = _lr(config, epoch)
         order = rng(config.seed, epoch).permutation(len(tiles))[: steps * config.batch_size]
+        mine = order.reshape(steps, world, local)[:, rank].reshape(-1)  # this rank's slice of every global batch
         loader = torch.utils.data.DataLoader(
-            torch.utils.data.Subset(tiles, order.tolist()), batch_size=config.batch_size, num_workers=workers,
-            collate_fn=_stack,
+            torch.utils.data.Subset(tiles, mine.tolist()), batch_size=local, num_workers=workers,
+            collate_fn=_stack, pin_memory=device.startswith("cuda"),
         )
         model.train()
         losses, accs, t0 = [], [], time.monotonic()
-        for step, batch in enumerate(tqdm(loader, desc=f"moco {epoch + 1}/{config.epochs}", disable=not progress)):
-            x = batch.to(device).permute(0, 3, 1, 2).float().div_(255)
-            x_q = augmentation(x, torch_generator(config.seed, epoch, step, 0))
-            x_k = augmentation(x, torch_generator(config.seed, epoch, step, 1))
-            loss, acc = model(((x_q - mean) / std).contiguous(memory_format=torch.channels_last),
-                              ((x_k - mean) / std).contiguous(memory_format=torch.channels_last), dtype)
+        bar = tqdm(loader, desc=f"moco {epoch + 1}/{config.epochs}", disable=not progress or rank != 0)
+        for step, batch in enumerate(bar):
+            x = batch.to(device, non_blocking=True).permute(0, 3, 1, 2).float().div_(255)
+            x_q = augmentation(x, torch_generator(config.seed, epoch, step, rank, 0) if distributed
+                               else torch_generator(config.seed, epoch, step, 0))
+            x_k = augmentation(x, torch_generator(config.seed, epoch, step, rank, 1) if distributed
+                               else torch_generator(config.seed, epoch, step, 1))
+            loss, acc = runner(((x_q - mean) / std).contiguous(memory_format=torch.channels_last),
+                               ((x_k - mean) / std).contiguous(memory_format=torch.channels_last), dtype)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
-            losses.append(loss.item())
-            accs.append(acc.item())
-            step_log.append({"epoch": epoch + 1, "step": epoch * steps + step + 1, "loss": losses[-1],
-                             "top1": accs[-1]})
-        log.append({"epoch": epoch + 1, "loss": float(np.mean(losses)), "top1": float(np.mean(accs)),
+            losses.append(loss.detach())
+            accs.append(acc.detach())
+        tiles.close()
+        measured = torch.stack([torch.stack(losses), torch.stack(accs)])
+        if distributed:  # the loss and top-1 of the global batch: the mean over ranks
+            torch.distributed.all_reduce(measured)
+            measured /= world
+        step_loss, step_acc = measured.cpu().tolist()
+        step_log += [{"epoch": epoch + 1, "step": epoch * steps + i + 1, "loss": a, "top1": b}
+                     for i, (a, b) in enumerate(zip(step_loss, step_acc))]
+        log.append({"epoch": epoch + 1, "loss": float(np.mean(step_loss)), "top1": float(np.mean(step_acc)),
                     "lr": _lr(config, epoch), "seconds": time.monotonic() - t0})
         timed_out = config.max_minutes is not None and time.monotonic() - started > 60 * config.max_minutes
+        if distributed:  # every rank stops at the same epoch
+            flag = torch.tensor([float(timed_out)], device=device)
+            torch.distributed.all_reduce(flag)
+            timed_out = bool(flag.item())
         done = epoch + 1 == config.epochs or timed_out
-        if done or (epoch + 1) % config.checkpoint_every == 0:
+        if rank == 0 and (done or (epoch + 1) % config.checkpoint_every == 0):
             state = {
                 "state_dict": {f"module.{k}": v.cpu() for k, v in model.state_dict().items()},
                 "optimizer": optimizer.state_dict(), "epoch": epoch + 1, "log": log, "steps": step_log,
@@ -319,8 +377,11 @@ def pretrain_tiles(
             if (epoch + 1) % config.checkpoint_every == 0:
                 with atomic_path(out_dir / f"checkpoint_e{epoch + 1:04d}.pt") as tmp:
                     torch.save(state, tmp)
-        write_csv_atomic(pd.DataFrame(log), out_dir / "log.csv")
-        write_csv_atomic(pd.DataFrame(step_log), out_dir / "steps.csv")
+        if rank == 0:
+            write_csv_atomic(pd.DataFrame(log), out_dir / "log.csv")
+            write_csv_atomic(pd.DataFrame(step_log), out_dir / "steps.csv")
         if timed_out:
             break
+    if distributed:
+        torch.distributed.barrier()
     return last

@@ -117,6 +117,36 @@ def _layer4_from(weights: str | None) -> dict | None:
     return build_embedder(EncoderConfig(name="resnet18", weights=weights)).layer4_state_dict()
 
 
+class StepViews(torch.utils.data.Dataset):
+    """The two views of every step of one epoch for this rank: item ``step`` -> (v1, v2), the
+    :meth:`PackedBank.training_views` of the rank's slice of the epoch's slide order. The views are keyed by (seed,
+    epoch, slide, view), so a DataLoader that prepares the next steps in worker processes while the device trains
+    gives exactly the views of the main-process loop."""
+
+    def __init__(self, bank: PackedBank, order: np.ndarray, batch: int, rank: int, local: int, steps: int,
+                 config: TrainConfig, epoch: int):
+        self.bank, self.order, self.batch, self.rank, self.local = bank, order, batch, rank, local
+        self.steps, self.config, self.epoch = steps, config, epoch
+
+    def __len__(self) -> int:
+        return self.steps
+
+    def __getitem__(self, step: int) -> tuple[Views, Views]:
+        start = step * self.batch + self.rank * self.local
+        return self.bank.training_views(self.order[start:start + self.local], self.config.tiles_per_view,
+                                        self.config.maps, self.config.seed, self.epoch)
+
+
+def step_views(steps: StepViews, workers: int, pin: bool = False):
+    """Iterate over the steps' views: in this process (``workers`` 0), or prepared ahead by a DataLoader with
+    ``workers`` processes (two steps each in advance; pinned memory for a fast copy to a GPU with ``pin``)."""
+    if workers <= 0:
+        return (steps[i] for i in range(len(steps)))
+    return torch.utils.data.DataLoader(steps, batch_size=None, shuffle=False, num_workers=int(workers),
+                                       prefetch_factor=2, pin_memory=pin,
+                                       multiprocessing_context="spawn" if os.name != "nt" else None)
+
+
 @dataclass(frozen=True)
 class Monitor:
     """Runs every ``TrainConfig.monitor_every`` epochs: ``fn(model, bank, epoch) -> list of dict rows``."""
@@ -159,19 +189,26 @@ def train(
         slide_ids: train on these slides only (e.g. the independent-centre experiment, Table 4); None: all.
         resume: continue from ``out_dir/checkpoint.pt`` if it exists (same curve as an uninterrupted run).
     """
-    distributed = dist.setup_from_env()
     out_dir = Path(out_dir)
-    device = resolve_device(config.device)
-    if distributed and device.startswith("cuda"):
-        device = f"cuda:{int(os.environ.get('LOCAL_RANK', 0))}"
-    world, rank = dist.world_size(), dist.rank()
-    if dist.is_main():
+    device = dist.local_device(resolve_device(config.device))
+    main = int(os.environ.get("RANK", 0)) == 0
+    if main:
         ensure_writable(out_dir)
         clean_temporaries(out_dir)  # e.g. a checkpoint being written when a run was killed
-        PackedBank(bank_dir)  # pack once, before the other ranks open it
-    if distributed:
-        torch.distributed.barrier()
+    # pack before the process group exists: packing a large bank can outlast any collective's timeout, and the
+    # pack's file lock makes one process pack while the others wait for it
     bank = PackedBank(bank_dir)
+    distributed = dist.setup_from_env(device)
+    try:
+        return _train(bank, bank_dir, out_dir, config, device, distributed, encoder_weights, slide_ids, resume,
+                      monitor, progress)
+    finally:
+        dist.cleanup()
+
+
+def _train(bank: PackedBank, bank_dir, out_dir: Path, config: TrainConfig, device: str, distributed: bool,
+           encoder_weights, slide_ids, resume: bool, monitor, progress: bool) -> Path:
+    world, rank = dist.world_size(), dist.rank()
     failed = {sid: why for sid, why in bank.skipped.items() if slide_ids is None or sid in set(slide_ids)}
     if slide_ids is not None:  # slides without any tile are left out and listed in failures.csv
         slide_ids = [sid for sid in slide_ids if sid not in bank.skipped]
@@ -222,14 +259,14 @@ def train(
         model.train()
         order = rng(config.seed, epoch).permutation(indices)
         losses, collapse, diags, t0 = [], [], [], time.monotonic()
-        bar = tqdm(range(steps_per_epoch), desc=f"train {epoch + 1}/{epochs}",
+        views = step_views(StepViews(bank, order, batch, rank, local, steps_per_epoch, config, epoch), config.workers,
+                           pin=device.startswith("cuda"))
+        bar = tqdm(views, total=steps_per_epoch, desc=f"train {epoch + 1}/{epochs}",
                    disable=not progress or not dist.is_main(), leave=False)
-        for step in bar:
+        for step, (v1, v2) in enumerate(bar):
             lr = learning_rate(config, batch, epoch * steps_per_epoch + step, steps_per_epoch, epochs)
             for group in optimizer.param_groups:
                 group["lr"] = lr
-            mine = order[step * batch + rank * local: step * batch + (rank + 1) * local]
-            v1, v2 = bank.training_views(mine, config.tiles_per_view, config.maps, config.seed, epoch)
             # per_view: each view its own forward pass (BatchNorm statistics per view); joint: one pass of 2B
             h, z = ddp(concat_views(v1, v2).to(device), chunks=chunks, return_embedding=True)
             z1, z2 = z.chunk(2)

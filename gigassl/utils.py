@@ -66,6 +66,42 @@ def die_with_parent(interval: float = 0.5) -> None:
 
 
 
+def torch_version() -> tuple[int, int]:
+    """(major, minor) of the installed torch."""
+    import torch
+
+    return tuple(int(v) for v in re.findall(r"\d+", torch.__version__)[:2])
+
+
+def resize(x, size: int, antialias: bool = True):
+    """Bilinear resize of (B, C, H, W) to (size, size), antialiased when reducing, on ``x``'s device. MPS before
+    torch 2.7 has no antialiased bilinear kernel: there the resize runs on the CPU, so that the pixels are the same
+    whatever the device."""
+    import torch.nn.functional as F
+
+    antialias = antialias and x.shape[-1] > size
+    if antialias and x.device.type == "mps" and torch_version() < (2, 7):
+        return F.interpolate(x.cpu(), size=(size, size), mode="bilinear", align_corners=False,
+                             antialias=True).to(x.device)
+    return F.interpolate(x, size=(size, size), mode="bilinear", align_corners=False, antialias=antialias)
+
+
+def is_device_error(err: BaseException) -> bool:
+    """True for a failure of the accelerator or of memory (CUDA or MPS out of memory, a device-side assert, NCCL,
+    cuDNN, a CPU allocation) rather than of the data: it must stop a batch run, not be listed as a failure of every
+    slide."""
+    import sys
+
+    torch = sys.modules.get("torch")  # no torch loaded: no torch error
+    kinds = tuple(k for k in (getattr(torch, "OutOfMemoryError", None),
+                              getattr(getattr(torch, "cuda", None), "OutOfMemoryError", None)) if k is not None)
+    if kinds and isinstance(err, kinds):
+        return True
+    return isinstance(err, (RuntimeError, MemoryError)) and (isinstance(err, MemoryError) or any(
+        mark in str(err) for mark in ("CUDA", "CUBLAS", "cuDNN", "NCCL", "MPS backend", "out of memory",
+                                      "device-side assert", "can't allocate memory")))
+
+
 def autocast_dtype(device: str, precision: str = "auto"):
     """The dtype dense convolutions run in under autocast on ``device``, or None for float32.
 
@@ -80,6 +116,11 @@ def autocast_dtype(device: str, precision: str = "auto"):
 
     choice(precision, PRECISIONS, "precision")
     if precision == "fp32":
+        return None
+    if device.split(":")[0] == "mps" and torch_version() < (2, 5):  # autocast on MPS came with torch 2.5
+        if precision == "bf16":
+            raise ConfigError(f"bfloat16 autocast on MPS needs torch >= 2.5 (this is {torch.__version__}); "
+                              "use --precision fp32 or a newer torch.")
         return None
     if precision == "bf16":
         return torch.bfloat16
