@@ -9,11 +9,12 @@ STAMP  := $(VENV)/.installed
 PROFILE ?= demo
 JOBS    ?= 2
 
-.PHONY: install test book run lock browser clean help
+.PHONY: install test test-gpu gpu-wheels book run lock browser clean help
 
 help:
 	@echo "make test   install (if needed) and run the test suite"
 	@echo "make book   install (if needed), run every notebook (PROFILE=$(PROFILE), JOBS=$(JOBS) at once) and build the book in _build/html"
+	@echo "make test-gpu  on a GPU machine: the tests that need CUDA or MPS"
 	@echo "make lock   re-freeze requirements.lock and environment.yml from .venv"
 
 $(STAMP): requirements.lock pyproject.toml
@@ -33,6 +34,14 @@ browser:
 
 test: install browser
 	$(PY) -m pytest -q
+
+# On a machine with a CUDA or MPS device: the tests marked gpu (they fail, not skip, without one).
+test-gpu: install
+	$(PY) -m pytest -q -m gpu tests/test_gpu.py
+
+# The wheels benchmarks/gpu.py installs on a GPU machine without internet (see BENCHMARKS.md).
+gpu-wheels:
+	$(PY) -m pip download --no-deps --dest benchmarks/wheels -r benchmarks/gpu_wheels.txt
 
 run: install
 	$(VENV)/bin/gigassl run --profile $(PROFILE) --jobs $(JOBS)

@@ -166,7 +166,8 @@ def _no_tile_reason(path, rgb: np.ndarray, mask: np.ndarray, grid: Grid, config:
     what = f"Slide {path}: no tile of {config.tile_px} px at {config.target_mpp} um/px"
     if grid.width < grid.patch_size_level0 or grid.height < grid.patch_size_level0:
         return suggest(f"{what}: the slide ({grid.width} x {grid.height} level-0 px) is smaller than one tile "
-                       f"({grid.patch_size_level0} level-0 px).", "Lower --tile-px or --target-mpp, or remove it.")
+                       f"({grid.patch_size_level0} level-0 px).",
+                       "Lower --tile-px or --target-mpp, or leave the slide out of the manifest.")
     background = float(np.mean(_saturation(rgb.astype(np.float32) / 255.0) < MIN_SATURATION))
     if background < 0.01:
         return suggest(f"{what}: the thumbnail has no background (glass) to tell tissue from; "

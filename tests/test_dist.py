@@ -140,3 +140,24 @@ def test_convert_reaches_sparse_batchnorm():
 def test_sync_batchnorm_shapes_in_one_process(shape):
     bn = dist.SyncBatchNorm1d(3)
     assert bn(torch.randn(shape)).shape == shape
+
+
+def test_the_backend_follows_the_resolved_device_and_the_group_is_cleaned_up(monkeypatch):
+    assert dist.backend_for("cuda") == dist.backend_for("cuda:3") == "nccl"
+    assert dist.backend_for("cpu") == dist.backend_for("mps") == "gloo"  # torchrun --device cpu on a GPU node
+    monkeypatch.setenv("LOCAL_RANK", "2")
+    assert dist.local_device("cuda") == "cuda:2" and dist.local_device("cpu") == "cpu"
+    import socket
+
+    with socket.socket() as free:
+        free.bind(("127.0.0.1", 0))
+        port = free.getsockname()[1]
+    for name, value in {"RANK": "0", "WORLD_SIZE": "1", "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port)}.items():
+        monkeypatch.setenv(name, value)
+    assert dist.setup_from_env("cpu", timeout_minutes=1) is True
+    try:
+        assert torch.distributed.get_backend() == "gloo" and dist.is_initialized()
+    finally:
+        dist.cleanup()
+    assert not dist.is_initialized()
+    dist.cleanup()  # nothing to clean: no error

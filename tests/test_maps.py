@@ -125,3 +125,26 @@ def test_inference_views_use_plain_tiles_without_augmentation(bank_dir):
     assert all(tuple(r) in rows for r in views.features.reshape(-1, 256).numpy().round(3))
     patch = int(bank.patch_size_level0[2])
     assert patch == 64
+
+
+def _open_bank(folder):
+    """A process that opens (and, if needed, packs) a bank; returns its packed ids and pack time stamp."""
+    bank = PackedBank(folder)
+    return bank.ids, (bank.dir / "meta.json").stat().st_mtime_ns
+
+
+def test_processes_opening_a_bank_at_once_pack_it_once(bank_dir, tmp_path):
+    """torchrun ranks (or parallel notebooks) open the same bank: one packs under the file lock, the others use it."""
+    import multiprocessing
+    import pickle
+    import shutil
+
+    copy = tmp_path / "bank"
+    shutil.copytree(bank_dir, copy, ignore=shutil.ignore_patterns("packed"))
+    with multiprocessing.get_context("spawn").Pool(2) as pool:
+        results = pool.map(_open_bank, [copy, copy])
+    assert results[0] == results[1]  # the same pack: packed once, the second process waited and reused it
+    bank = PackedBank(copy)
+    clone = pickle.loads(pickle.dumps(bank))  # what a DataLoader worker receives: the folder, not the arrays
+    assert len(pickle.dumps(bank)) < 1000 and clone.ids == bank.ids
+    np.testing.assert_array_equal(clone.features[2], bank.features[2])

@@ -1,5 +1,6 @@
 """The project's set-up: the lock, pyproject and environment.yml agree; two commands; data without ../shared."""
 
+import os
 import re
 import tomllib
 from pathlib import Path
@@ -64,3 +65,25 @@ def test_project_data_ships_with_the_package():
     assert (data / "tcga" / "splits" / "brca" / "full" / "split_9.csv").is_file()
     assert (data / "paper" / "published_results.csv").is_file()
     assert "MIT" in (data / "README.md").read_text()
+
+
+def test_the_gpu_check_runs_end_to_end_as_a_cpu_dry_run(tmp_path):
+    """benchmarks/gpu.py --dry-run --device cpu: every stage of the GPU check at tiny sizes, torchrun included."""
+    import json
+    import subprocess
+    import sys
+
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONWARNINGS": "ignore"}
+    done = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "gpu.py"), "--dry-run", "--device", "cpu",
+                           "--out", str(tmp_path / "gpu")], capture_output=True, text=True, env=env, timeout=900)
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-3000:]
+    record = json.loads((tmp_path / "gpu" / "gpu_check.json").read_text())
+    stages = [row["stage"] for row in record["stages"]]
+    assert stages[:7] == ["synth", "tile", "pretrain-tiles", "bank", "train", "embed", "probe"]
+    assert [s for s in stages if s.startswith("torchrun")] == [f"torchrun {n} x1" for n in ("pretrain-tiles", "bank",
+                                                                                            "train")]
+    figures = record["figures"]
+    for key in ("bank_tiles_per_second", "bare_embedder_tiles_per_second", "naive_pipeline_tiles_per_second",
+                "ssl_step_seconds_workers", "ssl_step_seconds_naive", "inference_50_views_seconds_per_1000_slides"):
+        assert figures[key] > 0, key
+    assert figures["same_seed_largest_difference"] == 0.0  # on the CPU: bit for bit

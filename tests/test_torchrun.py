@@ -51,3 +51,20 @@ def test_train_under_torchrun_follows_one_process(synthetic_bank, tmp_path):
     # gathered negatives, synchronised BatchNorm); later steps drift by float reduction order only
     np.testing.assert_allclose(a.loss.iloc[0], b.loss.iloc[0], rtol=1e-4)
     np.testing.assert_allclose(a.loss, b.loss, rtol=5e-2)
+
+
+def test_moco_under_torchrun_trains_on_the_global_batch(cohort, coords_dir, tmp_path):
+    """MoCo with DDP (gloo, 2 ranks): each rank its half of every global batch, the queue fed by both ranks."""
+    common = ["pretrain-tiles", "--manifest", str(cohort), "--coords", str(coords_dir), "--profile", "smoke",
+              "--epochs", "2", "--batch-size", "8", "--tiles-per-slide", "4", "--device", "cpu", "--no-progress"]
+    double = tmp_path / "double"
+    _torchrun(common + ["--out", str(double)], tmp_path)
+    log = pd.read_csv(double / "log.csv")
+    assert log["epoch"].tolist() == [1, 2] and np.isfinite(log["loss"]).all()
+    steps = pd.read_csv(double / "steps.csv")
+    assert len(steps) == 2 * (24 // 8)  # 6 slides x 4 tiles, global batch 8: 3 steps an epoch, logged once
+    import torch
+
+    state = torch.load(double / "checkpoint.pt", weights_only=True)
+    queue, ptr = state["state_dict"]["module.queue"], int(state["state_dict"]["module.queue_ptr"])
+    assert ptr == (2 * 3 * 8) % queue.shape[1]  # every step enqueued the 8 keys of both ranks

@@ -213,3 +213,22 @@ def test_a_bank_of_other_weights_than_the_layer4_init_is_refused(bank_dir, tmp_p
     config = TrainConfig(epochs=1, batch_size=4, warmup_epochs=0, device="cpu", maps=MapConfig(downsample="tile"))
     with pytest.raises(ConfigError, match=r"made by tile-embedder weights random-init-seed-0 .*other.pt"):
         train(bank_dir, tmp_path / "ssl", config, encoder_weights=str(other), progress=False)
+
+
+def test_views_prepared_by_dataloader_workers_train_the_same_model(synthetic_bank, tmp_path):
+    """The DataLoader over training steps (the GPU path) gives the views of the main-process loop: same losses."""
+    from gigassl.maps import PackedBank
+    from gigassl.train import StepViews, step_views
+
+    bank = PackedBank(synthetic_bank)
+    config = dataclasses.replace(CONFIG, epochs=2)
+    order = np.arange(16)[::-1]
+    steps = StepViews(bank, order, 8, 0, 8, 2, config, epoch=1)
+    inline = list(step_views(steps, 0))
+    ahead = list(step_views(steps, 2))
+    assert len(inline) == len(ahead) == 2
+    for (a1, a2), (b1, b2) in zip(inline, ahead):
+        assert torch.equal(a1.features, b1.features) and torch.equal(a2.coords, b2.coords)
+    a = train(synthetic_bank, tmp_path / "inline", config, progress=False)
+    b = train(synthetic_bank, tmp_path / "ahead", dataclasses.replace(config, workers=1), progress=False)
+    pd.testing.assert_frame_equal(pd.read_csv(a.parent / "steps.csv"), pd.read_csv(b.parent / "steps.csv"))

@@ -8,6 +8,7 @@ import textwrap
 import time
 
 import numpy as np
+import pytest
 
 from gigassl.utils import rng
 
@@ -92,3 +93,29 @@ def test_an_output_folder_that_cannot_be_written_is_refused_before_any_work(tmp_
     blocker.write_text("not a folder")
     with pytest.raises(ConfigError, match=r"Cannot write in .*a_file/out .*choose another output folder"):
         ensure_writable(blocker / "out")
+
+
+def test_mps_before_torch_2_5_runs_without_autocast(monkeypatch):
+    import torch
+
+    from gigassl import utils
+    from gigassl.errors import ConfigError
+
+    monkeypatch.setattr(utils, "torch_version", lambda: (2, 4))
+    assert utils.autocast_dtype("mps", "auto") is None
+    with pytest.raises(ConfigError, match="MPS needs torch >= 2.5"):
+        utils.autocast_dtype("mps", "bf16")
+    monkeypatch.setattr(utils, "torch_version", lambda: (2, 5))
+    assert utils.autocast_dtype("mps", "auto") is torch.bfloat16
+    assert utils.autocast_dtype("cuda", "fp32") is None
+
+
+def test_resize_is_antialiased_when_reducing_only():
+    import torch
+    import torch.nn.functional as F
+
+    from gigassl.utils import resize
+
+    x = torch.rand(2, 3, 64, 64)
+    torch.testing.assert_close(resize(x, 32), F.interpolate(x, size=(32, 32), mode="bilinear", antialias=True))
+    torch.testing.assert_close(resize(x, 96), F.interpolate(x, size=(96, 96), mode="bilinear", antialias=False))
