@@ -208,7 +208,24 @@ def _execute(execution: Execution, notebooks: Path, output: Path, parameters: di
     except BaseException:
         tmp.unlink(missing_ok=True)  # interrupted: no half-executed page
         raise
+    fold_code(tmp)
     os.replace(tmp, output)
+
+
+def fold_code(path: str | os.PathLike) -> None:
+    """Make an executed notebook read like a page: every code cell folded (Jupyter Book's ``hide-input``: one click
+    shows the code), the cell papermill injected (the run's parameters, with this machine's paths) removed."""
+    import nbformat
+
+    notebook = nbformat.read(str(path), as_version=4)
+    for cell in notebook.cells:
+        if cell.cell_type != "code":
+            continue
+        tags = list(cell.metadata.get("tags", []))
+        wanted = "remove-cell" if "injected-parameters" in tags else "hide-input"
+        if wanted not in tags:
+            cell.metadata["tags"] = tags + [wanted]
+    nbformat.write(notebook, str(path))
 
 
 def _run_one(execution: Execution, notebooks: Path, output: Path, parameters: dict, cwd: Path, retitle: bool,

@@ -82,6 +82,13 @@ def test_a_changed_parameter_reruns_only_what_depends_on_it(tmp_path):
     assert (root / "runs" / "demo" / "b_3" / "value.txt").read_text() == "3"
     assert (root / "book" / "executed" / "runs" / "a.ipynb").is_file()  # "first" runs twice (a, d): runs/
     assert (root / "book" / "executed" / "c.ipynb").is_file()
+    import nbformat
+
+    page = nbformat.read(str(root / "book" / "executed" / "c.ipynb"), as_version=4)
+    tags = [c.metadata.get("tags", []) for c in page.cells if c.cell_type == "code"]
+    # the page reads like a page: code folded, the injected parameters (this machine's paths) removed
+    assert ["injected-parameters", "remove-cell"] in tags and all("hide-input" in t or "remove-cell" in t for t in tags)
+    assert ["parameters", "hide-input"] in tags
     again = run_plan("demo", root, progress=False)
     assert all(r["skipped"] for r in again)
     plan = json.loads(json.dumps(PLAN))
