@@ -126,3 +126,20 @@ def test_resume_with_other_settings_is_refused(cohort, coords_dir, tmp_path):
         pretrain_tiles(cohort, coords_dir, tmp_path, dataclasses.replace(short, lr=0.1), device="cpu", progress=False)
     state = torch.load(tmp_path / "checkpoint.pt", weights_only=True)  # safe to load
     assert state["inputs"]["tile_px"] == 32
+
+
+def test_tileset_keeps_a_bounded_number_of_slides_open(cohort, coords_dir):
+    import pickle
+
+    from gigassl.moco import TileSet
+
+    tiles = TileSet(cohort, coords_dir, tiles_per_slide=3, seed=0, max_open=2)
+    assert len(tiles.readers) == 6
+    for index in range(len(tiles)):  # every slide in turn
+        tiles[index]
+        assert sum(r._slide is not None for r in tiles.readers) <= 2
+    clone = pickle.loads(pickle.dumps(tiles))  # what a DataLoader worker gets: every slide closed
+    assert all(r._slide is None for r in clone.readers) and not clone._open
+    assert (clone[0] == tiles[0]).all()
+    tiles.close()
+    assert all(r._slide is None for r in tiles.readers)
