@@ -7,4 +7,9 @@ Stages (one module each): ``synth`` (synthetic cohort), ``slides`` (OpenSlide re
 ``probe``, ``splits``, ``baselines``, ``runner`` and ``cli``. ``io`` is the only module that touches HDF5.
 """
 
+import logging
+
 __version__ = "0.1.0"
+
+# a library's logging is silent until the application configures it (the CLI does; -v for more)
+logging.getLogger(__name__).addHandler(logging.NullHandler())

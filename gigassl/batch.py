@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Callable, Iterable
 
 import pandas as pd
-from tqdm.auto import tqdm
+from tqdm import tqdm  # not tqdm.auto, which warns in kernels without ipywidgets
 
 from .errors import DeviceError
 from .utils import (atomic_path, clean_temporaries, die_with_parent, ensure_writable, is_device_error,

@@ -30,7 +30,7 @@ import pandas as pd
 import torch
 import torch.nn.functional as F
 from torch import nn
-from tqdm.auto import tqdm
+from tqdm import tqdm  # not tqdm.auto, which warns in kernels without ipywidgets
 
 from . import dist, io, provenance
 from .augment import TileAugmentation

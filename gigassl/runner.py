@@ -33,7 +33,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import yaml
-from tqdm.auto import tqdm
+from tqdm import tqdm  # not tqdm.auto, which warns in kernels without ipywidgets
 
 from .config import PROFILES
 from .errors import ConfigError, GigasslError

@@ -54,7 +54,7 @@ import numpy as np
 import pandas as pd
 import tifffile
 from scipy import ndimage
-from tqdm.auto import tqdm
+from tqdm import tqdm  # not tqdm.auto, which warns in kernels without ipywidgets
 
 from .config import SynthConfig
 from .errors import ConfigError

@@ -37,7 +37,7 @@ from typing import Callable
 import numpy as np
 import pandas as pd
 import torch
-from tqdm.auto import tqdm
+from tqdm import tqdm  # not tqdm.auto, which warns in kernels without ipywidgets
 
 from . import __version__, dist, provenance
 from .aggregators import GigaSSL, Projector, Views, build_aggregator

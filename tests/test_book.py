@@ -42,6 +42,20 @@ def test_every_execution_of_the_plan_ran(built):
     assert not list((built / "book" / "executed").rglob("*.failed.ipynb"))
 
 
+def test_pages_have_no_warnings_or_stderr(built):
+    """A reader's page shows no library warning, log line or progress bar (stderr) and no papermill injected cell."""
+    import nbformat
+
+    for path in sorted((built / "book" / "executed").rglob("*.ipynb")):
+        page = nbformat.read(str(path), as_version=4)
+        for cell in page.cells:
+            for output in cell.get("outputs", []):
+                assert not (output.get("output_type") == "stream" and output.get("name") == "stderr"), (
+                    f"{path.name}: stderr in a page: {output.get('text', '')[:300]}")
+            tags = cell.get("metadata", {}).get("tags", [])
+            assert "injected-parameters" not in tags or "remove-cell" in tags
+
+
 def test_html_holds_every_figure_and_table(built):
     html = built / "_build" / "html"
     images = {hashlib.sha256(p.read_bytes()).hexdigest() for p in html.rglob("*.png")}
