@@ -18,7 +18,6 @@ forked torch generator seeded from the same key, batch order from :func:`gigassl
 
 from __future__ import annotations
 
-import contextlib
 import copy
 import logging
 import os
@@ -35,7 +34,7 @@ from .config import DeepMILConfig, ProbeConfig
 from .errors import ManifestError, suggest
 from .probe import evaluate, probe_plan, resolve_budgets
 from .splits import Split, budget_key, check_ids, load_labels, plan_splits, validation_split
-from .utils import resolve_device, rng, torch_seeded, write_csv_atomic
+from .utils import resolve_device, rng, torch_seeded, torch_threads, write_csv_atomic
 
 log = logging.getLogger(__name__)
 
@@ -170,34 +169,6 @@ class DeepMIL(nn.Module):
         return self.classifier(z), attention
 
 
-@contextlib.contextmanager
-def _seeded(seed: int, device: str):
-    """Fork the torch generator of ``device`` (and the CPU one), seed it, restore it on exit (dropout)."""
-    dev = torch.device(device)
-    if dev.type == "cuda":
-        index = dev.index if dev.index is not None else torch.cuda.current_device()
-        with torch.random.fork_rng(devices=[index]):
-            torch.random.default_generator.manual_seed(int(seed))
-            with torch.cuda.device(index):
-                torch.cuda.manual_seed(int(seed))
-            yield
-    else:
-        with torch_seeded(seed):
-            yield
-
-
-@contextlib.contextmanager
-def torch_threads(n: int | None):
-    """Run the block with ``torch.set_num_threads(n)`` (None: unchanged) and restore the previous value."""
-    before = torch.get_num_threads()
-    if n is not None:
-        torch.set_num_threads(int(n))
-    try:
-        yield
-    finally:
-        torch.set_num_threads(before)
-
-
 def _batch(bags: list[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor | None]:
     """Pad bags (M_i, F) into (B, K, F) and a mask (B, K) (None when all bags have the same size)."""
     sizes = [len(b) for b in bags]
@@ -292,7 +263,7 @@ class DeepMILClassifier:
         best, best_state, self.best_step_, self.history_ = float("inf"), None, 0, []
         size = min(int(cfg.batch_size), len(fit_bags))
         order, cursor, epoch, running, step = np.empty(0, int), 0, 0, [], 0
-        with _seeded(train_seed, device):
+        with torch_seeded(train_seed, device):
             model.train()
             while step < int(cfg.max_steps):
                 if cursor + size > len(order):  # a new pass over the training bags, keyed by its index

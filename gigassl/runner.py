@@ -129,15 +129,50 @@ def source_hash() -> str:
     return digest.hexdigest()
 
 
+def _file_values(value) -> list[str]:
+    """The strings in a parameter value (nested lists and dicts included)."""
+    if isinstance(value, str):
+        return [value]
+    if isinstance(value, dict):
+        return [s for v in value.values() for s in _file_values(v)]
+    if isinstance(value, (list, tuple)):
+        return [s for v in value for s in _file_values(v)]
+    return []
+
+
+def input_digest(path: Path) -> bytes:
+    """What an input file contributes to a hash: its content, and for a manifest (a CSV with a ``path`` column) the
+    size and modification time of every file it lists (the slides), so that editing either re-runs its readers."""
+    digest = hashlib.sha256(path.read_bytes())
+    if path.suffix.lower() == ".csv":
+        import pandas as pd
+
+        try:
+            listed = pd.read_csv(path, usecols=["path"], dtype=str)["path"].dropna()
+        except (ValueError, pd.errors.ParserError, UnicodeDecodeError):  # not a manifest
+            listed = []
+        for name in listed:
+            slide = Path(name) if Path(name).is_absolute() else path.parent / name
+            stat = slide.stat() if slide.exists() else None
+            digest.update(f"{name}:{stat.st_size}:{stat.st_mtime_ns}".encode() if stat else f"{name}:-".encode())
+    return digest.digest()
+
+
 def execution_hash(execution: Execution, notebooks: Path, upstream: dict[str, str], package: str) -> str:
     """The hash that decides whether an execution must run again: the notebook, its parameters, the package, the
-    hashes of what it needs and the content of its declared ``inputs`` (files under the root, e.g. a recorded
-    benchmark; a missing one hashes as missing)."""
+    hashes of what it needs, and the input files it reads: its declared ``inputs`` (files under the root, e.g. a
+    recorded benchmark; a missing one hashes as missing) and every parameter naming an existing file (e.g. your
+    ``manifest``, with the slides it lists; :func:`input_digest`)."""
+    root = notebooks.parent
     digest = hashlib.sha256()
     digest.update((notebooks / f"{execution.notebook}.py").read_bytes())
     for name in execution.inputs:
-        path = notebooks.parent / name
-        digest.update(name.encode() + (path.read_bytes() if path.is_file() else b"<missing>"))
+        path = root / name
+        digest.update(name.encode() + (input_digest(path) if path.is_file() else b"<missing>"))
+    for value in _file_values(execution.parameters):
+        path = Path(value) if Path(value).is_absolute() else root / value
+        if value and path.is_file():
+            digest.update(value.encode() + input_digest(path))
     digest.update(json.dumps(execution.parameters, sort_keys=True, default=str).encode())
     digest.update(package.encode())
     for need in execution.needs:

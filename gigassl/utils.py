@@ -25,16 +25,35 @@ def rng(*key: int) -> np.random.Generator:
 
 
 @contextlib.contextmanager
-def torch_seeded(seed: int) -> Iterator[None]:
-    """Run the block with torch's global generator set to ``seed`` and restore it afterwards.
-
-    Used only around ``nn.Module`` construction, whose parameter initialisers read the global generator.
-    """
+def torch_seeded(seed: int, device: str = "cpu") -> Iterator[None]:
+    """Run the block with torch's global generator (and, for a CUDA ``device``, that GPU's) set to ``seed``, and
+    restore them afterwards: the one seeding helper, around ``nn.Module`` construction (whose initialisers read the
+    global generator) and around training that draws dropout masks."""
     import torch
 
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(int(seed))
+    dev = torch.device(device)
+    index = (dev.index if dev.index is not None else torch.cuda.current_device()) if dev.type == "cuda" else None
+    with torch.random.fork_rng(devices=[] if index is None else [index]):
+        torch.random.default_generator.manual_seed(int(seed))
+        if index is not None:
+            with torch.cuda.device(index):
+                torch.cuda.manual_seed(int(seed))
         yield
+
+
+@contextlib.contextmanager
+def torch_threads(n: int | None) -> Iterator[None]:
+    """Run the block with ``torch.set_num_threads(n)`` (None: unchanged) and restore the previous value: the one
+    thread limiter."""
+    import torch
+
+    before = torch.get_num_threads()
+    if n is not None:
+        torch.set_num_threads(int(n))
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
 
 
 def torch_generator(*key: int, device: str = "cpu"):

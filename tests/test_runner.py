@@ -173,3 +173,21 @@ def test_a_parallel_failure_stops_what_depends_on_it(tmp_path):
     assert not (root / "runs" / "demo" / "after").exists()
     state = json.loads((root / "runs" / "demo" / "runner.json").read_text())
     assert state["broken"]["status"] == "failed" and "after" not in state
+
+
+def test_editing_a_manifest_in_place_reruns_the_notebooks_that_read_it(tmp_path):
+    """A parameter naming a file (your manifest) enters the hash with its content and the slides it lists."""
+    plan = {"executions": [{"name": "a", "notebook": "first", "parameters": {"value": "my/manifest.csv"}},
+                           {"name": "b", "notebook": "second", "needs": ["a"]},
+                           {"name": "c", "notebook": "third", "parameters": {"value": 3}}]}
+    root = _project(tmp_path, plan)
+    (root / "my").mkdir()
+    (root / "my" / "s1.tiff").write_bytes(b"slide")
+    manifest = root / "my" / "manifest.csv"
+    manifest.write_text("slide_id,path\ns1,s1.tiff\n")
+    assert [r["skipped"] for r in run_plan("demo", root, progress=False)] == [False, False, False]
+    assert all(r["skipped"] for r in run_plan("demo", root, progress=False))
+    manifest.write_text("slide_id,path,mpp\ns1,s1.tiff,0.25\n")  # edited in place: same path, new content
+    assert [r["skipped"] for r in run_plan("demo", root, progress=False)] == [False, False, True]
+    (root / "my" / "s1.tiff").write_bytes(b"a slide copied again, another size")  # a listed slide changed
+    assert [r["skipped"] for r in run_plan("demo", root, progress=False)] == [False, False, True]
