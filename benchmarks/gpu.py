@@ -163,13 +163,13 @@ def ssl_figures(out: Path, device: str, size: dict) -> dict:
     import torch
 
     sys.path.insert(0, str(HERE))
-    from train import write_bank  # benchmarks/train.py: random bank files with the paper's shapes
+    from train import one_step, write_bank  # benchmarks/train.py: the step, random banks of paper shapes
 
     from gigassl.config import MapConfig, TrainConfig
     from gigassl.embed import embed_bank
     from gigassl.loss import NTXentLoss
     from gigassl.maps import PackedBank
-    from gigassl.train import StepViews, build_model, concat_views, step_views
+    from gigassl.train import StepViews, build_model, step_views
 
     folder = out / "random_bank"
     write_bank(folder, size["bench_slides"], size["bench_draws"], size["bench_tiles"], 256, plain=300)
@@ -190,11 +190,7 @@ def ssl_figures(out: Path, device: str, size: dict) -> dict:
                 if device.startswith("cuda"):
                     torch.cuda.synchronize()
                 start = time.perf_counter()
-            z1, z2 = model(concat_views(v1, v2).to(device), chunks=2).chunk(2)
-            loss = criterion(z1, z2)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
+            one_step(model, optimizer, criterion, v1, v2, device, chunks=2)
         if device.startswith("cuda"):
             torch.cuda.synchronize()
         return (time.perf_counter() - start) / max(1, steps - 1)

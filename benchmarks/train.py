@@ -44,6 +44,15 @@ def write_bank(folder: Path, slides: int, draws: int, tiles: int, dim: int, plai
                                                        dtype=np.float32), keep, {"patch_size_level0": 448}))
 
 
+def one_step(model, optimizer, criterion, v1, v2, device, chunks: int = 1) -> None:
+    """One SimCLR step on the two views: forward (``chunks`` passes), NT-Xent, backward, optimizer."""
+    z1, z2 = model(concat_views(v1, v2).to(device), chunks=chunks).chunk(2)
+    loss = criterion(z1, z2)
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    optimizer.step()
+
+
 def step_time(model, optimizer, criterion, views, device, repeats: int = 20) -> float:
     """Median seconds of one step on ``views`` (a list of (v1, v2))."""
     times = []
@@ -52,11 +61,7 @@ def step_time(model, optimizer, criterion, views, device, repeats: int = 20) -> 
         if device.startswith("cuda"):
             torch.cuda.synchronize()
         start = time.perf_counter()
-        z1, z2 = model(concat_views(v1, v2).to(device)).chunk(2)
-        loss = criterion(z1, z2)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
+        one_step(model, optimizer, criterion, v1, v2, device)
         if device.startswith("cuda"):
             torch.cuda.synchronize()
         times.append(time.perf_counter() - start)
