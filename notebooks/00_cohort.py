@@ -59,6 +59,8 @@ save_figure(fig, "cohort_thumbnails", figures_dir)
 # ## Labels and centres
 
 # %%
+from IPython.display import display
+
 from gigassl import io
 
 tiles = {s: len(io.read_coords(out / "coords" / f"{s}.h5")[0]) for s in frame["slide_id"] if s not in report.failed}

@@ -60,7 +60,8 @@ splits = probe_runs(named, manifest, tasks, budgets=(1.0,), train_sizes=(min(con
                     config=config.probe, n_splits=config.probe.n_splits)
 splits.to_csv(Path(out_dir) / "splits.csv", index=False)
 summary = summarize(splits, n_bootstrap=0)
-table3 = summary.assign(variant=summary["method"], regime=summary["budget"].map({"full": "100%", small: "50 WSI"}))
+table3 = summary.assign(variant=summary["method"], regime=summary["budget"].map(
+    {"full": "100%", small: f"{min(config.probe.train_sizes)} WSI"}))  # the paper's smallest: 50 WSI
 table3 = table3[["protocol", "variant", "task", "regime", "n_train", "auc_mean", "auc_std"]]
 save_table(table3, "table3_ablation_augmentation", figures_dir)
 table3.pivot_table(index=["protocol", "task", "regime"], columns="variant", values="auc_mean")[list(variants)]

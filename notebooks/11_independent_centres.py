@@ -49,7 +49,8 @@ splits = probe_runs(named, probe_slides, tasks, budgets=(1.0,), train_sizes=(sma
 splits.to_csv(Path(out_dir) / "splits.csv", index=False)
 summary = summarize(splits, n_bootstrap=0)
 table4 = summary.assign(model=summary["method"],
-                        regime=summary["budget"].map({"full": "100%", budget_name(size=smallest or 1): "50 WSI"}))
+                        regime=summary["budget"].map({"full": "100%",
+                                                      budget_name(size=smallest or 1): f"{smallest} WSI"}))
 table4 = table4[["protocol", "model", "task", "regime", "n_train", "auc_mean", "auc_std"]]
 save_table(table4, "table4_independent_centres", figures_dir)
 table4.pivot_table(index=["protocol", "task", "regime"], columns="model", values="auc_mean")
