@@ -377,7 +377,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("probe", help="linear probe (or AverageMIL / DeepMIL) over splits: the Table 2 protocol",
                        description="Logistic regression (C=10, balanced) on frozen slide embeddings over splits; "
                                    "ROC AUC per split in a tidy CSV (--out) and a summary (mean, std, bootstrap "
-                                   "95%% interval). --method averagemil|deepmil --bank DIR runs the baselines.")
+                                   "95% interval). --method averagemil|deepmil --bank DIR runs the baselines.")
     p.add_argument("--embeddings", help="slide embeddings: gigassl embed's .h5 / .csv / .parquet / per-slide "
                    "folder, or a .npy with --ids")
     p.add_argument("--ids", help="slide ids (.npy) of a .npy embedding matrix")
@@ -419,8 +419,16 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _verbose_everywhere(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
+    """-v/--verbose accepted after the command too (``gigassl bank ... -v``), not only before it."""
+    sub = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+    for command in sub.choices.values():
+        command.add_argument("-v", "--verbose", action="store_true", default=argparse.SUPPRESS, help="log more")
+    return parser
+
+
 def main(argv: list[str] | None = None) -> int:
-    parser = build_parser()
+    parser = _verbose_everywhere(build_parser())
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(message)s")
     try:

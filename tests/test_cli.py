@@ -141,3 +141,11 @@ def test_the_readme_commands_for_trident_features(trident_features, tmp_path, ca
     err = capsys.readouterr().err
     assert "not slide embeddings" in err and "--bank" in err and "delete" not in err.lower()
     assert io.read_embeddings(out)[1].shape == (16, 512)
+
+
+def test_verbose_is_accepted_before_and_after_the_command():
+    parser = cli._verbose_everywhere(cli.build_parser())
+    assert parser.parse_args(["-v", "info", "a.svs"]).verbose is True
+    assert parser.parse_args(["info", "a.svs", "-v"]).verbose is True
+    assert parser.parse_args(["info", "a.svs"]).verbose is False
+    assert "95% interval" in cli.build_parser()._subparsers._group_actions[0].choices["probe"].format_help()
