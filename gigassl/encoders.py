@@ -189,12 +189,16 @@ class TileEmbedder(nn.Module):
 
 @dataclass(frozen=True)
 class EncoderSpec:
-    """A named tile encoder: ``build(config) -> TileEmbedder``, its feature dimension (None: known once built)."""
+    """A named tile encoder: ``build(config) -> TileEmbedder``, its feature dimension, input size (None: the tiles'
+    own) and normalisation (for a ``module:factory`` encoder the last three are known once built)."""
 
     name: str
     build: Callable[[EncoderConfig], TileEmbedder]
     feature_dim: int | None
     description: str = ""
+    input_px: int | None = None
+    mean: tuple | None = None
+    std: tuple | None = None
 
 
 def _build_resnet18(config: EncoderConfig) -> TileEmbedder:
@@ -274,9 +278,11 @@ def _build_factory(config: EncoderConfig) -> TileEmbedder:
 
 
 REGISTRY: dict[str, EncoderSpec] = {
-    "resnet18": EncoderSpec("resnet18", _build_resnet18, 256, "ResNet18 cut at layer3 (the paper's tile embedder)"),
+    "resnet18": EncoderSpec("resnet18", _build_resnet18, 256, "ResNet18 cut at layer3 (the paper's tile embedder)",
+                            None, IMAGENET_MEAN, IMAGENET_STD),
     "efficientnet_lite0": EncoderSpec("efficientnet_lite0", _build_efficientnet_lite0, 1280,
-                                      "EfficientNet-Lite0 with ImageNet weights (Giga-SSLim, Table 3)"),
+                                      "EfficientNet-Lite0 with ImageNet weights (Giga-SSLim, Table 3)", None,
+                                      LITE_MEAN, LITE_STD),
 }
 
 

@@ -156,3 +156,15 @@ def test_user_encoder_errors_name_the_fix():
         build_embedder(EncoderConfig(name="tests.tiny_encoder:not_a_module"))
     with pytest.raises(ConfigError, match="module:factory for your own encoder"):
         EncoderConfig(name="uni")
+
+
+def test_the_registry_describes_the_built_in_encoders():
+    from gigassl.encoders import REGISTRY, encoder_spec
+
+    resnet = build_embedder(EncoderConfig())
+    spec = REGISTRY["resnet18"]
+    assert spec.feature_dim == resnet.out_dim == 256 and spec.input_px is None
+    assert tuple(resnet.mean.flatten().tolist()) == pytest.approx(spec.mean)
+    assert encoder_spec("tests.tiny_encoder:build").feature_dim is None  # known once built (24)
+    with pytest.raises(ConfigError, match="Unknown encoder 'uni'"):
+        encoder_spec("uni")
