@@ -87,13 +87,13 @@ def load_bags(bank_dir: str | os.PathLike, slide_ids, max_tiles: int | None = No
     return bags
 
 
-def _usable_bags(bank, labels, task: str, max_tiles=None, seed: int = 0) -> tuple[dict, dict]:
-    """The bags of a task's labelled slides ({slide_id: (M, F)}) and the slides left out ({slide_id: reason}):
-    a bank folder's empty or unreadable files; a dict of bags is used as it is."""
+def _usable_bags(bank, slide_ids, max_tiles=None, seed: int = 0) -> tuple[dict, dict]:
+    """The bags of ``slide_ids`` ({slide_id: (M, F)}) and the slides left out ({slide_id: reason}): a bank folder's
+    empty or unreadable files; a dict of bags is used as it is."""
     if isinstance(bank, dict):
         return bank, {}
     failed: dict = {}
-    bags = load_bags(bank, load_labels(labels, task)["slide_id"], max_tiles, seed, failures=failed)
+    bags = load_bags(bank, slide_ids, max_tiles, seed, failures=failed)
     if failed:
         log.warning("%d slide(s) left out (no usable tile features): %s", len(failed), ", ".join(failed))
     return bags, failed
@@ -142,8 +142,10 @@ def run_averagemil(bank, labels, task: str, *, splits=None, n_splits: int | None
     Same arguments as :func:`gigassl.probe.run_probe`, with ``bank`` a folder of ``<slide_id>.h5`` or a dict of
     bags instead of slide embeddings. Returns the tidy table with method ``averagemil``.
     """
-    bags, failed = _usable_bags(bank, labels, task)
-    frame, plan, used = _plan(labels, task, splits, n_splits, budgets, train_sizes, config, left_out=failed)
+    frame, plan, used = _plan(labels, task, splits, n_splits, budgets, train_sizes, config)
+    bags, failed = _usable_bags(bank, used)
+    if failed:  # the splits without the slides that have no tile
+        frame, plan, used = _plan(labels, task, splits, n_splits, budgets, train_sizes, config, left_out=failed)
     check_ids(plan, set(bags), what="the bags")
     table = probe_plan(average_embeddings(bags, used), frame, plan, task=task, preprocessing="standard",
                        method="averagemil", config=config, allow_case_overlap=allow_case_overlap, protocol=protocol)
@@ -336,8 +338,10 @@ def run_deepmil(bank, labels, task: str, *, splits=None, n_splits: int | None = 
     """
     if config.n_splits is not None and splits is None:
         n_splits = min(int(probe_config.n_splits if n_splits is None else n_splits), int(config.n_splits))
-    bags, failed = _usable_bags(bank, labels, task, config.max_tiles, config.seed)
-    frame, plan, used = _plan(labels, task, splits, n_splits, budgets, train_sizes, probe_config, left_out=failed)
+    frame, plan, used = _plan(labels, task, splits, n_splits, budgets, train_sizes, probe_config)
+    bags, failed = _usable_bags(bank, used, config.max_tiles, config.seed)
+    if failed:  # the splits without the slides that have no tile
+        frame, plan, used = _plan(labels, task, splits, n_splits, budgets, train_sizes, probe_config, left_out=failed)
     device = resolve_device(config.device)
     check_ids(plan, set(bags), what="the bags")
     tensors = {sid: torch.as_tensor(bags[sid], dtype=torch.float32).to(device) for sid in used}
