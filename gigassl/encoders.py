@@ -163,7 +163,7 @@ class TileEmbedder(nn.Module):
         if tiles.dtype == torch.uint8:
             tiles = tiles.permute(0, 3, 1, 2).float().div_(255)
         if self.input_px is not None and tuple(tiles.shape[-2:]) != (self.input_px, self.input_px):
-            tiles = resize(tiles, self.input_px)
+            tiles = resize(tiles, self.input_px, antialias=tiles.shape[-1] > self.input_px)
         return (tiles - self.mean) / self.std
 
     def features(self, x: torch.Tensor) -> torch.Tensor:

@@ -114,12 +114,11 @@ def torch_version() -> tuple[int, int]:
 
 
 def resize(x, size: int, antialias: bool = True):
-    """Bilinear resize of (B, C, H, W) to (size, size), antialiased when reducing, on ``x``'s device. MPS before
-    torch 2.7 has no antialiased bilinear kernel: there the resize runs on the CPU, so that the pixels are the same
-    whatever the device."""
+    """Bilinear resize of (B, C, H, W) to (size, size) on ``x``'s device, with torch's antialiased kernel when
+    ``antialias`` (the tile augmentation's, enlarging too). MPS before torch 2.7 has no antialiased bilinear kernel:
+    there the resize runs on the CPU, so that the pixels are the same whatever the device."""
     import torch.nn.functional as F
 
-    antialias = antialias and x.shape[-1] > size
     if antialias and x.device.type == "mps" and torch_version() < (2, 7):
         return F.interpolate(x.cpu(), size=(size, size), mode="bilinear", align_corners=False,
                              antialias=True).to(x.device)
