@@ -34,7 +34,7 @@ from .errors import ConfigError, SlideError, suggest
 from .manifest import read_manifest
 from .provenance import IGNORED, check_folder
 from .slides import read_tiles
-from .utils import follow_thread_budget, rng, torch_generator
+from .utils import rng, torch_generator
 
 
 def slide_key(slide_id: str) -> int:
@@ -168,7 +168,6 @@ def build_bank(
     paths = dict(zip(frame["slide_id"], frame["path"]))
 
     def work(slide_id: str, tmp: Path) -> None:
-        follow_thread_budget()  # under the book's runner: every core when the bank runs alone
         coords_path = io.coords_file(coords_dir, slide_id)
         if coords_path is None:
             raise SlideError(f"No tile coordinates for {slide_id} in {coords_dir} (looked for "

@@ -40,8 +40,8 @@ from .encoders import IMAGENET_MEAN, IMAGENET_STD, ResNet18
 from .errors import GigasslError
 from .manifest import read_manifest
 from .slides import TileReader
-from .utils import (atomic_path, autocast_dtype, clean_temporaries, ensure_writable, follow_thread_budget,
-                    load_checkpoint_file, resolve_device, rng, torch_generator, torch_seeded, write_csv_atomic)
+from .utils import (atomic_path, autocast_dtype, clean_temporaries, ensure_writable, load_checkpoint_file,
+                    resolve_device, rng, torch_generator, torch_seeded, write_csv_atomic)
 
 
 class TileSet(torch.utils.data.Dataset):
@@ -337,8 +337,6 @@ def _pretrain(manifest, coords_dir, out_dir: Path, config: MocoConfig, augment: 
         losses, accs, t0 = [], [], time.monotonic()
         bar = tqdm(loader, desc=f"moco {epoch + 1}/{config.epochs}", disable=not progress or rank != 0)
         for step, batch in enumerate(bar):
-            if step % 10 == 0:
-                follow_thread_budget()  # under the book's runner: every core when MoCo runs alone
             x = batch.to(device, non_blocking=True).permute(0, 3, 1, 2).float().div_(255)
             x_q = augmentation(x, torch_generator(config.seed, epoch, step, rank, 0) if distributed
                                else torch_generator(config.seed, epoch, step, 0))

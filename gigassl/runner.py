@@ -37,7 +37,7 @@ from tqdm import tqdm  # not tqdm.auto, which warns in kernels without ipywidget
 
 from .config import PROFILES
 from .errors import ConfigError, GigasslError
-from .utils import THREAD_BUDGET, die_with_parent, write_text_atomic
+from .utils import die_with_parent, write_text_atomic
 
 PACKAGE = Path(__file__).resolve().parent
 
@@ -263,25 +263,13 @@ def fold_code(path: str | os.PathLike) -> None:
     nbformat.write(notebook, str(path))
 
 
-def share_threads(folder: Path, running: list[Execution]) -> None:
-    """Write each running execution's thread budget (``cpu_count // running``, at least 1) to ``folder/<name>``: the
-    long stages read theirs as they go (:func:`gigassl.utils.follow_thread_budget`), so one left alone, e.g. MoCo
-    while nothing else can start, uses every core and gives them back when another execution starts."""
-    share = max(1, (os.cpu_count() or 1) // max(1, len(running)))
-    for execution in running:
-        write_text_atomic(folder / execution.name, f"{share}\n")
-
-
 def _run_one(execution: Execution, notebooks: Path, output: Path, parameters: dict, cwd: Path, retitle: bool,
-             threads: int | None, budget: str | None = None) -> dict:
+             threads: int | None) -> dict:
     """Run one execution (in this process or in a worker process of :func:`run_plan`); its kernel gets ``threads``
-    BLAS/OpenMP/torch threads when given, and reads its later thread budget from the file ``budget``. Returns
-    seconds and the kernel's peak memory, or the failure's message."""
+    BLAS/OpenMP/torch threads when given. Returns seconds and the kernel's peak memory, or the failure's message."""
     if threads:  # read by the kernel's libraries when they start
         for name in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
             os.environ[name] = str(threads)
-    if budget:
-        os.environ[THREAD_BUDGET] = budget
     started = time.monotonic()
     with _PeakMemory() as memory:
         try:
@@ -303,8 +291,7 @@ def run_plan(profile: str, root: str | os.PathLike = ".", only: list[str] | None
         jobs: executions run at once, each in its own process, as soon as the executions it ``needs`` are done
             (in plan order among those ready). With ``jobs > 1`` each kernel gets ``cpu_count // jobs`` threads
             (at least 1), recorded as ``threads``: kernels that share cores with more threads than cores stall
-            each other (BENCHMARKS.md measures it). The long stages follow a budget the runner updates
-            (:func:`share_threads`): alone, an execution gets every core. Floating-point reduction orders may differ from a ``jobs=1``
+            each other (BENCHMARKS.md measures it). Floating-point reduction orders may differ from a ``jobs=1``
             run, so numbers may differ in their last digits. On a failure no new execution starts,
             those running finish, and the failure is raised.
     """
@@ -395,8 +382,6 @@ def run_plan(profile: str, root: str | os.PathLike = ".", only: list[str] | None
         failures: list[str] = []
         waiting = list(todo)
         running: dict = {}
-        budgets = run_dir / ".threads"
-        budgets.mkdir(parents=True, exist_ok=True)
         with futures.ProcessPoolExecutor(max_workers=int(jobs), mp_context=multiprocessing.get_context("spawn"),
                                          initializer=die_with_parent) as pool:
             while waiting or running:
@@ -407,9 +392,8 @@ def run_plan(profile: str, root: str | os.PathLike = ".", only: list[str] | None
                     waiting.remove(item)
                     execution, output, parameters, repeated = item
                     start(execution)
-                    share_threads(budgets, [*running.values(), execution])
                     running[pool.submit(_run_one, execution, notebooks, output, parameters, root, repeated,
-                                        threads, str(budgets / execution.name))] = execution
+                                        threads)] = execution
                     bar.set_postfix_str(", ".join(e.name for e in running.values()))
                 if not running:
                     break  # a failure left executions that cannot start
@@ -422,7 +406,6 @@ def run_plan(profile: str, root: str | os.PathLike = ".", only: list[str] | None
                         failures.append(result["error"])
                     else:
                         pending.discard(execution.name)
-                share_threads(budgets, list(running.values()))  # one left alone gets every core
         if failures:
             raise ExecutionFailed("\n".join(failures))
     bar.close()

@@ -41,27 +41,6 @@ def torch_seeded(seed: int, device: str = "cpu") -> Iterator[None]:
         yield
 
 
-THREAD_BUDGET = "GIGASSL_THREAD_BUDGET"  # the file where the runner writes a kernel's thread budget
-
-
-def follow_thread_budget() -> int | None:
-    """Set torch's threads to the budget the experiment runner gives this process (an integer in the file named
-    by ``$GIGASSL_THREAD_BUDGET``, see :func:`gigassl.runner.share_threads`) and return it; None (and nothing
-    changed) outside the runner. The long loops (MoCo steps, bank slides) call it as they go."""
-    path = os.environ.get(THREAD_BUDGET)
-    if not path:
-        return None
-    try:
-        share = int(Path(path).read_text().strip())
-    except (OSError, ValueError):
-        return None
-    import torch
-
-    if share >= 1 and share != torch.get_num_threads():
-        torch.set_num_threads(share)
-    return share
-
-
 @contextlib.contextmanager
 def torch_threads(n: int | None) -> Iterator[None]:
     """Run the block with ``torch.set_num_threads(n)`` (None: unchanged) and restore the previous value: the one

@@ -191,36 +191,3 @@ def test_editing_a_manifest_in_place_reruns_the_notebooks_that_read_it(tmp_path)
     assert [r["skipped"] for r in run_plan("demo", root, progress=False)] == [False, False, True]
     (root / "my" / "s1.tiff").write_bytes(b"a slide copied again, another size")  # a listed slide changed
     assert [r["skipped"] for r in run_plan("demo", root, progress=False)] == [False, False, True]
-
-
-def test_an_execution_left_alone_gets_every_core(tmp_path):
-    """With --jobs 2 both start with cpu_count // 2 threads; when one ends, the other's budget becomes cpu_count."""
-    import os
-
-    slow = textwrap.dedent('''\
-        # %% tags=["parameters"]
-        profile = "demo"
-        run_dir = "runs"
-        out_dir = "runs/x"
-        figures_dir = "figures"
-
-        # %%
-        import os
-        import time
-        from pathlib import Path
-
-        from gigassl.utils import follow_thread_budget
-
-        seen = [follow_thread_budget()]
-        deadline = time.time() + 60
-        while seen[-1] != os.cpu_count() and time.time() < deadline:
-            time.sleep(0.2)
-            seen.append(follow_thread_budget())
-        Path(out_dir, "seen.txt").write_text(",".join(str(s) for s in dict.fromkeys(seen)))
-        ''')
-    root = _project(tmp_path, {"executions": [{"name": "slow", "notebook": "slow"},
-                                              {"name": "fast", "notebook": "first"}]})
-    (root / "notebooks" / "slow.py").write_text(slow)
-    run_plan("demo", root, progress=False, jobs=2)
-    cores = os.cpu_count()
-    assert (root / "runs" / "demo" / "slow" / "seen.txt").read_text() == f"{max(1, cores // 2)},{cores}"
