@@ -102,7 +102,7 @@ def embed_slides(bank_dir: str | os.PathLike, checkpoint: str | os.PathLike, out
               for s in wanted if s not in present}
     embeddings = embed_bank(model, bank, bank.indices(ids), config.views, config.tiles_per_view, maps,
                             config.seed, config.batch_views, device, progress)
-    coords = {sid: bank._plain(i)[1] for sid, i in zip(ids, bank.indices(ids))} if kind == "trident" else None
+    coords = {sid: bank.plain(i)[1] for sid, i in zip(ids, bank.indices(ids))} if kind == "trident" else None
     io.write_embeddings(out, ids, embeddings, fmt=kind, coords=coords, checkpoint_sha256=sha256_file(checkpoint),
                         views=config.views, tiles_per_view=config.tiles_per_view, seed=config.seed,
                         epoch=int(state["epoch"]), aggregator=state["config"]["aggregator"], bank=str(bank_dir),

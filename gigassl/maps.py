@@ -282,7 +282,8 @@ class PackedBank:
             c = slide_augmentation(c, config, generator)
         return to_sites(c)
 
-    def _plain(self, i: int) -> tuple[np.ndarray, np.ndarray]:
+    def plain(self, i: int) -> tuple[np.ndarray, np.ndarray]:
+        """Slide ``i``'s plain tile features and their level-0 coordinates. Shape: (M, F) float16, (M, 2) int32."""
         start, stop = int(self.offsets[i]), int(self.offsets[i + 1])
         return self.plain_features[start:stop], self.plain_coords[start:stop]
 
@@ -310,7 +311,7 @@ class PackedBank:
                     feats[b] = self.features[i, draw][pick]
                     chosen = self.coords[i, draw][pick]
                 else:
-                    plain, coords = self._plain(i)
+                    plain, coords = self.plain(i)
                     pick = np.sort(g.integers(0, len(plain), tiles))
                     feats[b] = plain[pick]
                     chosen = coords[pick]
@@ -321,7 +322,7 @@ class PackedBank:
     def inference_views(self, i: int, views: int, tiles: int, config: MapConfig, seed: int) -> Views:
         """R views of T tiles of slide ``i`` sampled from its plain embeddings, without slide augmentation
         (Sec. 4.2). Shape: features (R, T, F), coords (R, T, 2)."""
-        plain, coords = self._plain(i)
+        plain, coords = self.plain(i)
         if config.downsample == "tile" and self.patch_size_level0[i] <= 0:
             self._sites(i, coords[:1], config, None)  # the error that names the slide and the fix
         return inference_views(plain, coords, int(self.patch_size_level0[i]), views, tiles, config, seed,

@@ -126,7 +126,7 @@ def test_trident_and_clam_features_embed_with_their_own_checkpoint_only(trident_
     ids, emb, _ = io.read_embeddings(tmp_path / "emb.h5")
     bank = PackedBank(trident_features)
     i = bank.ids.index(ids[3])
-    plain, coords = bank._plain(i)
+    plain, coords = bank.plain(i)
     embedder = GigaSSLEmbedder(checkpoint, views=4, tiles_per_view=5)
     one = embedder.transform(np.asarray(plain), np.asarray(coords), patch_size_level0=64, slide_id=ids[3])
     np.testing.assert_allclose(one, emb[3], rtol=1e-4, atol=1e-5)
