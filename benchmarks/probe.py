@@ -30,7 +30,8 @@ from sklearn.preprocessing import normalize
 
 from gigassl.baselines import run_deepmil
 from gigassl.config import DeepMILConfig, ProbeConfig
-from gigassl.probe import auc_score, probe_plan, summarize
+from gigassl.metrics import auc_score, summarize
+from gigassl.protocol import probe_plan
 from gigassl.splits import load_labels, plan_splits
 from gigassl.utils import rng
 

@@ -31,7 +31,8 @@ from gigassl.config import get_profile
 from gigassl.embed import embed_slides
 from gigassl.manifest import labelled_ids, task_columns
 from gigassl.moco import pretrain_tiles
-from gigassl.probe import probe_runs, summarize
+from gigassl.metrics import summarize
+from gigassl.protocol import probe_runs
 from gigassl.synth import synthesize
 from gigassl.tiling import tile_cohort
 from gigassl.train import train

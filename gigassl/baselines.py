@@ -32,9 +32,9 @@ from torch import nn
 from .aggregators import GatedAttentionPool
 from .config import DeepMILConfig, ProbeConfig
 from .errors import ManifestError, suggest
-from .probe import evaluate, probe_plan, resolve_budgets
+from .protocol import evaluate, probe_plan, resolve_budgets
 from .splits import Split, budget_key, check_ids, load_labels, plan_splits, validation_split
-from .utils import resolve_device, rng, torch_seeded, torch_threads, write_csv_atomic
+from .utils import limit_threads, resolve_device, rng, torch_seeded, write_csv_atomic
 
 log = logging.getLogger(__name__)
 
@@ -139,7 +139,7 @@ def run_averagemil(bank, labels, task: str, *, splits=None, n_splits: int | None
                    out=None, protocol: str = "paper") -> pd.DataFrame:
     """The AverageMIL column of Table 2 (``gigassl probe --method averagemil --bank DIR``).
 
-    Same arguments as :func:`gigassl.probe.run_probe`, with ``bank`` a folder of ``<slide_id>.h5`` or a dict of
+    Same arguments as :func:`gigassl.protocol.run_probe`, with ``bank`` a folder of ``<slide_id>.h5`` or a dict of
     bags instead of slide embeddings. Returns the tidy table with method ``averagemil``.
     """
     frame, plan, used = _plan(labels, task, splits, n_splits, budgets, train_sizes, config)
@@ -207,7 +207,7 @@ class DeepMILClassifier:
         self.num_threads = num_threads
 
     def _threads(self, device: str):
-        return torch_threads(self.num_threads if torch.device(device).type == "cpu" else None)
+        return limit_threads(self.num_threads if torch.device(device).type == "cpu" else None)
 
     def _scaled(self, bags: list) -> list[torch.Tensor]:
         return [(torch.as_tensor(b, dtype=torch.float32, device=self.device_) - self.mean_) / self.std_ for b in bags]
@@ -326,7 +326,7 @@ def run_deepmil(bank, labels, task: str, *, splits=None, n_splits: int | None = 
                 curves: list | None = None) -> pd.DataFrame:
     """The DeepMIL column of Table 2 and Fig. 2 (``gigassl probe --method deepmil --bank DIR``).
 
-    Same splits and budgets as :func:`gigassl.probe.run_probe` (``probe_config`` gives n_splits, test_fraction,
+    Same splits and budgets as :func:`gigassl.protocol.run_probe` (``probe_config`` gives n_splits, test_fraction,
     budgets and the split seed); ``bank`` is a folder of ``<slide_id>.h5`` or a {slide_id: (M, F)} dict.
     The validation part (``config.val_fraction`` of each training split, stratified, grouped by case) is
     used for early stopping only. ``config.n_splits`` (when set) runs DeepMIL on the first k splits only (the same

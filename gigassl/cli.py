@@ -165,7 +165,8 @@ def cmd_embed(args) -> int:
 
 
 def cmd_probe(args) -> int:
-    from .probe import run_probe, summarize
+    from .metrics import summarize
+    from .protocol import run_probe
 
     profile = get_profile(args.profile)
     override(profile.probe, n_splits=args.n_splits)  # options checked before any file is read

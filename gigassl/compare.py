@@ -52,7 +52,7 @@ def paired_interval(differences, n_bootstrap: int = 2000, level: float = 0.95, s
 def per_split(table: pd.DataFrame, a: str, b: str, by=("protocol", "task", "budget")) -> pd.DataFrame:
     """The per-split AUCs of methods ``a`` and ``b`` side by side, on the splits both have.
 
-    ``table``: the tidy table of :func:`gigassl.probe.evaluate` (columns method, split, auc and ``by``).
+    ``table``: the tidy table of :func:`gigassl.protocol.evaluate` (columns method, split, auc and ``by``).
     Returns columns ``by``, split, auc_a, auc_b, difference (a - b).
     """
     by = [c for c in by if c in table.columns]

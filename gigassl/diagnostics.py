@@ -26,6 +26,7 @@ import warnings
 import numpy as np
 
 from .errors import ConfigError
+from .utils import limit_threads
 
 
 def _unit(x) -> np.ndarray:
@@ -94,7 +95,6 @@ def centre_predictability(x, centres, groups=None, n_splits: int = 5, seed: int 
     from sklearn.model_selection import StratifiedGroupKFold
     from sklearn.pipeline import make_pipeline
     from sklearn.preprocessing import StandardScaler
-    from threadpoolctl import threadpool_limits
 
     x = _unit(x)
     centres = np.asarray(centres).astype(str)
@@ -107,7 +107,7 @@ def centre_predictability(x, centres, groups=None, n_splits: int = 5, seed: int 
     folds = max(2, min(int(n_splits), len(set(groups.tolist()))))
     predicted = np.empty(len(x), dtype=object)
     cv = StratifiedGroupKFold(n_splits=folds, shuffle=True, random_state=int(seed))
-    with threadpool_limits(1), warnings.catch_warnings():
+    with limit_threads(1, "blas"), warnings.catch_warnings():
         warnings.simplefilter("ignore")  # folds lacking a small centre warn; the score accounts for it
         for train, test in cv.split(x, centres, groups):
             if len(set(centres[train])) < 2:
@@ -134,6 +134,32 @@ def diagnose(x, second=None, centres=None, groups=None, seed: int = 0) -> dict:
     else:
         row["centre_accuracy"] = row["centre_chance"] = float("nan")
     return row
+
+
+def neighbour_agreement(matrix: np.ndarray, labels, k: int = 5) -> float:
+    """Mean fraction of each row's ``k`` nearest neighbours (cosine) that share its label, e.g. its centre.
+
+    A measure of how much an embedding is organised by a slide-level attribute (Sec. 5: shortcut features shared by
+    all the tiles of a slide); its chance level is :func:`label_agreement_chance`.
+    Shape: matrix (S, D), labels (S,) -> float in [0, 1].
+    """
+    x = np.asarray(matrix, np.float64)
+    x = x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
+    sim = x @ x.T
+    np.fill_diagonal(sim, -np.inf)
+    k = min(k, len(x) - 1)
+    neighbours = np.argsort(-sim, axis=1)[:, :k]
+    labels = np.asarray(labels)
+    return float((labels[neighbours] == labels[:, None]).mean())
+
+
+def label_agreement_chance(labels, k: int = 5) -> float:
+    """The expected :func:`neighbour_agreement` of an embedding that ignores ``labels`` (neighbours drawn at random
+    among the other rows)."""
+    labels = np.asarray(labels)
+    n = len(labels)
+    _, counts = np.unique(labels, return_counts=True)
+    return float((counts * (counts - 1)).sum() / (n * (n - 1)))
 
 
 # How to read each column, for the book's captions.

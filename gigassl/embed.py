@@ -171,7 +171,8 @@ def training_monitor(labels, tasks: list[str], maps: MapConfig, views: int, tile
 
     from . import diagnostics as diag
     from .config import ProbeConfig
-    from .probe import PROTOCOLS, run_probe
+    from .probe import PROTOCOLS
+    from .protocol import run_probe
     from .splits import load_labels
     from .train import Monitor
 

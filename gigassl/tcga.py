@@ -35,7 +35,7 @@ import pandas as pd
 from . import io
 from .config import DeepMILConfig, ProbeConfig
 from .errors import ConfigError
-from .probe import load_embeddings, probe_plan
+from .protocol import load_embeddings, probe_plan
 from .splits import Split, load_labels, normalize_id, read_splits
 from .utils import write_csv_atomic
 

@@ -41,10 +41,33 @@ def torch_seeded(seed: int, device: str = "cpu") -> Iterator[None]:
         yield
 
 
+_BLAS = None  # threadpoolctl's controller of the BLAS/OpenMP pools, made at first use (it inspects the loaded libraries)
+
+
 @contextlib.contextmanager
-def torch_threads(n: int | None) -> Iterator[None]:
-    """Run the block with ``torch.set_num_threads(n)`` (None: unchanged) and restore the previous value: the one
-    thread limiter."""
+def limit_threads(n: int | None, library: str = "torch") -> Iterator[None]:
+    """Run the block with at most ``n`` threads (None: unchanged) and restore the previous setting: the one thread
+    limiter.
+
+    ``library``: ``"torch"`` (``torch.set_num_threads``: the tile embedder, the aggregators, DeepMIL) or ``"blas"``
+    (the BLAS/OpenMP pools of numpy, scipy and scikit-learn, through threadpoolctl: the linear probes, the
+    diagnostics).
+    """
+    if library == "blas":
+        global _BLAS
+        if n is None:
+            yield
+            return
+        if _BLAS is None:
+            from threadpoolctl import ThreadpoolController
+
+            _BLAS = ThreadpoolController()
+        with _BLAS.limit(limits=int(n)):
+            yield
+        return
+    from .config import choice
+
+    choice(library, ("torch", "blas"), "limit_threads' library")
     import torch
 
     before = torch.get_num_threads()

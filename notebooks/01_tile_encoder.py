@@ -38,7 +38,7 @@ from gigassl.config import get_profile
 from gigassl.figures import save_figure, save_table, training_curves
 from gigassl.manifest import labelled_ids, pool_ids, task_columns
 from gigassl.moco import heldout_tiles, pretrain_tiles, retrieval_curve
-from gigassl.probe import summarize
+from gigassl.metrics import summarize
 
 config = get_profile(profile)
 cohort = Path(run_dir) / "cohort"

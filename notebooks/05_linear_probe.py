@@ -44,7 +44,9 @@ from gigassl.compare import paired
 from gigassl.config import get_profile
 from gigassl.figures import auc_bars, paired_forest, save_figure, save_table
 from gigassl.manifest import labelled_ids, task_columns
-from gigassl.probe import PROTOCOLS, probe_runs, summarize
+from gigassl.metrics import summarize
+from gigassl.probe import PROTOCOLS
+from gigassl.protocol import probe_runs
 
 config = get_profile(profile)
 manifest = pd.read_csv(Path(run_dir) / "cohort" / "manifest.csv", dtype={"slide_id": str, "case_id": str})

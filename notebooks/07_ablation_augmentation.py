@@ -48,7 +48,9 @@ from gigassl.compare import paired
 from gigassl.config import get_profile
 from gigassl.figures import embedding_map, paired_forest, pca_2d, save_figure, save_table
 from gigassl.manifest import task_columns
-from gigassl.probe import label_agreement_chance, neighbour_agreement, probe_runs, summarize
+from gigassl.diagnostics import label_agreement_chance, neighbour_agreement
+from gigassl.metrics import summarize
+from gigassl.protocol import probe_runs
 from gigassl.splits import budget_name
 
 config = get_profile(profile)

@@ -31,7 +31,8 @@ from gigassl import io
 from gigassl.config import get_profile
 from gigassl.figures import curves, save_figure, save_table
 from gigassl.manifest import task_columns
-from gigassl.probe import probe_runs, summarize
+from gigassl.metrics import summarize
+from gigassl.protocol import probe_runs
 
 config = get_profile(profile)
 manifest = pd.read_csv(Path(run_dir) / "cohort" / "manifest.csv", dtype={"slide_id": str, "case_id": str})

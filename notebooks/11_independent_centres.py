@@ -33,7 +33,8 @@ import pandas as pd
 from gigassl.config import get_profile
 from gigassl.figures import save_table
 from gigassl.manifest import task_columns
-from gigassl.probe import probe_runs, summarize
+from gigassl.metrics import summarize
+from gigassl.protocol import probe_runs
 from gigassl.splits import budget_name, centre_holdout
 
 config = get_profile(profile)

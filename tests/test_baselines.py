@@ -12,7 +12,7 @@ from gigassl.baselines import (
 from gigassl.config import DeepMILConfig, ProbeConfig
 from gigassl.errors import ManifestError
 from gigassl.io import Bank, write_bank
-from gigassl.probe import COLUMNS
+from gigassl.protocol import COLUMNS
 
 SMALL = DeepMILConfig(hidden=32, attention=16, dropout=0.1, lr=5e-3, weight_decay=1e-4, batch_size=8,
                       max_steps=400, eval_every=10, patience=80, device="cpu", seed=0)

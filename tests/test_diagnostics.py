@@ -68,3 +68,18 @@ def test_diagnose_row():
                         "centre_chance"}
     assert row["alignment"] == 0 and row["centre_chance"] == 0.5 and row["slides"] == 60
     assert np.isnan(diagnose(x)["alignment"]) and np.isnan(diagnose(x)["centre_accuracy"])
+
+
+def test_neighbour_agreement_against_its_chance_level():
+    """An embedding organised by a label puts each row's neighbours in its class (agreement 1); one that ignores it
+    agrees at the chance level of random neighbours."""
+    from gigassl.diagnostics import label_agreement_chance, neighbour_agreement
+
+    gen = np.random.default_rng(0)
+    labels = np.repeat(["a", "b", "c"], 20)
+    clustered = np.eye(3)[np.repeat([0, 1, 2], 20)] + 0.01 * gen.normal(size=(60, 3))
+    assert neighbour_agreement(clustered, labels, k=5) == 1.0
+    chance = label_agreement_chance(labels, k=5)
+    assert chance == pytest.approx(3 * 20 * 19 / (60 * 59))
+    noise = gen.normal(size=(60, 16))
+    assert abs(neighbour_agreement(noise, labels, k=5) - chance) < 0.12
