@@ -1,4 +1,4 @@
-"""Tests of gigassl.synth: real (tiny) slides written in tmp_path and opened with OpenSlide."""
+"""Tests of gigassl.synth: real (tiny) cohorts written in tmp_path and opened with OpenSlide."""
 
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ import pytest
 from gigassl.config import get_profile
 from gigassl.errors import ConfigError
 from gigassl.manifest import read_manifest
-from gigassl.synth import COLUMNS, PRIORS, TASKS, plan_cohort, synthesize, write_pyramid_tiff
+from gigassl.synth import COLUMNS, PRIORS, TASKS, plan_cohort, synthesize
 
 TINY = dataclasses.replace(get_profile("smoke").synth, n_slides=6, n_centers=3, width=512, height=512, n_levels=2,
                            seed=3, workers=1, pool_slides=0)
@@ -93,20 +93,6 @@ def test_a_stopped_run_resumes_and_another_config_starts_afresh(cohort, tmp_path
     slides[0].unlink()
     synthesize(out, parallel, progress=False)
     assert slides[0].exists()
-
-
-def test_write_pyramid_tiff_without_mpp_and_with_area_averaging(tmp_path):
-    checker = np.zeros((512, 512, 3), np.uint8)
-    checker[::2, ::2] = checker[1::2, 1::2] = 255  # 1-px checkerboard: its 2x2 means are all 127.5
-    write_pyramid_tiff(tmp_path / "none.tiff", checker, mpp=None, n_levels=3)
-    write_pyramid_tiff(tmp_path / "mpp.tiff", checker, mpp=0.25, n_levels=3)
-    with openslide.OpenSlide(str(tmp_path / "none.tiff")) as slide:
-        assert openslide.PROPERTY_NAME_MPP_X not in slide.properties
-        assert slide.level_count == 3 and slide.level_downsamples == pytest.approx((1.0, 2.0, 4.0))
-    with openslide.OpenSlide(str(tmp_path / "mpp.tiff")) as slide:
-        assert float(slide.properties[openslide.PROPERTY_NAME_MPP_X]) == pytest.approx(0.25)
-    level1 = _level(str(tmp_path / "none.tiff"), 1).astype(float)
-    assert np.abs(level1 - 127.5).max() < 4  # averaged, not decimated (which gives 0 or 255)
 
 
 def test_tissue_on_white_background_with_nuclei_and_eosin(cohort):
