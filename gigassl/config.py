@@ -8,6 +8,10 @@ This is the one place where parameter values live. Each stage function takes its
 - ``demo``: the default of ``make book``; the synthetic cohort, sized for a 2-core CPU;
 - ``paper``: the paper's parameters (Sec. 3.2, 4.1, 4.2), for real slides and a GPU.
 
+Each config documents its fields in an ``Attributes:`` section, one entry per field: the command line's help
+(:mod:`gigassl.options`) is read from there, so a field and its help cannot drift apart. Every config validates
+itself when built (``__post_init__``); :func:`choice` is the one check of a value against a list of allowed ones.
+
 This module imports nothing heavy so that ``gigassl --help`` stays instant.
 """
 
@@ -34,6 +38,40 @@ PREPROCESSING = ("l2", "standard", "l2+standard", "none")
 
 
 # ------------------------------------------------------------------------------------------------ validation
+def refused(what: str, value, allowed: str, fix: str) -> ConfigError:
+    """The error of a refused value, in the one form every check uses: ``{what}={value!r} is not allowed: it must
+    be {allowed}. {fix}``. The error carries ``what``, ``value`` and ``allowed`` as attributes (the command line
+    rewrites ``fix`` to name the option or file key the value came from)."""
+    error = ConfigError(f"{what}={value!r} is not allowed: it must be {allowed}. {fix}".rstrip())
+    error.what, error.value, error.allowed = what, value, allowed
+    return error
+
+
+def _is_one_of(value, allowed) -> bool:
+    try:
+        return bool(value in allowed)
+    except (TypeError, ValueError):  # a value that cannot be compared (an array) is not one of them
+        return False
+
+
+def _one_of_text(allowed) -> str:
+    return "one of " + ", ".join(map(repr, allowed))
+
+
+def choice(value, allowed: tuple, what: str, fix: str = ""):
+    """Return ``value`` if it is one of ``allowed``; else raise the ConfigError that names ``what`` (the option or
+    field), the value, the allowed values and ``fix`` (how to change it). The one choice checker of the package:
+    the configs' fields (:func:`_validate`) and every module's names (aggregators, encoders, backends, devices,
+    TCGA tasks, profiles) go through it.
+
+    >>> choice("mean", ("sparseconv", "attention", "mean"), "aggregator")
+    'mean'
+    """
+    if not _is_one_of(value, allowed):
+        raise refused(what, value, _one_of_text(allowed), fix)
+    return value
+
+
 def _int(low: int, high: int | None = None):
     """An integer (not a bool) in [low, high]."""
     text = f"an integer >= {low}" if high is None else f"an integer in [{low}, {high}]"
@@ -62,7 +100,11 @@ def _optional(rule):
 
 
 def _one_of(values: tuple):
-    return (lambda v: v in values), "one of " + ", ".join(map(repr, values))
+    """The rule of a choice field: the membership and the text of :func:`choice`."""
+    return (lambda v: _is_one_of(v, values)), _one_of_text(values)
+
+
+_BOOL = _one_of((True, False))
 
 
 def _interval(low: float, high: float | None = None, open_low: bool = True):
@@ -80,7 +122,7 @@ def _each(rule, allow_empty: bool = False):
 
 def _validate(config, rules: dict) -> None:
     """Raise ConfigError for the first field of ``config`` that breaks its rule; the error names the field, the
-    value, what is allowed, and the option or parameter to change."""
+    value, what is allowed, and the option or parameter to change (and carries ``config`` and ``field``)."""
     for name, (ok, allowed) in rules.items():
         value = getattr(config, name)
         try:
@@ -88,10 +130,10 @@ def _validate(config, rules: dict) -> None:
         except TypeError:
             good = False
         if not good:
-            raise ConfigError(
-                f"{type(config).__name__}.{name}={value!r} is not allowed: it must be {allowed}. "
-                f"Change the parameter {name!r} (command line: --{name.replace('_', '-')})."
-            )
+            error = refused(f"{type(config).__name__}.{name}", value, allowed,
+                            f"Change the parameter {name!r} (command line: --{name.replace('_', '-')}).")
+            error.config, error.field = type(config).__name__, name
+            raise error
 
 
 @dataclass(frozen=True)
@@ -100,28 +142,52 @@ class SynthConfig:
 
     The difficulty fields are documented in :mod:`gigassl.synth`; they were calibrated once (on the
     AverageMIL baseline alone, see the book's calibration section) and then frozen.
+
+    Attributes:
+        n_slides: labelled slides of the cohort.
+        n_centers: centres (acquisition sites, each with its own stain and scanner look), at most n_slides.
+        width: level-0 width of a labelled slide, in pixels.
+        height: level-0 height of a labelled slide, in pixels.
+        mpp: level-0 microns per pixel (0.5: 20x).
+        n_levels: pyramid levels, each a 2x reduction (the last one at least 32 px).
+        tiff_tile: TIFF tile edge in pixels (a multiple of 16, for JPEG).
+        two_slide_cases: fraction of cases with two slides.
+        label_fraction: difficulty: fraction (0-1) of the tumour units (of the tissue for brca_like) that show the
+            class morphology; the rest shows the class-neutral midpoint.
+        effect_size: difficulty: fraction (0-1) of the textbook difference between the classes (0: identical).
+        task_effects: difficulty: multipliers of effect_size per task (nsclc_like, rcc_like, brca_like). Calibrated once on
+            AverageMIL alone (2026-11-26): with (1, 1, 1) the demo AverageMIL AUC of rcc_like was 0.60 (< 0.65);
+            with (1, 1.8, 1) it is 0.79 and the others 0.71 and 0.81. Frozen since: no change is made because of
+            how Giga-SSL compares.
+        center_strength: difficulty: multiplier (0-3) of the centres' stain, colour, blur, noise and JPEG ranges
+            (0: all centres alike).
+        label_noise: difficulty: fraction (0-1) of the cases, per task, whose manifest label is another class
+            than their morphology's.
+        artefact_fraction: difficulty: fraction (0-1) of the slides given a tissue fold, a pen mark or an
+            out-of-focus region.
+        pool_slides: the unlabelled pool: slides with no label, for SSL only (the paper: 11,000 slides for SSL,
+            about 1,000 labelled per task). Drawn from their own random stream after the labelled cohort, which
+            they leave unchanged.
+        pool_width: level-0 width of a pool slide, in pixels.
+        pool_height: level-0 height of a pool slide, in pixels.
+        seed: random seed (the same seed writes a byte-identical cohort).
+        workers: processes rendering slides.
     """
 
     n_slides: int = 120
     n_centers: int = 8
-    width: int = 2048  # level-0 pixels
+    width: int = 2048
     height: int = 1536
-    mpp: float = 0.5  # level-0 microns per pixel (20x)
-    n_levels: int = 3  # pyramid levels, each a 2x reduction
-    tiff_tile: int = 256  # TIFF tile edge (pixels)
-    two_slide_cases: float = 0.2  # fraction of cases with two slides
-    # difficulty (see gigassl.synth for what each one does)
+    mpp: float = 0.5
+    n_levels: int = 3
+    tiff_tile: int = 256
+    two_slide_cases: float = 0.2
     label_fraction: float = 0.5
     effect_size: float = 0.5
-    # per task (nsclc_like, rcc_like, brca_like). Calibrated once on AverageMIL alone (2026-11-26): with (1, 1, 1) the
-    # demo AverageMIL AUC of rcc_like was 0.60 (< 0.65); with (1, 1.8, 1) it is 0.79 and the others 0.71 and 0.81.
-    # Frozen since: no change is made because of how Giga-SSL compares.
     task_effects: tuple[float, float, float] = (1.0, 1.8, 1.0)
     center_strength: float = 1.0
     label_noise: float = 0.05
     artefact_fraction: float = 0.15
-    # the unlabelled pool (slides with no label, for SSL only; the paper: 11,000 slides for SSL, about 1,000
-    # labelled per task). Drawn from their own random stream after the labelled cohort, which they leave unchanged.
     pool_slides: int = 0
     pool_width: int = 1024
     pool_height: int = 768
@@ -148,31 +214,53 @@ class SynthConfig:
 
 @dataclass(frozen=True)
 class TileConfig:
-    """Tissue detection and tiling (``gigassl tile``, Sec. 4.1: non-overlapping tiles at 10x)."""
+    """Tissue detection and tiling (``gigassl tile``, Sec. 4.1: non-overlapping tiles at 10x).
 
-    target_mpp: float = 1.0  # microns per pixel of the tiles (1.0 ~ 10x)
-    tile_px: int = 224  # tile edge at target_mpp
-    min_tissue: float = 0.5  # minimum tissue fraction of a tile
-    thumbnail_px: int = 2048  # longest side of the thumbnail used for tissue detection
-    mpp: float | None = None  # level-0 MPP of the slides that record none (of every slide with force_mpp)
+    Attributes:
+        target_mpp: microns per pixel of the tiles (1.0 ~ 10x).
+        tile_px: tile edge in pixels at target_mpp.
+        min_tissue: minimum tissue fraction of a kept tile (0-1).
+        thumbnail_px: longest side of the thumbnail used for tissue detection, in pixels.
+        mpp: level-0 MPP of the slides that record none (openslide.mpp-x, aperio.MPP, TIFF resolution), or of
+            every slide with force_mpp; a manifest `mpp` column wins; none: slides must record their own.
+        force_mpp: use mpp for every slide, even those that record an MPP.
+        workers: processes tiling slides in parallel.
+    """
+
+    target_mpp: float = 1.0
+    tile_px: int = 224
+    min_tissue: float = 0.5
+    thumbnail_px: int = 2048
+    mpp: float | None = None
     force_mpp: bool = False
     workers: int = 1
 
     def __post_init__(self):
         _validate(self, {"target_mpp": _real(0, open_low=True), "tile_px": _int(8), "min_tissue": _real(0, 1),
                          "thumbnail_px": _int(64), "mpp": _optional(_real(0, open_low=True)),
-                         "force_mpp": _one_of((True, False)), "workers": _int(1)})
+                         "force_mpp": _BOOL, "workers": _int(1)})
 
 
 @dataclass(frozen=True)
 class EncoderConfig:
-    """The tile embedder e_theta1 (Sec. 3.1): which network, which weights, where it runs."""
+    """The tile embedder e_theta1 (Sec. 3.1): which network, which weights, where it runs.
 
-    name: str = "resnet18"  # resnet18 | efficientnet_lite0 | module:factory (gigassl.encoders)
-    weights: str | None = None  # checkpoint path; None = seeded random init (resnet18) / ImageNet (effnet)
-    device: str = "auto"  # auto | cuda | mps | cpu
+    Attributes:
+        name: tile encoder: resnet18 | efficientnet_lite0 | module:factory (your own, see gigassl.encoders).
+        weights: local weights file (torchvision or MoCo for resnet18; a state dict for module:factory); none:
+            seeded random init (resnet18) / ImageNet (efficientnet_lite0) / the factory's own.
+        device: auto | cuda | mps | cpu (cuda:N for a given GPU).
+        batch_size: tiles per forward pass.
+        precision: autocast of the encoder: auto | fp32 | bf16 (gigassl.utils.autocast_dtype: auto = bf16 on GPUs
+            and bf16-capable CPUs, else fp32).
+        seed: seed of the random init.
+    """
+
+    name: str = "resnet18"
+    weights: str | None = None
+    device: str = "auto"
     batch_size: int = 256
-    precision: str = "auto"  # auto | fp32 | bf16 (gigassl.utils.autocast_dtype: bf16 on GPUs and bf16-capable CPUs)
+    precision: str = "auto"
     seed: int = 0
 
     def __post_init__(self):
@@ -184,9 +272,26 @@ class EncoderConfig:
 
 @dataclass(frozen=True)
 class AugmentConfig:
-    """Tile-level augmentation domain A (Sec. 3.1 Step 1; the authors' kornia values)."""
+    """Tile-level augmentation domain A (Sec. 3.1 Step 1; the authors' kornia values).
 
-    mode: str = "shared"  # shared (the paper) | independent (the "NS" ablation, Table 3)
+    Attributes:
+        mode: shared (the paper: one draw for all the tiles of a slide) | independent (one draw per tile: the
+            "NS" ablation, Table 3).
+        brightness: colour jitter: brightness factor range.
+        contrast: colour jitter: contrast factor range.
+        saturation: colour jitter: saturation factor range.
+        hue: colour jitter: hue shift range (0-0.5).
+        p_jitter: probability of the colour jitter.
+        p_grayscale: probability of turning the tile grey.
+        crop_scale: area range of the random resized crop (fractions of the tile).
+        p_blur: probability of the Gaussian blur.
+        blur_sigma: range of the blur's sigma, in pixels.
+        blur_kernel: blur kernel edge in pixels (odd).
+        flips: random horizontal and vertical flips.
+        rot90: random rotations by multiples of 90 degrees.
+    """
+
+    mode: str = "shared"
     brightness: float = 0.4
     contrast: float = 0.4
     saturation: float = 0.4
@@ -206,6 +311,7 @@ class AugmentConfig:
             "hue": _real(0, 0.5), **{n: _real(0, 1) for n in ("p_jitter", "p_grayscale", "p_blur")},
             "crop_scale": _interval(0, 1), "blur_sigma": _interval(0),
             "blur_kernel": ((lambda v: isinstance(v, int) and v >= 1 and v % 2 == 1), "an odd integer >= 1"),
+            "flips": _BOOL, "rot90": _BOOL,
         })
 
 
@@ -215,24 +321,44 @@ class MocoConfig:
 
     ``lr`` is MoCo v2's base learning rate for a batch of 256 (0.03); the rate used is ``lr * batch_size / 256``,
     the linear scaling rule MoCo follows (Goyal et al. 2017), so a smaller batch gets a proportionally smaller rate.
+
+    Attributes:
+        epochs: training epochs.
+        tiles_per_slide: tiles drawn (once, seeded) from each slide's tissue tiles.
+        batch_size: tiles per batch.
+        lr: learning rate at batch 256; the rate used is lr * batch_size / 256.
+        momentum: SGD momentum.
+        weight_decay: SGD weight decay.
+        ema: momentum of the key encoder.
+        queue_size: negative keys in the queue.
+        temperature: temperature of the InfoNCE loss.
+        proj_dim: output dimension of the projection head.
+        bn_splits: shuffled sub-batches of the key encoder (single-device shuffling BN).
+        checkpoint_every: write a checkpoint every k epochs.
+        max_minutes: stop (and checkpoint) after this wall time; none: no limit.
+        heldout_tiles: tiles of slides MoCo did not train on, for the label-free retrieval check.
+        precision: autocast of the encoders' forward: auto | fp32 | bf16 (gigassl.utils.autocast_dtype: auto = bf16
+            on GPUs and bf16-capable CPUs, else fp32).
+        workers: DataLoader processes reading tiles (0: the main process).
+        seed: random seed (tile draws, augmentations, init).
     """
 
     epochs: int = 200
-    tiles_per_slide: int = 2000  # tiles drawn (once, seeded) from each slide's tissue tiles
+    tiles_per_slide: int = 2000
     batch_size: int = 256
-    lr: float = 0.03  # at batch 256; scaled by batch_size / 256
-    momentum: float = 0.9  # SGD momentum
+    lr: float = 0.03
+    momentum: float = 0.9
     weight_decay: float = 1e-4
-    ema: float = 0.999  # momentum of the key encoder
+    ema: float = 0.999
     queue_size: int = 65536
     temperature: float = 0.2
     proj_dim: int = 128
-    bn_splits: int = 8  # shuffled sub-batches of the key encoder (single-device shuffling BN)
+    bn_splits: int = 8
     checkpoint_every: int = 10
-    max_minutes: float | None = None  # stop (and checkpoint) after this wall time
-    heldout_tiles: int = 512  # tiles of slides MoCo did not train on, for the label-free retrieval check
-    precision: str = "auto"  # auto | fp32 | bf16: autocast of the encoders' forward (gigassl.utils.autocast_dtype)
-    workers: int = 0  # DataLoader processes reading tiles (0: the main process)
+    max_minutes: float | None = None
+    heldout_tiles: int = 512
+    precision: str = "auto"
+    workers: int = 0
     seed: int = 0
 
     def __post_init__(self):
@@ -248,12 +374,19 @@ class MocoConfig:
 
 @dataclass(frozen=True)
 class BankConfig:
-    """The bank of augmented tile embeddings (``gigassl bank``, Sec. 3.2 "Freezing the tile encoder")."""
+    """The bank of augmented tile embeddings (``gigassl bank``, Sec. 3.2 "Freezing the tile encoder").
 
-    augmentations: int = 50  # A draws per slide
-    tiles: int = 256  # N tiles per draw, sampled with replacement
+    Attributes:
+        augmentations: A, augmentation draws per slide (0: plain embeddings only).
+        tiles: N, tiles per draw, sampled with replacement.
+        seed: random seed of the draws.
+        workers: DataLoader worker processes reading tiles.
+    """
+
+    augmentations: int = 50
+    tiles: int = 256
     seed: int = 0
-    workers: int = 0  # DataLoader worker processes reading tiles
+    workers: int = 0
 
     def __post_init__(self):
         _validate(self, {"augmentations": _int(0), "tiles": _int(1), "seed": _int(0), "workers": _int(0)})
@@ -261,45 +394,74 @@ class BankConfig:
 
 @dataclass(frozen=True)
 class MapConfig:
-    """Sparse maps and slide-level augmentation (Sec. 3.1 Steps 3-4)."""
+    """Sparse maps and slide-level augmentation (Sec. 3.1 Steps 3-4).
 
-    downsample: int | str = 224  # level-0 pixels per site; "tile" = one tile per site
+    Attributes:
+        downsample: level-0 pixels per sparse-map site (paper: 224), or 'tile' for one tile per site.
+        slide_aug: slide-level augmentation (off: the Table 3 ablation).
+        rotation: random rotations of the map (slide augmentation).
+        flips: random flips of the map (slide augmentation).
+        scale: per-axis scale range of the slide augmentation (the paper 0.5 2; the authors' code used 0.7 1.3).
+    """
+
+    downsample: int | str = 224
     slide_aug: bool = True
     rotation: bool = True
     flips: bool = True
-    scale: tuple[float, float] = (0.5, 2.0)  # per-axis; the authors' code used (0.7, 1.3)
+    scale: tuple[float, float] = (0.5, 2.0)
 
     def __post_init__(self):
         _validate(self, {
             "downsample": ((lambda v: v == "tile" or (_real(0, open_low=True)[0](v))),
                            "a positive number of level-0 pixels per site, or 'tile'"),
-            "scale": _interval(0),
+            "slide_aug": _BOOL, "rotation": _BOOL, "flips": _BOOL, "scale": _interval(0),
         })
 
 
 @dataclass(frozen=True)
 class TrainConfig:
-    """Giga-SSL training (``gigassl train``, Sec. 3.1 Steps 3-6, Sec. 4.1)."""
+    """Giga-SSL training (``gigassl train``, Sec. 3.1 Steps 3-6, Sec. 4.1).
 
-    tiles_per_view: int = 5  # T
+    Attributes:
+        tiles_per_view: T, tiles sampled per view (paper: 5).
+        epochs: training epochs.
+        steps: optimizer steps to train for (epochs = ceil(steps / steps per epoch)); none: epochs decide.
+        batch_size: slides per global batch (paper: 256).
+        base_lr: learning rate for batch 256; lr = base_lr * batch_size / 256 (paper: 0.03).
+        warmup_epochs: epochs of linear warm-up of the learning rate.
+        schedule_epochs: horizon of the cosine decay; none: the training length (the authors: 3000 for a model
+            stopped at epoch 1000, so their lr never decays below 0.0226).
+        bn_views: per_view: each view its own forward pass and BatchNorm statistics (the authors' code; the paper
+            is silent) | joint: one pass over both views.
+        aggregator_init: tile_embedder: the sparse layer4 starts from the tile embedder's dense layer4 (the
+            paper's "cut f_theta in two") | random: seeded random init.
+        temperature: temperature of the NT-Xent loss.
+        aggregator: sparseconv | attention | mean.
+        backend: sparse convolution backend: torch | spconv.
+        checkpoint_every: write a checkpoint every k epochs.
+        monitor_every: run the linear-probe monitor every k epochs (0: never).
+        device: auto | cuda | mps | cpu.
+        workers: DataLoader processes preparing the next steps' views (0: the main process).
+        seed: random seed (views, augmentations, init, batch order).
+        maps: the sparse maps and the slide-level augmentation (MapConfig).
+    """
+
+    tiles_per_view: int = 5
     epochs: int = 1000
-    steps: int | None = None  # optimizer steps to train for (epochs = ceil(steps / steps per epoch)); None: epochs
+    steps: int | None = None
     batch_size: int = 256
-    base_lr: float = 0.03  # lr = base_lr * batch_size / 256
+    base_lr: float = 0.03
     warmup_epochs: int = 10
-    schedule_epochs: int | None = None  # horizon of the cosine decay; None: the training length (the authors: 3000
-    #                                     for a model stopped at epoch 1000, so their lr never decays below 0.0226)
-    bn_views: str = "per_view"  # per_view: each view its own forward pass and BatchNorm statistics (the authors'
-    #                             code; the paper is silent) | joint: one pass over both views
-    aggregator_init: str = "tile_embedder"  # tile_embedder: the sparse layer4 starts from the tile embedder's dense
-    #                                         layer4 (the paper's "cut f_theta in two") | random: seeded random init
+    schedule_epochs: int | None = None
+    bn_views: str = "per_view"
+    aggregator_init: str = "tile_embedder"
     temperature: float = 0.05
-    aggregator: str = "sparseconv"  # sparseconv | attention | mean
-    backend: str = "torch"  # torch | spconv
+    aggregator: str = "sparseconv"
+    backend: str = "torch"
     checkpoint_every: int = 100
-    monitor_every: int = 0  # run the linear probe every k epochs (0: never)
+    monitor_every: int = 0
     device: str = "auto"
-    workers: int = 0  # DataLoader processes preparing the next steps' views (0: the main process)
+    workers: int = 0
     seed: int = 0
     maps: MapConfig = field(default_factory=MapConfig)
 
@@ -310,26 +472,53 @@ class TrainConfig:
             "bn_views": _one_of(BN_VIEWS), "aggregator_init": _one_of(AGGREGATOR_INITS),
             "temperature": _real(0, open_low=True), "aggregator": _one_of(AGGREGATORS), "backend": _one_of(BACKENDS),
             "checkpoint_every": _int(1), "monitor_every": _int(0), "workers": _int(0), "seed": _int(0),
+            "maps": ((lambda v: isinstance(v, MapConfig)), "a MapConfig"),
         })
 
 
 @dataclass(frozen=True)
 class EmbedConfig:
-    """R-view inference of one embedding per slide (``gigassl embed``, Sec. 4.2 "Default settings")."""
+    """R-view inference of one embedding per slide (``gigassl embed``, Sec. 4.2 "Default settings").
 
-    views: int = 50  # R
-    tiles_per_view: int = 5  # T
-    batch_views: int = 4096  # views per forward pass
+    Attributes:
+        views: R, views per slide (paper: 50).
+        tiles_per_view: T, tiles per view (as in training; paper: 5).
+        batch_views: views per forward pass.
+        device: auto | cuda | mps | cpu.
+        seed: random seed of the views.
+    """
+
+    views: int = 50
+    tiles_per_view: int = 5
+    batch_views: int = 4096
     device: str = "auto"
     seed: int = 0
 
     def __post_init__(self):
-        _validate(self, {"views": _int(1), "tiles_per_view": _int(1), "batch_views": _int(1), "seed": _int(0)})
+        _validate(self, {"views": _int(1), "tiles_per_view": _int(1),
+                         "batch_views": _int(1), "seed": _int(0)})
 
 
 @dataclass(frozen=True)
 class ProbeConfig:
-    """Linear probe protocol (``gigassl probe``, Sec. 4.2)."""
+    """Linear probe protocol (``gigassl probe``, Sec. 4.2).
+
+    Attributes:
+        C: inverse regularisation of the logistic regression (the paper: 10, class-balanced).
+        max_iter: iterations of the logistic regression's solver.
+        n_splits: splits of each budget: generated ones (case-grouped, stratified), or the first n of the
+            authors' TCGA splits.
+        test_fraction: fraction of the slides in a generated split's test part.
+        budgets: fractions of each training split to train on (e.g. 1.0 0.25).
+        train_sizes: tiny training sets of exactly N slides each (e.g. 100 50).
+        n_bootstrap: bootstrap resamples of the 95% intervals.
+        Cs: the "fair" protocol (one for every representation): preprocessing and C chosen by an inner
+            cross-validation on the training slides of each split (gigassl.probe.TunedLinearProbe); the C values
+            it tries.
+        preprocessings: the preprocessings the fair protocol tries: l2 | standard | l2+standard | none.
+        inner_splits: folds of the fair protocol's inner cross-validation (grouped by case).
+        seed: random seed of the splits and the bootstrap.
+    """
 
     C: float = 10.0
     max_iter: int = 1000
@@ -338,8 +527,6 @@ class ProbeConfig:
     budgets: tuple[float, ...] = (1.0, 0.25)
     train_sizes: tuple[int, ...] = (250, 100, 50)
     n_bootstrap: int = 2000
-    # the "fair" protocol (one for every representation): preprocessing and C chosen by an inner cross-validation
-    # on the training slides of each split (gigassl.probe.TunedLinearProbe)
     Cs: tuple[float, ...] = (0.01, 0.1, 1.0, 10.0, 100.0, 1000.0)
     preprocessings: tuple[str, ...] = ("l2", "standard", "l2+standard")
     inner_splits: int = 3
@@ -363,22 +550,40 @@ class DeepMILConfig:
     training bags' tiles, Adam, a budget counted in optimizer steps, the validation loss checked every
     ``eval_every`` steps and early stopping after ``patience`` steps without improvement (the best state kept), not
     before ``min_steps`` (CLAM's 50 epochs before early stopping may end a run).
+
+    Attributes:
+        hidden: width of the attention MIL's hidden layer.
+        attention: width of the gated attention.
+        dropout: dropout probability.
+        lr: Adam's learning rate.
+        weight_decay: Adam's weight decay.
+        batch_size: bags per step (CLAM, TransMIL: 1).
+        max_steps: optimizer steps at the most.
+        eval_every: check the validation loss every k steps.
+        patience: steps without a better validation loss before stopping.
+        min_steps: no best state and no stop before this step.
+        standardize: standardise tile features with the training bags' mean and std.
+        val_fraction: fraction of each training split held out for early stopping (stratified, by case).
+        max_tiles: tiles per bag (a seeded subsample of larger bags); none: every tile.
+        n_splits: splits DeepMIL runs on (the first k of the probe's); none: all.
+        device: auto | cuda | mps | cpu.
+        seed: random seed (init, dropout, batch order, subsampling).
     """
 
     hidden: int = 128
     attention: int = 128
     dropout: float = 0.25
-    lr: float = 2e-4
-    weight_decay: float = 1e-4
-    batch_size: int = 1  # bags per step (CLAM, TransMIL: 1)
+    lr: float = 0.0002
+    weight_decay: float = 0.0001
+    batch_size: int = 1
     max_steps: int = 4000
     eval_every: int = 50
-    patience: int = 1000  # steps without a better validation loss before stopping
-    min_steps: int = 0  # no best state and no stop before this step
+    patience: int = 1000
+    min_steps: int = 0
     standardize: bool = True
     val_fraction: float = 0.2
-    max_tiles: int | None = 4096  # tiles per bag (a seeded subsample of larger bags)
-    n_splits: int | None = None  # splits DeepMIL runs on (the first k of the probe's); None: all
+    max_tiles: int | None = 4096
+    n_splits: int | None = None
     device: str = "auto"
     seed: int = 0
 
@@ -387,7 +592,7 @@ class DeepMILConfig:
             "hidden": _int(1), "attention": _int(1), "dropout": _real(0, 1, open_high=True),
             "lr": _real(0, open_low=True),
             "weight_decay": _real(0), "batch_size": _int(1), "max_steps": _int(1), "eval_every": _int(1),
-            "patience": _int(1), "min_steps": _int(0), "standardize": _one_of((True, False)),
+            "patience": _int(1), "min_steps": _int(0), "standardize": _BOOL,
             "val_fraction": _real(0, 1, open_high=True), "max_tiles": _optional(_int(1)),
             "n_splits": _optional(_int(1)), "seed": _int(0),
         })
@@ -395,7 +600,21 @@ class DeepMILConfig:
 
 @dataclass(frozen=True)
 class Profile:
-    """A named set of every stage's parameters."""
+    """A named set of every stage's parameters (the sections of a ``--config`` file are its fields but ``name``).
+
+    Attributes:
+        name: smoke | demo | paper.
+        synth: the synthetic cohort (gigassl synth).
+        tile: tissue detection and tiling (gigassl tile).
+        encoder: the tile embedder (gigassl bank; pretrain-tiles takes its device).
+        augment: the tile augmentations (gigassl bank, gigassl pretrain-tiles).
+        moco: MoCo v2 pre-training of the tile embedder (gigassl pretrain-tiles).
+        bank: the bank of augmented tile embeddings (gigassl bank).
+        train: Giga-SSL training, with its sparse maps (gigassl train).
+        embed: R-view inference (gigassl embed; views for the training monitor).
+        probe: the linear probe (gigassl probe; the training monitor's probe).
+        deepmil: the DeepMIL baseline (gigassl probe --method deepmil).
+    """
 
     name: str
     synth: SynthConfig
@@ -479,12 +698,7 @@ PROFILES: dict[str, Profile] = {p.name: p for p in (_SMOKE, _DEMO, _PAPER)}
 
 def get_profile(name: str) -> Profile:
     """Return the profile called ``name`` (``smoke``, ``demo`` or ``paper``)."""
-    try:
-        return PROFILES[name]
-    except KeyError:
-        raise ConfigError(
-            f"Unknown profile {name!r}; allowed: {', '.join(PROFILES)}. Pass one of them to --profile."
-        ) from None
+    return PROFILES[choice(name, tuple(PROFILES), "profile", "Pass one of them to --profile.")]
 
 
 def override(config, **changes):
@@ -502,8 +716,8 @@ def override(config, **changes):
     return dataclasses.replace(config, **{k: v for k, v in changes.items() if v is not None})
 
 
-def choice(value: str, allowed: tuple[str, ...], what: str) -> str:
-    """Check that ``value`` is one of ``allowed``; the error names ``what`` and the allowed values."""
-    if value not in allowed:
-        raise ConfigError(f"{what} must be one of {', '.join(allowed)}; got {value!r}.")
-    return value
+
+# the command line's own starting values over a profile's (profile < these < --config file < options): the command
+# ``gigassl probe`` runs one budget, the whole training split, unless told otherwise (--budget F, --train-size N,
+# --budgets/--train-sizes or the file); the profiles' grids of budgets are the notebooks'.
+CLI_PRESETS: dict[str, dict[str, object]] = {"probe": {"budgets": (1.0,), "train_sizes": ()}}
