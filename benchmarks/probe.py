@@ -32,7 +32,8 @@ from gigassl.baselines import run_deepmil
 from gigassl.config import DeepMILConfig, ProbeConfig
 from gigassl.metrics import auc_score, summarize
 from gigassl.protocol import probe_plan
-from gigassl.splits import load_labels, plan_splits
+from gigassl.labels import load_labels
+from gigassl.splits import plan_splits
 from gigassl.utils import rng
 
 

@@ -32,9 +32,10 @@ from torch import nn
 from .aggregators import GatedAttentionPool
 from .config import DeepMILConfig, ProbeConfig
 from .errors import ManifestError, suggest
+from .labels import load_labels
 from .protocol import evaluate, probe_plan, resolve_budgets
-from .splits import Split, budget_key, check_ids, load_labels, plan_splits, validation_split
-from .utils import limit_threads, resolve_device, rng, torch_seeded, write_csv_atomic
+from .splits import Split, budget_key, check_ids, plan_splits, validation_split
+from .utils import format_ids, limit_threads, resolve_device, rng, torch_seeded, write_csv_atomic
 
 log = logging.getLogger(__name__)
 
@@ -47,10 +48,9 @@ def bank_paths(bank_dir: str | os.PathLike, slide_ids) -> dict[str, Path]:
     paths = {sid: features_file(bank_dir, sid) for sid in slide_ids}
     missing = [sid for sid, path in paths.items() if path is None]
     if missing:
-        shown = ", ".join(repr(m) for m in missing[:10]) + (", ..." if len(missing) > 10 else "")
         raise ManifestError(
             suggest(
-                f"{len(missing)} slide(s) of the splits have no bank file <slide_id>.h5 in {bank_dir}: {shown}.",
+                f"Slides of the splits have no bank file <slide_id>.h5 in {bank_dir} ({format_ids(missing)}).",
                 "run `gigassl bank` for them (or point --bank to TRIDENT/CLAM features named <slide_id>.h5)",
                 "or remove them from the label table / split files",
             )

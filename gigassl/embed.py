@@ -173,7 +173,7 @@ def training_monitor(labels, tasks: list[str], maps: MapConfig, views: int, tile
     from .config import ProbeConfig
     from .probe import PROTOCOLS
     from .protocol import run_probe
-    from .splits import load_labels
+    from .labels import load_labels
     from .train import Monitor
 
     probe = probe or ProbeConfig()

@@ -77,7 +77,7 @@ def read_manifest(path: str | os.PathLike, required: tuple[str, ...] = REQUIRED)
             raise ManifestError(f"Manifest {path}: mpp must be a positive number of microns per pixel (or empty to "
                                 f"use the slide's own); got (line, value) {lines[:5]}.")
         frame["mpp"] = mpp
-    if "case_id" not in frame.columns:  # each slide its own case (gigassl.splits.load_labels warns when splitting)
+    if "case_id" not in frame.columns:  # each slide its own case (gigassl.labels.load_labels warns when splitting)
         frame["case_id"] = frame["slide_id"]
     frame["case_id"] = frame["case_id"].fillna(frame["slide_id"]).astype(str)
     return frame.reset_index(drop=True)

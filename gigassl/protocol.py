@@ -18,7 +18,8 @@ from .config import ProbeConfig
 from .errors import ManifestError
 from .metrics import auc_score
 from .probe import PROTOCOLS, TunedLinearProbe, make_probe
-from .splits import Split, check_ids, check_splits, load_labels, plan_splits
+from .labels import load_labels
+from .splits import Split, check_ids, check_splits, plan_splits
 from .utils import limit_threads, write_csv_atomic
 
 COLUMNS = (

@@ -11,15 +11,15 @@
 - Leakage and consistency checks: a case on both sides (:func:`case_overlap`, :func:`check_splits`),
   ids absent from the embeddings or the labels (:func:`check_ids`).
 
-Randomness: every draw comes from :func:`gigassl.utils.rng` keyed by ``(seed, split index[, budget])``, so
-a split does not depend on which other splits or budgets were asked for.
+The label tables themselves are read by :mod:`gigassl.labels`. Randomness: every draw comes from
+:func:`gigassl.utils.rng` keyed by ``(seed, split index[, budget])``, so a split does not depend on which other
+splits or budgets were asked for.
 """
 
 from __future__ import annotations
 
 import os
 import re
-import warnings
 import zlib
 from collections import Counter
 from dataclasses import dataclass, replace
@@ -29,9 +29,8 @@ import numpy as np
 import pandas as pd
 
 from .errors import ConfigError, ManifestError, suggest
-from .utils import atomic_path, rng
-
-SHOW = 10  # ids named in an error message
+from .labels import normalize_id
+from .utils import atomic_path, format_ids, rng
 
 
 @dataclass(frozen=True)
@@ -42,30 +41,6 @@ class Split:
     test_ids: tuple[str, ...]
     name: str
     budget: str = "full"
-
-
-ID_SUFFIXES = (".svs", ".tif", ".tiff", ".ndpi", ".mrxs", ".scn", ".vms", ".bif", ".h5", ".pt", ".npy")
-
-
-def normalize_id(slide_id) -> str:
-    """A slide id without folder, without a slide/feature file extension (.svs, .h5, ...), case-folded.
-
-    Used to match ids written differently by different tools (e.g. ``X.svs`` vs ``X``), never to merge two
-    distinct slides: callers check that the normalised ids are still unique.
-    """
-    name = str(slide_id).strip().replace("\\", "/").rsplit("/", 1)[-1]
-    lowered = name.lower()
-    for suffix in ID_SUFFIXES:
-        if lowered.endswith(suffix):
-            name = name[: -len(suffix)]
-            break
-    return name.casefold()
-
-
-def _listing(values, show: int = SHOW) -> str:
-    values = list(values)
-    head = ", ".join(repr(v) for v in values[:show])
-    return f"{len(values)}: {head}" + (", ..." if len(values) > show else "")
 
 
 def budget_name(fraction: float | None = None, size: int | None = None) -> str:
@@ -82,62 +57,6 @@ def budget_key(budget: str) -> int:
     return zlib.crc32(str(budget).encode())
 
 
-# ----------------------------------------------------------------------------------------------------- labels
-def load_labels(labels, task: str) -> pd.DataFrame:
-    """Read a label table as a frame with columns ``slide_id``, ``case_id``, ``label`` (str), ``case_source``
-    (``case_id``, or ``slide_id`` where the table gave no case), one row a slide.
-
-    Args:
-        labels: a CSV path or a DataFrame with ``slide_id``, the ``task`` column and optionally ``case_id``
-            (a manifest, or the label table of :mod:`gigassl.tcga`). Slides with no value for ``task`` are
-            dropped (a manifest may hold several tasks); a missing ``case_id`` is the slide's own id.
-        task: the label column.
-
-    Raises:
-        ManifestError: file missing or unreadable, no such column, repeated slide_id, fewer than two classes.
-    """
-    where = "the label table"
-    if isinstance(labels, (str, os.PathLike)):
-        where = str(labels)
-        if not Path(labels).is_file():
-            raise ManifestError(f"Label table {labels} does not exist; give a CSV with slide_id, case_id, {task}.")
-        try:
-            labels = pd.read_csv(labels, dtype={"slide_id": str, "case_id": str})
-        except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as err:
-            raise ManifestError(f"Label table {where} is not a readable CSV file: {err}") from None
-    frame = pd.DataFrame(labels)
-    for column in ("slide_id", task):
-        if column not in frame.columns:
-            raise ManifestError(
-                f"{where} has no column {column!r}; it has {list(frame.columns)}. "
-                f"A label table needs slide_id, case_id (optional) and the task column; pass --task COLUMN."
-            )
-    frame = frame[frame[task].notna()]
-    values = frame[task]
-    if pd.api.types.is_float_dtype(values) and np.all(np.mod(values.to_numpy(), 1) == 0):
-        values = values.astype(np.int64)  # 0.0/1.0 read from a column with blanks -> "0"/"1"
-    out = pd.DataFrame({
-        "slide_id": [str(v).strip() for v in frame["slide_id"]],
-        "label": np.array([str(v).strip() for v in values], dtype=object),
-    }, index=frame.index)
-    if "case_id" not in frame.columns:
-        warnings.warn(f"{where} has no case_id column: each slide counts as its own case, so two slides of one "
-                      "patient can land on both sides of a split. Add case_id (the patient) to group them.",
-                      stacklevel=2)
-    case = frame["case_id"] if "case_id" in frame.columns else pd.Series(np.nan, index=frame.index)
-    out["case_id"] = [str(v).strip() for v in case.where(case.notna(), frame["slide_id"])]
-    out["case_source"] = np.where(case.notna(), "case_id", "slide_id")  # where each row's case comes from
-    repeated = out["slide_id"][out["slide_id"].duplicated()].unique()
-    if len(repeated):
-        raise ManifestError(f"{where}: slide_id repeated ({_listing(repeated)}). Give each slide one row.")
-    if out["label"].nunique() < 2:
-        raise ManifestError(
-            f"{where}: task {task!r} has {out['label'].nunique()} class(es) ({sorted(out['label'].unique())}); "
-            "a classification needs at least two."
-        )
-    return out[["slide_id", "case_id", "label", "case_source"]].reset_index(drop=True)
-
-
 # ------------------------------------------------------------------------------------------ predefined splits
 def _split_files(folder) -> list:
     entries = [e for e in folder.iterdir() if re.fullmatch(r"split_\d+\.csv", e.name)]
@@ -149,7 +68,7 @@ def _column(frame: pd.DataFrame, name: str, where: str) -> tuple[str, ...]:
     values = tuple(v for v in values if v)  # blank padding of the shorter column
     repeated = sorted(v for v, n in Counter(values).items() if n > 1)
     if repeated:
-        raise ManifestError(f"{where}: column {name!r} repeats slide id(s) {_listing(repeated)}; list each once.")
+        raise ManifestError(f"{where}: column {name!r} repeats slide id(s) {format_ids(repeated)}; list each once.")
     return values
 
 
@@ -187,7 +106,7 @@ def read_splits(folder, budget: str = "full") -> list[Split]:
         split = Split(_column(frame, "train", where), _column(frame, "test", where), entry.name[:-4], budget)
         both = sorted(set(split.train_ids) & set(split.test_ids))
         if both:
-            raise ManifestError(f"{where}: slide(s) on both sides {_listing(both)}; a slide cannot test itself.")
+            raise ManifestError(f"{where}: slide(s) on both sides {format_ids(both)}; a slide cannot test itself.")
         splits.append(split)
     return splits
 
@@ -267,7 +186,7 @@ def make_splits(labels: pd.DataFrame, n_splits: int = 10, test_fraction: float =
     cases are shuffled and a prefix holding about ``test_fraction`` of the class's slides goes to test.
 
     Args:
-        labels: frame from :func:`load_labels` (``slide_id``, ``case_id``, ``label``).
+        labels: frame from :func:`gigassl.labels.load_labels` (``slide_id``, ``case_id``, ``label``).
 
     Raises:
         ConfigError: n_splits < 1 or test_fraction outside (0, 1).
@@ -447,7 +366,7 @@ def check_ids(splits: list[Split], known, what: str = "the embeddings") -> None:
                 "embeddings identical")
     raise ManifestError(
         suggest(
-            f"Slide ids named in the splits are absent from {what} ({_listing(missing)}).",
+            f"Slide ids named in the splits are absent from {what} ({format_ids(missing)}).",
             f"embed or label those slides, or remove them from the split files; {hint}",
         )
     )
@@ -471,12 +390,12 @@ def check_splits(splits: list[Split], labels: pd.DataFrame, allow_case_overlap: 
     for split in splits:
         both = sorted(set(split.train_ids) & set(split.test_ids))
         if both:
-            raise ManifestError(f"{split.name} ({split.budget}): slide(s) on both sides {_listing(both)}.")
+            raise ManifestError(f"{split.name} ({split.budget}): slide(s) on both sides {format_ids(both)}.")
         cases = case_overlap(split, case_of)
         if cases and not allow_case_overlap:
             raise ManifestError(
                 suggest(
-                    f"{split.name} ({split.budget}) has case(s) on both train and test sides ({_listing(cases)}): "
+                    f"{split.name} ({split.budget}) has case(s) on both train and test sides ({format_ids(cases)}): "
                     "slides of one patient would leak into the test set.",
                     "use splits grouped by case (generated ones are: --n-splits K)",
                     "or, to reproduce published splits that have such overlaps, pass --allow-case-overlap "
@@ -485,32 +404,3 @@ def check_splits(splits: list[Split], labels: pd.DataFrame, allow_case_overlap: 
             )
         counts.append(len(cases))
     return counts
-
-
-def centre_holdout(manifest: pd.DataFrame, seed: int = 0) -> list[str]:
-    """The probe centres of the independent-centre experiment (Table 4): about half the slides, whole centres.
-
-    Only the labelled slides count (the unlabelled pool takes no part in the probe). Centres are taken largest first (ties in a seeded random order) and each goes to the side that has fewer
-    slides so far, probe side first; the SSL model of the experiment trains on the other centres only.
-
-    Raises:
-        ManifestError: no ``center`` column, or fewer than two centres.
-    """
-    from .manifest import labelled_ids
-
-    manifest = manifest[manifest["slide_id"].astype(str).isin(set(labelled_ids(manifest)))]  # the probe's slides
-    if "center" not in manifest.columns or manifest["center"].nunique() < 2:
-        raise ManifestError("The independent-centre experiment needs a `center` column with at least two centres "
-                            "in the manifest.")
-    sizes = manifest["center"].astype(str).value_counts()
-    order = rng(seed).permutation(len(sizes))
-    centres = sorted(sizes.index[order], key=lambda c: -sizes[c])
-    probe, train, n_probe, n_train = [], [], 0, 0
-    for centre in centres:
-        if n_probe <= n_train:
-            probe.append(centre)
-            n_probe += sizes[centre]
-        else:
-            train.append(centre)
-            n_train += sizes[centre]
-    return sorted(probe)

@@ -36,7 +36,8 @@ from . import io
 from .config import DeepMILConfig, ProbeConfig
 from .errors import ConfigError
 from .protocol import load_embeddings, probe_plan
-from .splits import Split, load_labels, normalize_id, read_splits
+from .labels import load_labels, normalize_id
+from .splits import Split, read_splits
 from .utils import write_csv_atomic
 
 TASKS = ("lung", "brca", "kidney", "mhrd", "thrd", "tnbc")
@@ -83,7 +84,7 @@ def _unique_index(values, key) -> dict[str, str]:
 def match_ids(available, wanted) -> dict[str, str]:
     """Map each ``wanted`` id (a table ID) to the ``available`` id (an embedding id) naming the same slide.
 
-    Steps, each only one-to-one: exact; :func:`gigassl.splits.normalize_id` (no folder, no extension, any
+    Steps, each only one-to-one: exact; :func:`gigassl.labels.normalize_id` (no folder, no extension, any
     case); the barcode alone (normalised id before its first dot). Unmatched ids are left out.
     """
     available = [str(a) for a in available]
@@ -104,7 +105,7 @@ def match_ids(available, wanted) -> dict[str, str]:
 
 
 def tcga_protocol(task: str, budgets=None, n_splits: int | None = None) -> tuple[pd.DataFrame, list[Split], dict]:
-    """The label frame (:func:`gigassl.splits.load_labels`), the splits of every budget, and dropped counts.
+    """The label frame (:func:`gigassl.labels.load_labels`), the splits of every budget, and dropped counts.
 
     Args:
         budgets: budget names (default: all of :func:`tcga_budgets`); n_splits: keep the first n of each.

@@ -398,3 +398,14 @@ def write_csv_atomic(frame, path: str | os.PathLike) -> None:
     """Write a pandas DataFrame as CSV through a temporary file and a rename."""
     with atomic_path(path) as tmp:
         frame.to_csv(tmp, index=False)
+
+
+def format_ids(ids, show: int = 10) -> str:
+    """Slide (or case) ids for a message: their count, the first ``show`` and how many more.
+
+    >>> format_ids(["a", "b", "c"], show=2)
+    "3: 'a', 'b' and 1 more"
+    """
+    ids = list(ids)
+    shown = ", ".join(repr(v) for v in ids[:show])
+    return f"{len(ids)}: {shown}" + (f" and {len(ids) - show} more" if len(ids) > show else "")

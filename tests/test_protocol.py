@@ -69,7 +69,8 @@ def test_run_probe_test_set_lacking_classes_gives_nan_with_warning():
 
 def test_run_probe_from_files_and_predefined_splits_with_budget(tmp_path):
     from gigassl.io import write_embeddings
-    from gigassl.splits import make_splits, load_labels
+    from gigassl.labels import load_labels
+    from gigassl.splits import make_splits
 
     labels, ids, X = cohort()
     write_embeddings(tmp_path / "emb.h5", ids, X)
@@ -90,7 +91,8 @@ def test_fair_protocol_never_sees_the_test_slides(monkeypatch):
     config = ProbeConfig(n_splits=3, budgets=(1.0,), train_sizes=(), Cs=(0.1, 10.0))
     table = run_probe((ids, X), labels, "task", config=config, protocol="fair")
     assert (table.protocol == "fair").all() and table.preprocessing.notna().all()
-    from gigassl.splits import load_labels, plan_splits
+    from gigassl.labels import load_labels
+    from gigassl.splits import plan_splits
 
     plan = plan_splits(load_labels(labels, "task"), n_splits=3, test_fraction=config.test_fraction, budgets=(1.0,),
                        train_sizes=(), seed=config.seed)

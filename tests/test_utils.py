@@ -122,3 +122,11 @@ def test_resize_is_torchs_bilinear_kernel_bit_for_bit():
     for size in (32, 64):
         assert torch.equal(resize(x, size), F.interpolate(x, size=(size, size), mode="bilinear", antialias=True))
         assert torch.equal(resize(x, size, antialias=False), F.interpolate(x, size=(size, size), mode="bilinear"))
+
+
+def test_format_ids_gives_the_count_the_first_ids_and_how_many_more():
+    from gigassl.utils import format_ids
+
+    assert format_ids(["a", "b"]) == "2: 'a', 'b'"
+    assert format_ids([f"s{i}" for i in range(12)]) == "12: " + ", ".join(f"'s{i}'" for i in range(10)) + " and 2 more"
+    assert format_ids(iter(["x", "y", "z"]), show=1) == "3: 'x' and 2 more"
