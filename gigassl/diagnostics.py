@@ -171,3 +171,10 @@ READING = {
     "centre_accuracy": "how well the centre is predicted (balanced accuracy; chance = 1 / centres): the stain "
                        "shortcut",
 }
+
+
+def reading() -> "pd.DataFrame":
+    """:data:`READING` as a table: diagnostic, how to read it."""
+    import pandas as pd
+
+    return pd.DataFrame({"diagnostic": list(READING), "how to read it": list(READING.values())})

@@ -60,7 +60,21 @@ def save_figure(fig, name: str, figures_dir: str | os.PathLike, dpi: int = 110) 
     _display(Image(data=path.read_bytes(), format="png"))
 
 
+def save_figures(figures: dict, name: str, figures_dir: str | os.PathLike) -> None:
+    """Save ``{suffix: figure}`` as ``<name>_<suffix>.png`` each (e.g. one figure per probe protocol)."""
+    for suffix, fig in figures.items():
+        save_figure(fig, f"{name}_{suffix}", figures_dir)
+
+
 # ------------------------------------------------------------------------------------------------ cohort, tiles
+def cohort_thumbnails(frame: pd.DataFrame, thumbnails_dir: str | os.PathLike, show: int = 6):
+    """Sec. 4.1: the thumbnails of the first slide of each centre (at most ``show``), with their tile grids (green:
+    the kept tiles), titled with slide and centre."""
+    picks = frame.groupby("center").head(1).head(show)["slide_id"].tolist()
+    centre = frame.set_index("slide_id")["center"]
+    return thumbnails([Path(thumbnails_dir) / f"{s}.png" for s in picks], [f"{s} ({centre.loc[s]})" for s in picks])
+
+
 def thumbnails(paths: list[Path], titles: list[str], columns: int = 3):
     """A grid of thumbnail PNGs (with their tile grids drawn)."""
     rows = int(np.ceil(len(paths) / columns))
@@ -91,7 +105,56 @@ def tile_gallery(rows: dict[str, np.ndarray], title: str = ""):
     return fig
 
 
+def augmentation_draws(slide_path, coords_file, augment, tiles: int = 8, seed: int = 0):
+    """Sec. 3.1 Step 1 and the NS ablation (Table 3): the first ``tiles`` tiles of a slide, the same tiles under one
+    shared draw of the tile augmentation, and each under its own draw (generator seeded with ``seed``)."""
+    import torch
+
+    from . import io
+    from .augment import TileAugmentation
+    from .slides import read_tiles
+
+    coords, attrs = io.read_coords(coords_file)
+    raw = read_tiles(slide_path, coords[:tiles], int(attrs["patch_size_level0"]), int(attrs["patch_size"]))
+    x = torch.from_numpy(raw).permute(0, 3, 1, 2).float() / 255
+    aug = TileAugmentation(augment, out_px=raw.shape[1])
+    shared = aug(x, torch.Generator().manual_seed(seed), shared=True)
+    independent = aug(x, torch.Generator().manual_seed(seed), shared=False)
+    return tile_gallery({"tiles": raw, "one shared draw": shared.permute(0, 2, 3, 1).numpy(),
+                         "independent draws": independent.permute(0, 2, 3, 1).numpy()})
+
+
 # -------------------------------------------------------------------------------------------------- training
+def moco_loss(steps: pd.DataFrame, window: int = 25):
+    """Sec. 4.1: MoCo's loss and top-1 against the queue per step, as running means over ``window`` steps."""
+    smooth = {f"loss (mean of {window} steps)": steps["loss"].rolling(window, min_periods=1).mean(),
+              f"top1 (mean of {window} steps)": steps["top1"].rolling(window, min_periods=1).mean()}
+    return training_curves({"MoCo v2": steps.assign(**smooth)}, columns=tuple(smooth), x="step")
+
+
+def moco_heldout(curve: pd.DataFrame):
+    """MoCo's label-free check per epoch (:func:`gigassl.stages.moco_heldout`): the loss with fixed negatives and the
+    top-1 retrieval on held-out tiles, with their chance levels."""
+    return training_curves({"MoCo v2, held-out tiles": curve}, columns=("infonce", "top1"), x="epoch",
+                           references={"infonce": (float(curve["chance_infonce"].iloc[0]), "log M (chance)"),
+                                       "top1": (float(curve["chance_top1"].iloc[0]), "1 / M (chance)")})
+
+
+def ssl_curves(log: pd.DataFrame, name: str, batch_size: int):
+    """Sec. 4.2: a Giga-SSL run's loss per step, with its chance level log(2B - 1), and the label-free diagnostics
+    of each training batch (alignment, uniformity, mean cosine and effective rank of W)."""
+    import math
+
+    return training_curves({name: log}, columns=("loss", "alignment", "uniformity", "mean_cosine", "effective_rank"),
+                           x="step", references={"loss": (math.log(2 * batch_size - 1), "log(2B - 1)")})
+
+
+def monitor_curves(over_training: pd.DataFrame, name: str):
+    """The monitor of a run per epoch (:func:`gigassl.stages.monitor_over_training`): probe AUC and diagnostics."""
+    return training_curves({name: over_training},
+                           columns=("probe_auc", "alignment", "uniformity", "effective_rank", "centre_accuracy"))
+
+
 def training_curves(logs: dict[str, pd.DataFrame], columns=("loss", "collapse"), x: str = "epoch",
                     references: dict | None = None):
     """One panel per column of the training logs (x: ``x``), one line per run; ``references`` draws a dashed
@@ -127,6 +190,15 @@ def embedding_map(points: np.ndarray, frame: pd.DataFrame, columns: list[str], t
         fig.suptitle(title, fontsize=11)
     fig.tight_layout()
     return fig
+
+
+def slide_map(matrix: np.ndarray, frame: pd.DataFrame, title: str = "", columns: list[str] | None = None):
+    """Sec. 4.2: the first two principal components of slide embeddings (S, D), coloured by each label column of
+    ``frame`` and by centre (or by ``columns``)."""
+    from .manifest import task_columns
+
+    columns = columns or [*task_columns(frame), "center"]
+    return embedding_map(pca_2d(matrix), frame, columns, title=title)
 
 
 def pca_2d(matrix: np.ndarray) -> np.ndarray:
@@ -176,6 +248,71 @@ def curves(frame: pd.DataFrame, x: str, y: str = "auc_mean", hue: str = "task", 
     ax.legend(fontsize=8)
     fig.tight_layout()
     return fig
+
+
+def auc_bars_by_protocol(table: pd.DataFrame) -> dict:
+    """Table 2: :func:`auc_bars` of each probe protocol of ``table`` (one figure each, keyed by protocol)."""
+    figs = {}
+    for protocol in dict.fromkeys(table["protocol"]):
+        fig = auc_bars(table[table["protocol"] == protocol])
+        fig.suptitle(f"{protocol} protocol", fontsize=11)
+        figs[protocol] = fig
+    return figs
+
+
+def curves_by_protocol(table: pd.DataFrame, x: str, xlabel: str, title: str, logx: bool = False,
+                       hue: str = "task") -> dict:
+    """Fig. 3 style: :func:`curves` of ``auc_mean`` against ``x`` for each protocol of ``table``; ``title`` may hold
+    ``{protocol}``."""
+    return {protocol: curves(part, x=x, hue=hue, xlabel=xlabel, logx=logx, title=title.format(protocol=protocol))
+            for protocol, part in table.groupby("protocol")}
+
+
+def gain_curves(gains: pd.DataFrame) -> dict:
+    """Fig. 2: Giga-SSL's AUC gain over DeepMIL against the training-set size, per task, with the half-width of the
+    paired 95% interval as the band and the line of no gain; one figure per protocol."""
+    figs = {}
+    for protocol in dict.fromkeys(gains["protocol"]):
+        part = gains[gains["protocol"] == protocol]
+        fig = curves(part.assign(auc_std=(part["ci_high"] - part["ci_low"]) / 2), x="train_size", y="difference",
+                     hue="task", xlabel="training slides", title=f"AUC gain of Giga-SSL over DeepMIL ({protocol})")
+        fig.axes[0].axhline(0, color="red", lw=1)
+        figs[protocol] = fig
+    return figs
+
+
+def pool_curves(summary: pd.DataFrame, reference: str = "averagemil") -> dict:
+    """Giga-SSL's AUC against the number of unlabelled slides added for SSL (band: std over splits), one line per
+    task, with the ``reference`` method's AUC of each task dashed in the same colour; one figure per protocol."""
+    figs = {}
+    for protocol, part in summary.groupby("protocol"):
+        fig = curves(part[part["method"] != reference], x="pool", xlabel="unlabelled slides added for SSL",
+                     title=f"Giga-SSL ({protocol} protocol)")
+        for line, (_, row) in zip(fig.axes[0].get_lines(),
+                                  part[part["method"] == reference].set_index("task").iterrows()):
+            fig.axes[0].axhline(row["auc_mean"], color=line.get_color(), ls="--", lw=1)
+        figs[protocol] = fig
+    return figs
+
+
+def aggregator_curve(per_epoch: pd.DataFrame, protocol: str = "paper"):
+    """Fig. 3C: the monitored linear AUC against the SSL epoch, one line per aggregator, under ``protocol``."""
+    part = per_epoch[per_epoch["protocol"] == protocol]
+    return curves(part, x="epoch", hue="aggregator", xlabel="SSL epoch",
+                  title=f"Linear AUC during SSL training ({per_epoch['task'].iloc[0]}, {protocol} protocol)")
+
+
+def variant_maps(embeddings: dict, variants, columns: list[str] | None = None) -> dict:
+    """Table 3: the slide embeddings of each variant (``{variant: (matrix, frame)}``) in PCA, coloured by
+    ``columns`` (None: the centre, the shortcut, and the first task)."""
+    from .manifest import task_columns
+
+    figs = {}
+    for variant in variants:
+        matrix, frame = embeddings[variant]
+        figs[variant] = embedding_map(pca_2d(matrix), frame, columns or ["center", *task_columns(frame)[:1]],
+                                      title=f"{variant}: slide embeddings coloured by centre (PCA)")
+    return figs
 
 
 def resources(frame: pd.DataFrame):
@@ -253,9 +390,11 @@ def paired_forest(pairs: pd.DataFrame, label: str = "comparison", title: str = "
     return fig
 
 
-def deepmil_curves(curves_frame: pd.DataFrame):
+def deepmil_curves(curves_frame: pd.DataFrame, budget: str | None = None):
     """DeepMIL learning curves: training and validation loss against optimizer steps, mean over splits, one panel
-    per task (dotted: each split's validation loss)."""
+    per task (dotted: each split's validation loss); ``budget``: only the fits of that label budget."""
+    if budget is not None:
+        curves_frame = curves_frame[curves_frame["budget"] == budget]
     tasks = list(dict.fromkeys(curves_frame["task"]))
     fig, axes = plt.subplots(1, len(tasks), figsize=(4.4 * len(tasks), 3.3), squeeze=False)
     for ax, task in zip(axes[0], tasks):
@@ -273,10 +412,11 @@ def deepmil_curves(curves_frame: pd.DataFrame):
     return fig
 
 
-def show(path: str | os.PathLike) -> None:
-    """Show a PNG written earlier (e.g. a figure of another page) in the notebook."""
+def show(*paths: str | os.PathLike) -> None:
+    """Show PNGs written earlier (e.g. figures of other pages) in the notebook, in order."""
     try:
         from IPython.display import Image
     except ImportError:
         return
-    _display(Image(filename=str(path)))
+    for path in paths:
+        _display(Image(filename=str(path)))

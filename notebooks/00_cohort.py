@@ -28,54 +28,28 @@ show = 6  # thumbnails to draw
 # %%
 from pathlib import Path
 
-import pandas as pd
+from IPython.display import display
 
 from gigassl.config import get_profile
-from gigassl.figures import save_figure, save_table, thumbnails
-from gigassl.manifest import read_manifest, task_columns
-from gigassl.synth import synthesize
-from gigassl.tiling import tile_cohort
+from gigassl.figures import cohort_thumbnails, save_figure, save_table
+from gigassl.stages import cohort_counts, make_cohort, slides_by_centre
 
 config = get_profile(profile)
-out = Path(out_dir)
-if manifest is None:
-    manifest = synthesize(out / "synthetic", config.synth, progress=False)
-report = tile_cohort(manifest, out / "coords", config.tile, progress=False)
+frame, report = make_cohort(config, out_dir, manifest)  # writes out_dir/manifest.csv, which every later page reads
 print(report.summary())
-frame = read_manifest(manifest)
-frame.to_csv(out / "manifest.csv", index=False)  # the manifest every later notebook reads (absolute paths)
 
 # %% [markdown]
 # ## Thumbnails and tile grids
 # Green squares are the kept tiles (at least the profile's `min_tissue` fraction of tissue).
 
 # %%
-picks = frame.groupby("center").head(1).head(show)["slide_id"].tolist()
-fig = thumbnails([out / "coords" / "thumbnails" / f"{s}.png" for s in picks],
-                 [f"{s} ({frame.set_index('slide_id').loc[s, 'center']})" for s in picks])
-save_figure(fig, "cohort_thumbnails", figures_dir)
+save_figure(cohort_thumbnails(frame, Path(out_dir) / "coords" / "thumbnails", show), "cohort_thumbnails", figures_dir)
 
 # %% [markdown]
 # ## Labels and centres
 
 # %%
-from IPython.display import display
-
-from gigassl import io
-
-tiles = {s: len(io.read_coords(out / "coords" / f"{s}.h5")[0]) for s in frame["slide_id"] if s not in report.failed}
-rows = [{"what": "slides", "value": len(frame)}, {"what": "cases", "value": frame["case_id"].nunique()},
-        {"what": "centres", "value": frame["center"].nunique() if "center" in frame else 0},
-        {"what": "tiles per slide (mean)", "value": round(sum(tiles.values()) / max(1, len(tiles)), 1)},
-        {"what": "slides that failed tiling", "value": len(report.failed)}]
-for task in task_columns(frame):
-    for label, count in frame[task].value_counts().items():
-        rows.append({"what": f"{task} = {label}", "value": int(count)})
-counts = pd.DataFrame(rows)
-save_table(counts, "cohort_counts", figures_dir)
+save_table(cohort_counts(frame, Path(out_dir) / "coords", report.failed), "cohort_counts", figures_dir)
 
 # %%
-if "center" in frame:
-    by_centre = pd.crosstab(frame["center"], [frame[t] for t in task_columns(frame)[:1]])
-    by_centre["slides"] = frame["center"].value_counts().sort_index()
-    display(by_centre)
+display(slides_by_centre(frame))

@@ -27,45 +27,22 @@ encoder = "moco"  # moco | imagenet
 mode = "shared"  # shared | independent
 pool = False  # True: also the slides of the unlabelled pool (SSL only)
 plain_from = None  # under run_dir: a bank of the same encoder whose plain embeddings are reused
+first_slide = 0  # row of the manifest whose tiles are drawn
+tiles_shown = 8
 
 # %%
-import dataclasses
 from pathlib import Path
 
-import numpy as np
-import pandas as pd
-import torch
-
-from gigassl import io
-from gigassl.augment import TileAugmentation
-from gigassl.bank import build_bank
 from gigassl.config import get_profile
-from gigassl.figures import save_figure, save_table, tile_gallery
-from gigassl.manifest import labelled_ids
-from gigassl.slides import read_tiles
+from gigassl.figures import augmentation_draws, save_figure, save_table
+from gigassl.stages import bank_summary, cohort_manifest, make_bank
 
 config = get_profile(profile)
-cohort = Path(run_dir) / "cohort"
-if encoder == "moco":
-    encoder_config = dataclasses.replace(config.encoder, name="resnet18",
-                                         weights=str(Path(run_dir) / "tile_encoder" / "moco" / "checkpoint.pt"))
-else:
-    encoder_config = dataclasses.replace(config.encoder, name="efficientnet_lite0", weights=None)
-augment = dataclasses.replace(config.augment, mode=mode)
-manifest = pd.read_csv(cohort / "manifest.csv", dtype={"slide_id": str})
-report = build_bank(cohort / "manifest.csv", cohort / "coords", out_dir, config.bank, encoder_config, augment,
-                    progress=False, slide_ids=None if pool else labelled_ids(manifest),
-                    plain_from=plain_from and Path(run_dir) / plain_from)
+report = make_bank(config, run_dir, out_dir, encoder=encoder, mode=mode, pool=pool, plain_from=plain_from)
 print(report.summary())
 
 # %%
-bank_files = sorted(Path(out_dir).glob("*.h5"))
-first = io.read_bank(bank_files[0])
-summary = pd.DataFrame([{"slides": len(bank_files), "draws A": first.features.shape[0],
-                         "tiles per draw N": first.features.shape[1], "feature dim F": first.features.shape[2],
-                         "encoder": first.attrs["encoder"], "mode": first.attrs["augmentation_mode"],
-                         "failures": len(report.failed)}])
-save_table(summary, f"{Path(out_dir).name}_summary", figures_dir)
+save_table(bank_summary(out_dir, report), f"{Path(out_dir).name}_summary", figures_dir)
 
 # %% [markdown]
 # ## One shared draw against independent draws, on the same tiles
@@ -73,13 +50,7 @@ save_table(summary, f"{Path(out_dir).name}_summary", figures_dir)
 # same for every tile). Row 3: every tile with its own draw.
 
 # %%
-slide = manifest.iloc[0]
-coords, attrs = io.read_coords(cohort / "coords" / f"{slide.slide_id}.h5")
-tiles = read_tiles(slide.path, coords[:8], int(attrs["patch_size_level0"]), int(attrs["patch_size"]))
-x = torch.from_numpy(tiles).permute(0, 3, 1, 2).float() / 255
-aug = TileAugmentation(config.augment, out_px=tiles.shape[1])
-shared = aug(x, torch.Generator().manual_seed(0), shared=True)
-independent = aug(x, torch.Generator().manual_seed(0), shared=False)
-show = lambda t: t.permute(0, 2, 3, 1).numpy()  # noqa: E731
-fig = tile_gallery({"tiles": tiles, "one shared draw": show(shared), "independent draws": show(independent)})
+slide = cohort_manifest(run_dir).iloc[first_slide]
+fig = augmentation_draws(slide.path, Path(run_dir) / "cohort" / "coords" / f"{slide.slide_id}.h5", config.augment,
+                         tiles=tiles_shown)
 save_figure(fig, f"{Path(out_dir).name}_augmentations", figures_dir)

@@ -38,44 +38,22 @@ encoder_weights = "tile_encoder/moco/checkpoint.pt"  # under run_dir: the tile e
 #                                                      aggregator; None for a bank of another encoder
 
 # %%
-import dataclasses
-import math
 from pathlib import Path
 
 import pandas as pd
+from IPython.display import display
 
-from gigassl.bank import bank_slide_ids
 from gigassl.config import get_profile
-from gigassl.embed import embed_slides, training_monitor
-from gigassl.figures import save_figure, training_curves
-from gigassl.manifest import labelled_ids, ssl_slide_ids
-from gigassl.splits import centre_holdout
-from gigassl.train import train
+from gigassl.figures import monitor_curves, save_figure, ssl_curves
+from gigassl.stages import monitor_over_training, train_ssl, training_finding
 
 config = get_profile(profile)
-train_config = dataclasses.replace(
-    config.train, tiles_per_view=tiles_per_view or config.train.tiles_per_view, aggregator=aggregator,
-    steps=steps, aggregator_init=aggregator_init, bn_views=bn_views, schedule_epochs=schedule_epochs,
-    monitor_every=monitor_every, maps=dataclasses.replace(config.train.maps, slide_aug=slide_aug),
-)
-bank_dir = Path(run_dir) / bank
-manifest = pd.read_csv(Path(run_dir) / "cohort" / "manifest.csv", dtype={"slide_id": str, "case_id": str})
-excluded = centre_holdout(manifest, seed=config.probe.seed) if exclude_probe_centres else ()
-slides = ssl_slide_ids(manifest, pool=pool, exclude_centres=excluded, available=bank_slide_ids(bank_dir))
-train_config = dataclasses.replace(train_config, batch_size=min(train_config.batch_size, len(slides)))
-print(f"SSL on {len(slides)} slides ({len(set(slides) - set(labelled_ids(manifest)))} of them from the unlabelled "
-      f"pool){'; probe centres ' + str(list(excluded)) + ' excluded' if excluded else ''}")
-watch = None
-if monitor_every:
-    watch = training_monitor(manifest, [monitor_task], train_config.maps, views=max(1, config.embed.views // 5),
-                             tiles=train_config.tiles_per_view, probe=config.probe, seed=config.embed.seed,
-                             device=train_config.device)
-checkpoint = train(bank_dir, out_dir, train_config, encoder_weights=encoder_weights and str(Path(run_dir) / encoder_weights),
-                   slide_ids=slides, monitor=watch, progress=False)
-embed_config = dataclasses.replace(config.embed, tiles_per_view=train_config.tiles_per_view)
-embeddings = embed_slides(bank_dir, checkpoint, Path(out_dir) / "embeddings.h5", embed_config, progress=False,
-                          slide_ids=labelled_ids(manifest))
-print(f"checkpoint {checkpoint}\nembeddings {embeddings}")
+run = train_ssl(config, run_dir, out_dir, bank, pool=pool, steps=steps, tiles_per_view=tiles_per_view,
+                aggregator=aggregator, aggregator_init=aggregator_init, bn_views=bn_views,
+                schedule_epochs=schedule_epochs, slide_aug=slide_aug, monitor_every=monitor_every,
+                monitor_task=monitor_task, exclude_probe_centres=exclude_probe_centres,
+                encoder_weights=encoder_weights)
+print(f"{run.slides}\ncheckpoint {run.checkpoint}\nembeddings {run.embeddings}")
 
 # %% [markdown]
 # ## Training curves
@@ -86,15 +64,8 @@ print(f"checkpoint {checkpoint}\nembeddings {embeddings}")
 
 # %%
 log = pd.read_csv(Path(out_dir) / "log.csv")
-chance = math.log(2 * train_config.batch_size - 1)
-fig = training_curves({Path(out_dir).name: log}, columns=("loss", "alignment", "uniformity", "mean_cosine",
-                                                          "effective_rank"), x="step",
-                      references={"loss": (chance, "log(2B - 1)")})
-save_figure(fig, f"{Path(out_dir).name}_curves", figures_dir)
-print(f"{int(log.step.iloc[-1])} steps in {len(log)} epochs; last epoch: loss {log.loss.iloc[-1]:.3f} "
-      f"(log(2B - 1) = {chance:.3f}), alignment {log.alignment.iloc[-1]:.3f}, uniformity "
-      f"{log.uniformity.iloc[-1]:.3f}, mean cosine of W {log.mean_cosine.iloc[-1]:.3f}, effective rank of W "
-      f"{log.effective_rank.iloc[-1]:.1f}")
+save_figure(ssl_curves(log, Path(out_dir).name, run.config.batch_size), f"{Path(out_dir).name}_curves", figures_dir)
+print(training_finding(log, run.config.batch_size))
 log.tail()
 
 # %% [markdown]
@@ -105,12 +76,6 @@ log.tail()
 
 # %%
 if monitor_every:
-    monitor = pd.read_csv(Path(out_dir) / "monitor.csv")
-    diagnostics = monitor[monitor["kind"] == "diagnostics"].dropna(axis=1, how="all")
-    fair = monitor[(monitor["kind"] == "probe") & (monitor["protocol"] == "fair")]
-    probe = fair.groupby("epoch")["auc"].mean().rename("probe_auc").reset_index()
-    over_training = diagnostics.merge(probe, on="epoch")
-    fig = training_curves({Path(out_dir).name: over_training},
-                          columns=("probe_auc", "alignment", "uniformity", "effective_rank", "centre_accuracy"))
-    save_figure(fig, f"{Path(out_dir).name}_monitor", figures_dir)
-    over_training
+    over_training = monitor_over_training(out_dir)
+    save_figure(monitor_curves(over_training, Path(out_dir).name), f"{Path(out_dir).name}_monitor", figures_dir)
+    display(over_training)

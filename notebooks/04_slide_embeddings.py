@@ -23,49 +23,28 @@ run_dir = "runs/demo"
 out_dir = "runs/demo/slide_embeddings"
 figures_dir = "figures"
 train = "ssl_full"  # the training run to embed with
+bank = "bank_moco_shared"  # execution whose plain tile embeddings the slides are embedded from
 
 # %%
-import dataclasses
 from pathlib import Path
 
-import numpy as np
-import pandas as pd
-
-from gigassl import io
-from gigassl.baselines import average_embeddings
 from gigassl.config import get_profile
-from gigassl.embed import embed_slides
-from gigassl.figures import embedding_map, pca_2d, save_figure, save_table
-from gigassl.manifest import task_columns
+from gigassl.figures import save_figure, save_table, slide_map
+from gigassl.stages import embedding_reproducibility, run_embeddings, standardized_average
 
 config = get_profile(profile)
-run = Path(run_dir) / train
-bank = Path(run_dir) / "bank_moco_shared"
-path = run / "embeddings.h5"
-ids, emb, attrs = io.read_embeddings(path)
-manifest = pd.read_csv(Path(run_dir) / "cohort" / "manifest.csv").set_index("slide_id").loc[ids].reset_index()
-print(f"{len(ids)} slides, {emb.shape[1]}-d, R = {attrs['views']} views of T = {attrs['tiles_per_view']} tiles; "
-      f"row norms {np.linalg.norm(emb, axis=1).min():.4f}-{np.linalg.norm(emb, axis=1).max():.4f}")
+embeddings = run_embeddings(run_dir, train)
+print(embeddings.describe())
 
 # %%
-columns = task_columns(manifest) + ["center"]
-fig = embedding_map(pca_2d(emb), manifest, columns, title="Giga-SSL slide embeddings (PCA)")
+fig = slide_map(embeddings.matrix, embeddings.manifest, title="Giga-SSL slide embeddings (PCA)")
 save_figure(fig, "slide_embeddings_map", figures_dir)
 
 # %%
-avg_ids, avg = average_embeddings(bank, ids)
-avg = (avg - avg.mean(0)) / (avg.std(0) + 1e-8)
-fig = embedding_map(pca_2d(avg), manifest, columns, title="AverageMIL embeddings, standard-scaled (PCA)")
+fig = slide_map(standardized_average(Path(run_dir) / bank, embeddings.ids), embeddings.manifest,
+                title="AverageMIL embeddings, standard-scaled (PCA)")
 save_figure(fig, "average_embeddings_map", figures_dir)
 
 # %%
-again = dataclasses.replace(config.embed, views=int(attrs["views"]), tiles_per_view=int(attrs["tiles_per_view"]),
-                            seed=int(attrs["seed"]))
-same = io.read_embeddings(embed_slides(bank, run / "checkpoint.pt", Path(out_dir) / "again.h5", again,
-                                       progress=False, slide_ids=ids))[1]  # the same slides as the training run's
-table = pd.DataFrame([{"slides": len(ids), "dimension": emb.shape[1], "views R": attrs["views"],
-                       "tiles per view T": attrs["tiles_per_view"],
-                       "same seed, same embeddings (bit for bit on a CPU)": bool(np.array_equal(same, emb)),
-                       "largest difference": float(np.abs(same - emb).max()),
-                       "size of the embedding file (kB)": round(path.stat().st_size / 1024, 1)}])
+table = embedding_reproducibility(config, run_dir, train, bank, out_dir, embeddings)  # the same slides, seed, R, T
 save_table(table, "slide_embeddings_summary", figures_dir)

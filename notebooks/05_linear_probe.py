@@ -38,39 +38,18 @@ bank = "bank_moco_shared"
 from pathlib import Path
 
 import pandas as pd
+from IPython.display import display
 
-from gigassl.baselines import average_embeddings
-from gigassl.compare import paired
 from gigassl.config import get_profile
-from gigassl.figures import auc_bars, paired_forest, save_figure, save_table
-from gigassl.manifest import labelled_ids, task_columns
-from gigassl.metrics import summarize
-from gigassl.probe import PROTOCOLS
-from gigassl.protocol import probe_runs
+from gigassl.experiments import calibration_history, deepmil_finding, table2
+from gigassl.figures import auc_bars_by_protocol, paired_forest, save_figure, save_figures, save_table
 
 config = get_profile(profile)
-manifest = pd.read_csv(Path(run_dir) / "cohort" / "manifest.csv", dtype={"slide_id": str, "case_id": str})
-tasks = tasks or task_columns(manifest)
-bank_dir = Path(run_dir) / bank
-budgets = tuple(config.probe.budgets)
-common = dict(n_splits=config.probe.n_splits, budgets=budgets, train_sizes=())
-average = average_embeddings(bank_dir, labelled_ids(manifest))
-named = {"gigassl": (Path(run_dir) / train / "embeddings.h5", "l2"), "averagemil": (average, "standard")}
-tables = [probe_runs(named, manifest, tasks, config=config.probe, **common)]
-deep = pd.read_csv(Path(run_dir) / "deepmil" / "table2_splits.csv", dtype={"budget": str, "split": str})
-tables += [deep.assign(protocol=protocol) for protocol in PROTOCOLS]  # no linear probe: the same under both
-splits = pd.concat(tables, ignore_index=True)
-splits.to_csv(Path(out_dir) / "splits.csv", index=False)
-summary = summarize(splits, n_bootstrap=config.probe.n_bootstrap, seed=config.probe.seed)
-table2 = summary[["protocol", "task", "budget", "method", "n_splits", "auc_mean", "auc_std", "ci_low", "ci_high",
-                  "n_train", "n_test", "cpu_seconds"]].sort_values(["protocol", "task", "budget", "method"])
-save_table(table2, "table2_linear_probe", figures_dir)
+result = table2(config, run_dir, out_dir, tasks=tasks, train=train, bank=bank)
+save_table(result.table, "table2_linear_probe", figures_dir)
 
 # %%
-for protocol in PROTOCOLS:
-    fig = auc_bars(table2[table2["protocol"] == protocol])
-    fig.suptitle(f"{protocol} protocol", fontsize=11)
-    save_figure(fig, f"table2_linear_probe_{protocol}", figures_dir)
+save_figures(auc_bars_by_protocol(result.table), "table2_linear_probe", figures_dir)
 
 # %% [markdown]
 # ## Paired differences
@@ -78,21 +57,15 @@ for protocol in PROTOCOLS:
 # first of the probe's splits; its differences use those splits only).
 
 # %%
-pairs = pd.concat([paired(splits, "gigassl", baseline, n_bootstrap=config.probe.n_bootstrap,
-                          seed=config.probe.seed) for baseline in ("averagemil", "deepmil")], ignore_index=True)
-pairs["comparison"] = pairs["a"] + " - " + pairs["b"] + " | " + pairs["task"] + " | " + pairs["budget"] + " | " + \
-    pairs["protocol"]
-save_table(pairs.drop(columns="comparison"), "table2_paired", figures_dir)
-save_figure(paired_forest(pairs, title="Giga-SSL minus the baselines"), "table2_paired", figures_dir)
+save_table(result.pairs.drop(columns="comparison"), "table2_paired", figures_dir)
+save_figure(paired_forest(result.pairs, title="Giga-SSL minus the baselines"), "table2_paired", figures_dir)
 
 # %% [markdown]
 # ## What each protocol chose
 # The fair protocol's choice of preprocessing and C on each split (count of splits).
 
 # %%
-chosen = splits[(splits["protocol"] == "fair") & splits["method"].isin(["gigassl", "averagemil"])]
-choices = chosen.groupby(["method", "preprocessing", "C"]).size().rename("splits").reset_index()
-save_table(choices, "table2_fair_choices", figures_dir)
+save_table(result.choices, "table2_fair_choices", figures_dir)
 
 # %% [markdown]
 # ## DeepMIL against AverageMIL on the demo's tasks
@@ -103,14 +76,9 @@ save_table(choices, "table2_fair_choices", figures_dir)
 # on the DeepMIL page says whether the baseline trains at all (its learning curves are there too).
 
 # %%
-versus = paired(splits[splits["protocol"] == "paper"], "deepmil", "averagemil", n_bootstrap=config.probe.n_bootstrap,
-                seed=config.probe.seed)
-save_table(versus, "deepmil_vs_averagemil", figures_dir)
+save_table(result.deepmil_vs_averagemil, "deepmil_vs_averagemil", figures_dir)
 few_tiles = pd.read_csv(Path(figures_dir) / "deepmil_few_tiles.csv")  # made by the DeepMIL page
-print(f"few-tile check: DeepMIL {few_tiles['auc_a'].iloc[0]:.3f} against AverageMIL {few_tiles['auc_b'].iloc[0]:.3f} "
-      f"({few_tiles['verdict'].iloc[0]}); on the demo's tasks at 100%: " + "; ".join(
-          f"{r.task} {r.difference:+.3f} [{r.ci_low:+.3f}, {r.ci_high:+.3f}] ({r.verdict})"
-          for r in versus[versus["budget"] == "full"].itertuples()))
+print(deepmil_finding(few_tiles, result.deepmil_vs_averagemil))
 
 # %% [markdown]
 # ## Calibration of the synthetic cohort
@@ -121,16 +89,10 @@ print(f"few-tile check: DeepMIL {few_tiles['auc_a'].iloc[0]:.3f} against Average
 # synthetic cohort; on your own slides it only reports).
 
 # %%
-from gigassl.paper import CALIBRATION_BAND, calibration_history
-
-history = calibration_history()
-history.pivot_table(index=["step", "synth_changes", "encoder"], columns="task", values="auc_mean").reset_index()
+display(calibration_history())
 
 # %%
-calibration = table2[(table2["method"] == "averagemil") & (table2["budget"] == "full")
-                     & (table2["protocol"] == "paper")][["task", "auc_mean", "auc_std"]]
-calibration = calibration.assign(within_0_65_0_92=calibration["auc_mean"].between(*CALIBRATION_BAND))
-save_table(calibration, "calibration", figures_dir)
+save_table(result.calibration, "calibration", figures_dir)
 
 # %% [markdown]
 # ## Time
@@ -138,8 +100,4 @@ save_table(calibration, "calibration", figures_dir)
 # 1.25 CPU-seconds for the linear probe on 10 splits of BRCA, 150 GPU-minutes for attention MIL).
 
 # %%
-full = splits[(splits["budget"] == "full") & (splits["protocol"] == "paper")]
-speed = full.groupby("method", sort=False)[["cpu_seconds", "wall_seconds"]].mean().reset_index()
-probe_cpu = float(speed.loc[speed["method"] == "gigassl", "cpu_seconds"].iloc[0])
-speed["x linear probe"] = speed["cpu_seconds"] / probe_cpu
-save_table(speed, "speed", figures_dir)
+save_table(result.speed, "speed", figures_dir)

@@ -25,45 +25,18 @@ tasks = None
 train = "ssl_full"
 
 # %%
-from pathlib import Path
-
-import pandas as pd
-from IPython.display import display
-
-from gigassl import paper
-from gigassl.compare import paired
 from gigassl.config import get_profile
-from gigassl.figures import curves, save_figure, save_table
-from gigassl.manifest import task_columns
-from gigassl.metrics import summarize
-from gigassl.probe import PROTOCOLS
-from gigassl.protocol import probe_runs
+from gigassl.experiments import tiny_datasets
+from gigassl.figures import gain_curves, save_figures, save_table
 
 config = get_profile(profile)
-manifest = pd.read_csv(Path(run_dir) / "cohort" / "manifest.csv", dtype={"slide_id": str, "case_id": str})
-tasks = tasks or task_columns(manifest)
-sizes = tuple(config.probe.train_sizes)
-common = dict(n_splits=config.probe.n_splits, budgets=(), train_sizes=sizes)
-tables = [probe_runs({"gigassl": (Path(run_dir) / train / "embeddings.h5", "l2")}, manifest, tasks,
-                     config=config.probe, **common)]
-deep = pd.read_csv(Path(run_dir) / "deepmil" / "fig2_splits.csv", dtype={"budget": str, "split": str})
-tables += [deep.assign(protocol=protocol) for protocol in PROTOCOLS]  # DeepMIL page: the same under both
-splits = pd.concat(tables, ignore_index=True)
-splits.to_csv(Path(out_dir) / "splits.csv", index=False)
-gains = paired(splits, "gigassl", "deepmil", n_bootstrap=config.probe.n_bootstrap, seed=config.probe.seed)
-gains = gains.assign(train_size=gains["budget"].astype(int)).sort_values(["protocol", "task", "train_size"])
-save_table(gains, "fig2_tiny_datasets", figures_dir)
+result = tiny_datasets(config, run_dir, out_dir, tasks=tasks, train=train)
+save_table(result.gains, "fig2_tiny_datasets", figures_dir)
 
 # %% [markdown]
 # The gain of Giga-SSL over DeepMIL per training size (paired over the DeepMIL splits), per task and averaged over
 # the tasks as the paper draws it; the band is the 95% paired bootstrap interval.
 
 # %%
-for protocol in PROTOCOLS:
-    means = paper.fig2(splits, protocol=protocol, n_bootstrap=config.probe.n_bootstrap, seed=config.probe.seed)
-    part = gains[gains["protocol"] == protocol]
-    fig = curves(part.assign(auc_std=(part["ci_high"] - part["ci_low"]) / 2), x="train_size", y="difference",
-                 hue="task", xlabel="training slides", title=f"AUC gain of Giga-SSL over DeepMIL ({protocol})")
-    fig.axes[0].axhline(0, color="red", lw=1)
-    save_figure(fig, f"fig2_tiny_datasets_{protocol}", figures_dir)
-    display(means)
+save_figures(gain_curves(result.gains), "fig2_tiny_datasets", figures_dir)
+result.claims

@@ -28,6 +28,9 @@ tasks = None
 variants = {"full": "ssl_ref", "no_slide_aug": "ssl_no_slide_aug", "ns": "ssl_ns",
             "no_tile_aug": "ssl_no_tile_aug", "imagenet": "ssl_imagenet", "imagenet_ns": "ssl_imagenet_ns", "bn_joint": "ssl_bn_joint",
             "random_init": "ssl_random_init"}
+neighbours = 5  # nearest neighbours of the centre-shortcut measure
+mapped = ["full", "ns"]  # variants drawn in PCA
+mapped_columns = None  # colours of the maps; None: the centre and the first task
 
 # %% [markdown]
 # Every variant is trained in the ablation regime (the labelled cohort, the profile's epochs) and compared with
@@ -39,44 +42,21 @@ variants = {"full": "ssl_ref", "no_slide_aug": "ssl_no_slide_aug", "ns": "ssl_ns
 # a randomly initialised aggregator (`random_init`; the default starts from the tile embedder's layer4).
 
 # %%
-from pathlib import Path
-
-import pandas as pd
-
-from gigassl import io, paper
-from gigassl.compare import paired
 from gigassl.config import get_profile
-from gigassl.figures import embedding_map, paired_forest, pca_2d, save_figure, save_table
-from gigassl.manifest import task_columns
-from gigassl.diagnostics import label_agreement_chance, neighbour_agreement
-from gigassl.metrics import summarize
-from gigassl.protocol import probe_runs
-from gigassl.splits import budget_name
+from gigassl.experiments import augmentation_ablation
+from gigassl.figures import paired_forest, save_figure, save_figures, save_table, variant_maps
 
 config = get_profile(profile)
-manifest = pd.read_csv(Path(run_dir) / "cohort" / "manifest.csv", dtype={"slide_id": str, "case_id": str})
-tasks = tasks or task_columns(manifest)
-small = budget_name(size=min(config.probe.train_sizes))
-named = {variant: (Path(run_dir) / run / "embeddings.h5", "l2") for variant, run in variants.items()}
-splits = probe_runs(named, manifest, tasks, budgets=(1.0,), train_sizes=(min(config.probe.train_sizes),),
-                    config=config.probe, n_splits=config.probe.n_splits)
-splits.to_csv(Path(out_dir) / "splits.csv", index=False)
-summary = summarize(splits, n_bootstrap=0)
-table3 = summary.assign(variant=summary["method"], regime=summary["budget"].map(
-    {"full": "100%", small: f"{min(config.probe.train_sizes)} WSI"}))  # the paper's smallest: 50 WSI
-table3 = table3[["protocol", "variant", "task", "regime", "n_train", "auc_mean", "auc_std"]]
-save_table(table3, "table3_ablation_augmentation", figures_dir)
-table3.pivot_table(index=["protocol", "task", "regime"], columns="variant", values="auc_mean")[list(variants)]
+result = augmentation_ablation(config, run_dir, out_dir, variants, tasks=tasks, neighbours=neighbours)
+save_table(result.table, "table3_ablation_augmentation", figures_dir)
+result.wide(variants)
 
 # %% [markdown]
 # Each variant minus the full method, paired over splits (95% bootstrap interval).
 
 # %%
-pairs = pd.concat([paired(splits, variant, "full", n_bootstrap=config.probe.n_bootstrap, seed=config.probe.seed)
-                   for variant in variants if variant != "full"], ignore_index=True)
-pairs["comparison"] = pairs["a"] + " | " + pairs["task"] + " | " + pairs["budget"] + " | " + pairs["protocol"]
-save_table(pairs.drop(columns="comparison"), "table3_paired", figures_dir)
-save_figure(paired_forest(pairs, title="Each variant minus the full method"), "table3_paired", figures_dir)
+save_table(result.pairs.drop(columns="comparison"), "table3_paired", figures_dir)
+save_figure(paired_forest(result.pairs, title="Each variant minus the full method"), "table3_paired", figures_dir)
 
 # %% [markdown]
 # ## The shortcut: is the embedding organised by centre?
@@ -84,24 +64,8 @@ save_figure(paired_forest(pairs, title="Each variant minus the full method"), "t
 # fraction expected if the embedding ignored centres; and the same for each label.
 
 # %%
-rows, maps = [], {}
-for variant, run in variants.items():
-    ids, emb, _ = io.read_embeddings(Path(run_dir) / run / "embeddings.h5")
-    frame = manifest.set_index("slide_id").loc[ids].reset_index()
-    labelled = frame[tasks].notna().any(axis=1).to_numpy()
-    emb, frame = emb[labelled], frame[labelled].reset_index(drop=True)
-    maps[variant] = (emb, frame)
-    for column in ["center"] + tasks:
-        rows.append({"variant": variant, "attribute": column,
-                     "neighbours_sharing_it": neighbour_agreement(emb, frame[column]),
-                     "chance": label_agreement_chance(frame[column])})
-shortcut = pd.DataFrame(rows)
-save_table(shortcut, "table3_centre_shortcut", figures_dir)
-shortcut.pivot(index="attribute", columns="variant", values="neighbours_sharing_it")[list(variants)]
+save_table(result.shortcut, "table3_centre_shortcut", figures_dir)
+result.shortcut_wide(variants)
 
 # %%
-for variant in ("full", "ns"):
-    emb, frame = maps[variant]
-    fig = embedding_map(pca_2d(emb), frame, ["center"] + tasks[:1],
-                        title=f"{variant}: slide embeddings coloured by centre (PCA)")
-    save_figure(fig, f"table3_map_{variant}", figures_dir)
+save_figures(variant_maps(result.embeddings, mapped, mapped_columns), "table3_map", figures_dir)

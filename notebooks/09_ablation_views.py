@@ -26,34 +26,15 @@ train = "ssl_full"
 bank = "bank_moco_shared"
 
 # %%
-import dataclasses
-from pathlib import Path
-
-import pandas as pd
-
 from gigassl.config import get_profile
-from gigassl.embed import embed_slides
-from gigassl.figures import curves, save_figure, save_table
-from gigassl.manifest import task_columns
-from gigassl.metrics import summarize
-from gigassl.protocol import probe_runs
+from gigassl.experiments import by_task, views_ablation
+from gigassl.figures import curves_by_protocol, save_figures, save_table
 
 config = get_profile(profile)
-manifest = pd.read_csv(Path(run_dir) / "cohort" / "manifest.csv", dtype={"slide_id": str, "case_id": str})
-tasks = tasks or task_columns(manifest)
-named = {f"R{r}": (embed_slides(Path(run_dir) / bank, Path(run_dir) / train / "checkpoint.pt",
-                                Path(out_dir) / f"R{r}.h5", dataclasses.replace(config.embed, views=r),
-                                progress=False), "l2") for r in views}
-splits = probe_runs(named, manifest, tasks, budgets=(1.0,), train_sizes=(), config=config.probe,
-                    n_splits=config.probe.n_splits)
-splits.to_csv(Path(out_dir) / "splits.csv", index=False)
-fig3b = summarize(splits, n_bootstrap=0)
-fig3b = fig3b.assign(views=fig3b["method"].str[1:].astype(int))[["protocol", "views", "task", "auc_mean", "auc_std"]]
+fig3b = views_ablation(config, run_dir, out_dir, views, tasks=tasks, train=train, bank=bank)
 save_table(fig3b, "fig3b_views", figures_dir)
-fig3b.pivot_table(index="views", columns=["protocol", "task"], values="auc_mean")
+by_task(fig3b, "views")
 
 # %%
-for protocol, part in fig3b.groupby("protocol"):
-    fig = curves(part, x="views", xlabel="views R averaged at inference", logx=True,
-                 title=f"Linear AUC against R ({protocol} protocol)")
-    save_figure(fig, f"fig3b_views_{protocol}", figures_dir)
+save_figures(curves_by_protocol(fig3b, x="views", xlabel="views R averaged at inference", logx=True,
+                                title="Linear AUC against R ({protocol} protocol)"), "fig3b_views", figures_dir)

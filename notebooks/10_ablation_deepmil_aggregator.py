@@ -23,26 +23,15 @@ figures_dir = "figures"
 runs = {"sparseconv": "ssl_ref", "attention": "ssl_attention"}  # both in the ablation regime
 
 # %%
-from pathlib import Path
+from gigassl.experiments import aggregator_ablation
+from gigassl.figures import aggregator_curve, save_figure, save_table, training_curves
 
-import pandas as pd
-
-from gigassl.embed import monitor_table
-from gigassl.figures import curves, save_figure, save_table, training_curves
-
-per_split, per_epoch = zip(*(monitor_table(pd.read_csv(Path(run_dir) / run / "monitor.csv"), aggregator)
-                             for aggregator, run in runs.items()))
-pd.concat(per_split, ignore_index=True).to_csv(Path(out_dir) / "splits.csv", index=False)
-fig3c = pd.concat(per_epoch, ignore_index=True)
+fig3c, logs = aggregator_ablation(run_dir, out_dir, runs)
 save_table(fig3c, "fig3c_aggregator", figures_dir)
 
 # %%
-paper_protocol = fig3c[fig3c["protocol"] == "paper"]
-fig = curves(paper_protocol, x="epoch", hue="aggregator", xlabel="SSL epoch",
-             title=f"Linear AUC during SSL training ({fig3c['task'].iloc[0]}, paper protocol)")
-save_figure(fig, "fig3c_aggregator", figures_dir)
+save_figure(aggregator_curve(fig3c, protocol="paper"), "fig3c_aggregator", figures_dir)
 
 # %%
-logs = {aggregator: pd.read_csv(Path(run_dir) / run / "log.csv") for aggregator, run in runs.items()}
 fig = training_curves(logs, columns=("loss", "alignment", "uniformity", "effective_rank"))
 save_figure(fig, "fig3c_training_curves", figures_dir)

@@ -26,32 +26,12 @@ models = {"full": "ssl_ref", "independent": "ssl_independent_centres"}  # both i
 train_size = None  # the tiny training set (the paper: 50 WSI); None: the profile's smallest; 0: none
 
 # %%
-from pathlib import Path
-
-import pandas as pd
-
 from gigassl.config import get_profile
+from gigassl.experiments import independent_centres
 from gigassl.figures import save_table
-from gigassl.manifest import task_columns
-from gigassl.metrics import summarize
-from gigassl.protocol import probe_runs
-from gigassl.splits import budget_name, centre_holdout
 
 config = get_profile(profile)
-manifest = pd.read_csv(Path(run_dir) / "cohort" / "manifest.csv", dtype={"slide_id": str, "case_id": str})
-tasks = tasks or task_columns(manifest)
-probe_centres = centre_holdout(manifest, seed=config.probe.seed)
-probe_slides = manifest[manifest["center"].isin(probe_centres)]
-print(f"probe centres {probe_centres}: {len(probe_slides)} slides; the independent model never saw them")
-smallest = min(config.probe.train_sizes) if train_size is None else train_size
-named = {model: (Path(run_dir) / run / "embeddings.h5", "l2") for model, run in models.items()}
-splits = probe_runs(named, probe_slides, tasks, budgets=(1.0,), train_sizes=(smallest,) if smallest else (),
-                    config=config.probe, n_splits=config.probe.n_splits)
-splits.to_csv(Path(out_dir) / "splits.csv", index=False)
-summary = summarize(splits, n_bootstrap=0)
-table4 = summary.assign(model=summary["method"],
-                        regime=summary["budget"].map({"full": "100%",
-                                                      budget_name(size=smallest or 1): f"{smallest} WSI"}))
-table4 = table4[["protocol", "model", "task", "regime", "n_train", "auc_mean", "auc_std"]]
-save_table(table4, "table4_independent_centres", figures_dir)
-table4.pivot_table(index=["protocol", "task", "regime"], columns="model", values="auc_mean")
+result = independent_centres(config, run_dir, out_dir, models, tasks=tasks, train_size=train_size)
+print(result.describe())
+save_table(result.table, "table4_independent_centres", figures_dir)
+result.wide()

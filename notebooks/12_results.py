@@ -41,48 +41,33 @@ import pandas as pd
 from IPython.display import Markdown, display
 
 from gigassl import paper
-from gigassl.compare import paired
 from gigassl.config import get_profile
+from gigassl.experiments import explain, results
 from gigassl.figures import agreement_plot, save_figure, save_table, show
-from gigassl.probe import PROTOCOLS
-from gigassl.splits import budget_name
 
 config = get_profile(profile)
 figures = Path(figures_dir)
-published = paper.published()
-read = lambda name: pd.read_csv(Path(run_dir) / name / "splits.csv", dtype={"budget": str})  # noqa: E731
-boot = dict(n_bootstrap=config.probe.n_bootstrap, seed=config.probe.seed)
-small = budget_name(size=min(config.probe.train_sizes))
-claims = []
+result = results(config, run_dir, figures_dir)
 
 # %% [markdown]
 # ## Table 2: linear probes against MIL baselines
 
 # %%
-table2 = pd.read_csv(figures / "table2_linear_probe.csv")
-side = paper.side_by_side(table2)
-save_table(side, "results_table2", figures_dir)
-c = pd.concat([paper.table2(read("linear_probe"), protocol=p, **boot) for p in PROTOCOLS], ignore_index=True)
-claims.append(c)
-c
+save_table(result.side_by_side, "results_table2", figures_dir)
+result.of("Table 2")
 
 # %% [markdown]
 # ## Fig. 2: tiny training sets
 
 # %%
 show(figures / f"fig2_tiny_datasets_{verdict_protocol}.png")
-c = pd.concat([paper.fig2(read("tiny_datasets"), protocol=p, **boot) for p in PROTOCOLS], ignore_index=True)
-claims.append(c)
-c
+result.of("Fig. 2")
 
 # %% [markdown]
 # ## Table 3: ablations of the augmentations (ablation regime)
 
 # %%
-c = pd.concat([paper.table3(read("ablation_augmentation"), small, protocol=p, **boot) for p in PROTOCOLS],
-              ignore_index=True)
-claims.append(c)
-c
+result.of("Table 3")
 
 # %% [markdown]
 # ### Beyond the paper: Giga-SSL on plain tile features (no tile augmentation)
@@ -91,53 +76,36 @@ c
 # paper has no such row.
 
 # %%
-plain_tiles = paired(read("ablation_augmentation"), "no_tile_aug", "full", **boot)
-save_table(plain_tiles, "results_no_tile_aug", figures_dir)
-plain_tiles
+save_table(result.no_tile_aug, "results_no_tile_aug", figures_dir)
 
 # %% [markdown]
 # ## Table 4: SSL on independent centres (ablation regime)
 
 # %%
-table4_splits = read("independent_centres")
-small4 = small if small in set(table4_splits["budget"]) else None
-c = pd.concat([paper.table4(table4_splits, small4, protocol=p, **boot) for p in PROTOCOLS], ignore_index=True)
-claims.append(c)
-c
+result.of("Table 4")
 
 # %% [markdown]
 # ## Fig. 3: tiles per view, views at inference, the aggregator
 
 # %%
-for name in (f"fig3a_tiles_{verdict_protocol}", f"fig3b_views_{verdict_protocol}", "fig3c_aggregator"):
-    show(figures / f"{name}.png")
-c = pd.concat([paper.fig3(tiles=read("ablation_tiles"), views=read("ablation_views"),
-                          aggregator=read("ablation_deepmil_aggregator"), protocol=p, **boot) for p in PROTOCOLS],
-              ignore_index=True)
-claims.append(c)
-c
+show(figures / f"fig3a_tiles_{verdict_protocol}.png", figures / f"fig3b_views_{verdict_protocol}.png",
+     figures / "fig3c_aggregator.png")
+result.of("Fig. 3")
 
 # %% [markdown]
 # ## Speed of the linear probe
 
 # %%
-speed = pd.read_csv(figures / "speed.csv")
-claims.append(paper.speed_claim(speed))
-speed
+result.speed
 
 # %% [markdown]
 # ## Every comparison
 
 # %%
-all_claims = pd.concat(claims, ignore_index=True)
-save_table(all_claims, "results_claims", figures_dir)
-save_figure(agreement_plot(all_claims[all_claims["protocol"] == verdict_protocol]), "results_agreement",
-            figures_dir)
-counts = pd.DataFrame([{"protocol": p, **paper.verdict_counts(all_claims[all_claims["protocol"] == p])}
-                       for p in PROTOCOLS])
-save_table(counts, "results_verdicts", figures_dir)
-mine = counts.set_index("protocol").loc[verdict_protocol]
-display(Markdown(paper.verdict_sentence(mine, verdict_protocol)))
+save_table(result.claims, "results_claims", figures_dir)
+save_figure(agreement_plot(result.under(verdict_protocol)), "results_agreement", figures_dir)
+save_table(result.verdicts(), "results_verdicts", figures_dir)
+display(Markdown(result.sentence(verdict_protocol)))
 
 # %% [markdown]
 # ## Why the demo agrees or not: the diagnostics of this run
@@ -145,11 +113,8 @@ display(Markdown(paper.verdict_sentence(mine, verdict_protocol)))
 # what they say about each verdict.
 
 # %%
-diagnostics = pd.read_csv(figures / "representations.csv")
-display(Markdown(paper.explain(diagnostics, all_claims, verdict_protocol,
-                               retrieval=pd.read_csv(figures / "moco_retrieval.csv"),
-                               deepmil=pd.read_csv(figures / "deepmil_vs_averagemil.csv"))))
-diagnostics
+display(Markdown(explain(result, figures_dir, verdict_protocol)))
+pd.read_csv(figures / "representations.csv")
 
 # %% [markdown]
 # ## From one synthetic cohort to another
@@ -160,5 +125,4 @@ diagnostics
 # uses 10 epochs in bfloat16, so its own seed-0 numbers differ from the CSV's seed 0. The spreads are what it measures.
 
 # %%
-seeds = paper.seed_spread(seeds_csv)
-seeds
+paper.seed_spread(seeds_csv)

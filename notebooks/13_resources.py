@@ -22,24 +22,14 @@ out_dir = "runs/demo/resources"
 figures_dir = "figures"
 
 # %%
-import json
-import os
-import platform
 from pathlib import Path
 
-import pandas as pd
-
+from gigassl.experiments import resources as recorded
 from gigassl.figures import resources, save_figure, save_table
 
-state = json.loads((Path(run_dir) / "runner.json").read_text())
-frame = pd.DataFrame([{"name": name, "notebook": r["notebook"], "seconds": r["seconds"],
-                       "peak_memory_mb": r["peak_memory_mb"], "finished": r["finished"]}
-                      for name, r in state.items() if r.get("status") == "ok" and name != Path(out_dir).name])
-total = frame["seconds"].sum()
-machine = f"{platform.machine()}, {os.cpu_count()} CPU cores, Python {platform.python_version()}"
+frame, said = recorded(run_dir, profile, exclude=Path(out_dir).name)
 save_table(frame, "resources", figures_dir)
-print(f"profile {profile}: {len(frame)} executions, {total / 60:.1f} minutes in all, on {machine}")
+print(said)
 
 # %%
-fig = resources(frame)
-save_figure(fig, "resources", figures_dir)
+save_figure(resources(frame), "resources", figures_dir)

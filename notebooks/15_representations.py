@@ -35,29 +35,13 @@ runs = ["ssl_full", "ssl_ref", "ssl_no_slide_aug", "ssl_ns", "ssl_no_tile_aug", 
         "ssl_T2", "ssl_T10", "ssl_T20", "ssl_attention", "ssl_independent_centres", "ssl_bn_joint", "ssl_random_init"]
 
 # %%
-from pathlib import Path
-
-import pandas as pd
-
-from gigassl.baselines import average_embeddings, average_halves, load_bags
 from gigassl.config import get_profile
-from gigassl.diagnostics import READING, alignment, diagnose
-from gigassl.embed import run_diagnostics
+from gigassl.diagnostics import reading
+from gigassl.experiments import representations
 from gigassl.figures import diagnostics_bars, save_figure, save_table
-from gigassl.manifest import labelled_ids
 
 config = get_profile(profile)
-manifest = pd.read_csv(Path(run_dir) / "cohort" / "manifest.csv", dtype={"slide_id": str, "case_id": str})
-ids = labelled_ids(manifest)
-meta = manifest.set_index("slide_id").loc[ids]
-centres, cases = meta["center"].astype(str).to_numpy(), meta["case_id"].astype(str).to_numpy()
-bags = load_bags(Path(run_dir) / bank, ids)
-first, second = average_halves(bags, ids, seed=config.embed.seed)
-average = diagnose(average_embeddings(bags, ids)[1], centres=centres, groups=cases, seed=config.probe.seed)
-rows = [{"representation": "averagemil", **average, "alignment": alignment(first, second)}]
-rows += [{"representation": run, **run_diagnostics(Path(run_dir) / run, ids, centres, cases, seed=config.probe.seed)}
-         for run in runs if (Path(run_dir) / run / "checkpoint.pt").exists()]
-table = pd.DataFrame(rows)
+table = representations(config, run_dir, runs, bank=bank)
 save_table(table, "representations", figures_dir)
 
 # %%
@@ -67,4 +51,4 @@ save_figure(diagnostics_bars(table), "representations", figures_dir)
 # How to read each column:
 
 # %%
-pd.DataFrame({"diagnostic": list(READING), "how to read it": list(READING.values())})
+reading()

@@ -121,3 +121,19 @@ def test_tables_and_figures_are_written(tmp_path):
     ax.plot([0, 1])
     save_figure(fig, "f", tmp_path)
     assert (tmp_path / "f.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_the_verdict_is_data_beside_the_words():
+    """Every claim row carries its verdict as one of paper.VERDICTS, from the same judgement as its words; the counts
+    read that column, not the words."""
+    assert paper.judge(0.04, 0.02, 0.01, 0.03) == ("agree", "same direction (0.5x the paper's effect)")
+    assert paper.judge(0.04, -0.02, -0.03, -0.01) == ("disagree", "opposite direction")
+    assert paper.judge(0.04, 0.02, -0.01, 0.05) == ("undecided", "undecided")
+    assert paper.judge("no decrease", -0.1, -0.2, -0.01)[0] == "disagree"
+    assert paper.judge(0.001, 0.03)[0] == "other"
+    claims = paper.table2(_splits(0.05), n_bootstrap=200)
+    assert set(claims["verdict"]) <= set(paper.VERDICTS)
+    words = claims.assign(agreement="anything")  # the counts do not parse the words
+    assert paper.verdict_counts(words) == paper.verdict_counts(claims)
+    speed = paper.speed_claim(pd.DataFrame({"method": ["deepmil"], "x linear probe": [30.0]}))
+    assert (speed["paper"] == 150 * 60 / 1.25).all() and (speed["verdict"] == "agree").all()

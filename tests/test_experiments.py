@@ -1,0 +1,106 @@
+"""The experiment pages' functions (gigassl.experiments) on a run folder made on the fly: a labelled cohort and the
+slide embeddings of a few training runs, one of which carries the label."""
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from gigassl import experiments, io
+from gigassl.config import ProbeConfig, get_profile
+
+
+def _config():
+    smoke = get_profile("smoke")
+    probe = ProbeConfig(n_splits=3, test_fraction=0.3, budgets=(1.0,), train_sizes=(12,), n_bootstrap=100,
+                        Cs=(1.0, 10.0), preprocessings=("l2",), inner_splits=2)
+    return type(smoke)(**{**smoke.__dict__, "probe": probe})
+
+
+@pytest.fixture(scope="module")
+def run_dir(tmp_path_factory):
+    """40 slides of 4 centres, task ``t`` (binary); run ``ssl_good`` encodes the label, ``ssl_noise`` does not."""
+    root = tmp_path_factory.mktemp("run")
+    gen = np.random.default_rng(0)
+    n = 40
+    ids = [f"s{i:02d}" for i in range(n)]
+    labels = np.array(["x", "y"])[np.arange(n) % 2]
+    manifest = pd.DataFrame({"slide_id": ids, "path": "none", "case_id": [f"c{i}" for i in range(n)],
+                             "center": [f"k{i % 4}" for i in range(n)], "t": labels})
+    (root / "cohort").mkdir()
+    manifest.to_csv(root / "cohort" / "manifest.csv", index=False)
+    signal = (labels == "y")[:, None] * 3.0
+    for run, matrix, tiles in (("ssl_good", gen.normal(size=(n, 8)) + signal, 5),
+                               ("ssl_noise", gen.normal(size=(n, 8)), 10)):
+        (root / run).mkdir()
+        io.write_embeddings(root / run / "embeddings.h5", ids, matrix.astype(np.float32), views=4,
+                            tiles_per_view=tiles, seed=0)
+    for page in ("ablation_tiles", "ablation_augmentation", "independent_centres"):
+        (root / page).mkdir()
+    return root
+
+
+def test_tiles_ablation_names_runs_by_their_T_and_writes_the_splits(run_dir):
+    table = experiments.tiles_ablation(_config(), run_dir, run_dir / "ablation_tiles",
+                                       runs=["ssl_good", "ssl_noise"])
+    assert sorted(set(table["tiles_per_view"])) == [5, 10]
+    good = table[(table["tiles_per_view"] == 5) & (table["protocol"] == "paper")]["auc_mean"].iloc[0]
+    noise = table[(table["tiles_per_view"] == 10) & (table["protocol"] == "paper")]["auc_mean"].iloc[0]
+    assert good > 0.9 and noise < good
+    splits = experiments.read_splits(run_dir, "ablation_tiles")
+    assert set(splits["method"]) == {"T5", "T10"} and set(splits["protocol"]) == {"paper", "fair"}
+    wide = experiments.by_task(table, "tiles_per_view")
+    assert list(wide.index) == [5, 10] and ("paper", "t") in wide.columns
+
+
+def test_augmentation_ablation_pairs_each_variant_with_the_full_method(run_dir):
+    result = experiments.augmentation_ablation(_config(), run_dir, run_dir / "ablation_augmentation",
+                                               {"full": "ssl_good", "noise": "ssl_noise"})
+    assert set(result.pairs["a"]) == {"noise"} and set(result.pairs["b"]) == {"full"}
+    assert (result.pairs["difference"] < 0).all()  # the variant without the label's signal is worse
+    assert set(result.table["regime"]) == {"100%", "12 WSI"}
+    assert result.pairs["comparison"].str.startswith("noise | t | ").all()
+    shortcut = result.shortcut.set_index(["variant", "attribute"])
+    assert shortcut.loc[("full", "t"), "neighbours_sharing_it"] > shortcut.loc[("full", "t"), "chance"]
+    assert list(result.wide(["full", "noise"]).columns) == ["full", "noise"]
+    assert set(result.embeddings) == {"full", "noise"}
+
+
+def test_independent_centres_probes_only_the_probe_centres(run_dir):
+    result = experiments.independent_centres(_config(), run_dir, run_dir / "independent_centres",
+                                             {"full": "ssl_good", "independent": "ssl_noise"}, train_size=0)
+    manifest = pd.read_csv(run_dir / "cohort" / "manifest.csv")
+    probed = manifest[manifest["center"].isin(result.probe_centres)]
+    assert result.n_probe_slides == len(probed) < len(manifest)
+    assert set(result.table["regime"]) == {"100%"}  # train_size 0: no tiny training set
+    assert "never saw them" in result.describe()
+
+
+def test_resources_reads_the_runner_record(tmp_path):
+    (tmp_path / "runner.json").write_text(json.dumps({
+        "a": {"status": "ok", "notebook": "n", "seconds": 60.0, "peak_memory_mb": 10.0, "finished": "t"},
+        "b": {"status": "failed", "notebook": "n", "seconds": 5.0, "peak_memory_mb": 1.0, "finished": "t"},
+        "resources": {"status": "ok", "notebook": "r", "seconds": 1.0, "peak_memory_mb": 1.0, "finished": "t"}}))
+    frame, said = experiments.resources(tmp_path, "demo")
+    assert list(frame["name"]) == ["a"] and said.startswith("profile demo: 1 executions, 1.0 minutes in all")
+
+
+def test_deepmil_finding_states_each_task_at_full_labels():
+    few = pd.DataFrame({"auc_a": [0.9], "auc_b": [0.6], "verdict": ["deepmil better"]})
+    versus = pd.DataFrame({"task": ["t", "t"], "budget": ["full", "25p"], "difference": [-0.05, 0.1],
+                           "ci_low": [-0.1, 0.0], "ci_high": [0.0, 0.2], "verdict": ["undecided"] * 2})
+    said = experiments.deepmil_finding(few, versus)
+    assert said.startswith("few-tile check: DeepMIL 0.900 against AverageMIL 0.600 (deepmil better)")
+    assert "t -0.050 [-0.100, +0.000] (undecided)" in said and "+0.100" not in said
+
+
+def test_results_selects_claims_by_artefact_and_protocol():
+    claims = pd.DataFrame({"artefact": ["Table 2", "Fig. 3A", "Fig. 3C", "Table 2"], "protocol": ["paper", "paper",
+                           "fair", "fair"], "verdict": ["agree", "undecided", "disagree", "agree"]})
+    result = experiments.Results(pd.DataFrame(), claims, pd.DataFrame(), pd.DataFrame())
+    assert len(result.of("Fig. 3")) == 2 and len(result.of("Table 2")) == 2
+    verdicts = result.verdicts().set_index("protocol")
+    assert verdicts.loc["paper", "agree"] == 1 and verdicts.loc["paper", "undecided"] == 1
+    assert verdicts.loc["fair", "disagree"] == 1 and verdicts.loc["fair", "total"] == 2
+    assert "1 of the 2 comparisons" in result.sentence("fair")

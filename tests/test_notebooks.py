@@ -1,0 +1,122 @@
+"""The notebook rule: a notebook sets parameters, calls tested package functions and draws; no logic lives in it.
+
+The rule, checked on the code of every notebook under ``notebooks/`` (the jupytext sources the book runs):
+
+1. The cell tagged ``parameters`` holds assignments of literals only (numbers, strings, booleans, None, and
+   lists, tuples and dicts of them): what papermill and ``experiments.yml`` set.
+2. Every other code cell holds imports, assignments, calls, ``if`` on a parameter and expressions to display, and
+   none of:
+   - a function, lambda or class definition (logic belongs in ``gigassl`` with a test);
+   - a loop: ``for``, ``while``, or a comprehension (a loop over results is a computation);
+   - a literal number (a number is either a parameter, so it goes to the parameters cell, or a choice of the
+     method, so it goes to the package with its source); booleans and None are not numbers here;
+   - arithmetic other than ``/`` (which joins paths), comparisons and augmented assignments (a filter such as
+     ``table[table["protocol"] == p]`` or a difference of two columns is a computation on results);
+   - the pandas reshaping and aggregating methods (``groupby``, ``merge``, ``concat``, ``pivot``, ``pivot_table``,
+     ``assign``, ``apply``, ``agg``, ``rolling``, ``query``, ``melt``, ``crosstab``, ``join``, ``map``), for the
+     same reason.
+
+What the rule cannot see: a call of a pandas method not in the list, or a chain of attribute accesses, may still
+compute; the review of a notebook change catches those, and the list grows when one is found.
+"""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+import jupytext
+import pytest
+
+NOTEBOOKS = sorted((Path(__file__).resolve().parents[1] / "notebooks").glob("*.py"))
+RESHAPING = {"groupby", "merge", "concat", "pivot", "pivot_table", "assign", "apply", "agg", "aggregate", "rolling",
+             "query", "melt", "crosstab", "join", "map"}
+DEFINITIONS = (ast.FunctionDef, ast.AsyncFunctionDef, ast.Lambda, ast.ClassDef)
+LOOPS = (ast.For, ast.AsyncFor, ast.While, ast.ListComp, ast.SetComp, ast.DictComp, ast.GeneratorExp)
+
+
+def _literal(node: ast.AST) -> bool:
+    if isinstance(node, ast.Constant):
+        return True
+    if isinstance(node, ast.UnaryOp) and isinstance(node.op, ast.USub):
+        return _literal(node.operand)
+    if isinstance(node, (ast.List, ast.Tuple)):
+        return all(_literal(e) for e in node.elts)
+    if isinstance(node, ast.Dict):
+        return all(k is not None and _literal(k) and _literal(v) for k, v in zip(node.keys, node.values))
+    return False
+
+
+def parameter_violations(source: str) -> list[str]:
+    """What breaks rule 1 in the source of a parameters cell."""
+    problems = []
+    for statement in ast.parse(source).body:
+        if not (isinstance(statement, ast.Assign) and all(isinstance(t, ast.Name) for t in statement.targets)
+                and _literal(statement.value)):
+            problems.append(f"line {statement.lineno}: not an assignment of a literal")
+    return problems
+
+
+def code_violations(source: str) -> list[str]:
+    """What breaks rule 2 in the source of a code cell."""
+    problems = []
+    for node in ast.walk(ast.parse(source)):
+        line = getattr(node, "lineno", "?")
+        if isinstance(node, DEFINITIONS):
+            problems.append(f"line {line}: a definition ({type(node).__name__})")
+        elif isinstance(node, LOOPS):
+            problems.append(f"line {line}: a loop ({type(node).__name__})")
+        elif isinstance(node, ast.Constant) and type(node.value) in (int, float, complex):
+            problems.append(f"line {line}: the literal number {node.value!r}")
+        elif isinstance(node, ast.BinOp) and not isinstance(node.op, ast.Div):
+            problems.append(f"line {line}: arithmetic ({type(node.op).__name__})")
+        elif isinstance(node, (ast.Compare, ast.AugAssign)):
+            problems.append(f"line {line}: a {'comparison' if isinstance(node, ast.Compare) else 'computation'}")
+        elif isinstance(node, ast.Attribute) and node.attr in RESHAPING:
+            problems.append(f"line {line}: the reshaping method .{node.attr}")
+    return problems
+
+
+def violations(path: Path) -> list[str]:
+    """Every break of the rule in one notebook, each with its cell number."""
+    notebook = jupytext.read(path)
+    problems, tagged = [], 0
+    for number, cell in enumerate(notebook.cells):
+        if cell.cell_type != "code":
+            continue
+        if "parameters" in cell.metadata.get("tags", []):
+            tagged += 1
+            problems += [f"cell {number} (parameters), {p}" for p in parameter_violations(cell.source)]
+        else:
+            problems += [f"cell {number}, {p}" for p in code_violations(cell.source)]
+    if tagged != 1:
+        problems.append(f"{tagged} cells tagged parameters; exactly one is required")
+    return problems
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
+def test_notebook_holds_parameters_calls_and_plots_only(path):
+    problems = violations(path)
+    assert not problems, f"{path.name} breaks the notebook rule (see this test's docstring):\n" + "\n".join(problems)
+
+
+@pytest.mark.parametrize("source, broken", [
+    ("def f(x):\n    return x\n", "definition"),
+    ("g = lambda t: t\n", "definition"),
+    ("for run in runs:\n    print(run)\n", "loop"),
+    ("names = [r for r in runs]\n", "loop"),
+    ("head = table.head(8)\n", "literal number"),
+    ("gain = table['a'] - table['b']\n", "arithmetic"),
+    ("part = table[table['protocol'] == 'fair']\n", "comparison"),
+    ("mean = table.groupby('task').mean()\n", "reshaping"),
+])
+def test_the_rule_catches_each_kind_of_logic(source, broken):
+    assert any(broken in p for p in code_violations(source)), source
+
+
+def test_the_rule_accepts_calls_paths_and_a_branch_on_a_parameter():
+    source = ("from pathlib import Path\nfrom gigassl import experiments\nresult = experiments.table2(Path(run_dir) / "
+              "'cohort', tasks=tasks)\nif monitor_every:\n    show(result.monitor)\nresult.table\n")
+    assert code_violations(source) == []
+    assert parameter_violations("profile = 'demo'\nviews = [1, 2, 5]\nruns = {'a': 'ssl_ref'}\nx = -1.5\n") == []
+    assert parameter_violations("n = len(runs)\n")
