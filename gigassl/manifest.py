@@ -114,3 +114,10 @@ def ssl_slide_ids(frame: pd.DataFrame, pool: int | None = None, exclude_centres=
     if exclude_centres:
         chosen -= set(frame.loc[frame["center"].astype(str).isin(set(exclude_centres)), "slide_id"].astype(str))
     return [s for s in frame["slide_id"].astype(str) if s in chosen]
+
+
+def slide_id_list(path: str | os.PathLike) -> list[str]:
+    """The slide ids of a CSV: its ``slide_id`` column, or its first column (``gigassl train --slides CSV``)."""
+    frame = pd.read_csv(path, dtype=str)
+    column = "slide_id" if "slide_id" in frame.columns else frame.columns[0]
+    return frame[column].dropna().tolist()

@@ -46,8 +46,13 @@ def test_a_bad_value_names_the_field_the_value_and_the_option(config, field, val
     (["bank", "--manifest", "m.csv", "--coords", "c", "--out", "o", "--batch-size", "0"], "EncoderConfig.batch_size=0"),
 ])
 def test_the_cli_refuses_bad_options_before_any_work(tmp_path, capsys, monkeypatch, argv, option):
+    """A value a config refuses is a usage error (exit 2) that names the option it came from."""
     monkeypatch.chdir(tmp_path)
-    assert cli.main(argv) == 1
+    with pytest.raises(SystemExit) as exit_:
+        cli.main(argv)
+    assert exit_.value.code == 2
     err = capsys.readouterr().err
+    flag = next(a for a in argv if a.startswith("--") and a not in ("--bank", "--out", "--manifest", "--coords"))
+    assert f"argument {flag}" in err
     assert option in err and "Traceback" not in err
     assert not (tmp_path / "o").exists()  # nothing written
