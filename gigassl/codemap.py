@@ -79,14 +79,15 @@ def stage_options() -> pd.DataFrame:
     """Every field of every stage config of the profiles: stage, config, field, the CLI option that sets it (or
     ``-`` when only Python and the notebooks set it), and its value in the smoke, demo and paper profiles (the
     nested MapConfig of training as ``maps.<field>``)."""
+    from .cli import config_options
     from .config import PROFILES
 
-    options = cli_options()
+    generated = config_options()  # the options gigassl.options generates from the configs, per command
 
-    def option(stage: str, name: str) -> str:
-        flag = f"--{name.replace('_', '-')}"
+    def option(stage: str, path: tuple) -> str:
         command = COMMANDS.get(stage, stage)
-        return f"{command} {flag}" if flag in options.get(command, set()) else "-"
+        flags = [o.flags[0] for o in generated.get(command, []) if o.section == stage and o.path == path]
+        return f"{command} {flags[0]}" if flags else "-"
 
     rows = []
     names = list(PROFILES)
@@ -99,9 +100,9 @@ def stage_options() -> pd.DataFrame:
             if dataclasses.is_dataclass(values[names[0]]):
                 for inner in dataclasses.fields(values[names[0]]):
                     rows.append({"stage": stage, "config": type(values[names[0]]).__name__,
-                                 "field": f"{field.name}.{inner.name}", "option": option(stage, inner.name),
+                                 "field": f"{field.name}.{inner.name}", "option": option(stage, (field.name, inner.name)),
                                  **{p: repr(getattr(values[p], inner.name)) for p in names}})
                 continue
             rows.append({"stage": stage, "config": type(first).__name__, "field": field.name,
-                         "option": option(stage, field.name), **{p: repr(values[p]) for p in names}})
+                         "option": option(stage, (field.name,)), **{p: repr(values[p]) for p in names}})
     return pd.DataFrame(rows)
