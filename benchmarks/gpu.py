@@ -168,7 +168,7 @@ def ssl_figures(out: Path, device: str, size: dict) -> dict:
     from gigassl.config import MapConfig, TrainConfig
     from gigassl.embed import embed_bank
     from gigassl.loss import NTXentLoss
-    from gigassl.maps import PackedBank
+    from gigassl.bankstore import PackedBank
     from gigassl.train import StepViews, build_model, step_views
 
     folder = out / "random_bank"

@@ -25,7 +25,8 @@ from gigassl import io
 from gigassl.config import MapConfig, TrainConfig
 from gigassl.embed import embed_bank
 from gigassl.loss import NTXentLoss
-from gigassl.maps import PackedBank
+from gigassl.bankstore import PackedBank
+from gigassl.maps import training_views
 from gigassl.train import build_model, concat_views
 
 from _cohort import machine
@@ -85,8 +86,8 @@ def main(argv=None) -> int:
     bank = PackedBank(small)
     batches = [32] + ([256] if device.startswith("cuda") else [])
     for batch in batches:
-        views = [bank.training_views(np.random.default_rng(i).choice(len(bank), batch, replace=batch > len(bank)),
-                                     5, maps, 0, i) for i in range(5)]
+        views = [training_views(bank, np.random.default_rng(i).choice(len(bank), batch, replace=batch > len(bank)),
+                                5, maps, 0, i) for i in range(5)]
         for backend in ("torch", "spconv"):
             try:
                 model = build_model(TrainConfig(backend=backend), 256).to(device).train()
@@ -126,10 +127,10 @@ def main(argv=None) -> int:
         picks = [np.resize(np.roll(order, i * batch), batch) for i in range(steps)]
         start = time.perf_counter()
         for i, pick in enumerate(picks):  # views read from the bank at every step
-            v1, v2 = bank.training_views(pick, 5, maps, 0, i)
+            v1, v2 = training_views(bank, pick, 5, maps, 0, i)
             step_time(model, optimizer, criterion, [(v1, v2)], device, repeats=1)
         from_bank = steps / (time.perf_counter() - start)
-        in_memory = [bank.training_views(pick, 5, maps, 0, i) for i, pick in enumerate(picks)]
+        in_memory = [training_views(bank, pick, 5, maps, 0, i) for i, pick in enumerate(picks)]
         start = time.perf_counter()
         for views in in_memory:
             step_time(model, optimizer, criterion, [views], device, repeats=1)

@@ -25,7 +25,8 @@ from . import __version__, io, provenance
 from .aggregators import Views
 from .config import EmbedConfig, MapConfig
 from .errors import ConfigError
-from .maps import PackedBank
+from .bankstore import PackedBank
+from .maps import packed_inference_views
 from .train import load_checkpoint
 from .utils import ensure_writable, resolve_device, sha256_file
 
@@ -51,7 +52,7 @@ def embed_bank(model, bank: PackedBank, indices: np.ndarray, views: int, tiles: 
     out, pending = [], []
     per_batch = max(1, batch_views // views)
     for i in tqdm(indices, desc="embed", unit="slide", disable=not progress):
-        pending.append(bank.inference_views(int(i), views, tiles, maps, seed))
+        pending.append(packed_inference_views(bank, int(i), views, tiles, maps, seed))
         if len(pending) == per_batch:
             out.append(_mean_view_embedding(model, pending, views, device))
             pending = []

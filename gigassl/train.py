@@ -45,7 +45,8 @@ from .batch import write_failures
 from .config import MapConfig, TrainConfig
 from .errors import ConfigError, GigasslError
 from .loss import NTXentLoss
-from .maps import PackedBank
+from .bankstore import PackedBank
+from .maps import training_views
 from .utils import (atomic_path, clean_temporaries, ensure_writable, load_checkpoint_file, plain_values,
                     resolve_device, rng, sha256_file, torch_seeded, write_csv_atomic)
 
@@ -119,7 +120,7 @@ def _layer4_from(weights: str | None) -> dict | None:
 
 class StepViews(torch.utils.data.Dataset):
     """The two views of every step of one epoch for this rank: item ``step`` -> (v1, v2), the
-    :meth:`PackedBank.training_views` of the rank's slice of the epoch's slide order. The views are keyed by (seed,
+    :func:`gigassl.maps.training_views` of the rank's slice of the epoch's slide order. The views are keyed by (seed,
     epoch, slide, view), so a DataLoader that prepares the next steps in worker processes while the device trains
     gives exactly the views of the main-process loop."""
 
@@ -133,8 +134,8 @@ class StepViews(torch.utils.data.Dataset):
 
     def __getitem__(self, step: int) -> tuple[Views, Views]:
         start = step * self.batch + self.rank * self.local
-        return self.bank.training_views(self.order[start:start + self.local], self.config.tiles_per_view,
-                                        self.config.maps, self.config.seed, self.epoch)
+        return training_views(self.bank, self.order[start:start + self.local], self.config.tiles_per_view,
+                              self.config.maps, self.config.seed, self.epoch)
 
 
 def step_views(steps: StepViews, workers: int, pin: bool = False):

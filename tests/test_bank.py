@@ -184,21 +184,6 @@ def test_a_rerun_with_another_seed_or_tiles_is_refused(tmp_path, cohort, coords_
     assert build_bank(cohort, coords_dir, out, TINY_BANK, other, SMOKE.augment, progress=False, slide_ids=ids).ok
 
 
-def test_a_bank_folder_mixing_encoders_is_refused_when_packed(tmp_path):
-    from gigassl.errors import GigasslError
-    from gigassl.maps import PackedBank
-
-    from .conftest import write_synthetic_bank
-
-    folder = write_synthetic_bank(tmp_path / "mixed", slides=2)
-    data = io.read_bank(folder / "S001.h5")
-    io.write_bank(folder / "S001.h5", io.Bank(data.features, data.coords, data.plain_features, data.plain_coords,
-                                              {**data.attrs, "encoder": "other"}))
-    with pytest.raises(GigasslError, match=r"mixes files made with different settings: S001.h5 differs from S000.h5 "
-                                           r"in encoder \('synthetic' in S000.h5, 'other' in S001.h5\)"):
-        PackedBank(folder)
-
-
 def test_banks_from_trident_and_clam_coordinates_match_gigassl_ones(tmp_path, bank_dir, cohort, coords_dir):
     """The cohort's tiling rewritten in TRIDENT's and CLAM's layouts (one slide without tissue in each) gives the
     same bank as gigassl's coordinates; the empty slide is listed in failures.csv and the rest is done."""

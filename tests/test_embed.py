@@ -64,7 +64,7 @@ def test_training_monitor_resolves_auto_device(synthetic_bank):
     """The paper profile's device is "auto": the monitor must move tensors to a real device, not to "auto"."""
     from gigassl.config import MapConfig, ProbeConfig, TrainConfig
     from gigassl.embed import training_monitor
-    from gigassl.maps import PackedBank
+    from gigassl.bankstore import PackedBank
     from gigassl.train import build_model
 
     bank = PackedBank(synthetic_bank)
@@ -110,7 +110,7 @@ def test_trident_and_clam_features_embed_with_their_own_checkpoint_only(trident_
     """Fixtures in TRIDENT's and CLAM's layouts: train (plain views) and embed; the empty slide is listed; a
     checkpoint trained on one tool's features refuses another encoder's; the in-memory embedder gives the same."""
     from gigassl.embed import GigaSSLEmbedder
-    from gigassl.maps import PackedBank
+    from gigassl.bankstore import PackedBank
 
     from . import layouts
 

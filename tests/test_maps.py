@@ -1,4 +1,4 @@
-"""Views and sparse maps (Sec. 3.1 Steps 3-4): placement, collisions, slide augmentation, the packed bank."""
+"""Views and sparse maps (Sec. 3.1 Steps 3-4): placement, collisions, slide augmentation, views of a packed bank."""
 
 import dataclasses
 import math
@@ -11,7 +11,9 @@ import torch
 from gigassl.aggregators import SparseConvAggregator, Views
 from gigassl.config import MapConfig
 from gigassl.errors import ConfigError
-from gigassl.maps import PackedBank, map_units, slide_augmentation, to_sites, transform_coords
+from gigassl.bankstore import PackedBank
+from gigassl.maps import (map_units, packed_inference_views, slide_augmentation, to_sites, training_views,
+                          transform_coords)
 from gigassl.utils import rng
 
 
@@ -89,35 +91,22 @@ def test_packed_bank_views_are_keyed_by_slide_not_batch(bank_dir):
     bank = PackedBank(bank_dir)
     assert len(bank) == 6 and bank.features.shape == (6, 3, 8, 256) and bank.feature_dim == 256
     config = MapConfig(downsample="tile")
-    a1, a2 = bank.training_views(np.array([0, 3]), 5, config, seed=1, epoch=2)
-    b1, _ = bank.training_views(np.array([4, 0, 5]), 5, config, seed=1, epoch=2)
+    a1, a2 = training_views(bank, np.array([0, 3]), 5, config, seed=1, epoch=2)
+    b1, _ = training_views(bank, np.array([4, 0, 5]), 5, config, seed=1, epoch=2)
     assert a1.features.shape == (2, 5, 256) and a1.coords.shape == (2, 5, 2) and a1.coords.dtype == torch.int64
     torch.testing.assert_close(a1.features[0], b1.features[1])
     torch.testing.assert_close(a1.coords[0], b1.coords[1])
     assert not torch.equal(a1.features[0], a2.features[0]) or not torch.equal(a1.coords[0], a2.coords[0])
-    c1, _ = bank.training_views(np.array([0, 3]), 5, config, seed=1, epoch=3)
+    c1, _ = training_views(bank, np.array([0, 3]), 5, config, seed=1, epoch=3)
     assert not torch.equal(a1.coords, c1.coords) or not torch.equal(a1.features, c1.features)
     assert (a1.coords.min(dim=1).values == 0).all()  # each view's map starts at 0
-
-
-def test_packed_bank_is_reused_and_refreshed(bank_dir, tmp_path):
-    import shutil
-
-    copy = tmp_path / "bank"
-    shutil.copytree(bank_dir, copy, ignore=shutil.ignore_patterns("packed"))
-    PackedBank(copy)
-    stamp = (copy / "packed" / "meta.json").stat().st_mtime_ns
-    PackedBank(copy)
-    assert (copy / "packed" / "meta.json").stat().st_mtime_ns == stamp  # unchanged bank: no repacking
-    (copy / "S0006.h5").unlink()
-    assert len(PackedBank(copy)) == 5  # a changed bank is packed again
 
 
 def test_inference_views_use_plain_tiles_without_augmentation(bank_dir):
     bank = PackedBank(bank_dir)
     config = MapConfig(downsample="tile")
-    views = bank.inference_views(2, views=7, tiles=5, config=config, seed=0)
-    again = bank.inference_views(2, views=7, tiles=5, config=config, seed=0)
+    views = packed_inference_views(bank, 2, views=7, tiles=5, config=config, seed=0)
+    again = packed_inference_views(bank, 2, views=7, tiles=5, config=config, seed=0)
     assert views.features.shape == (7, 5, 256)
     torch.testing.assert_close(views.features, again.features)
     plain = np.asarray(bank.plain_features[bank.offsets[2]:bank.offsets[3]], np.float32)
@@ -125,26 +114,3 @@ def test_inference_views_use_plain_tiles_without_augmentation(bank_dir):
     assert all(tuple(r) in rows for r in views.features.reshape(-1, 256).numpy().round(3))
     patch = int(bank.patch_size_level0[2])
     assert patch == 64
-
-
-def _open_bank(folder):
-    """A process that opens (and, if needed, packs) a bank; returns its packed ids and pack time stamp."""
-    bank = PackedBank(folder)
-    return bank.ids, (bank.dir / "meta.json").stat().st_mtime_ns
-
-
-def test_processes_opening_a_bank_at_once_pack_it_once(bank_dir, tmp_path):
-    """torchrun ranks (or parallel notebooks) open the same bank: one packs under the file lock, the others use it."""
-    import multiprocessing
-    import pickle
-    import shutil
-
-    copy = tmp_path / "bank"
-    shutil.copytree(bank_dir, copy, ignore=shutil.ignore_patterns("packed"))
-    with multiprocessing.get_context("spawn").Pool(2) as pool:
-        results = pool.map(_open_bank, [copy, copy])
-    assert results[0] == results[1]  # the same pack: packed once, the second process waited and reused it
-    bank = PackedBank(copy)
-    clone = pickle.loads(pickle.dumps(bank))  # what a DataLoader worker receives: the folder, not the arrays
-    assert len(pickle.dumps(bank)) < 1000 and clone.ids == bank.ids
-    np.testing.assert_array_equal(clone.features[2], bank.features[2])

@@ -180,16 +180,17 @@ def test_training_on_trident_features_uses_plain_views_and_lists_the_empty_slide
     """Plain tile features (TRIDENT here) train: the two views differ by their tiles and the slide augmentation."""
     import os
 
-    from gigassl.maps import PackedBank
+    from gigassl.bankstore import PackedBank
+    from gigassl.maps import training_views
 
     os.chmod(trident_features, 0o555)  # a read-only input folder: nothing is written into it
     try:
         bank = PackedBank(trident_features)
         assert not bank.augmented and "EMPTY" in bank.skipped and len(bank) == 16
         assert not (trident_features / "packed").exists()
-        v1, v2 = bank.training_views(np.arange(4), 5, MapConfig(downsample="tile"), seed=0, epoch=0)
+        v1, v2 = training_views(bank, np.arange(4), 5, MapConfig(downsample="tile"), seed=0, epoch=0)
         assert v1.features.shape == (4, 5, 256) and not torch.equal(v1.features, v2.features)
-        again = bank.training_views(np.arange(4), 5, MapConfig(downsample="tile"), seed=0, epoch=0)[0]
+        again = training_views(bank, np.arange(4), 5, MapConfig(downsample="tile"), seed=0, epoch=0)[0]
         assert torch.equal(again.features, v1.features)  # keyed, as the augmented views
         config = TrainConfig(epochs=2, batch_size=8, warmup_epochs=0, device="cpu", maps=MapConfig(downsample="tile"))
         last = train(trident_features, tmp_path / "ssl", config, progress=False,
@@ -217,7 +218,7 @@ def test_a_bank_of_other_weights_than_the_layer4_init_is_refused(bank_dir, tmp_p
 
 def test_views_prepared_by_dataloader_workers_train_the_same_model(synthetic_bank, tmp_path):
     """The DataLoader over training steps (the GPU path) gives the views of the main-process loop: same losses."""
-    from gigassl.maps import PackedBank
+    from gigassl.bankstore import PackedBank
     from gigassl.train import StepViews, step_views
 
     bank = PackedBank(synthetic_bank)
