@@ -22,7 +22,7 @@ WHERE = (
     ("MoCo pre-training of the tile embedder", "moco.pretrain_tiles", "MocoConfig", "Sec. 4.1"),
     ("the tile augmentations (colour, geometry)", "augment.TileAugmentation", "AugmentConfig", "Sec. 3.1, Step 1"),
     ("the augmentation bank (A draws of N tiles)", "bank.build_bank", "BankConfig", "Sec. 3.2"),
-    ("views, sparse maps, slide augmentation", "maps.PackedBank.training_views", "MapConfig", "Sec. 3.1, Steps 3-4"),
+    ("views, sparse maps, slide augmentation", "maps.training_views", "MapConfig", "Sec. 3.1, Steps 3-4"),
     ("the aggregator (sparse CNN, attention, mean)", "aggregators.build_aggregator", "TrainConfig", "Sec. 3.1"),
     ("the loss (NT-Xent)", "loss.NTXentLoss", "TrainConfig", "Sec. 3.1, Eq. 1"),
     ("the training loop", "train.train", "TrainConfig", "Sec. 4.2"),
