@@ -28,8 +28,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from .config import AGGREGATORS
-from .errors import ConfigError
+from .config import AGGREGATORS, choice
 from .sparse import (
     SparseAvgPool2d,
     SparseBatchNorm,
@@ -283,13 +282,12 @@ def build_aggregator(name: str, in_dim: int = 256, backend: str = "torch") -> nn
     Raises:
         ConfigError: unknown name or backend.
     """
+    choice(name, AGGREGATORS, "aggregator", "Set TrainConfig.aggregator (gigassl train --aggregator).")
     if name == "sparseconv":
         return SparseConvAggregator(in_dim, backend=backend)
     if name == "attention":
         return AttentionAggregator(in_dim)
-    if name == "mean":
-        return MeanAggregator(in_dim)
-    raise ConfigError(f"Unknown aggregator {name!r}; allowed: {', '.join(AGGREGATORS)} (TrainConfig.aggregator).")
+    return MeanAggregator(in_dim)
 
 
 class Projector(nn.Module):

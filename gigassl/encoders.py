@@ -29,7 +29,7 @@ from typing import Callable
 import torch
 from torch import nn
 
-from .config import FACTORY, EncoderConfig
+from .config import FACTORY, EncoderConfig, refused
 from .errors import ConfigError, GigasslError
 from .utils import autocast_dtype, resize, resolve_device, sha256_file, torch_seeded
 
@@ -292,8 +292,8 @@ def encoder_spec(name: str) -> EncoderSpec:
         return REGISTRY[name]
     if isinstance(name, str) and FACTORY.match(name):
         return EncoderSpec(name, _build_factory, None, "user encoder")
-    raise ConfigError(f"Unknown encoder {name!r}; allowed: {', '.join(REGISTRY)}, or module:factory for your own "
-                      "(e.g. mypackage.encoders:build_uni).")
+    raise refused("encoder", name, f"one of {', '.join(map(repr, REGISTRY))}, or module:factory for your own",
+                  "Set EncoderConfig.name (gigassl bank --encoder), e.g. mypackage.encoders:build_uni.")
 
 
 def build_embedder(config: EncoderConfig) -> TileEmbedder:

@@ -35,7 +35,7 @@ from pathlib import Path
 import yaml
 from tqdm import tqdm  # not tqdm.auto, which warns in kernels without ipywidgets
 
-from .config import PROFILES
+from .config import PROFILES, choice
 from .errors import ConfigError, GigasslError
 from .utils import die_with_parent, write_text_atomic
 
@@ -74,8 +74,7 @@ def load_plan(path: str | os.PathLike, profile: str) -> list[Execution]:
     Raises:
         ConfigError: unknown profile, malformed entry, duplicate name, or a ``needs`` that is not earlier in the plan.
     """
-    if profile not in PROFILES:
-        raise ConfigError(f"Unknown profile {profile!r}; allowed: {', '.join(PROFILES)}.")
+    choice(profile, tuple(PROFILES), "profile", "Pass one of them to --profile (gigassl run --profile).")
     plan = yaml.safe_load(Path(path).read_text())
     if not isinstance(plan, dict) or not isinstance(plan.get("executions"), list):
         raise ConfigError(f"{path}: expected a mapping with a list `executions`.")

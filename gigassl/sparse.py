@@ -35,7 +35,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .config import BACKENDS
+from .config import BACKENDS, choice
 from .errors import ConfigError
 
 
@@ -121,9 +121,7 @@ class SparseTensor:
 
 def check_backend(backend: str) -> str:
     """Return ``backend`` if it is one of :data:`BACKENDS`, else raise a ConfigError naming them."""
-    if backend not in BACKENDS:
-        raise ConfigError(f"Unknown sparse backend {backend!r}; allowed: {', '.join(BACKENDS)} (TrainConfig.backend).")
-    return backend
+    return choice(backend, BACKENDS, "sparse backend", "Set TrainConfig.backend (gigassl train --backend).")
 
 
 def set_backend(module: nn.Module, backend: str) -> nn.Module:

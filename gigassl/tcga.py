@@ -33,7 +33,7 @@ import numpy as np
 import pandas as pd
 
 from . import io
-from .config import DeepMILConfig, ProbeConfig
+from .config import DeepMILConfig, ProbeConfig, choice
 from .errors import ConfigError
 from .protocol import load_embeddings, probe_plan
 from .labels import load_labels, normalize_id
@@ -50,9 +50,7 @@ def tcga_root():
 
 
 def _task(task: str) -> str:
-    if task not in TASKS:
-        raise ConfigError(f"Unknown TCGA task {task!r}; allowed: {', '.join(TASKS)} (--tcga-task).")
-    return task
+    return choice(task, TASKS, "TCGA task", "Pass one of them to --tcga-task.")
 
 
 def tcga_labels(task: str) -> pd.DataFrame:

@@ -179,10 +179,12 @@ def resolve_device(name: str = "auto") -> str:
     """
     import torch
 
+    from .config import refused
+
     allowed = ("auto", "cuda", "mps", "cpu")
     base = name.split(":")[0]
     if base not in allowed:
-        raise ConfigError(f"Unknown device {name!r}; allowed: {', '.join(allowed)} (cuda:N for a given GPU).")
+        raise refused("device", name, "one of " + ", ".join(map(repr, allowed)), "Use cuda:N for a given GPU.")
     if base == "auto":
         if torch.cuda.is_available():
             return "cuda"

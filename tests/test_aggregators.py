@@ -124,7 +124,7 @@ def test_projector_and_wrapper():
 
 
 def test_errors():
-    with pytest.raises(ConfigError, match="allowed: sparseconv, attention, mean"):
+    with pytest.raises(ConfigError, match="it must be one of 'sparseconv', 'attention', 'mean'"):
         build_aggregator("transformer", 256)
     with pytest.raises(ValueError, match="coords"):
         Views(torch.zeros(2, 3, 4), torch.zeros(2, 3), None)

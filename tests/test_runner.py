@@ -69,7 +69,7 @@ def test_plan_expands_grids_profiles_and_groups(tmp_path):
     (tmp_path / "bad.yml").write_text(yaml.safe_dump(bad))
     with pytest.raises(ConfigError, match="x needs 'later', which is not an earlier execution"):
         load_plan(tmp_path / "bad.yml", "demo")
-    with pytest.raises(ConfigError, match="Unknown profile"):
+    with pytest.raises(ConfigError, match="profile='huge' is not allowed"):
         load_plan(path, "huge")
     assert notebook_parameters(tmp_path / "notebooks" / "first.py") == {
         "profile", "run_dir", "out_dir", "figures_dir", "value", "fail"}

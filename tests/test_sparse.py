@@ -137,7 +137,7 @@ def test_kernel_maps_are_cached_and_shared():
 
 
 def test_errors():
-    with pytest.raises(ConfigError, match="allowed: torch, spconv"):
+    with pytest.raises(ConfigError, match="sparse backend='cuda' is not allowed: it must be one of 'torch', 'spconv'"):
         SubMConv2d(2, 2, 3, backend="cuda")
     with pytest.raises(ConfigError, match="kernel_size 1 or 3"):
         SubMConv2d(2, 2, 5)

@@ -33,7 +33,7 @@ def test_budgets_and_packaged_splits():
         check_splits(plan, labels)
     with pytest.raises(ConfigError, match="allowed"):
         tcga_protocol("brca", budgets=["250"])
-    with pytest.raises(ConfigError, match="lung, brca"):
+    with pytest.raises(ConfigError, match="it must be one of 'lung', 'brca'"):
         tcga_labels("colon")
 
 
