@@ -136,19 +136,24 @@ def diagnose(x, second=None, centres=None, groups=None, seed: int = 0) -> dict:
     return row
 
 
+def nearest_neighbours(matrix: np.ndarray, k: int) -> np.ndarray:
+    """The ``k`` nearest other rows of each row (cosine), nearest first: (S, k) row indices."""
+    x = np.asarray(matrix, np.float64)
+    x = x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
+    sim = x @ x.T
+    np.fill_diagonal(sim, -np.inf)
+    return np.argsort(-sim, axis=1)[:, :min(k, len(x) - 1)]
+
+
 def neighbour_agreement(matrix: np.ndarray, labels, k: int = 5) -> float:
-    """Mean fraction of each row's ``k`` nearest neighbours (cosine) that share its label, e.g. its centre.
+    """Mean fraction of each row's ``k`` nearest neighbours (cosine) that share its label, e.g. its centre: the
+    precision at k of slide retrieval by that label.
 
     A measure of how much an embedding is organised by a slide-level attribute (Sec. 5: shortcut features shared by
     all the tiles of a slide); its chance level is :func:`label_agreement_chance`.
     Shape: matrix (S, D), labels (S,) -> float in [0, 1].
     """
-    x = np.asarray(matrix, np.float64)
-    x = x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
-    sim = x @ x.T
-    np.fill_diagonal(sim, -np.inf)
-    k = min(k, len(x) - 1)
-    neighbours = np.argsort(-sim, axis=1)[:, :k]
+    neighbours = nearest_neighbours(matrix, k)
     labels = np.asarray(labels)
     return float((labels[neighbours] == labels[:, None]).mean())
 

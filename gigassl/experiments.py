@@ -508,3 +508,67 @@ def explain(results: Results, figures_dir, protocol: str) -> str:
     return sentences(pd.read_csv(figures / "representations.csv"), results.claims, protocol,
                      retrieval=pd.read_csv(figures / "moco_retrieval.csv"),
                      deepmil=pd.read_csv(figures / "deepmil_vs_averagemil.csv"))
+
+
+# ------------------------------------------------------------------------------------- predictions, retrieval
+def main_predictions(config: Profile, run_dir, tasks=None, train: str = "ssl_full", bank: str = "bank_moco_shared",
+                     protocol: str = "paper") -> pd.DataFrame:
+    """Every test slide's probabilities for Giga-SSL and AverageMIL at 100% of the labels, on the splits and fits of
+    the linear-probe page (:func:`gigassl.protocol.predictions`): the input of the ROC curves and confusion
+    matrices."""
+    from .baselines import average_embeddings
+    from .protocol import predictions
+
+    manifest = cohort_manifest(run_dir)
+    tasks = tasks or task_columns(manifest)
+    average = average_embeddings(Path(run_dir) / bank, labelled_ids(manifest))
+    named = {"gigassl": (Path(run_dir) / train / "embeddings.h5", "l2"), "averagemil": (average, "standard")}
+    return pd.concat([predictions(embeddings, manifest, task, preprocessing=preprocessing, method=method,
+                                  config=config.probe, protocol=protocol)
+                      for method, (embeddings, preprocessing) in named.items() for task in tasks], ignore_index=True)
+
+
+@dataclass(frozen=True)
+class Retrieval:
+    """Slide retrieval: precision at k per representation and attribute, and the nearest neighbours of the query
+    slides."""
+
+    precision: pd.DataFrame
+    neighbours: pd.DataFrame
+
+
+def retrieval(run_dir, ks=(1, 5, 10), queries: int = 3, shown: int = 4, train: str = "ssl_full",
+              bank: str = "bank_moco_shared", seed: int = 0) -> Retrieval:
+    """Slide retrieval with Giga-SSL and AverageMIL embeddings (cosine; AverageMIL standard-scaled as its probe sees
+    it): for each k of ``ks``, the share of a slide's k nearest neighbours that share each label and the centre
+    (:func:`gigassl.diagnostics.neighbour_agreement`), against chance; and the ``shown`` nearest neighbours of
+    ``queries`` labelled slides (drawn with ``seed``, one per centre first)."""
+    from .diagnostics import label_agreement_chance, neighbour_agreement, nearest_neighbours
+    from .stages import run_embeddings, standardized_average
+    from .utils import rng
+
+    embeddings = run_embeddings(run_dir, train)
+    frame = embeddings.manifest
+    tasks = task_columns(frame)
+    keep = frame[tasks].notna().any(axis=1).to_numpy()
+    frame = frame[keep].reset_index(drop=True)
+    named = {"gigassl": embeddings.matrix[keep],
+             "averagemil": standardized_average(Path(run_dir) / bank, list(frame["slide_id"]))}
+    rows = []
+    for representation, matrix in named.items():
+        for attribute in [*tasks, "center"]:
+            labelled = frame[attribute].notna().to_numpy()
+            for k in ks:
+                rows.append({"representation": representation, "attribute": attribute, "k": int(k),
+                             "precision": neighbour_agreement(matrix[labelled], frame[attribute][labelled], k=k),
+                             "chance": label_agreement_chance(frame[attribute][labelled], k=k)})
+    picks = frame.groupby("center").head(1).index.to_numpy()
+    picks = rng(seed).permutation(picks)[:queries]
+    shown_rows = []
+    for representation, matrix in named.items():
+        order = nearest_neighbours(matrix, shown)
+        for query in picks:
+            for rank, row in enumerate([query, *order[query]]):
+                shown_rows.append({"query": frame.loc[query, "slide_id"], "representation": representation,
+                                   "rank": rank, **frame.loc[row, ["slide_id", *tasks, "center"]].to_dict()})
+    return Retrieval(pd.DataFrame(rows), pd.DataFrame(shown_rows))

@@ -203,3 +203,32 @@ def probe_runs(named: dict, labels, tasks, *, budgets=None, train_sizes=None, pr
                                         train_sizes=train_sizes, preprocessing=preprocessing, method=method,
                                         config=config, protocol=protocol))
     return pd.concat(tables, ignore_index=True)
+
+
+def predictions(embeddings, labels, task: str, *, preprocessing: str = "l2", method: str = "gigassl",
+                config: ProbeConfig = ProbeConfig(), n_splits: int | None = None, budget: float = 1.0,
+                protocol: str = "paper") -> pd.DataFrame:
+    """Every test slide's predicted class probabilities on each split of the plan :func:`run_probe` uses (same
+    seed, same splits, same fits): the input of ROC curves and confusion matrices (Sec. 4.3).
+
+    Returns one row per (split, test slide): method, protocol, task, budget, split, slide_id, label, predicted,
+    and one column ``p:<class>`` per class (the probability of that class). The AUC of each split's rows is the
+    ``auc`` of :func:`run_probe`'s table.
+    """
+    ids, matrix = load_embeddings(embeddings)
+    frame = load_labels(labels, task)
+    plan = plan_splits(frame, n_splits=config.n_splits if n_splits is None else n_splits,
+                       test_fraction=config.test_fraction, budgets=(budget,), train_sizes=(), seed=config.seed)
+    check_ids(plan, set(ids), what="the embeddings")
+    fit_predict = probe_fit_predict(ids, matrix, frame, make_probe(protocol, preprocessing, config))
+    label_of = dict(zip(frame["slide_id"], frame["label"]))
+    rows = []
+    with limit_threads(1, "blas"):
+        for index, split in enumerate(plan):
+            classes, proba, _ = fit_predict(split, index)
+            for sid, p in zip(split.test_ids, proba):
+                rows.append({"method": method, "protocol": protocol, "task": task, "budget": split.budget,
+                             "split": split.name, "slide_id": sid, "label": str(label_of[sid]),
+                             "predicted": str(classes[int(np.argmax(p))]),
+                             **{f"p:{c}": float(v) for c, v in zip(classes, p)}})
+    return pd.DataFrame(rows)

@@ -53,6 +53,20 @@ def make_cohort(config: Profile, out_dir: str | os.PathLike, manifest=None):
     return frame, report
 
 
+def example_slide(config: Profile, frame: pd.DataFrame, slide_id: str | None = None) -> pd.Series:
+    """The manifest row of ``slide_id``; None: the first slide the synthetic plan gave an artefact (fold, pen mark,
+    blur: :func:`gigassl.synth.plan_cohort`), or the first slide when the cohort is not the profile's synthetic
+    one."""
+    from .synth import plan_cohort
+
+    rows = frame.set_index("slide_id", drop=False)
+    if slide_id is not None:
+        return rows.loc[slide_id]
+    plan = plan_cohort(config.synth)
+    marked = [s for s in plan.loc[plan["artefacts"], "slide_id"] if s in rows.index]
+    return rows.loc[marked[0] if marked else frame["slide_id"].iloc[0]]
+
+
 def cohort_counts(frame: pd.DataFrame, coords_dir: str | os.PathLike, failed) -> pd.DataFrame:
     """Slides, cases, centres, mean tiles per slide, failures and the count of every label: (what, value)."""
     tiles = {s: len(io.read_coords(Path(coords_dir) / f"{s}.h5")[0]) for s in frame["slide_id"] if s not in failed}

@@ -62,16 +62,22 @@ def tissue_mask(rgb: np.ndarray, min_object_fraction: float = 0.0005) -> np.ndar
     near-black ink); H&E's pink-purple hues are kept;
     closed, holes filled, objects smaller than ``min_object_fraction`` of the image removed.
     """
+    return tissue_layers(rgb, min_object_fraction)["tissue"]
+
+
+def tissue_layers(rgb: np.ndarray, min_object_fraction: float = 0.0005) -> dict[str, np.ndarray]:
+    """The steps of :func:`tissue_mask`, each a boolean (H, W) mask: ``saturated`` (saturation above the threshold:
+    not glass), ``pen`` (ink and near-black pixels, removed) and ``tissue`` (the final mask)."""
     x = rgb.astype(np.float32) / 255.0
     vmax = x.max(axis=2)
     saturation = _saturation(x)
     threshold = max(otsu_threshold(saturation.ravel()), MIN_SATURATION)
-    mask = saturation > threshold
+    saturated = saturation > threshold
     r, g, b = x[..., 0], x[..., 1], x[..., 2]
     green_pen = (g > r + 0.08) & (g > b)
     blue_pen = (b > 0.55) & (r < 0.3) & (b > g + 0.2)
     pen = green_pen | blue_pen | (vmax < 0.2)
-    mask &= ~pen
+    mask = saturated & ~pen
     mask = ndimage.binary_closing(mask, structure=np.ones((3, 3)), iterations=2)
     mask = ndimage.binary_fill_holes(mask)
     labels, count = ndimage.label(mask)
@@ -80,7 +86,7 @@ def tissue_mask(rgb: np.ndarray, min_object_fraction: float = 0.0005) -> np.ndar
         keep = np.zeros(count + 1, bool)
         keep[1:] = sizes >= min_object_fraction * mask.size
         mask = keep[labels]
-    return mask
+    return {"saturated": saturated, "pen": pen, "tissue": mask}
 
 
 @dataclass(frozen=True)

@@ -24,6 +24,8 @@ out_dir = "runs/demo/cohort"
 figures_dir = "figures"
 manifest = None  # None: synthesise the profile's cohort; else the path of your manifest.csv
 show = 6  # thumbnails to draw
+tissue_slide = None  # the slide whose tissue detection is drawn; None: the first with an artefact
+gallery_tiles = 8  # tiles per row of the galleries
 
 # %%
 from pathlib import Path
@@ -31,8 +33,9 @@ from pathlib import Path
 from IPython.display import display
 
 from gigassl.config import get_profile
-from gigassl.figures import cohort_thumbnails, save_figure, save_table
-from gigassl.stages import cohort_counts, make_cohort, slides_by_centre
+from gigassl.figures import cohort_thumbnails, save_figure, save_figures, save_table
+from gigassl.slideviews import galleries, tissue_picture
+from gigassl.stages import cohort_counts, example_slide, make_cohort, slides_by_centre
 
 config = get_profile(profile)
 frame, report = make_cohort(config, out_dir, manifest)  # writes out_dir/manifest.csv, which every later page reads
@@ -44,6 +47,26 @@ print(report.summary())
 
 # %%
 save_figure(cohort_thumbnails(frame, Path(out_dir) / "coords" / "thumbnails", show), "cohort_thumbnails", figures_dir)
+
+# %% [markdown]
+# ## What tiling keeps and leaves out
+# One slide with an artefact: its thumbnail; what the tissue detector saw (grey: glass, below the saturation
+# threshold; red: pen ink and near-black pixels, removed before the tissue mask; green: the tissue mask); and the
+# tiles kept. A tissue fold is tissue to the detector: its tiles are kept, as in the paper's pipeline.
+
+# %%
+slide = example_slide(config, frame, tissue_slide)
+fig = tissue_picture(slide.path, Path(out_dir) / "coords" / f"{slide.slide_id}.h5", config.tile.thumbnail_px)
+save_figure(fig, "cohort_tissue", figures_dir)
+
+# %% [markdown]
+# ## The classes and the centres, tile by tile
+# Tiles of two slides of each class of each task, then of each centre: the morphology a class carries is subtle in
+# any one tile (it is a proportion over the slide), while a centre's stain and scanner signature is shared by all
+# the tiles of its slides, which is the shortcut of Sec. 5.
+
+# %%
+save_figures(galleries(frame, Path(out_dir) / "coords", gallery_tiles), "cohort_gallery", figures_dir)
 
 # %% [markdown]
 # ## Labels and centres

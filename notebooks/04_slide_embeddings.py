@@ -24,12 +24,17 @@ out_dir = "runs/demo/slide_embeddings"
 figures_dir = "figures"
 train = "ssl_full"  # the training run to embed with
 bank = "bank_moco_shared"  # execution whose plain tile embeddings the slides are embedded from
+retrieval_k = [1, 5, 10]  # neighbours counted by the retrieval precision
+queries = 3  # query slides shown with their neighbours
 
 # %%
 from pathlib import Path
 
+from gigassl.charts import neighbours_gallery, retrieval_bars
 from gigassl.config import get_profile
+from gigassl.experiments import retrieval
 from gigassl.figures import save_figure, save_table, slide_map
+from gigassl.manifest import task_columns
 from gigassl.stages import embedding_reproducibility, run_embeddings, standardized_average
 
 config = get_profile(profile)
@@ -48,3 +53,23 @@ save_figure(fig, "average_embeddings_map", figures_dir)
 # %%
 table = embedding_reproducibility(config, run_dir, train, bank, out_dir, embeddings)  # the same slides, seed, R, T
 save_table(table, "slide_embeddings_summary", figures_dir)
+
+# %% [markdown]
+# ## Slide retrieval
+# The everyday use of slide embeddings: find the slides most like a query. For each slide, the share of its k
+# nearest neighbours (cosine) that share its label, or its centre, in Giga-SSL and in AverageMIL space, against
+# the share expected by chance (dashed). Retrieval by centre measures how much of the similarity is the centre's
+# stain and scanner rather than the tissue.
+
+# %%
+found = retrieval(run_dir, ks=retrieval_k, queries=queries, train=train, bank=bank)
+save_table(found.precision, "retrieval_precision", figures_dir)
+save_figure(retrieval_bars(found.precision), "retrieval_precision", figures_dir)
+
+# %% [markdown]
+# A few queries (first column) and their nearest slides in each space, titled with their labels and centre.
+
+# %%
+fig = neighbours_gallery(found.neighbours, Path(run_dir) / "cohort" / "coords" / "thumbnails",
+                         [*task_columns(embeddings.manifest), "center"])
+save_figure(fig, "retrieval_neighbours", figures_dir)

@@ -33,6 +33,7 @@ figures_dir = "figures"
 tasks = None  # None: every label column of the manifest
 train = "ssl_full"
 bank = "bank_moco_shared"
+confusion_task = "rcc_like"  # the task whose confusion matrix is drawn (the three-class one)
 
 # %%
 from pathlib import Path
@@ -41,7 +42,8 @@ import pandas as pd
 from IPython.display import display
 
 from gigassl.config import get_profile
-from gigassl.experiments import calibration_history, deepmil_finding, table2
+from gigassl.charts import confusion_matrices, roc_curves, split_strips
+from gigassl.experiments import calibration_history, deepmil_finding, main_predictions, table2
 from gigassl.figures import auc_bars_by_protocol, paired_forest, save_figure, save_figures, save_table
 
 config = get_profile(profile)
@@ -50,6 +52,25 @@ save_table(result.table, "table2_linear_probe", figures_dir)
 
 # %%
 save_figures(auc_bars_by_protocol(result.table), "table2_linear_probe", figures_dir)
+
+# %% [markdown]
+# ## Every split
+# The mean hides the spread: below, the AUC of every split of every Table 2 cell (a dot each) with their box, under
+# the paper's protocol. Two methods whose dots overlap this much are not told apart by these test sets.
+
+# %%
+save_figure(split_strips(result.splits, protocol="paper"), "table2_splits", figures_dir)
+
+# %% [markdown]
+# ## ROC curves and the confusion matrix
+# The test slides of every split, pooled: ROC curves of Giga-SSL and AverageMIL at 100% of the labels (paper
+# protocol; a three-class task shows its mean one-vs-rest curve), and the confusion matrix of the three-class task
+# (rows: the true class, shaded by the share of its slides; numbers: slides).
+
+# %%
+scores = main_predictions(config, run_dir, tasks=tasks, train=train, bank=bank)
+save_figure(roc_curves(scores), "table2_roc", figures_dir)
+save_figure(confusion_matrices(scores, confusion_task), "table2_confusion", figures_dir)
 
 # %% [markdown]
 # ## Paired differences

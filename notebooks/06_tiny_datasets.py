@@ -25,6 +25,7 @@ tasks = None
 train = "ssl_full"
 
 # %%
+from gigassl.charts import fig2
 from gigassl.config import get_profile
 from gigassl.experiments import tiny_datasets
 from gigassl.figures import gain_curves, save_figures, save_table
@@ -40,3 +41,10 @@ save_table(result.gains, "fig2_tiny_datasets", figures_dir)
 # %%
 save_figures(gain_curves(result.gains), "fig2_tiny_datasets", figures_dir)
 result.claims
+
+# %% [markdown]
+# Fig. 2 as the paper draws it: the AUC of both methods against the size of the training set (mean over the tasks;
+# band: the std over splits), and the gain beneath (each task with its paired interval, and their mean).
+
+# %%
+save_figure(fig2(result.splits, result.gains, protocol="fair"), "fig2_curves", figures_dir)

@@ -136,3 +136,19 @@ def test_the_probe_table_says_how_splits_were_grouped():
     with pytest.warns(UserWarning, match="no case_id column"):
         table = run_probe((ids, X), with_cases.drop(columns="case_id"), "task", config=config)
     assert (table.grouped_by == "slide").all()
+
+
+def test_predictions_are_the_fits_of_the_probe_table():
+    """The per-slide predictions come from the same splits and fits as run_probe: their AUC per split is the table's."""
+    from gigassl.metrics import auc_score
+    from gigassl.protocol import predictions
+
+    labels, ids, X = cohort()
+    config = ProbeConfig(n_splits=3, budgets=(1.0,), train_sizes=())
+    table = run_probe((ids, X), labels, "task", config=config)
+    rows = predictions((ids, X), labels, "task", config=config)
+    classes = sorted(set(labels["task"]))
+    for split, part in rows.groupby("split"):
+        auc = auc_score(part["label"], part[[f"p:{c}" for c in classes]].to_numpy(), classes)
+        assert auc == pytest.approx(table.set_index("split").loc[split, "auc"])
+    assert set(rows["predicted"]) <= set(classes) and not rows.duplicated(["split", "slide_id"]).any()
