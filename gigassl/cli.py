@@ -18,6 +18,7 @@ Exit status: 0 on success, 1 when a slide or an input failed (after finishing th
 from __future__ import annotations
 
 import argparse
+import inspect
 import json
 import logging
 import sys
@@ -51,6 +52,11 @@ def _report(report) -> int:
 
 # ------------------------------------------------------------------------------------------------ commands
 def cmd_synth(args, config) -> int:
+    """Write a synthetic cohort of pyramidal TIFF slides and its manifest.
+
+    Writes DIR/slides/*.tiff (pyramidal, tiled, JPEG, with MPP) and DIR/manifest.csv (slide_id, path, case_id,
+    center, nsclc_like, rcc_like, brca_like).
+    """
     from .synth import synthesize
 
     manifest = synthesize(args.out, config.synth, progress=not args.no_progress)
@@ -59,12 +65,21 @@ def cmd_synth(args, config) -> int:
 
 
 def cmd_tile(args, config) -> int:
+    """Detect tissue and write tile coordinates for every slide of a manifest.
+
+    Writes OUT/<slide_id>.h5 (TRIDENT-compatible `coords`), OUT/thumbnails/*.png, OUT/failures.csv. Resumes: slides
+    already tiled are skipped.
+    """
     from .tiling import tile_cohort
 
     return _report(tile_cohort(args.manifest, args.out, config.tile, progress=not args.no_progress))
 
 
 def cmd_info(args, config=None) -> int:
+    """Print what OpenSlide sees in slides: vendor, levels, dimensions, MPP.
+
+    Prints vendor, pyramid levels (dimensions, downsamples), MPP (and where it was read) and objective power.
+    """
     from .slides import slide_info
 
     status = 0
@@ -88,6 +103,12 @@ def cmd_info(args, config=None) -> int:
 
 
 def cmd_pretrain_tiles(args, config) -> int:
+    """MoCo v2 pre-training of the ResNet18 tile embedder.
+
+    Writes OUT/checkpoint.pt (query encoder under module.encoder_q., torchvision names), periodic
+    checkpoint_eNNNN.pt and OUT/log.csv. Resumes from OUT/checkpoint.pt unless --restart. The two views of a tile
+    are independent draws of the tile augmentation.
+    """
     from .moco import pretrain_tiles
 
     path = pretrain_tiles(args.manifest, args.coords, args.out, config.moco, config.augment,
@@ -97,6 +118,11 @@ def cmd_pretrain_tiles(args, config) -> int:
 
 
 def cmd_bank(args, config) -> int:
+    """Embed augmented tiles of every slide (the augmentation bank).
+
+    Writes OUT/<slide_id>.h5 with features (A, N, F), coords (A, N, 2), plain_features (M, F), plain_coords (M, 2).
+    Resumes; --shard i/n for scale-out (automatic under torchrun).
+    """
     from .bank import build_bank, parse_shard
 
     return _report(build_bank(args.manifest, args.coords, args.out, config.bank, config.encoder, config.augment,
@@ -104,6 +130,12 @@ def cmd_bank(args, config) -> int:
 
 
 def cmd_train(args, config) -> int:
+    """Train the Giga-SSL aggregator on a bank (SimCLR, NT-Xent).
+
+    Writes OUT/checkpoint.pt, OUT/checkpoint_eNNNN.pt, OUT/log.csv (loss, collapse, lr, seconds per epoch) and, with
+    --monitor-labels, OUT/monitor.csv (its views: embed.views; its probe: the probe section, both from the profile
+    or --config). Under `torchrun --nproc_per_node K` it trains with DistributedDataParallel.
+    """
     from .manifest import slide_id_list
     from .train import train
 
@@ -123,6 +155,11 @@ def cmd_train(args, config) -> int:
 
 
 def cmd_embed(args, config) -> int:
+    """One embedding per slide: the mean of R views of T plain tiles.
+
+    Writes one HDF5 file with `ids` and `embeddings` (slides, 512) float32, L2-normalised, plus the checkpoint's
+    sha256, R and T (Sec. 4.2).
+    """
     from .embed import embed_slides
 
     path = embed_slides(args.bank, args.checkpoint, args.out, config.embed, backend=args.backend,
@@ -132,6 +169,13 @@ def cmd_embed(args, config) -> int:
 
 
 def cmd_probe(args, config) -> int:
+    """Linear probe (or AverageMIL / DeepMIL) over splits: the Table 2 protocol.
+
+    Logistic regression (C=10, balanced) on frozen slide embeddings over splits; ROC AUC per split in a tidy CSV
+    (--out) and a summary (mean, std, bootstrap 95% interval). --method averagemil|deepmil --bank DIR runs the
+    baselines. One budget by default, the whole training split: --budget F, --train-size N, or a grid with
+    --budgets/--train-sizes.
+    """
     from .methods import run_method, summary_text
 
     table = run_method(args.method, embeddings=args.embeddings, ids=args.ids, bank=args.bank, labels=args.labels,
@@ -145,6 +189,12 @@ def cmd_probe(args, config) -> int:
 
 
 def cmd_run(args, config=None) -> int:
+    """Execute the notebooks of the run plan (experiments.yml) with papermill.
+
+    Runs every execution of the plan for a profile into book/executed/ and runs/<profile>/, skipping executions
+    whose notebook, parameters, package source and inputs are unchanged. Stops at the first failing notebook (with
+    --jobs, after the running ones finish).
+    """
     from .runner import run_plan
 
     records = run_plan(args.profile, root=args.root, only=args.only, force=args.force, plan_file=args.plan,
@@ -178,10 +228,19 @@ def _shard(text: str) -> str:
 
 
 # ------------------------------------------------------------------------------------------------- parser
+INPUTS = {  # the inputs and outputs several commands take (required, but with --print-config)
+    "--manifest": "CSV with slide_id, path[, case_id, center, mpp, ...]",
+    "--coords": "folder of tile coordinates (gigassl tile)",
+    "--bank": "bank folder (gigassl bank), or plain tile features (TRIDENT's features_<encoder>/, CLAM's features "
+              "folder): views then differ by tiles and slide augmentation",
+    "--checkpoint": "checkpoint of gigassl train",
+    "--out": "output folder",
+}
+
+
 def build_parser(require_inputs: bool = True) -> argparse.ArgumentParser:
-    """The parser of every command (``require_inputs=False``: the inputs and outputs optional, for
-    ``--print-config``)."""
-    need = require_inputs
+    """The parser of every command; each command's help and description are its function's docstring
+    (``require_inputs=False``: the inputs and outputs optional, for ``--print-config``)."""
     parser = argparse.ArgumentParser(
         prog="gigassl",
         description="Giga-SSL: self-supervised slide embeddings for gigapixel images. Stages: synth -> tile -> "
@@ -191,81 +250,57 @@ def build_parser(require_inputs: bool = True) -> argparse.ArgumentParser:
     parser.add_argument("-v", "--verbose", action="store_true", help="log more")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
 
-    def command(name: str, func, **kwargs) -> argparse.ArgumentParser:
-        p = sub.add_parser(name, epilog=EPILOG, **kwargs)
+    def command(func, *inputs: str, **help_changes) -> argparse.ArgumentParser:
+        name = func.__name__[4:].replace("_", "-")
+        summary, _, details = inspect.cleandoc(func.__doc__).partition("\n\n")
+        summary = summary.rstrip(".")
+        if summary[1:2].islower():  # "Write ..." -> "write ...", "MoCo ..." stays
+            summary = summary[0].lower() + summary[1:]
+        p = sub.add_parser(name, help=summary, description=" ".join(details.split()) or None, epilog=EPILOG)
         p.add_argument("-v", "--verbose", action="store_true", default=argparse.SUPPRESS, help="log more")
+        for flag in inputs:
+            p.add_argument(flag, required=require_inputs, help=help_changes.get(flag, INPUTS[flag]))
         p.set_defaults(func=func, parser=p)
         return p
 
-    def stage(p: argparse.ArgumentParser, name: str) -> None:
-        p.add_argument("--no-progress", action="store_true", help="hide progress bars")
+    def stage(p: argparse.ArgumentParser, progress: bool = True) -> None:
+        if progress:
+            p.add_argument("--no-progress", action="store_true", help="hide progress bars")
+        name = p.prog.split()[-1]
         p.set_defaults(stage=STAGES[name], options=STAGES[name].add_to(p))
 
-    p = command("synth", cmd_synth, help="write a synthetic cohort of pyramidal TIFF slides and its manifest",
-                description="Write DIR/slides/*.tiff (pyramidal, tiled, JPEG, with MPP) and DIR/manifest.csv "
-                            "(slide_id, path, case_id, center, nsclc_like, rcc_like, brca_like).")
-    p.add_argument("--out", required=need, help="output folder")
-    stage(p, "synth")
+    stage(command(cmd_synth, "--out"))
+    stage(command(cmd_tile, "--manifest", "--out", **{"--manifest": "CSV with slide_id, path[, mpp, ...]"}))
 
-    p = command("tile", cmd_tile, help="detect tissue and write tile coordinates for every slide of a manifest",
-                description="Writes OUT/<slide_id>.h5 (TRIDENT-compatible `coords`), OUT/thumbnails/*.png, "
-                            "OUT/failures.csv. Resumes: slides already tiled are skipped.")
-    p.add_argument("--manifest", required=need, help="CSV with slide_id, path[, mpp, ...]")
-    p.add_argument("--out", required=need, help="output folder")
-    stage(p, "tile")
-
-    p = command("info", cmd_info, help="print what OpenSlide sees in slides: vendor, levels, dimensions, MPP",
-                description="Print vendor, pyramid levels (dimensions, downsamples), MPP and objective power.")
+    p = command(cmd_info)
     p.add_argument("slides", nargs="+", help="slide files")
     p.add_argument("--json", action="store_true", help="one JSON object per slide")
 
-    p = command("pretrain-tiles", cmd_pretrain_tiles, help="MoCo v2 pre-training of the ResNet18 tile embedder",
-                description="Writes OUT/checkpoint.pt (query encoder under module.encoder_q., torchvision names), "
-                            "periodic checkpoint_eNNNN.pt and OUT/log.csv. Resumes from OUT/checkpoint.pt unless "
-                            "--restart. The two views of a tile are independent draws of the tile augmentation.")
-    _tiled_cohort(p, need)
+    p = command(cmd_pretrain_tiles, "--manifest", "--coords", "--out")
     p.add_argument("--restart", action="store_true", help="ignore an existing checkpoint")
-    stage(p, "pretrain-tiles")
+    stage(p)
 
-    p = command("bank", cmd_bank, help="embed augmented tiles of every slide (the augmentation bank)",
-                description="Writes OUT/<slide_id>.h5 with features (A, N, F), coords (A, N, 2), plain_features "
-                            "(M, F), plain_coords (M, 2). Resumes; --shard i/n for scale-out (automatic under "
-                            "torchrun).")
-    _tiled_cohort(p, need)
+    p = command(cmd_bank, "--manifest", "--coords", "--out")
     p.add_argument("--shard", type=_shard, help="i/n: process slides i, i+n, ... (0-based)")
-    stage(p, "bank")
+    stage(p)
 
-    p = command("train", cmd_train, help="train the Giga-SSL aggregator on a bank (SimCLR, NT-Xent)",
-                description="Writes OUT/checkpoint.pt, OUT/checkpoint_eNNNN.pt, OUT/log.csv (loss, collapse, lr, "
-                            "seconds per epoch) and, with --monitor-labels, OUT/monitor.csv (its views: embed.views; "
-                            "its probe: the probe section, both from the profile or --config). Under `torchrun "
-                            "--nproc_per_node K` it trains with DistributedDataParallel.")
-    p.add_argument("--bank", required=need, help="bank folder (gigassl bank), or plain tile features (TRIDENT's "
-                   "features_<encoder>/, CLAM's features folder): views then differ by tiles and slide augmentation")
-    p.add_argument("--out", required=need, help="output folder")
+    p = command(cmd_train, "--bank", "--out")
     p.add_argument("--encoder-weights", help="tile-encoder checkpoint whose dense layer4 initialises the aggregator")
     p.add_argument("--slides", help="CSV (slide_id column) of the slides to train on; default: the whole bank")
     p.add_argument("--monitor-labels", help="labels CSV (slide_id, case_id, tasks) for the linear-probe monitor")
     p.add_argument("--monitor-task", action="append", default=[], help="task column to monitor (repeatable)")
     p.add_argument("--resume", action="store_true", help="continue from OUT/checkpoint.pt")
-    stage(p, "train")
+    stage(p)
 
-    p = command("embed", cmd_embed, help="one embedding per slide: the mean of R views of T plain tiles",
-                description="Writes one HDF5 file with `ids` and `embeddings` (slides, 512) float32, "
-                            "L2-normalised, plus the checkpoint's sha256, R and T (Sec. 4.2).")
-    p.add_argument("--bank", required=need, help="bank folder (gigassl bank, or TRIDENT/CLAM features)")
-    p.add_argument("--checkpoint", required=need, help="checkpoint of gigassl train")
-    p.add_argument("--out", required=need, help="output: .h5, .csv or .parquet file, or a folder (TRIDENT's "
-                   "per-slide slide_features layout); slides left out are listed in OUT.failures.csv")
+    p = command(cmd_embed, "--bank", "--checkpoint", "--out", **{
+        "--bank": "bank folder (gigassl bank, or TRIDENT/CLAM features)",
+        "--out": "output: .h5, .csv or .parquet file, or a folder (TRIDENT's per-slide slide_features layout); "
+                 "slides left out are listed in OUT.failures.csv"})
     p.add_argument("--format", choices=["h5", "csv", "parquet", "trident"], help="output format (default: from --out)")
     p.add_argument("--backend", choices=["torch", "spconv"], help="sparse backend (default: the checkpoint's)")
-    stage(p, "embed")
+    stage(p)
 
-    p = command("probe", cmd_probe, help="linear probe (or AverageMIL / DeepMIL) over splits: the Table 2 protocol",
-                description="Logistic regression (C=10, balanced) on frozen slide embeddings over splits; ROC AUC "
-                            "per split in a tidy CSV (--out) and a summary (mean, std, bootstrap 95% interval). "
-                            "--method averagemil|deepmil --bank DIR runs the baselines. One budget by default, the "
-                            "whole training split: --budget F, --train-size N, or a grid with --budgets/--train-sizes.")
+    p = command(cmd_probe)
     p.add_argument("--embeddings", help="slide embeddings: gigassl embed's .h5 / .csv / .parquet / per-slide "
                    "folder, or a .npy with --ids")
     p.add_argument("--ids", help="slide ids (.npy) of a .npy embedding matrix")
@@ -291,13 +326,9 @@ def build_parser(require_inputs: bool = True) -> argparse.ArgumentParser:
                    help="the paper's TCGA protocol with the authors' labels and splits (data/tcga; the first "
                         "--n-splits of each of their budgets)")
     p.add_argument("--out", help="tidy CSV of every split's result")
-    stage(p, "probe")
+    stage(p, progress=False)
 
-    p = command("run", cmd_run, help="execute the notebooks of the run plan (experiments.yml) with papermill",
-                description="Runs every execution of the plan for a profile into book/executed/ and runs/<profile>/, "
-                            "skipping executions whose notebook, parameters, package source and inputs are "
-                            "unchanged. Stops at the first failing notebook (with --jobs, after the running ones "
-                            "finish).")
+    p = command(cmd_run)
     p.add_argument("--profile", default="demo", choices=["smoke", "demo", "paper"],
                    help="run profile of the notebooks (default: demo, the book's)")
     p.add_argument("--only", action="append", help="run only this execution or notebook (repeatable), and what "
@@ -309,12 +340,6 @@ def build_parser(require_inputs: bool = True) -> argparse.ArgumentParser:
                    help="executions at once, each in its own process with cpu_count // jobs threads (default: 1)")
     p.add_argument("--no-progress", action="store_true", help="hide progress bars")
     return parser
-
-
-def _tiled_cohort(parser: argparse.ArgumentParser, need: bool) -> None:
-    parser.add_argument("--manifest", required=need, help="CSV with slide_id, path[, case_id, center, mpp, ...]")
-    parser.add_argument("--coords", required=need, help="folder of tile coordinates (gigassl tile)")
-    parser.add_argument("--out", required=need, help="output folder")
 
 
 def config_options() -> dict:

@@ -155,10 +155,10 @@ class SynthConfig:
         label_fraction: difficulty: fraction (0-1) of the tumour units (of the tissue for brca_like) that show the
             class morphology; the rest shows the class-neutral midpoint.
         effect_size: difficulty: fraction (0-1) of the textbook difference between the classes (0: identical).
-        task_effects: difficulty: multipliers of effect_size per task (nsclc_like, rcc_like, brca_like). Calibrated once on
-            AverageMIL alone (2026-11-26): with (1, 1, 1) the demo AverageMIL AUC of rcc_like was 0.60 (< 0.65);
-            with (1, 1.8, 1) it is 0.79 and the others 0.71 and 0.81. Frozen since: no change is made because of
-            how Giga-SSL compares.
+        task_effects: difficulty: multipliers of effect_size per task (nsclc_like, rcc_like, brca_like).
+            Calibrated once on AverageMIL alone (2026-11-26): with (1, 1, 1) the demo AverageMIL AUC of rcc_like was
+            0.60 (< 0.65); with (1, 1.8, 1) it is 0.79 and the others 0.71 and 0.81. Frozen since: no change is made
+            because of how Giga-SSL compares.
         center_strength: difficulty: multiplier (0-3) of the centres' stain, colour, blur, noise and JPEG ranges
             (0: all centres alike).
         label_noise: difficulty: fraction (0-1) of the cases, per task, whose manifest label is another class

@@ -272,8 +272,12 @@ def dump_config(profile: Profile, header: str = "") -> str:
             return {f.name: plain(getattr(value, f.name)) for f in dataclasses.fields(value)}
         return list(value) if isinstance(value, tuple) else value
 
-    body = yaml.safe_dump({s: plain(getattr(profile, s)) for s in SECTIONS}, sort_keys=False,
-                          default_flow_style=None, width=100)
+    class Dumper(yaml.SafeDumper):  # sections and fields as blocks, a field's list of values on its line
+        pass
+
+    Dumper.add_representer(list, lambda d, v: d.represent_sequence("tag:yaml.org,2002:seq", v, flow_style=True))
+    body = yaml.dump({s: plain(getattr(profile, s)) for s in SECTIONS}, Dumper=Dumper, sort_keys=False,
+                     default_flow_style=False, width=100)
     comments = "".join(f"# {line}\n" for line in header.splitlines())
     return comments + body
 
