@@ -94,3 +94,119 @@ def galleries(manifest: pd.DataFrame, coords_dir: str | os.PathLike, per_group: 
 
     columns = [*task_columns(manifest), *(["center"] if "center" in manifest else [])]
     return {column: gallery(manifest, coords_dir, column, per_group=per_group, seed=seed) for column in columns}
+
+
+def _thumbnail(slide_path, thumbnail_px: int) -> tuple[np.ndarray, float]:
+    from .slides import open_slide
+
+    slide = open_slide(slide_path)
+    try:
+        rgb = np.asarray(slide.get_thumbnail((thumbnail_px, thumbnail_px)).convert("RGB"))
+        return rgb, rgb.shape[1] / slide.dimensions[0]
+    finally:
+        slide.close()
+
+
+def _tile_values(ax, rgb: np.ndarray, scale: float, tiles: pd.DataFrame, column: str, cmap: str, centred: bool):
+    """The thumbnail with each tile filled by its value of ``column`` (a colour bar beside it)."""
+    from matplotlib.collections import PatchCollection
+    from matplotlib.patches import Rectangle
+
+    ax.imshow(rgb)
+    size = tiles["patch_size_level0"].to_numpy() * scale
+    patches = [Rectangle((x * scale, y * scale), s, s) for x, y, s in zip(tiles["x"], tiles["y"], size)]
+    values = tiles[column].to_numpy()
+    collection = PatchCollection(patches, cmap=cmap, alpha=0.75, linewidths=0)
+    collection.set_array(values)
+    if centred:
+        bound = float(np.abs(values).max()) or 1.0
+        collection.set_clim(-bound, bound)
+    ax.add_collection(collection)
+    ax.figure.colorbar(collection, ax=ax, fraction=0.035, pad=0.01)
+    ax.axis("off")
+
+
+def heat_maps(maps, manifest: pd.DataFrame, thumbnail_px: int = 1024):
+    """DeepMIL's attention and Giga-SSL's single-tile probe scores on the thumbnails of a few test slides
+    (:func:`gigassl.experiments.heat_maps`), each row titled with the true label and both predictions."""
+    paths = manifest.set_index("slide_id")["path"]
+    rows = list(maps.slides.itertuples())
+    fig, axes = plt.subplots(len(rows), 3, figsize=(13, 3.6 * len(rows)), squeeze=False)
+    for ax, row in zip(axes, rows):
+        rgb, scale = _thumbnail(paths.loc[row.slide_id], thumbnail_px)
+        tiles = maps.tiles[maps.tiles["slide_id"] == row.slide_id]
+        ax[0].imshow(rgb)
+        ax[0].axis("off")
+        ax[0].set_title(f"{row.slide_id}: true {row.label}", fontsize=9)
+        _tile_values(ax[1], rgb, scale, tiles, "attention", "magma", centred=False)
+        ax[1].set_title(f"DeepMIL attention (predicts {row.deepmil})", fontsize=9)
+        _tile_values(ax[2], rgb, scale, tiles, "tile_score", "coolwarm", centred=True)
+        ax[2].set_title(f"Giga-SSL: probe score of each tile alone, towards {maps.positive} "
+                        f"(predicts {row.gigassl})", fontsize=9)
+    fig.tight_layout()
+    return fig
+
+
+def view_pictures(bank, slide_id: str, slide_path, config, tiles: int = 5, draws: int = 3, seed: int = 0,
+                  epoch: int = 0, thumbnail_px: int = 1024):
+    """Sec. 3.1 Steps 3-4 for one slide, one row per view: the T tiles of the view on the thumbnail (one
+    augmentation draw of the bank, T tiles of it, as :func:`gigassl.maps.training_views` draws view 0 of ``epoch``
+    with ``seed`` + row); the same tiles as a sparse map (tile coordinates divided by the map's downsampling);
+    and the map after the slide-level augmentation (rotation, flips, per-axis scale). ``bank``: a
+    :class:`gigassl.bankstore.PackedBank`; ``config``: the run's :class:`gigassl.config.MapConfig`."""
+    from matplotlib.patches import Rectangle
+
+    from .maps import map_units, slide_augmentation, to_sites
+
+    i = int(bank.indices([slide_id])[0])
+    size = int(bank.patch_size_level0[i])
+    rgb, scale = _thumbnail(slide_path, thumbnail_px)
+    fig, axes = plt.subplots(draws, 3, figsize=(12, 3.3 * draws), squeeze=False)
+    for row in range(draws):
+        g = rng(seed + row, epoch, bank.keys[i], 0)
+        if bank.features is not None:
+            n_draws, n_tiles = bank.features.shape[1:3]
+            draw = int(g.integers(n_draws))
+            chosen = np.asarray(bank.coords[i, draw][np.sort(g.integers(0, n_tiles, tiles))])
+            what = f"draw {draw} of {n_draws}"
+        else:
+            plain, coords = bank.plain(i)
+            chosen = np.asarray(coords[np.sort(g.integers(0, len(plain), tiles))])
+            what = "plain tiles"
+        units = map_units(chosen, config.downsample, size)
+        before = to_sites(units)
+        after = to_sites(slide_augmentation(units, config, g))
+        ax = axes[row]
+        ax[0].imshow(rgb)
+        for x, y in chosen:
+            ax[0].add_patch(Rectangle((x * scale, y * scale), size * scale, size * scale, fill=False, lw=1.5,
+                                      edgecolor="#d62728"))
+        ax[0].axis("off")
+        ax[0].set_title(f"view {row + 1}: {tiles} tiles ({what})", fontsize=9)
+        for a, sites, title in ((ax[1], before, "sparse map"), (ax[2], after, "after the slide augmentation")):
+            for x, y in sites:
+                a.add_patch(Rectangle((x, y), 1, 1, color="#1f77b4"))
+            a.set_xlim(-1, max(int(sites[:, 0].max()) + 2, 4))
+            a.set_ylim(max(int(sites[:, 1].max()) + 2, 4), -1)
+            a.set_aspect("equal")
+            a.set_title(f"{title}: {len(np.unique(sites, axis=0))} occupied sites", fontsize=9)
+    fig.tight_layout()
+    return fig
+
+
+def run_views(run_dir, train: str = "ssl_full", bank: str = "bank_moco_shared", slide_id: str | None = None,
+              draws: int = 3, thumbnail_px: int = 1024):
+    """:func:`view_pictures` of a training run: its bank, its T, its map settings and seed (from its checkpoint),
+    for ``slide_id`` (None: the first labelled slide of the bank)."""
+    from .bankstore import PackedBank
+    from .config import MapConfig
+    from .utils import load_checkpoint_file
+
+    state = load_checkpoint_file(Path(run_dir) / train / "checkpoint.pt", ("gigassl",))
+    packed = PackedBank(Path(run_dir) / bank)
+    manifest = pd.read_csv(Path(run_dir) / "cohort" / "manifest.csv", dtype={"slide_id": str})
+    paths = manifest.set_index("slide_id")["path"]
+    slide_id = slide_id or next(s for s in packed.ids if s in paths.index)
+    return view_pictures(packed, slide_id, paths.loc[slide_id], MapConfig(**state["config"]["maps"]),
+                         tiles=int(state["config"]["tiles_per_view"]), draws=draws, seed=int(state["config"]["seed"]),
+                         thumbnail_px=thumbnail_px)

@@ -26,6 +26,7 @@ train = "ssl_full"  # the training run to embed with
 bank = "bank_moco_shared"  # execution whose plain tile embeddings the slides are embedded from
 retrieval_k = [1, 5, 10]  # neighbours counted by the retrieval precision
 queries = 3  # query slides shown with their neighbours
+views_drawn = 3  # views of one slide drawn step by step
 
 # %%
 from pathlib import Path
@@ -35,11 +36,26 @@ from gigassl.config import get_profile
 from gigassl.experiments import retrieval
 from gigassl.figures import save_figure, save_table, slide_map
 from gigassl.manifest import task_columns
+from gigassl.slideviews import run_views
 from gigassl.stages import embedding_reproducibility, run_embeddings, standardized_average
 
 config = get_profile(profile)
 embeddings = run_embeddings(run_dir, train)
 print(embeddings.describe())
+
+# %% [markdown]
+# ## A view, step by step (Sec. 3.1, Steps 3-4)
+# What the aggregator sees during training, for one slide and three views: the T tiles one view samples from one
+# augmentation draw of the bank, drawn on the thumbnail; the same tiles placed on the sparse map (their level-0
+# coordinates divided by the map's downsampling); and the map after the slide-level augmentation (a rotation,
+# flips and a per-axis scale), which is what the sparse CNN convolves.
+
+# %%
+save_figure(run_views(run_dir, train, bank, draws=views_drawn, thumbnail_px=config.tile.thumbnail_px), "views",
+            figures_dir)
+
+# %% [markdown]
+# ## The slide embeddings in two dimensions
 
 # %%
 fig = slide_map(embeddings.matrix, embeddings.manifest, title="Giga-SSL slide embeddings (PCA)")

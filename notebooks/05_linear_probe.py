@@ -33,6 +33,7 @@ figures_dir = "figures"
 tasks = None  # None: every label column of the manifest
 train = "ssl_full"
 bank = "bank_moco_shared"
+heat_task = "nsclc_like"  # the binary task of the heat maps
 confusion_task = "rcc_like"  # the task whose confusion matrix is drawn (the three-class one)
 
 # %%
@@ -41,10 +42,12 @@ from pathlib import Path
 import pandas as pd
 from IPython.display import display
 
-from gigassl.config import get_profile
 from gigassl.charts import confusion_matrices, roc_curves, split_strips
-from gigassl.experiments import calibration_history, deepmil_finding, main_predictions, table2
+from gigassl.config import get_profile
+from gigassl.experiments import calibration_history, deepmil_finding, heat_maps, main_predictions, table2
 from gigassl.figures import auc_bars_by_protocol, paired_forest, save_figure, save_figures, save_table
+from gigassl.slideviews import heat_maps as heat_pictures
+from gigassl.stages import cohort_manifest
 
 config = get_profile(profile)
 result = table2(config, run_dir, out_dir, tasks=tasks, train=train, bank=bank)
@@ -71,6 +74,18 @@ save_figure(split_strips(result.splits, protocol="paper"), "table2_splits", figu
 scores = main_predictions(config, run_dir, tasks=tasks, train=train, bank=bank)
 save_figure(roc_curves(scores), "table2_roc", figures_dir)
 save_figure(confusion_matrices(scores, confusion_task), "table2_confusion", figures_dir)
+
+# %% [markdown]
+# ## Where each model looks: heat maps
+# Two test slides of the first split (one of each class of the binary task below), with the models trained on that
+# split's training slides at 100% of the labels: DeepMIL's attention weight on each tile, and for Giga-SSL the
+# linear probe's score of the embedding of a view made of that tile alone (red: towards the second class, blue:
+# towards the first). Attention says where DeepMIL pools from; the Giga-SSL map says which tiles, on their own,
+# carry the class the probe learnt.
+
+# %%
+save_figure(heat_pictures(heat_maps(config, run_dir, heat_task, train=train, bank=bank), cohort_manifest(run_dir),
+                          config.tile.thumbnail_px), "heat_maps", figures_dir)
 
 # %% [markdown]
 # ## Paired differences

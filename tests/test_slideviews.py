@@ -40,3 +40,22 @@ def test_galleries_one_row_per_class_and_centre(cohort, coords_dir):
     first = [ax.get_images()[0].get_array() for ax in figs["center"].axes if ax.get_images()]
     second = [ax.get_images()[0].get_array() for ax in again.axes if ax.get_images()]
     assert all(np.array_equal(a, b) for a, b in zip(first, second))  # seeded
+
+
+def test_view_pictures_draw_the_views_training_samples(cohort, coords_dir, bank_dir):
+    """Row 1 of the picture is view 0 of training_views for the same seed and epoch: the same tiles, the same sparse
+    map after the slide augmentation."""
+    from gigassl.bankstore import PackedBank
+    from gigassl.config import MapConfig
+    from gigassl.maps import training_views
+
+    packed = PackedBank(bank_dir)
+    frame = read_manifest(cohort).set_index("slide_id")
+    sid = packed.ids[0]
+    config = MapConfig(downsample="tile")
+    fig = slideviews.view_pictures(packed, sid, frame.loc[sid, "path"], config, tiles=4, draws=2, seed=3, epoch=1,
+                                   thumbnail_px=256)
+    first, _ = training_views(packed, packed.indices([sid]), 4, config, seed=3, epoch=1)
+    drawn = np.array([p.get_xy() for p in fig.axes[2].patches], dtype=np.int64)
+    assert np.array_equal(np.unique(drawn, axis=0), np.unique(first.coords[0].numpy(), axis=0))
+    assert len(fig.axes[0].patches) == 4 and len(fig.axes) == 6
