@@ -176,8 +176,7 @@ def run_tcga_baseline(bank, task: str, *, method: str = "averagemil", budgets=No
     """
     from .baselines import load_bags, run_averagemil, run_deepmil
 
-    if method not in ("averagemil", "deepmil"):
-        raise ConfigError(f"method must be averagemil or deepmil; got {method!r}.")
+    choice(method, ("averagemil", "deepmil"), "TCGA baseline method", "Pass --method averagemil or deepmil.")
     labels, plan, dropped = tcga_protocol(task, budgets, n_splits)
     used = sorted({i for s in plan for i in (*s.train_ids, *s.test_ids)})
     if isinstance(bank, (str, os.PathLike)):
