@@ -9,7 +9,8 @@ momentum key encoder, a queue of negative keys, InfoNCE with temperature 0.2. Ea
 BatchNorm across GPUs, the keys are computed in shuffled sub-batches (``MocoConfig.bn_splits``) with their own
 BatchNorm statistics.
 
-Checkpoints (``checkpoint.pt``, plus ``checkpoint_eNNNN.pt`` every ``checkpoint_every`` epochs) hold the query
+Checkpoints (``checkpoint.pt``, plus ``checkpoint_eNNNN.pt`` every ``checkpoint_every`` epochs; written by the epoch
+loop shared with Giga-SSL, :mod:`gigassl.loop`) hold the query
 encoder under ``module.encoder_q.`` with torchvision names, the layout of the authors' MoCo checkpoints, so
 :func:`gigassl.encoders.build_embedder` loads them. Training resumes from ``checkpoint.pt``; randomness is keyed by
 (seed, epoch, step) so a resumed run continues exactly as an uninterrupted one.
@@ -20,6 +21,7 @@ from __future__ import annotations
 import collections
 import copy
 import dataclasses
+import logging
 import math
 import os
 import time
@@ -30,7 +32,6 @@ import pandas as pd
 import torch
 import torch.nn.functional as F
 from torch import nn
-from tqdm import tqdm  # not tqdm.auto, which warns in kernels without ipywidgets
 
 from . import dist, io, provenance
 from .augment import TileAugmentation
@@ -38,10 +39,12 @@ from .bank import slide_key
 from .config import AugmentConfig, EncoderConfig, MocoConfig
 from .encoders import IMAGENET_MEAN, IMAGENET_STD, ResNet18
 from .errors import GigasslError
+from .loop import TrainingLoop, prepare_out_dir
 from .manifest import read_manifest
 from .slides import TileReader
-from .utils import (atomic_path, autocast_dtype, clean_temporaries, ensure_writable, load_checkpoint_file,
-                    resolve_device, rng, torch_generator, torch_seeded, write_csv_atomic)
+from .utils import autocast_dtype, resolve_device, rng, torch_generator, torch_seeded
+
+log = logging.getLogger(__name__)
 
 
 class TileSet(torch.utils.data.Dataset):
@@ -272,20 +275,29 @@ def pretrain_tiles(
 
     Writes ``out_dir/checkpoint.pt`` (and every ``checkpoint_every`` epochs ``checkpoint_eNNNN.pt``),
     ``out_dir/log.csv`` (epoch, loss, top1, lr, seconds) and ``out_dir/steps.csv`` (the loss and top-1 of every
-    step). ``slide_ids``: train on the tiles of these slides only (None: every slide of the manifest).
-    ``workers``: DataLoader processes reading tiles (None: ``config.workers``).
+    step) through :class:`gigassl.loop.TrainingLoop`. ``slide_ids``: train on the tiles of these slides only (None:
+    every slide of the manifest). ``workers``: DataLoader processes reading tiles (None: ``config.workers``).
+
+    ``augment``: the tile augmentations of the two crops. They are always drawn independently for every tile
+    (``mode="independent"``): MoCo contrasts the two crops of one tile against the other tiles, so a ``shared``
+    draw (one draw for all the tiles of a batch, the mode of a bank's slides, Sec. 3.2) would make every query of a
+    batch differ from its key in the same way. A ``shared`` ``augment`` (e.g. the profile's, made for the bank) is
+    therefore used with ``mode="independent"``, and an INFO message says so; its other fields apply as given.
 
     Under ``torchrun`` every process takes its slice of each global batch of ``config.batch_size`` tiles (one GPU
     each), the query encoder is wrapped in DistributedDataParallel and the queue receives the keys of all ranks, so
     the run is MoCo v2 at the global batch; rank 0 writes the files.
     """
     device = dist.local_device(resolve_device(device))
-    if int(os.environ.get("RANK", 0)) == 0:
-        out_dir = ensure_writable(out_dir)
-        clean_temporaries(out_dir)  # e.g. a checkpoint being written when a run was killed
+    out_dir = prepare_out_dir(out_dir)
+    if augment.mode != "independent":
+        log.info("MoCo draws the tile augmentations of its two crops independently for every tile: using "
+                 "augment.mode='independent' instead of %r (the other augmentation settings apply as given).",
+                 augment.mode)
+        augment = dataclasses.replace(augment, mode="independent")
     distributed = dist.setup_from_env(device)
     try:
-        return _pretrain(manifest, coords_dir, Path(out_dir), config, augment, device,
+        return _pretrain(manifest, coords_dir, out_dir, config, augment, device,
                          config.workers if workers is None else int(workers), resume, progress, slide_ids, distributed)
     finally:
         dist.cleanup()
@@ -305,26 +317,31 @@ def _pretrain(manifest, coords_dir, out_dir: Path, config: MocoConfig, augment: 
     dtype = autocast_dtype(device, config.precision)
     optimizer = torch.optim.SGD(model.encoder_q.parameters(), lr=_lr(config, 0), momentum=config.momentum,
                                 weight_decay=config.weight_decay)
-    augmentation = TileAugmentation(dataclasses.replace(augment, mode="independent"), tiles.tile_px)
+    augmentation = TileAugmentation(augment, tiles.tile_px)
     mean = torch.tensor(IMAGENET_MEAN, device=device).view(1, 3, 1, 1)
     std = torch.tensor(IMAGENET_STD, device=device).view(1, 3, 1, 1)
-    last = out_dir / "checkpoint.pt"
-    start, log, step_log = 0, [], []
+    loop = TrainingLoop(out_dir, "moco", "a MoCo run", config.epochs, config.checkpoint_every, name="moco",
+                        max_minutes=config.max_minutes, progress=progress, device=device, distributed=distributed)
     inputs = {"slides": provenance.ids_digest(tiles.slide_ids), "tile_px": tiles.tile_px}
-    if resume and last.exists():
-        state = load_checkpoint_file(last, ("moco",), device)
-        provenance.refuse_changes("a MoCo run", last, {"config": state.get("config", {}), "inputs": state.get(
-            "inputs", {})}, {"config": dataclasses.asdict(config), "inputs": inputs})
+    state = loop.resume({"config": dataclasses.asdict(config), "inputs": inputs}, device) if resume else None
+    if state is not None:
         model.load_state_dict({k.replace("module.", "", 1): v for k, v in state["state_dict"].items()})
         optimizer.load_state_dict(state["optimizer"])
-        start, log, step_log = state["epoch"], state["log"], state.get("steps", [])
     runner = model
     if distributed:  # the key encoder has no gradient; the queue and BN buffers stay per rank (identical queues)
         runner = torch.nn.parallel.DistributedDataParallel(
             model, device_ids=[device] if device.startswith("cuda") else None, broadcast_buffers=False)
     steps = len(tiles) // config.batch_size
-    started = time.monotonic()
-    for epoch in range(start, config.epochs):
+
+    def checkpoint(epoch: int) -> dict:
+        return {
+            "state_dict": {f"module.{k}": v.cpu() for k, v in model.state_dict().items()},
+            "optimizer": optimizer.state_dict(), "epoch": epoch + 1, "log": loop.log, "steps": loop.steps,
+            "config": dataclasses.asdict(config), "arch": "resnet18",
+            "precision": "fp32" if dtype is None else "bf16", "inputs": inputs,
+        }
+
+    for epoch in loop.epochs():
         for group in optimizer.param_groups:
             group["lr"] = _lr(config, epoch)
         order = rng(config.seed, epoch).permutation(len(tiles))[: steps * config.batch_size]
@@ -335,8 +352,7 @@ def _pretrain(manifest, coords_dir, out_dir: Path, config: MocoConfig, augment: 
         )
         model.train()
         losses, accs, t0 = [], [], time.monotonic()
-        bar = tqdm(loader, desc=f"moco {epoch + 1}/{config.epochs}", disable=not progress or rank != 0)
-        for step, batch in enumerate(bar):
+        for step, batch in enumerate(loop.bar(loader, epoch)):
             x = batch.to(device, non_blocking=True).permute(0, 3, 1, 2).float().div_(255)
             x_q = augmentation(x, torch_generator(config.seed, epoch, step, rank, 0) if distributed
                                else torch_generator(config.seed, epoch, step, 0))
@@ -355,33 +371,10 @@ def _pretrain(manifest, coords_dir, out_dir: Path, config: MocoConfig, augment: 
             torch.distributed.all_reduce(measured)
             measured /= world
         step_loss, step_acc = measured.cpu().tolist()
-        step_log += [{"epoch": epoch + 1, "step": epoch * steps + i + 1, "loss": a, "top1": b}
-                     for i, (a, b) in enumerate(zip(step_loss, step_acc))]
-        log.append({"epoch": epoch + 1, "loss": float(np.mean(step_loss)), "top1": float(np.mean(step_acc)),
-                    "lr": _lr(config, epoch), "seconds": time.monotonic() - t0})
-        timed_out = config.max_minutes is not None and time.monotonic() - started > 60 * config.max_minutes
-        if distributed:  # every rank stops at the same epoch
-            flag = torch.tensor([float(timed_out)], device=device)
-            torch.distributed.all_reduce(flag)
-            timed_out = bool(flag.item())
-        done = epoch + 1 == config.epochs or timed_out
-        if rank == 0 and (done or (epoch + 1) % config.checkpoint_every == 0):
-            state = {
-                "state_dict": {f"module.{k}": v.cpu() for k, v in model.state_dict().items()},
-                "optimizer": optimizer.state_dict(), "epoch": epoch + 1, "log": log, "steps": step_log,
-                "config": dataclasses.asdict(config), "arch": "resnet18",
-                "precision": "fp32" if dtype is None else "bf16", "inputs": inputs,
-            }
-            with atomic_path(last) as tmp:
-                torch.save(state, tmp)
-            if (epoch + 1) % config.checkpoint_every == 0:
-                with atomic_path(out_dir / f"checkpoint_e{epoch + 1:04d}.pt") as tmp:
-                    torch.save(state, tmp)
-        if rank == 0:
-            write_csv_atomic(pd.DataFrame(log), out_dir / "log.csv")
-            write_csv_atomic(pd.DataFrame(step_log), out_dir / "steps.csv")
-        if timed_out:
+        loop.steps += [{"epoch": epoch + 1, "step": epoch * steps + i + 1, "loss": a, "top1": b}
+                       for i, (a, b) in enumerate(zip(step_loss, step_acc))]
+        loop.log.append({"epoch": epoch + 1, "loss": float(np.mean(step_loss)), "top1": float(np.mean(step_acc)),
+                         "lr": _lr(config, epoch), "seconds": time.monotonic() - t0})
+        if loop.end_epoch(epoch, lambda: checkpoint(epoch)):
             break
-    if distributed:
-        torch.distributed.barrier()
-    return last
+    return loop.finish()

@@ -16,7 +16,8 @@ Outputs in ``out_dir``: ``checkpoint.pt`` (the last, with the optimizer state, t
 ``log.csv`` (epoch, step, loss, collapse = std of the L2-normalised projections, the batch diagnostics alignment,
 uniformity, mean_cosine, effective_rank (:func:`batch_diagnostics`), lr, seconds), ``steps.csv`` (the loss of every
 step) and, with a monitor, ``monitor.csv`` (the rows of :func:`gigassl.embed.training_monitor`: per-split probe AUCs,
-the data of Fig. 3C, and slide-embedding diagnostics).
+the data of Fig. 3C, and slide-embedding diagnostics), written by the epoch loop shared with MoCo
+(:class:`gigassl.loop.TrainingLoop`: resume, atomic checkpoints, logs, progress).
 
 Distributed: under ``torchrun --nproc_per_node K gigassl train ...`` each rank takes B/K slides of every global
 batch, DistributedDataParallel averages gradients, NT-Xent gathers negatives across ranks (with gradients) and
@@ -35,20 +36,18 @@ from pathlib import Path
 from typing import Callable
 
 import numpy as np
-import pandas as pd
 import torch
-from tqdm import tqdm  # not tqdm.auto, which warns in kernels without ipywidgets
 
 from . import __version__, dist, provenance
 from .aggregators import GigaSSL, Projector, Views, build_aggregator
+from .bankstore import PackedBank
 from .batch import write_failures
 from .config import MapConfig, TrainConfig
-from .errors import ConfigError, GigasslError
+from .errors import ConfigError
+from .loop import TrainingLoop, prepare_out_dir
 from .loss import NTXentLoss
-from .bankstore import PackedBank
 from .maps import training_views
-from .utils import (atomic_path, clean_temporaries, ensure_writable, load_checkpoint_file, plain_values,
-                    resolve_device, rng, sha256_file, torch_seeded, write_csv_atomic)
+from .utils import load_checkpoint_file, plain_values, resolve_device, rng, sha256_file, torch_seeded
 
 log = logging.getLogger(__name__)
 
@@ -190,12 +189,8 @@ def train(
         slide_ids: train on these slides only (e.g. the independent-centre experiment, Table 4); None: all.
         resume: continue from ``out_dir/checkpoint.pt`` if it exists (same curve as an uninterrupted run).
     """
-    out_dir = Path(out_dir)
     device = dist.local_device(resolve_device(config.device))
-    main = int(os.environ.get("RANK", 0)) == 0
-    if main:
-        ensure_writable(out_dir)
-        clean_temporaries(out_dir)  # e.g. a checkpoint being written when a run was killed
+    out_dir = prepare_out_dir(out_dir)
     # pack before the process group exists: packing a large bank can outlast any collective's timeout, and the
     # pack's file lock makes one process pack while the others wait for it
     bank = PackedBank(bank_dir)
@@ -243,28 +238,24 @@ def _train(bank: PackedBank, bank_dir, out_dir: Path, config: TrainConfig, devic
     optimizer = torch.optim.Adam(model.parameters(), lr=config.base_lr * batch / 256,
                                  fused=device.split(":")[0] in ("cpu", "cuda"))
     criterion = NTXentLoss(config.temperature)
-    last = out_dir / "checkpoint.pt"
-    start, history, steps, monitored = 0, [], [], []
+    loop = TrainingLoop(out_dir, "gigassl", "a Giga-SSL run", epochs, config.checkpoint_every, name="train",
+                        snapshot_optimizer=False, progress=progress, leave=False, device=device,
+                        distributed=distributed)
     inputs = {"bank": bank_identity(bank), "slides": provenance.ids_digest(np.asarray(bank.ids)[indices]),
               "encoder_weights": weights_id}
-    if resume and last.exists():
-        state = load_checkpoint_file(last, ("gigassl",), device)
-        provenance.refuse_changes("a Giga-SSL run", last, {"config": state.get("config", {}), "inputs": state.get(
-            "inputs", {})}, {"config": dataclasses.asdict(config), "inputs": inputs})
+    state = loop.resume({"config": dataclasses.asdict(config), "inputs": inputs}, device) if resume else None
+    if state is not None:
         model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
-        start, history, monitored = state["epoch"], state["log"], state.get("monitor", [])
-        steps = state.get("steps", [])
+    steps = loop.steps
     local = batch // world
-    for epoch in range(start, epochs):
+    for epoch in loop.epochs():
         model.train()
         order = rng(config.seed, epoch).permutation(indices)
         losses, collapse, diags, t0 = [], [], [], time.monotonic()
         views = step_views(StepViews(bank, order, batch, rank, local, steps_per_epoch, config, epoch), config.workers,
                            pin=device.startswith("cuda"))
-        bar = tqdm(views, total=steps_per_epoch, desc=f"train {epoch + 1}/{epochs}",
-                   disable=not progress or not dist.is_main(), leave=False)
-        for step, (v1, v2) in enumerate(bar):
+        for step, (v1, v2) in enumerate(loop.bar(views, epoch, total=steps_per_epoch)):
             lr = learning_rate(config, batch, epoch * steps_per_epoch + step, steps_per_epoch, epochs)
             for group in optimizer.param_groups:
                 group["lr"] = lr
@@ -286,18 +277,15 @@ def _train(bank: PackedBank, bank_dir, out_dir: Path, config: TrainConfig, devic
         for row, value in zip(steps[-len(losses):], step_losses.tolist()):
             row["loss"] = value
         epoch_loss = step_losses.mean()
-        history.append({"epoch": epoch + 1, "step": (epoch + 1) * steps_per_epoch, "loss": float(epoch_loss),
+        loop.log.append({"epoch": epoch + 1, "step": (epoch + 1) * steps_per_epoch, "loss": float(epoch_loss),
                         "collapse": float(np.mean(collapse)),
                         **{k: float(np.mean([d[k] for d in diags])) for k in diags[0]},
                         "lr": lr, "seconds": time.monotonic() - t0})
         if monitor is not None and config.monitor_every and (epoch + 1) % config.monitor_every == 0:
             model.eval()
-            monitored += [{"epoch": epoch + 1, **row} for row in monitor.fn(model, bank, epoch + 1)]
-        if dist.is_main():
-            _save(model, optimizer, config, bank, epoch + 1, epochs, history, steps, monitored, out_dir, inputs)
-    if distributed:
-        torch.distributed.barrier()
-    return last
+            loop.monitor += [{"epoch": epoch + 1, **row} for row in monitor.fn(model, bank, epoch + 1)]
+        loop.end_epoch(epoch, lambda: _checkpoint(model, optimizer, config, bank, epoch + 1, loop, inputs))
+    return loop.finish()
 
 
 def bank_identity(bank: PackedBank) -> dict:
@@ -308,21 +296,13 @@ def bank_identity(bank: PackedBank) -> dict:
             "augmentation_mode": bank.attrs.get("augmentation_mode") if bank.augmented else "none (plain features)"}
 
 
-def _save(model, optimizer, config: TrainConfig, bank: PackedBank, epoch: int, epochs: int, history: list,
-          steps: list, monitored: list, out_dir: Path, inputs: dict) -> None:
-    state = {
+def _checkpoint(model, optimizer, config: TrainConfig, bank: PackedBank, epoch: int, loop: TrainingLoop,
+                inputs: dict) -> dict:
+    """The checkpoint after ``epoch`` epochs: model, optimizer, epoch, logs, config, the bank's identity, inputs."""
+    return {
         "model": model.state_dict(), "optimizer": optimizer.state_dict(), "epoch": epoch,
-        **plain_values({"log": history, "steps": steps, "monitor": monitored, "config": dataclasses.asdict(config),
-                        "in_dim": bank.feature_dim, "bank": {"dir": str(bank.bank_dir), **bank_identity(bank)},
-                        "inputs": inputs, "version": __version__}),
+        **plain_values({"log": loop.log, "steps": loop.steps, "monitor": loop.monitor,
+                        "config": dataclasses.asdict(config), "in_dim": bank.feature_dim,
+                        "bank": {"dir": str(bank.bank_dir), **bank_identity(bank)}, "inputs": inputs,
+                        "version": __version__}),
     }
-    if epoch % config.checkpoint_every == 0 or epoch == epochs:
-        with atomic_path(out_dir / "checkpoint.pt") as tmp:
-            torch.save(state, tmp)
-        if epoch % config.checkpoint_every == 0:  # a snapshot to embed with: the model, without the optimizer
-            with atomic_path(out_dir / f"checkpoint_e{epoch:04d}.pt") as tmp:
-                torch.save({k: v for k, v in state.items() if k != "optimizer"}, tmp)
-    write_csv_atomic(pd.DataFrame(history), out_dir / "log.csv")
-    write_csv_atomic(pd.DataFrame(steps), out_dir / "steps.csv")
-    if monitored:
-        write_csv_atomic(pd.DataFrame(monitored), out_dir / "monitor.csv")

@@ -143,3 +143,23 @@ def test_tileset_keeps_a_bounded_number_of_slides_open(cohort, coords_dir):
     assert (clone[0] == tiles[0]).all()
     tiles.close()
     assert all(r._slide is None for r in tiles.readers)
+
+
+def test_a_shared_augmentation_is_used_independently_and_said(cohort, coords_dir, tmp_path, caplog):
+    """MoCo's two crops of a tile are drawn independently for every tile: a shared AugmentConfig (the bank's, as
+    the CLI passes the profile's) trains exactly as the independent one, with an INFO message."""
+    import logging
+
+    short = dataclasses.replace(CONFIG, epochs=1, checkpoint_every=1)
+    with caplog.at_level(logging.INFO, logger="gigassl.moco"):
+        pretrain_tiles(cohort, coords_dir, tmp_path / "shared", short, AugmentConfig(mode="shared"), device="cpu",
+                       progress=False)
+    assert "augment.mode='independent' instead of 'shared'" in caplog.text
+    caplog.clear()
+    with caplog.at_level(logging.INFO, logger="gigassl.moco"):
+        pretrain_tiles(cohort, coords_dir, tmp_path / "independent", short, AugmentConfig(mode="independent"),
+                       device="cpu", progress=False)
+    assert "instead of" not in caplog.text
+    a = torch.load(tmp_path / "shared" / "checkpoint.pt", weights_only=True)["state_dict"]
+    b = torch.load(tmp_path / "independent" / "checkpoint.pt", weights_only=True)["state_dict"]
+    assert all(torch.equal(a[k], b[k]) for k in a)
