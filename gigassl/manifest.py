@@ -13,6 +13,7 @@ import numpy as np
 import pandas as pd
 
 from .errors import ManifestError
+from .utils import format_ids
 
 REQUIRED = ("slide_id", "path")
 META_COLUMNS = ("slide_id", "path", "case_id", "center", "mpp")
@@ -65,7 +66,7 @@ def read_manifest(path: str | os.PathLike, required: tuple[str, ...] = REQUIRED)
         empty = frame["path"].isna() | (frame["path"].astype(str).str.strip() == "")
         if empty.any():
             raise ManifestError(f"Manifest {path}: empty path on line(s) {[int(i) + 2 for i in frame.index[empty]]} "
-                                f"(slides {ids[empty].tolist()[:5]}). Give every slide the path of its file.")
+                                f"(slides {format_ids(ids[empty].tolist(), 5)}). Give every slide the path of its file.")
         root = path.parent.resolve()
         frame["path"] = [str(p if Path(p).is_absolute() else root / p) for p in frame["path"].astype(str)]
     if "mpp" in frame.columns:
