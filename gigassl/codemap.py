@@ -15,21 +15,25 @@ from pathlib import Path
 
 import pandas as pd
 
-# the stage of each part of the method, in pipeline order, and the function that implements it (Sec. of the paper)
-WHERE = (
-    ("tiles: size, resolution, tissue threshold", "tiling.tile_cohort", "TileConfig", "Sec. 4.1"),
-    ("the tile embedder (ResNet18, your encoder)", "encoders.build_embedder", "EncoderConfig", "Sec. 3.1"),
-    ("MoCo pre-training of the tile embedder", "moco.pretrain_tiles", "MocoConfig", "Sec. 4.1"),
-    ("the tile augmentations (colour, geometry)", "augment.TileAugmentation", "AugmentConfig", "Sec. 3.1, Step 1"),
-    ("the augmentation bank (A draws of N tiles)", "bank.build_bank", "BankConfig", "Sec. 3.2"),
-    ("views, sparse maps, slide augmentation", "maps.training_views", "MapConfig", "Sec. 3.1, Steps 3-4"),
-    ("the aggregator (sparse CNN, attention, mean)", "aggregators.build_aggregator", "TrainConfig", "Sec. 3.1"),
-    ("the loss (NT-Xent)", "loss.NTXentLoss", "TrainConfig", "Sec. 3.1, Eq. 1"),
-    ("the training loop", "train.train", "TrainConfig", "Sec. 4.2"),
-    ("R-view inference of slide embeddings", "embed.embed_slides", "EmbedConfig", "Sec. 4.2"),
-    ("the linear probe and its protocols", "probe.LinearProbe", "ProbeConfig", "Sec. 4.2"),
-    ("the baselines (AverageMIL, DeepMIL)", "baselines.run_deepmil", "DeepMILConfig", "Table 2"),
-)
+# the stage of each part of the method, in pipeline order: what to change | the function that implements it | the
+# config whose fields set it | the section of the paper
+_WHERE = """
+tiles: size, resolution, tissue threshold | tiling.tile_cohort | TileConfig | Sec. 4.1
+the tile embedder (ResNet18, your encoder) | encoders.build_embedder | EncoderConfig | Sec. 3.1
+MoCo pre-training of the tile embedder | moco.pretrain_tiles | MocoConfig | Sec. 4.1
+the tile augmentations (colour, geometry) | augment.TileAugmentation | AugmentConfig | Sec. 3.1, Step 1
+the augmentation bank (A draws of N tiles) | bank.build_bank | BankConfig | Sec. 3.2
+views, sparse maps, slide augmentation | maps.training_views | MapConfig | Sec. 3.1, Steps 3-4
+the aggregator (sparse CNN, attention, mean) | aggregators.build_aggregator | TrainConfig | Sec. 3.1
+the loss (NT-Xent) | loss.NTXentLoss | TrainConfig | Sec. 3.1, Eq. 1
+the training loop | train.train | TrainConfig | Sec. 4.2
+R-view inference of slide embeddings | embed.embed_slides | EmbedConfig | Sec. 4.2
+the linear probe and its protocols | probe.LinearProbe | ProbeConfig | Sec. 4.2
+the baselines (AverageMIL, DeepMIL) | baselines.run_deepmil | DeepMILConfig | Table 2
+a page's experiment (Table 2, Fig. 2, the ablations) | experiments.table2 | ProbeConfig | Sec. 4.3, Sec. 5
+pictures on slides (tiling, a view, heat maps) | slideviews.view_pictures | MapConfig | Sec. 3.1, Steps 3-4
+"""
+WHERE = tuple(tuple(part.strip() for part in line.split("|")) for line in _WHERE.strip().splitlines())
 
 
 def modules() -> pd.DataFrame:
@@ -106,3 +110,10 @@ def stage_options() -> pd.DataFrame:
             rows.append({"stage": stage, "config": type(first).__name__, "field": field.name,
                          "option": option(stage, (field.name,)), **{p: repr(values[p]) for p in names}})
     return pd.DataFrame(rows)
+
+
+def summary() -> str:
+    """The package in one sentence: modules and lines."""
+    table = modules()
+    return (f"{len(table)} modules, {int(table['lines'].sum())} lines; the largest is {table.loc[table['lines'].idxmax(), 'module']} "
+            f"({int(table['lines'].max())} lines).")

@@ -650,3 +650,65 @@ def heat_maps(config: Profile, run_dir, task: str, train: str = "ssl_full", bank
                        "deepmil": str(mil.classes_[int(np.argmax(mil.predict_proba([full])[0]))]),
                        "gigassl": str(probe.predict(matrix[[row[sid]]])[0])})
     return HeatMaps(pd.DataFrame(tiles), pd.DataFrame(slides), classes[1])
+
+
+# ------------------------------------------------------------------------------------------------ findings
+def pairs_finding(pairs: pd.DataFrame, protocol: str = "fair") -> str:
+    """Paired comparisons (:func:`gigassl.compare.paired`) in one sentence per pair of methods: how many are decided
+    above 0, below 0 or undecided, and their mean difference, under ``protocol``."""
+    part = pairs[pairs["protocol"] == protocol] if "protocol" in pairs else pairs
+    said = []
+    for (a, b), rows in part.groupby(["a", "b"], sort=False):
+        above = int((rows["ci_low"] > 0).sum())
+        below = int((rows["ci_high"] < 0).sum())
+        said.append(f"{a} minus {b} is above 0 in {above}, below 0 in {below} and undecided in "
+                    f"{len(rows) - above - below} of {len(rows)} comparisons (mean {rows['difference'].mean():+.3f} AUC)")
+    return f"Under the {protocol} protocol, " + "; ".join(said) + "." if said else "No paired comparison."
+
+
+def curve_finding(table: pd.DataFrame, x: str, protocol: str = "fair") -> str:
+    """An AUC curve (:func:`tiles_ablation`, :func:`views_ablation`) in one sentence: per task, the AUC at the
+    smallest and at the largest ``x``, under ``protocol``."""
+    part = table[table["protocol"] == protocol].sort_values(x)
+    said = [f"{task} {rows['auc_mean'].iloc[0]:.3f} at {x} = {rows[x].iloc[0]} and {rows['auc_mean'].iloc[-1]:.3f} "
+            f"at {rows[x].iloc[-1]}" for task, rows in part.groupby("task", sort=False)]
+    return f"Linear AUC under the {protocol} protocol: " + "; ".join(said) + "."
+
+
+def aggregator_finding(per_epoch: pd.DataFrame, protocol: str = "paper") -> str:
+    """The monitored AUC of each aggregator at its first and last monitored epoch (mean over splits)."""
+    part = per_epoch[per_epoch["protocol"] == protocol].sort_values("epoch")
+    said = [f"{name}: {rows['auc_mean'].iloc[0]:.3f} at epoch {int(rows['epoch'].iloc[0])}, "
+            f"{rows['auc_mean'].iloc[-1]:.3f} at epoch {int(rows['epoch'].iloc[-1])}"
+            for name, rows in part.groupby("aggregator", sort=False)]
+    return f"Linear AUC during SSL ({protocol} protocol): " + "; ".join(said) + "."
+
+
+def centres_finding(result: IndependentCentres, protocol: str = "fair") -> str:
+    """The independent-centre model minus the model trained on every slide, per task and regime."""
+    wide = result.wide()
+    said = [f"{task} at {regime}: {row['independent'] - row['full']:+.3f}"
+            for (p, task, regime), row in wide.iterrows() if p == protocol]
+    return (result.describe() + f". Independent minus all slides ({protocol} protocol, mean AUC): " + "; ".join(said)
+            + ".")
+
+
+def retrieval_finding(precision: pd.DataFrame, k: int = 5) -> str:
+    """Retrieval by each attribute at ``k`` neighbours, Giga-SSL against AverageMIL and chance."""
+    part = precision[precision["k"] == k].pivot_table(index="attribute", columns="representation",
+                                                      values="precision")
+    chance = precision[precision["k"] == k].groupby("attribute")["chance"].first()
+    said = [f"{attribute} {row.get('gigassl', float('nan')):.2f} against {row.get('averagemil', float('nan')):.2f} "
+            f"(chance {chance[attribute]:.2f})" for attribute, row in part.iterrows()]
+    return f"Precision at {k} of slide retrieval, Giga-SSL against AverageMIL: " + "; ".join(said) + "."
+
+
+def representations_finding(table: pd.DataFrame) -> str:
+    """Centre accuracy and effective rank of the main Giga-SSL run against AverageMIL."""
+    rows = table.set_index("representation")
+    if not {"ssl_full", "averagemil"} <= set(rows.index):
+        return f"{len(rows)} representations diagnosed."
+    g, a = rows.loc["ssl_full"], rows.loc["averagemil"]
+    return (f"The centre is predicted from the main Giga-SSL embeddings with balanced accuracy "
+            f"{g['centre_accuracy']:.2f} and from AverageMIL with {a['centre_accuracy']:.2f} (chance "
+            f"{g['centre_chance']:.2f}); effective rank {g['effective_rank']:.1f} against {a['effective_rank']:.1f}.")

@@ -40,6 +40,26 @@ def save_table(frame: pd.DataFrame, name: str, figures_dir: str | os.PathLike, d
     _display(frame.style.format(precision=digits).hide(axis="index").set_caption(name))
 
 
+def finding(*sentences: str, name: str = "finding") -> None:
+    """Record a page's finding (sentences computed from the run) for the line that opens the page: the page's
+    first cell holds ``{glue:md}`finding``` (myst-nb's glue, resolved when the book is built). Shows nothing."""
+    try:
+        from IPython.display import Markdown
+        from myst_nb import glue
+    except ImportError:
+        return
+    glue(name, Markdown(" ".join(sentences)), display=False)
+
+
+def show_table(frame: pd.DataFrame, digits: int = 3) -> None:
+    """Show ``frame`` in a notebook with floats rounded to ``digits`` (the paper's AUCs: 3), its index kept when it
+    carries labels (a pivot) and hidden when it is a plain row number."""
+    styler = frame.style.format(precision=digits)
+    if isinstance(frame.index, pd.RangeIndex):
+        styler = styler.hide(axis="index")
+    _display(styler)
+
+
 def markdown(frame: pd.DataFrame, digits: int = 3) -> str:
     """A Markdown table with floats rounded to ``digits``."""
     return frame.to_markdown(index=False, floatfmt=f".{digits}f")

@@ -28,8 +28,7 @@ from sklearn.utils.multiclass import check_classification_targets
 from sklearn.utils.validation import check_is_fitted, validate_data
 
 from . import logistic
-from .config import PREPROCESSING, ProbeConfig
-from .errors import ConfigError
+from .config import PREPROCESSING, ProbeConfig, choice, refused
 from .metrics import auc_score
 from .utils import limit_threads
 
@@ -62,12 +61,9 @@ class LinearProbe(ClassifierMixin, BaseEstimator):
 
     def __init__(self, C: float = 10.0, preprocessing: str = "l2", class_weight="balanced", max_iter: int = 1000,
                  tol: float = 1e-4, n_threads: int | None = 1):
-        self.C = C
-        self.preprocessing = preprocessing
-        self.class_weight = class_weight
-        self.max_iter = max_iter
-        self.tol = tol
-        self.n_threads = n_threads
+        # scikit-learn's convention: every argument stored unchanged under its own name (get_params, clone)
+        self.C, self.preprocessing, self.class_weight = C, preprocessing, class_weight
+        self.max_iter, self.tol, self.n_threads = max_iter, tol, n_threads
 
     def _transform(self, X: np.ndarray) -> np.ndarray:
         if self.preprocessing == "l2":
@@ -80,8 +76,7 @@ class LinearProbe(ClassifierMixin, BaseEstimator):
 
     def fit(self, X, y):
         """Fit the preprocessing and the logistic regression on X (S, F) and labels y (S,); returns self."""
-        if self.preprocessing not in PREPROCESSING:
-            raise ConfigError(f"preprocessing must be one of {', '.join(PREPROCESSING)}; got {self.preprocessing!r}.")
+        choice(self.preprocessing, PREPROCESSING, "LinearProbe.preprocessing")
         X, y = validate_data(self, X, y, dtype=[np.float64, np.float32])
         check_classification_targets(y)
         classes = np.unique(y)
@@ -160,13 +155,8 @@ class TunedLinearProbe(ClassifierMixin, BaseEstimator):
     def __init__(self, Cs=(0.01, 0.1, 1.0, 10.0, 100.0, 1000.0), preprocessings=("l2", "standard", "l2+standard"),
                  inner_splits: int = 3, class_weight="balanced", max_iter: int = 1000, seed: int = 0,
                  n_threads: int | None = 1):
-        self.Cs = Cs
-        self.preprocessings = preprocessings
-        self.inner_splits = inner_splits
-        self.class_weight = class_weight
-        self.max_iter = max_iter
-        self.seed = seed
-        self.n_threads = n_threads
+        self.Cs, self.preprocessings, self.inner_splits = Cs, preprocessings, inner_splits
+        self.class_weight, self.max_iter, self.seed, self.n_threads = class_weight, max_iter, seed, n_threads
 
     def _folds(self, X, y, groups):
         from sklearn.model_selection import StratifiedGroupKFold
@@ -188,13 +178,12 @@ class TunedLinearProbe(ClassifierMixin, BaseEstimator):
             return np.array([float(self.class_weight.get(label, 1.0)) for label in y])
         if self.class_weight == "balanced":
             return logistic.balanced_weights(y)
-        raise ConfigError(f"class_weight must be 'balanced', None or a dict; got {self.class_weight!r}.")
+        raise refused("TunedLinearProbe.class_weight", self.class_weight, "'balanced', None or a dict", "")
 
     def fit(self, X, y, groups=None):
         """Choose (preprocessing, C) by inner cross-validation on X (S, F), y (S,), groups (S,); refit on all."""
         for prep in self.preprocessings:
-            if prep not in PREPROCESSING:
-                raise ConfigError(f"preprocessing must be one of {', '.join(PREPROCESSING)}; got {prep!r}.")
+            choice(prep, PREPROCESSING, "TunedLinearProbe.preprocessings")
         X, y = validate_data(self, X, y, dtype=[np.float64, np.float32])
         check_classification_targets(y)
         folds = self._folds(X, y, groups)
@@ -256,4 +245,5 @@ def make_probe(protocol: str, preprocessing: str, config: ProbeConfig, n_threads
         return TunedLinearProbe(Cs=tuple(config.Cs), preprocessings=tuple(config.preprocessings),
                                 inner_splits=config.inner_splits, max_iter=config.max_iter, seed=config.seed,
                                 n_threads=n_threads)
-    raise ConfigError(f"probe protocol must be one of {', '.join(PROTOCOLS)}; got {protocol!r}.")
+    raise refused("probe protocol", protocol, "one of " + ", ".join(map(repr, PROTOCOLS)),
+                  "Pass --protocol paper or --protocol fair.")

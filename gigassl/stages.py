@@ -80,6 +80,14 @@ def cohort_counts(frame: pd.DataFrame, coords_dir: str | os.PathLike, failed) ->
     return pd.DataFrame(rows)
 
 
+def cohort_finding(counts: pd.DataFrame) -> str:
+    """The cohort in one sentence, from :func:`cohort_counts`."""
+    value = counts.set_index("what")["value"]
+    return (f"{value['slides']} slides of {value['cases']} cases from {value['centres']} centres, "
+            f"{value['tiles per slide (mean)']} tiles per slide on average; {value['slides that failed tiling']} "
+            "failed tiling.")
+
+
 def slides_by_centre(frame: pd.DataFrame) -> pd.DataFrame:
     """Slides per centre and label of the first task (empty when the manifest has no ``center`` column)."""
     if "center" not in frame:
@@ -198,6 +206,13 @@ def bank_summary(out_dir: str | os.PathLike, report) -> pd.DataFrame:
                           "tiles per draw N": first.features.shape[1], "feature dim F": first.features.shape[2],
                           "encoder": first.attrs["encoder"], "mode": first.attrs["augmentation_mode"],
                           "failures": len(report.failed)}])
+
+
+def bank_finding(summary: pd.DataFrame) -> str:
+    """A bank in one sentence, from :func:`bank_summary`."""
+    row = summary.iloc[0]
+    return (f"{row['slides']} slides, A = {row['draws A']} draws of N = {row['tiles per draw N']} tiles each, "
+            f"F = {row['feature dim F']} ({row['encoder']}, {row['mode']} augmentation); {row['failures']} failures.")
 
 
 # --------------------------------------------------------------------------------------------------- training

@@ -11,6 +11,8 @@
 # %% [markdown]
 # # The cohort: slides, labels, tiles
 #
+# **In this run:** {glue:md}`finding`
+#
 # The embedded default is a synthetic cohort of real pyramidal TIFF slides, written by `gigassl synth` and read
 # back through OpenSlide like any scanner's file; your own slides go through the same code (set `manifest`).
 # Each slide comes from a centre with its own stain and scanner signature, and carries three labels modelled on the
@@ -30,12 +32,11 @@ gallery_tiles = 8  # tiles per row of the galleries
 # %%
 from pathlib import Path
 
-from IPython.display import display
 
 from gigassl.config import get_profile
-from gigassl.figures import cohort_thumbnails, save_figure, save_figures, save_table
+from gigassl.figures import cohort_thumbnails, finding, save_figure, save_figures, save_table, show_table
 from gigassl.slideviews import galleries, tissue_picture
-from gigassl.stages import cohort_counts, example_slide, make_cohort, slides_by_centre
+from gigassl.stages import cohort_counts, cohort_finding, example_slide, make_cohort, slides_by_centre
 
 config = get_profile(profile)
 frame, report = make_cohort(config, out_dir, manifest)  # writes out_dir/manifest.csv, which every later page reads
@@ -72,7 +73,11 @@ save_figures(galleries(frame, Path(out_dir) / "coords", gallery_tiles), "cohort_
 # ## Labels and centres
 
 # %%
-save_table(cohort_counts(frame, Path(out_dir) / "coords", report.failed), "cohort_counts", figures_dir)
+counts = cohort_counts(frame, Path(out_dir) / "coords", report.failed)
+save_table(counts, "cohort_counts", figures_dir)
 
 # %%
-display(slides_by_centre(frame))
+show_table(slides_by_centre(frame))
+
+# %%
+finding(cohort_finding(counts))

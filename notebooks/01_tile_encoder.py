@@ -11,6 +11,8 @@
 # %% [markdown]
 # # The tile embedder: MoCo pre-training
 #
+# **In this run:** {glue:md}`finding`
+#
 # The tile embedder e_theta1 is a ResNet18 cut at the start of its fourth block (Sec. 3.1); the paper pre-trains the
 # full ResNet18 with MoCo on tiles (Sec. 4.1). Here MoCo v2 runs on tiles of the labelled cohort with the profile's
 # budget; its learning rate follows MoCo's linear scaling rule (0.03 at batch 256, so 0.0075 at the demo's 64).
@@ -33,12 +35,12 @@ from pathlib import Path
 import pandas as pd
 
 from gigassl.config import get_profile
-from gigassl.figures import moco_heldout as heldout_curves, moco_loss, save_figure, save_table
+from gigassl.figures import finding, moco_heldout as heldout_curves, moco_loss, save_figure, save_table, show_table
 from gigassl.stages import encoder_comparison, moco_finding, moco_heldout, pretrain
 
 config = get_profile(profile)
 checkpoint = pretrain(config, run_dir, out_dir)
-pd.read_csv(Path(out_dir) / "moco" / "log.csv")
+show_table(pd.read_csv(Path(out_dir) / "moco" / "log.csv"))
 
 # %% [markdown]
 # ## The MoCo loss
@@ -61,7 +63,7 @@ save_figure(moco_loss(pd.read_csv(Path(out_dir) / "moco" / "steps.csv"), smoothi
 curve, n_heldout = moco_heldout(config, run_dir, out_dir)
 save_table(curve.drop(columns="weights"), "moco_retrieval", figures_dir)
 save_figure(heldout_curves(curve), "moco_heldout", figures_dir)
-curve.drop(columns="weights")
+show_table(curve.drop(columns="weights"))
 
 # %% [markdown]
 # ## With labels: AverageMIL with the MoCo encoder against a random encoder
@@ -73,4 +75,4 @@ useful = encoder_comparison(config, run_dir, out_dir, checkpoint, tasks)
 save_table(useful, "moco_vs_random", figures_dir)
 
 # %%
-print(moco_finding(curve, useful, n_heldout))
+finding(moco_finding(curve, useful, n_heldout))

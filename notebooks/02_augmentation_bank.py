@@ -11,6 +11,8 @@
 # %% [markdown]
 # # The bank of augmented tile embeddings
 #
+# **In this run:** {glue:md}`finding`
+#
 # Sec. 3.2, "Freezing the tile encoder": per slide, A augmentation draws; for each, N tiles sampled with replacement
 # and transformed by that one draw (`shared`, the paper's method), or each by its own draw (`independent`, the NS
 # ablation of Table 3); all embedded by the frozen tile embedder, plus the plain embedding of every tissue tile.
@@ -34,15 +36,16 @@ tiles_shown = 8
 from pathlib import Path
 
 from gigassl.config import get_profile
-from gigassl.figures import augmentation_draws, save_figure, save_table
-from gigassl.stages import bank_summary, cohort_manifest, make_bank
+from gigassl.figures import augmentation_draws, finding, save_figure, save_table
+from gigassl.stages import bank_finding, bank_summary, cohort_manifest, make_bank
 
 config = get_profile(profile)
 report = make_bank(config, run_dir, out_dir, encoder=encoder, mode=mode, pool=pool, plain_from=plain_from)
 print(report.summary())
 
 # %%
-save_table(bank_summary(out_dir, report), f"{Path(out_dir).name}_summary", figures_dir)
+summary = bank_summary(out_dir, report)
+save_table(summary, f"{Path(out_dir).name}_summary", figures_dir)
 
 # %% [markdown]
 # ## One shared draw against independent draws, on the same tiles
@@ -54,3 +57,6 @@ slide = cohort_manifest(run_dir).iloc[first_slide]
 fig = augmentation_draws(slide.path, Path(run_dir) / "cohort" / "coords" / f"{slide.slide_id}.h5", config.augment,
                          tiles=tiles_shown)
 save_figure(fig, f"{Path(out_dir).name}_augmentations", figures_dir)
+
+# %%
+finding(bank_finding(summary))

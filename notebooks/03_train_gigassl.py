@@ -11,6 +11,8 @@
 # %% [markdown]
 # # Giga-SSL training
 #
+# **In this run:** {glue:md}`finding`
+#
 # Sec. 3.1 Steps 3-6 on the frozen bank (Sec. 3.2): each view picks one augmentation draw of a slide and T of its
 # tiles, places them on a sparse map, augments the map (rotation, flips, per-axis scale), and the aggregator (the
 # sparse ResNet18 `layer4`, initialised from the tile embedder's) embeds it; a projector and NT-Xent (Eq. 1,
@@ -41,10 +43,9 @@ encoder_weights = "tile_encoder/moco/checkpoint.pt"  # under run_dir: the tile e
 from pathlib import Path
 
 import pandas as pd
-from IPython.display import display
 
 from gigassl.config import get_profile
-from gigassl.figures import monitor_curves, save_figure, ssl_curves
+from gigassl.figures import finding, monitor_curves, save_figure, show_table, ssl_curves
 from gigassl.stages import monitor_over_training, train_ssl, training_finding
 
 config = get_profile(profile)
@@ -65,8 +66,7 @@ print(f"{run.slides}\ncheckpoint {run.checkpoint}\nembeddings {run.embeddings}")
 # %%
 log = pd.read_csv(Path(out_dir) / "log.csv")
 save_figure(ssl_curves(log, Path(out_dir).name, run.config.batch_size), f"{Path(out_dir).name}_curves", figures_dir)
-print(training_finding(log, run.config.batch_size))
-log.tail()
+show_table(log.tail())
 
 # %% [markdown]
 # ## The monitor
@@ -78,4 +78,7 @@ log.tail()
 if monitor_every:
     over_training = monitor_over_training(out_dir)
     save_figure(monitor_curves(over_training, Path(out_dir).name), f"{Path(out_dir).name}_monitor", figures_dir)
-    display(over_training)
+    show_table(over_training)
+
+# %%
+finding(run.slides, training_finding(log, run.config.batch_size))

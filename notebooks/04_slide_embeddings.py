@@ -11,6 +11,8 @@
 # %% [markdown]
 # # Slide embeddings: R-view inference
 #
+# **In this run:** {glue:md}`finding`
+#
 # One embedding per slide (Sec. 4.2 "Default settings"): R views of T tiles sampled from the plain (non-augmented)
 # tile embeddings, each embedded by the trained aggregator, averaged and L2-normalised (written by the training
 # run with `gigassl embed`; embedded once more here to show that the same seed gives the same embeddings). Below,
@@ -33,8 +35,8 @@ from pathlib import Path
 
 from gigassl.charts import neighbours_gallery, retrieval_bars
 from gigassl.config import get_profile
-from gigassl.experiments import retrieval
-from gigassl.figures import save_figure, save_table, slide_map
+from gigassl.experiments import retrieval, retrieval_finding
+from gigassl.figures import finding, save_figure, save_table, slide_map
 from gigassl.manifest import task_columns
 from gigassl.slideviews import run_views
 from gigassl.stages import embedding_reproducibility, run_embeddings, standardized_average
@@ -89,3 +91,6 @@ save_figure(retrieval_bars(found.precision), "retrieval_precision", figures_dir)
 fig = neighbours_gallery(found.neighbours, Path(run_dir) / "cohort" / "coords" / "thumbnails",
                          [*task_columns(embeddings.manifest), "center"])
 save_figure(fig, "retrieval_neighbours", figures_dir)
+
+# %%
+finding(embeddings.describe(), retrieval_finding(found.precision))

@@ -11,6 +11,8 @@
 # %% [markdown]
 # # Linear probes against MIL baselines: the Table 2 analogue
 #
+# **In this run:** {glue:md}`finding`
+#
 # Sec. 4.2-4.3: a logistic regression on frozen slide embeddings over the profile's splits (case-grouped,
 # stratified), with 100% and 25% of the training labels, against AverageMIL (the mean of the plain tile
 # embeddings, probed the same way) and DeepMIL (gated attention MIL trained from scratch on the tile embeddings).
@@ -40,12 +42,13 @@ confusion_task = "rcc_like"  # the task whose confusion matrix is drawn (the thr
 from pathlib import Path
 
 import pandas as pd
-from IPython.display import display
 
 from gigassl.charts import confusion_matrices, roc_curves, split_strips
 from gigassl.config import get_profile
-from gigassl.experiments import calibration_history, deepmil_finding, heat_maps, main_predictions, table2
-from gigassl.figures import auc_bars_by_protocol, paired_forest, save_figure, save_figures, save_table
+from gigassl.experiments import calibration_history, deepmil_finding, heat_maps, main_predictions, pairs_finding, table2
+from gigassl.figures import (
+    auc_bars_by_protocol, finding, paired_forest, save_figure, save_figures, save_table, show_table,
+)
 from gigassl.slideviews import heat_maps as heat_pictures
 from gigassl.stages import cohort_manifest
 
@@ -125,7 +128,7 @@ print(deepmil_finding(few_tiles, result.deepmil_vs_averagemil))
 # synthetic cohort; on your own slides it only reports).
 
 # %%
-display(calibration_history())
+show_table(calibration_history())
 
 # %%
 save_table(result.calibration, "calibration", figures_dir)
@@ -137,3 +140,6 @@ save_table(result.calibration, "calibration", figures_dir)
 
 # %%
 save_table(result.speed, "speed", figures_dir)
+
+# %%
+finding(pairs_finding(result.pairs))

@@ -11,6 +11,8 @@
 # %% [markdown]
 # # Tiny training sets: the Fig. 2 analogue
 #
+# **In this run:** {glue:md}`finding`
+#
 # Sec. 4.3, "Tiny datasets": the training part of every split is cut to exactly N slides (stratified, whole cases;
 # the test part untouched), and Giga-SSL's linear probe is compared with DeepMIL trained from scratch. The paper
 # (N = 250, 100, 50) finds the gain of Giga-SSL grows as N shrinks: +5.1 AUC points at 100 WSI, +6.3 at 50. The
@@ -27,8 +29,8 @@ train = "ssl_full"
 # %%
 from gigassl.charts import fig2
 from gigassl.config import get_profile
-from gigassl.experiments import tiny_datasets
-from gigassl.figures import gain_curves, save_figures, save_table
+from gigassl.experiments import pairs_finding, tiny_datasets
+from gigassl.figures import finding, gain_curves, save_figures, save_table, show_table
 
 config = get_profile(profile)
 result = tiny_datasets(config, run_dir, out_dir, tasks=tasks, train=train)
@@ -40,7 +42,7 @@ save_table(result.gains, "fig2_tiny_datasets", figures_dir)
 
 # %%
 save_figures(gain_curves(result.gains), "fig2_tiny_datasets", figures_dir)
-result.claims
+show_table(result.claims)
 
 # %% [markdown]
 # Fig. 2 as the paper draws it: the AUC of both methods against the size of the training set (mean over the tasks;
@@ -48,3 +50,6 @@ result.claims
 
 # %%
 save_figure(fig2(result.splits, result.gains, protocol="fair"), "fig2_curves", figures_dir)
+
+# %%
+finding(pairs_finding(result.gains))

@@ -11,6 +11,8 @@
 # %% [markdown]
 # # Ablation of the augmentations: the Table 3 analogue
 #
+# **In this run:** {glue:md}`finding`
+#
 # Sec. 5, "Sharing tile augmentations within views improves performance": Giga-SSL with one component removed at
 # a time: without slide-level augmentation; with the tile augmentation not shared (NS: each tile its own draw);
 # with an ImageNet tile embedder (Giga-SSLim); and both (Giga-SSLim NS). Each is probed at 100% of the labels and on
@@ -43,13 +45,13 @@ mapped_columns = None  # colours of the maps; None: the centre and the first tas
 
 # %%
 from gigassl.config import get_profile
-from gigassl.experiments import augmentation_ablation
-from gigassl.figures import paired_forest, save_figure, save_figures, save_table, variant_maps
+from gigassl.experiments import augmentation_ablation, pairs_finding
+from gigassl.figures import finding, paired_forest, save_figure, save_figures, save_table, show_table, variant_maps
 
 config = get_profile(profile)
 result = augmentation_ablation(config, run_dir, out_dir, variants, tasks=tasks, neighbours=neighbours)
 save_table(result.table, "table3_ablation_augmentation", figures_dir)
-result.wide(variants)
+show_table(result.wide(variants))
 
 # %% [markdown]
 # Each variant minus the full method, paired over splits (95% bootstrap interval).
@@ -65,7 +67,10 @@ save_figure(paired_forest(result.pairs, title="Each variant minus the full metho
 
 # %%
 save_table(result.shortcut, "table3_centre_shortcut", figures_dir)
-result.shortcut_wide(variants)
+show_table(result.shortcut_wide(variants))
 
 # %%
 save_figures(variant_maps(result.embeddings, mapped, mapped_columns), "table3_map", figures_dir)
+
+# %%
+finding(pairs_finding(result.pairs))

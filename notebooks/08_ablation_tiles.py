@@ -11,6 +11,8 @@
 # %% [markdown]
 # # Number of tiles per view: the Fig. 3A analogue
 #
+# **In this run:** {glue:md}`finding`
+#
 # Sec. 5, "The fewer tiles, the better": Giga-SSL trained with different numbers T of tiles per view (inference
 # uses the same T, as the paper's supplementary material requires), probed at 100% of the labels.
 
@@ -24,15 +26,18 @@ runs = None  # None: ssl_ref (the profile's T, ablation regime) and every ssl_T<
 
 # %%
 from gigassl.config import get_profile
-from gigassl.experiments import by_task, tiles_ablation
-from gigassl.figures import curves_by_protocol, save_figures, save_table
+from gigassl.experiments import by_task, curve_finding, tiles_ablation
+from gigassl.figures import curves_by_protocol, finding, save_figures, save_table, show_table
 
 config = get_profile(profile)
 fig3a = tiles_ablation(config, run_dir, out_dir, tasks=tasks, runs=runs)
 save_table(fig3a, "fig3a_tiles", figures_dir)
-by_task(fig3a, "tiles_per_view")
+show_table(by_task(fig3a, "tiles_per_view"))
 
 # %%
 save_figures(curves_by_protocol(fig3a, x="tiles_per_view", xlabel="tiles per view T (training and inference)",
                                 logx=True, title="Linear AUC against T ({protocol} protocol)"),
              "fig3a_tiles", figures_dir)
+
+# %%
+finding(curve_finding(fig3a, "tiles_per_view"))

@@ -11,6 +11,8 @@
 # %% [markdown]
 # # Number of views at inference: the Fig. 3B analogue
 #
+# **In this run:** {glue:md}`finding`
+#
 # Sec. 5, "Ensembling representations brings improvement": one slide embedding is the mean of R views; the paper
 # loses up to 4 AUC points without ensembling (R = 1) on NSCLC and sees the gain saturate around R = 50. Here the
 # trained model of the paper's setting embeds every slide with each R and is probed at 100% of the labels.
@@ -27,14 +29,17 @@ bank = "bank_moco_shared"
 
 # %%
 from gigassl.config import get_profile
-from gigassl.experiments import by_task, views_ablation
-from gigassl.figures import curves_by_protocol, save_figures, save_table
+from gigassl.experiments import by_task, curve_finding, views_ablation
+from gigassl.figures import curves_by_protocol, finding, save_figures, save_table, show_table
 
 config = get_profile(profile)
 fig3b = views_ablation(config, run_dir, out_dir, views, tasks=tasks, train=train, bank=bank)
 save_table(fig3b, "fig3b_views", figures_dir)
-by_task(fig3b, "views")
+show_table(by_task(fig3b, "views"))
 
 # %%
 save_figures(curves_by_protocol(fig3b, x="views", xlabel="views R averaged at inference", logx=True,
                                 title="Linear AUC against R ({protocol} protocol)"), "fig3b_views", figures_dir)
+
+# %%
+finding(curve_finding(fig3b, "views"))

@@ -11,6 +11,8 @@
 # %% [markdown]
 # # The aggregator: sparse CNN against attention MIL, the Fig. 3C analogue
 #
+# **In this run:** {glue:md}`finding`
+#
 # Sec. 5, "Attention-deep-MIL unlearns when trained with SSL": the same SSL training with a gated attention MIL as
 # the aggregator instead of the sparse CNN. Both runs were monitored: every few epochs the slides were embedded
 # (fewer views than at the final inference, to keep it cheap) and the linear probe run on the NSCLC analogue.
@@ -23,8 +25,8 @@ figures_dir = "figures"
 runs = {"sparseconv": "ssl_ref", "attention": "ssl_attention"}  # both in the ablation regime
 
 # %%
-from gigassl.experiments import aggregator_ablation
-from gigassl.figures import aggregator_curve, save_figure, save_table, training_curves
+from gigassl.experiments import aggregator_ablation, aggregator_finding
+from gigassl.figures import aggregator_curve, finding, save_figure, save_table, training_curves
 
 fig3c, logs = aggregator_ablation(run_dir, out_dir, runs)
 save_table(fig3c, "fig3c_aggregator", figures_dir)
@@ -35,3 +37,6 @@ save_figure(aggregator_curve(fig3c, protocol="paper"), "fig3c_aggregator", figur
 # %%
 fig = training_curves(logs, columns=("loss", "alignment", "uniformity", "effective_rank"))
 save_figure(fig, "fig3c_training_curves", figures_dir)
+
+# %%
+finding(aggregator_finding(fig3c))

@@ -11,6 +11,8 @@
 # %% [markdown]
 # # Training on independent centres: the Table 4 analogue
 #
+# **In this run:** {glue:md}`finding`
+#
 # Sec. 5, "Generalization": the paper trained Giga-SSL on TCGA slides from centres that contributed nothing to the
 # NSCLC dataset and probed on NSCLC. Here the centres are split in two (whole centres, about half the slides each,
 # `gigassl.splits.centre_holdout`); one Giga-SSL model was trained only on the slides of the first half, and both it
@@ -27,11 +29,13 @@ train_size = None  # the tiny training set (the paper: 50 WSI); None: the profil
 
 # %%
 from gigassl.config import get_profile
-from gigassl.experiments import independent_centres
-from gigassl.figures import save_table
+from gigassl.experiments import centres_finding, independent_centres
+from gigassl.figures import finding, save_table, show_table
 
 config = get_profile(profile)
 result = independent_centres(config, run_dir, out_dir, models, tasks=tasks, train_size=train_size)
-print(result.describe())
 save_table(result.table, "table4_independent_centres", figures_dir)
-result.wide()
+show_table(result.wide())
+
+# %%
+finding(centres_finding(result))

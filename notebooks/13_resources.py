@@ -11,6 +11,8 @@
 # %% [markdown]
 # # Time and memory of the run
 #
+# **In this run:** {glue:md}`finding`
+#
 # Recorded by the runner (`gigassl run`) for every execution of the plan: wall time and the peak resident memory of
 # the notebook's kernel (sampled every 0.25 s). Executions skipped because nothing changed keep the figures of the
 # run that made them.
@@ -25,11 +27,13 @@ figures_dir = "figures"
 from pathlib import Path
 
 from gigassl.experiments import resources as recorded
-from gigassl.figures import resources, save_figure, save_table
+from gigassl.figures import finding, resources, save_figure, save_table
 
 frame, said = recorded(run_dir, profile, exclude=Path(out_dir).name)
 save_table(frame, "resources", figures_dir)
-print(said)
 
 # %%
 save_figure(resources(frame), "resources", figures_dir)
+
+# %%
+finding(said)

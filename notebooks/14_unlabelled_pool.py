@@ -11,6 +11,8 @@
 # %% [markdown]
 # # More unlabelled slides for SSL
 #
+# **In this run:** {glue:md}`finding`
+#
 # An experiment the paper does not have: the paper trained Giga-SSL on about 11,000 TCGA slides and probed on about
 # 1,000 labelled ones per task. Here Giga-SSL is trained on the labelled cohort plus a growing part of the unlabelled
 # pool (slides with no label, used by SSL only), always for the same number of optimizer steps (the ablation
@@ -29,8 +31,8 @@ no_pool = "ssl_ref"  # the run without pool slides (same steps)
 
 # %%
 from gigassl.config import get_profile
-from gigassl.experiments import unlabelled_pool
-from gigassl.figures import pool_curves, save_figures, save_table
+from gigassl.experiments import pairs_finding, unlabelled_pool
+from gigassl.figures import finding, pool_curves, save_figures, save_table
 
 config = get_profile(profile)
 result = unlabelled_pool(config, run_dir, out_dir, tasks=tasks, bank=bank, no_pool=no_pool)
@@ -48,3 +50,6 @@ save_figures(pool_curves(result.summary), "unlabelled_pool", figures_dir)
 
 # %%
 save_table(result.gain, "unlabelled_pool_paired", figures_dir)
+
+# %%
+finding(pairs_finding(result.gain))

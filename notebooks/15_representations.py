@@ -11,6 +11,8 @@
 # %% [markdown]
 # # What each representation learnt: label-free diagnostics
 #
+# **In this run:** {glue:md}`finding`
+#
 # For the slide embeddings of every model of the plan and for AverageMIL, on the labelled slides
 # (`gigassl.diagnostics`, no task label involved):
 #
@@ -37,8 +39,8 @@ runs = ["ssl_full", "ssl_ref", "ssl_no_slide_aug", "ssl_ns", "ssl_no_tile_aug", 
 # %%
 from gigassl.config import get_profile
 from gigassl.diagnostics import reading
-from gigassl.experiments import representations
-from gigassl.figures import diagnostics_bars, save_figure, save_table
+from gigassl.experiments import representations, representations_finding
+from gigassl.figures import diagnostics_bars, finding, save_figure, save_table, show_table
 
 config = get_profile(profile)
 table = representations(config, run_dir, runs, bank=bank)
@@ -51,4 +53,7 @@ save_figure(diagnostics_bars(table), "representations", figures_dir)
 # How to read each column:
 
 # %%
-reading()
+show_table(reading())
+
+# %%
+finding(representations_finding(table))

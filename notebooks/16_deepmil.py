@@ -11,6 +11,8 @@
 # %% [markdown]
 # # The DeepMIL baseline
 #
+# **In this run:** {glue:md}`finding`
+#
 # Gated attention MIL (Ilse et al. 2018) trained from scratch on the plain tile embeddings of the bank, as the field
 # trains attention MIL: tile features standardised on the training bags, Adam, class-balanced cross-entropy, CLAM's
 # schedule counted in optimizer steps, early stopping on a validation part of each training split
@@ -28,12 +30,11 @@ bank = "bank_moco_shared"
 
 # %%
 from gigassl.config import get_profile
-from gigassl.experiments import deepmil, deepmil_few_tiles
-from gigassl.figures import deepmil_curves, save_figure, save_table
+from gigassl.experiments import deepmil, deepmil_few_tiles, pairs_finding
+from gigassl.figures import deepmil_curves, finding, save_figure, save_table, show_table
 
 config = get_profile(profile)
 result = deepmil(config, run_dir, out_dir, tasks=tasks, bank=bank)
-print(result.describe())
 
 # %% [markdown]
 # ## Learning curves
@@ -45,7 +46,7 @@ print(result.describe())
 
 # %%
 save_figure(deepmil_curves(result.curves, budget="full"), "deepmil_curves", figures_dir)
-result.stopping()
+show_table(result.stopping())
 
 # %% [markdown]
 # ## Where attention should help
@@ -54,4 +55,8 @@ result.stopping()
 # DeepMIL should beat AverageMIL there; on the demo's tasks, whose labels are spread over many tiles, it need not.
 
 # %%
-save_table(deepmil_few_tiles(config), "deepmil_few_tiles", figures_dir)
+few = deepmil_few_tiles(config)
+save_table(few, "deepmil_few_tiles", figures_dir)
+
+# %%
+finding(result.describe(), pairs_finding(few, protocol="paper"))

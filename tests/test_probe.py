@@ -43,7 +43,7 @@ def test_threads_do_not_change_the_result():
 
 
 def test_probe_rejects_unknown_preprocessing():
-    with pytest.raises(ConfigError, match="l2, standard, l2\\+standard, none"):
+    with pytest.raises(ConfigError, match="'minmax' is not allowed.*'l2', 'standard', 'l2\\+standard', 'none'"):
         LinearProbe(preprocessing="minmax").fit(*data())
 
 
