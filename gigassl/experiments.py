@@ -284,7 +284,7 @@ class IndependentCentres:
 def independent_centres(config: Profile, run_dir, out_dir, models: dict, tasks=None,
                         train_size: int | None = None) -> IndependentCentres:
     """The models (``{model: run}``: ``full`` trained on every slide, ``independent`` on the other centres) probed on
-    the slides of the probe centres (:func:`gigassl.splits.centre_holdout`) at 100% and on a training set of
+    the slides of the probe centres (:func:`gigassl.centres.centre_holdout`) at 100% and on a training set of
     ``train_size`` slides (None: the profile's smallest; 0: none)."""
     from .centres import centre_holdout
 

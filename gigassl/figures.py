@@ -40,6 +40,18 @@ def save_table(frame: pd.DataFrame, name: str, figures_dir: str | os.PathLike, d
     _display(frame.style.format(precision=digits).hide(axis="index").set_caption(name))
 
 
+def save_html(html: str, name: str, figures_dir: str | os.PathLike, title: str = "") -> None:
+    """Write an HTML fragment as the standalone page ``<name>.html`` (offline: it must inline its scripts) and show
+    the fragment in a notebook."""
+    page = f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>{title or name}</title></head><body>{html}</body></html>"
+    write_text_atomic(Path(figures_dir) / f"{name}.html", page)
+    try:
+        from IPython.display import HTML
+    except ImportError:
+        return
+    _display(HTML(html))
+
+
 def finding(*sentences: str, name: str = "finding") -> None:
     """Record a page's finding (sentences computed from the run) for the line that opens the page: the page's
     first cell holds ``{glue:md}`finding``` (myst-nb's glue, resolved when the book is built). Shows nothing."""

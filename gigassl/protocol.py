@@ -20,7 +20,7 @@ from .metrics import auc_score
 from .probe import PROTOCOLS, TunedLinearProbe, make_probe
 from .labels import load_labels
 from .splits import Split, check_ids, check_splits, plan_splits
-from .utils import limit_threads, write_csv_atomic
+from .utils import format_ids, limit_threads, write_csv_atomic
 
 COLUMNS = (
     "method", "protocol", "task", "budget", "split", "auc", "n_train", "n_test", "n_classes_test", "case_overlap",
@@ -34,7 +34,7 @@ def evaluate(plan: list[Split], labels: pd.DataFrame, fit_predict, *, method: st
 
     Args:
         plan: splits from :func:`gigassl.splits.plan_splits` (each carries its budget name).
-        labels: frame from :func:`gigassl.splits.load_labels`.
+        labels: frame from :func:`gigassl.labels.load_labels`.
         fit_predict: ``fit_predict(split, index) -> (classes, proba[, extra])``: train on ``split.train_ids``
             and return the probabilities (n_test, n_classes) of ``split.test_ids``, optionally with a dict of
             extra columns; ``index`` is the split's position within its budget (a seed key). Its CPU time
@@ -87,7 +87,7 @@ def load_embeddings(embeddings, ids_path=None) -> tuple[list[str], np.ndarray]:
         raise ManifestError(f"Embeddings of shape {matrix.shape} for {len(ids)} ids; expected ({len(ids)}, D).")
     if len(set(ids)) != len(ids):
         repeated = sorted({i for i in ids if ids.count(i) > 1})
-        raise ManifestError(f"Embedding ids repeated: {repeated[:10]} ({len(repeated)}); each slide once.")
+        raise ManifestError(f"Embedding ids repeated, {format_ids(repeated)}; each slide once.")
     return ids, matrix
 
 
@@ -131,7 +131,7 @@ def probe_plan(embeddings, labels: pd.DataFrame, plan: list[Split], *, task: str
     """The linear probe over planned splits (each with its budget): the fast core of :func:`run_probe`.
 
     Args:
-        embeddings: (ids, (S, D) matrix); labels: frame from :func:`gigassl.splits.load_labels`.
+        embeddings: (ids, (S, D) matrix); labels: frame from :func:`gigassl.labels.load_labels`.
         n_threads: BLAS/OpenMP threads for the whole run (1: fewest CPU-seconds; None: library default).
         protocol: ``paper`` (``preprocessing`` and C = ``config.C``) or ``fair`` (see :func:`make_probe`).
 

@@ -241,7 +241,7 @@ def train_ssl(config: Profile, run_dir: str | os.PathLike, out_dir: str | os.Pat
         steps, tiles_per_view, aggregator, aggregator_init, bn_views, schedule_epochs, slide_aug, monitor_every:
             the :class:`gigassl.config.TrainConfig` fields an ablation changes (None: the profile's).
         exclude_probe_centres: train only on the centres absent from the probe slides (Table 4,
-            :func:`gigassl.splits.centre_holdout`).
+            :func:`gigassl.centres.centre_holdout`).
         encoder_weights: under ``run_dir``, the tile embedder whose layer4 starts the aggregator (None: none).
 
     The batch size is the profile's, or the number of slides when there are fewer.

@@ -29,14 +29,16 @@ bank = "bank_moco_shared"  # execution whose plain tile embeddings the slides ar
 retrieval_k = [1, 5, 10]  # neighbours counted by the retrieval precision
 queries = 3  # query slides shown with their neighbours
 views_drawn = 3  # views of one slide drawn step by step
+interactive_colour = "center"  # the column that colours the interactive map
 
 # %%
 from pathlib import Path
 
+from gigassl.atlas import interactive_map, umap_2d, umap_figure
 from gigassl.charts import neighbours_gallery, retrieval_bars
 from gigassl.config import get_profile
 from gigassl.experiments import retrieval, retrieval_finding
-from gigassl.figures import finding, save_figure, save_table, slide_map
+from gigassl.figures import finding, save_figure, save_html, save_table, slide_map
 from gigassl.manifest import task_columns
 from gigassl.slideviews import run_views
 from gigassl.stages import embedding_reproducibility, run_embeddings, standardized_average
@@ -71,6 +73,20 @@ save_figure(fig, "average_embeddings_map", figures_dir)
 # %%
 table = embedding_reproducibility(config, run_dir, train, bank, out_dir, embeddings)  # the same slides, seed, R, T
 save_table(table, "slide_embeddings_summary", figures_dir)
+
+# %% [markdown]
+# ## UMAP, and an interactive map
+# The same slide embeddings in UMAP (cosine distance, seeded), coloured by each label and by centre; then one map
+# to explore: hover a slide to see its id, its labels, its centre and its thumbnail (colour: the parameter
+# `interactive_colour`).
+
+# %%
+points = umap_2d(embeddings.matrix, seed=config.embed.seed)
+save_figure(umap_figure(points, embeddings.manifest, title="Giga-SSL slide embeddings (UMAP)"), "slide_embeddings_umap",
+            figures_dir)
+save_html(interactive_map(points, embeddings.manifest, Path(run_dir) / "cohort" / "coords" / "thumbnails",
+                          interactive_colour, title="Giga-SSL slide embeddings (UMAP): hover a slide"),
+          "slide_embeddings_interactive", figures_dir)
 
 # %% [markdown]
 # ## Slide retrieval

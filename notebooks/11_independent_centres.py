@@ -15,7 +15,7 @@
 #
 # Sec. 5, "Generalization": the paper trained Giga-SSL on TCGA slides from centres that contributed nothing to the
 # NSCLC dataset and probed on NSCLC. Here the centres are split in two (whole centres, about half the slides each,
-# `gigassl.splits.centre_holdout`); one Giga-SSL model was trained only on the slides of the first half, and both it
+# `gigassl.centres.centre_holdout`); one Giga-SSL model was trained only on the slides of the first half, and both it
 # and the model trained on every slide are probed on the slides of the second half.
 
 # %% tags=["parameters"]
