@@ -82,6 +82,9 @@ def confusion_matrices(predictions: pd.DataFrame, task: str):
     """The confusion matrix of ``task`` per method, pooled over the test slides of every split, each row (true class)
     normalised to 1, with the counts written in the cells."""
     part = predictions[predictions["task"] == task]
+    if part.empty:
+        raise ValueError(f"No predictions of task {task!r}; the predictions hold {sorted(set(predictions['task']))}. "
+                         "Choose one of them (the notebook's confusion_task).")
     methods = list(dict.fromkeys(part["method"]))
     classes = sorted(set(part["label"]))
     fig, axes = plt.subplots(1, len(methods), figsize=(3.4 * len(methods), 3.1), squeeze=False)

@@ -43,12 +43,14 @@ from pathlib import Path
 
 import pandas as pd
 
+from gigassl.analyses import heat_maps, main_predictions
 from gigassl.charts import confusion_matrices, roc_curves, split_strips
 from gigassl.config import get_profile
-from gigassl.experiments import calibration_history, deepmil_finding, heat_maps, main_predictions, pairs_finding, table2
+from gigassl.experiments import calibration_history, deepmil_finding, table2
 from gigassl.figures import (
     auc_bars_by_protocol, finding, paired_forest, save_figure, save_figures, save_table, show_table,
 )
+from gigassl.results import pairs_finding
 from gigassl.slideviews import heat_maps as heat_pictures
 from gigassl.stages import cohort_manifest
 

@@ -29,8 +29,9 @@ train_size = None  # the tiny training set (the paper: 50 WSI); None: the profil
 
 # %%
 from gigassl.config import get_profile
-from gigassl.experiments import centres_finding, independent_centres
+from gigassl.experiments import independent_centres
 from gigassl.figures import finding, save_table, show_table
+from gigassl.results import centres_finding
 
 config = get_profile(profile)
 result = independent_centres(config, run_dir, out_dir, models, tasks=tasks, train_size=train_size)

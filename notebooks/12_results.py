@@ -44,8 +44,8 @@ from IPython.display import Markdown, display
 
 from gigassl import paper
 from gigassl.config import get_profile
-from gigassl.experiments import explain, results
 from gigassl.figures import agreement_plot, finding, save_figure, save_table, show, show_table
+from gigassl.results import explain, results
 
 config = get_profile(profile)
 figures = Path(figures_dir)

@@ -39,8 +39,9 @@ runs = ["ssl_full", "ssl_ref", "ssl_no_slide_aug", "ssl_ns", "ssl_no_tile_aug", 
 # %%
 from gigassl.config import get_profile
 from gigassl.diagnostics import reading
-from gigassl.experiments import representations, representations_finding
+from gigassl.experiments import representations
 from gigassl.figures import diagnostics_bars, finding, save_figure, save_table, show_table
+from gigassl.results import representations_finding
 
 config = get_profile(profile)
 table = representations(config, run_dir, runs, bank=bank)

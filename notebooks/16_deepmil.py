@@ -30,8 +30,9 @@ bank = "bank_moco_shared"
 
 # %%
 from gigassl.config import get_profile
-from gigassl.experiments import deepmil, deepmil_few_tiles, pairs_finding
+from gigassl.experiments import deepmil, deepmil_few_tiles
 from gigassl.figures import deepmil_curves, finding, save_figure, save_table, show_table
+from gigassl.results import pairs_finding
 
 config = get_profile(profile)
 result = deepmil(config, run_dir, out_dir, tasks=tasks, bank=bank)

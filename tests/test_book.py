@@ -93,20 +93,52 @@ def test_figures_load_in_headless_chromium(built, tmp_path):
     for flag in ("--headless=new", "--no-sandbox", "--disable-gpu", "--no-first-run", "--disable-background-networking",
                  "--disable-component-update", "--disable-sync", f"--user-data-dir={tmp_path / 'profile'}"):
         options.add_argument(flag)
+    options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
     server = _serve(built / "_build" / "html")
     driver = webdriver.Chrome(options=options, service=Service(shutil.which("chromedriver") or "/usr/bin/chromedriver"))
+    local = f"http://127.0.0.1:{server.server_port}/"
     try:
-        for page in ("book/executed/results.html", "book/executed/ablation_views.html", "book/method.html"):
-            driver.get(f"http://127.0.0.1:{server.server_port}/{page}")
+        for page in ("book/executed/results.html", "book/executed/ablation_views.html", "book/method.html",
+                     "book/executed/cohort.html", "book/executed/slide_embeddings.html",
+                     "book/executed/linear_probe.html", "book/executed/tiny_datasets.html"):
+            driver.get(local + page)
             driver.execute_script("return document.readyState")
             widths = driver.execute_script(
                 "return Promise.all(Array.from(document.images).map(i => i.decode().then(() => i.naturalWidth,"
                 " () => 0)));")
             assert widths, f"{page} has no image"
             assert all(w > 0 for w in widths), f"{page}: images not loaded: {widths}"
+            fetched = driver.execute_script("return performance.getEntriesByType('resource').map(e => e.name);")
+            assert all(url.startswith(local) or url.startswith("data:") for url in fetched), \
+                f"{page} loads from outside the book: {[u for u in fetched if not u.startswith(local)]}"
+            errors = [e for e in driver.get_log("browser") if e["level"] == "SEVERE"]
+            assert not errors, f"{page}: console errors {errors}"
+            if page.endswith("slide_embeddings.html"):  # the interactive map rendered (bokeh draws on a canvas)
+                drawn = driver.execute_script(
+                    "return new Promise(done => setTimeout(() => done(Array.from(document.querySelectorAll("
+                    "'.gigassl-interactive-map')).map(m => (m.querySelector('.bk-Figure, .bk-root, div[data-root-id]')"
+                    " !== null) && (m.querySelector('canvas') !== null || m.innerHTML.includes('shadowRoot') || "
+                    "Array.from(m.querySelectorAll('*')).some(n => n.shadowRoot && n.shadowRoot.querySelector("
+                    "'canvas'))))), 3000));")
+                assert drawn and all(drawn), f"the interactive map did not render: {drawn}"
     finally:
         driver.quit()
         server.shutdown()
+
+
+def test_every_figure_is_listed_in_figures_readme_and_the_single_pages_are_committed(built):
+    """figures/README.md names what writes every file a run makes; the committed demo figures are those of the
+    current notebooks: every file of a page that runs once (not the per-bank and per-training-run files, whose
+    names follow the profile's plan) is committed."""
+    from .test_project import committed_figures, figure_patterns, listed
+
+    patterns = figure_patterns()
+    made = sorted(p.name for p in (built / "figures").iterdir())
+    assert not [n for n in made if not listed(n, patterns)], "figures absent from figures/README.md"
+    committed = {p.name for p in committed_figures()}
+    single = [n for n in made if not n.startswith(("bank_", "ssl_"))]
+    missing = [n for n in single if n not in committed]
+    assert not missing, f"figures written by the notebooks but not committed (run make book and commit figures/): {missing}"
 
 
 def test_rerun_skips_everything_and_a_changed_parameter_reruns_its_dependents(built):

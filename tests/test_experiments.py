@@ -7,7 +7,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from gigassl import experiments, io
+from gigassl import experiments, io, results
 from gigassl.config import ProbeConfig, get_profile
 
 
@@ -98,7 +98,7 @@ def test_deepmil_finding_states_each_task_at_full_labels():
 def test_results_selects_claims_by_artefact_and_protocol():
     claims = pd.DataFrame({"artefact": ["Table 2", "Fig. 3A", "Fig. 3C", "Table 2"], "protocol": ["paper", "paper",
                            "fair", "fair"], "verdict": ["agree", "undecided", "disagree", "agree"]})
-    result = experiments.Results(pd.DataFrame(), claims, pd.DataFrame(), pd.DataFrame())
+    result = results.Results(pd.DataFrame(), claims, pd.DataFrame(), pd.DataFrame())
     assert len(result.of("Fig. 3")) == 2 and len(result.of("Table 2")) == 2
     verdicts = result.verdicts().set_index("protocol")
     assert verdicts.loc["paper", "agree"] == 1 and verdicts.loc["paper", "undecided"] == 1

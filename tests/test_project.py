@@ -87,3 +87,32 @@ def test_the_gpu_check_runs_end_to_end_as_a_cpu_dry_run(tmp_path):
                 "ssl_step_seconds_workers", "ssl_step_seconds_naive", "inference_50_views_seconds_per_1000_slides"):
         assert figures[key] > 0, key
     assert figures["same_seed_largest_difference"] == 0.0  # on the CPU: bit for bit
+
+
+def figure_patterns() -> dict[str, str]:
+    """{file pattern: the notebook that writes it}, from the table of figures/README.md."""
+    patterns = {}
+    for row in (ROOT / "figures" / "README.md").read_text().splitlines():
+        cells = row.split("|")
+        if row.startswith("| `") and len(cells) > 3:
+            notebook = re.search(r"`(notebooks/[^`]+)`", cells[2]).group(1)
+            patterns.update({pattern: notebook for pattern in re.findall(r"`([^`]+)`", cells[1])})
+    return patterns
+
+
+def listed(name: str, patterns: dict) -> bool:
+    from fnmatch import fnmatch
+
+    return name == "README.md" or any(fnmatch(name, pattern) for pattern in patterns)
+
+
+def committed_figures() -> list[Path]:
+    return [p for p in (ROOT / "figures").iterdir() if p.name != "README.md"]
+
+
+def test_figures_readme_lists_every_committed_file_and_its_notebook():
+    patterns = figure_patterns()
+    assert len(patterns) >= 20
+    assert all((ROOT / notebook).is_file() for notebook in patterns.values())
+    unlisted = [p.name for p in committed_figures() if not listed(p.name, patterns)]
+    assert not unlisted, f"files of figures/ that figures/README.md does not list: {unlisted}"
