@@ -30,7 +30,7 @@ train = "ssl_full"
 from gigassl.charts import fig2
 from gigassl.config import get_profile
 from gigassl.experiments import tiny_datasets
-from gigassl.figures import finding, gain_curves, save_figures, save_table, show_table
+from gigassl.figures import finding, gain_curves, save_figure, save_figures, save_table, show_table
 from gigassl.results import pairs_finding
 
 config = get_profile(profile)

@@ -131,3 +131,20 @@ def test_every_page_opens_with_its_finding(path):
     assert first.cell_type == "markdown" and "{glue:md}`finding`" in first.source.split("\n\n")[1]
     calls = [cell.source for cell in notebook.cells if cell.cell_type == "code" and "finding(" in cell.source]
     assert calls and "from gigassl.figures import" in path.read_text()
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
+def test_every_name_a_notebook_uses_is_bound(path):
+    """Each name a notebook reads is a builtin, a parameter, an import or an assignment of the notebook (a missing
+    import fails here, not after twenty minutes of make book)."""
+    import builtins
+
+    tree = ast.parse("\n".join(c.source for c in jupytext.read(path).cells if c.cell_type == "code"))
+    bound = set(dir(builtins))
+    for node in ast.walk(tree):
+        if isinstance(node, (ast.Import, ast.ImportFrom)):
+            bound.update((a.asname or a.name).split(".")[0] for a in node.names)
+        elif isinstance(node, ast.Name) and isinstance(node.ctx, ast.Store):
+            bound.add(node.id)
+    used = {node.id for node in ast.walk(tree) if isinstance(node, ast.Name) and isinstance(node.ctx, ast.Load)}
+    assert not used - bound, f"{path.name} uses names it never binds: {sorted(used - bound)}"
