@@ -23,11 +23,13 @@ def umap_2d(matrix: np.ndarray, seed: int = 0, neighbours: int = 15, min_dist: f
     spectral init needs a connected graph). Shape: (S, D) -> (S, 2)."""
     import warnings
 
-    import umap
-
     n = len(matrix)
     with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # n_jobs forced to 1 by random_state; tiny graphs
+        # umap's imports pull tqdm.auto, which warns in a kernel without ipywidgets (stderr on the page); n_jobs is
+        # forced to 1 by random_state; tiny graphs warn
+        warnings.simplefilter("ignore")
+        import umap
+
         reducer = umap.UMAP(n_neighbors=max(2, min(int(neighbours), n - 1)), min_dist=min_dist, metric="cosine",
                             random_state=int(seed), init="spectral" if n >= 20 else "random")
         return np.asarray(reducer.fit_transform(np.asarray(matrix, np.float32)), np.float64)
