@@ -53,12 +53,12 @@ def _thumbnail_uri(path: Path, px: int) -> str:
     image = Image.open(path).convert("RGB")
     image.thumbnail((px, px))
     buffer = _bytes.BytesIO()
-    image.save(buffer, format="PNG")
-    return "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode()
+    image.save(buffer, format="JPEG", quality=80)  # a few kB each: the page carries one per slide
+    return "data:image/jpeg;base64," + base64.b64encode(buffer.getvalue()).decode()
 
 
 def interactive_map(points: np.ndarray, frame: pd.DataFrame, thumbnails_dir: str | os.PathLike, color_by: str,
-                    title: str = "", thumbnail_px: int = 120) -> str:
+                    title: str = "", thumbnail_px: int = 96) -> str:
     """An interactive scatter of 2-D points (S, 2), one per row of ``frame``, coloured by ``color_by``; hovering a
     point shows the slide id, every label, the centre and the slide's thumbnail (embedded as a data URI). Returns
     HTML with bokeh's JavaScript inlined: it loads nothing from the network."""
@@ -66,7 +66,7 @@ def interactive_map(points: np.ndarray, frame: pd.DataFrame, thumbnails_dir: str
     from bokeh.models import ColumnDataSource, HoverTool
     from bokeh.palettes import Category10_10
     from bokeh.plotting import figure
-    from bokeh.resources import INLINE
+    from bokeh.resources import Resources
 
     from .manifest import task_columns
 
@@ -88,4 +88,5 @@ def interactive_map(points: np.ndarray, frame: pd.DataFrame, thumbnails_dir: str
     plot.legend.location = "top_left"
     plot.xaxis.axis_label, plot.yaxis.axis_label = "UMAP 1", "UMAP 2"
     script, div = components(plot)
-    return f"<div class='gigassl-interactive-map'>{INLINE.render_js()}{script}{div}</div>"
+    inline = Resources(mode="inline", components=["bokeh"])  # bokeh's core only (1.3 MB; no widgets, tables, mathjax)
+    return f"<div class='gigassl-interactive-map'>{inline.render_js()}{script}{div}</div>"

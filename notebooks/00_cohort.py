@@ -53,7 +53,8 @@ save_figure(cohort_thumbnails(frame, Path(out_dir) / "coords" / "thumbnails", sh
 # ## What tiling keeps and leaves out
 # One slide with an artefact: its thumbnail; what the tissue detector saw (grey: glass, below the saturation
 # threshold; red: pen ink and near-black pixels, removed before the tissue mask; green: the tissue mask); and the
-# tiles kept. A tissue fold is tissue to the detector: its tiles are kept, as in the paper's pipeline.
+# tiles kept. Look at the artefact: the mask is closed and its holes filled after the ink is removed, so a thin
+# stroke across tissue is filled back in and the tiles on it are kept; a tissue fold is tissue to the detector.
 
 # %%
 slide = example_slide(config, frame, tissue_slide)

@@ -37,4 +37,4 @@ def test_interactive_map_is_offline_and_shows_each_slide(tmp_path):
     html = atlas.interactive_map(x[:, :2], frame, tmp_path, "task", title="t")
     sources = re.findall(r"<script[^>]*src=['\"]([^'\"]+)", html)
     assert not sources  # every script inline: nothing fetched
-    assert "s11" in html and "data:image/png;base64," in html and "@thumbnail" in html
+    assert "s11" in html and "data:image/jpeg;base64," in html and "@thumbnail" in html
