@@ -30,8 +30,10 @@ def split_strips(splits: pd.DataFrame, protocol: str = "paper", methods=("gigass
             ax = axes[r, c]
             cell = part[(part["task"] == task) & (part["budget"] == budget)]
             sns.boxplot(data=cell, x="method", y="auc", order=order, ax=ax, color="white", fliersize=0, width=0.5)
-            sns.stripplot(data=cell, x="method", y="auc", order=order, hue="method", palette=palette, ax=ax, size=4,
-                          jitter=0.15, legend=False)
+            for m, method in enumerate(order):  # one dot per split, spread evenly (no random jitter: same picture)
+                values = cell.loc[cell["method"] == method, "auc"].to_numpy()
+                spread = np.linspace(-0.15, 0.15, len(values)) if len(values) > 1 else np.zeros(len(values))
+                ax.scatter(m + spread, values, s=14, color=palette[method], zorder=3)
             ax.set_title(f"{task}, {budget}", fontsize=9)
             ax.set_xlabel("")
             ax.set_ylabel("ROC AUC per split" if c == 0 else "")

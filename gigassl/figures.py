@@ -175,10 +175,10 @@ def moco_heldout(curve: pd.DataFrame):
 def ssl_curves(log: pd.DataFrame, name: str, batch_size: int):
     """Sec. 4.2: a Giga-SSL run's loss per step, with its chance level log(2B - 1), and the label-free diagnostics
     of each training batch (alignment, uniformity, mean cosine and effective rank of W)."""
-    import math
+    from .stages import chance_loss
 
     return training_curves({name: log}, columns=("loss", "alignment", "uniformity", "mean_cosine", "effective_rank"),
-                           x="step", references={"loss": (math.log(2 * batch_size - 1), "log(2B - 1)")})
+                           x="step", references={"loss": (chance_loss(batch_size), "log(2B - 1)")})
 
 
 def monitor_curves(over_training: pd.DataFrame, name: str):

@@ -117,20 +117,24 @@ def training_views(bank: PackedBank, indices: np.ndarray, tiles: int, config: Ma
         sites = np.empty((len(indices), tiles, 2), np.int64)
         for b, i in enumerate(indices):
             g = rng(seed, epoch, bank.keys[i], view)
-            if bank.features is not None:
-                n_draws, n_tiles = bank.features.shape[1:3]
-                draw = int(g.integers(n_draws))
-                pick = np.sort(g.integers(0, n_tiles, tiles))
-                feats[b] = bank.features[i, draw][pick]
-                chosen = bank.coords[i, draw][pick]
-            else:
-                plain, coords = bank.plain(i)
-                pick = np.sort(g.integers(0, len(plain), tiles))
-                feats[b] = plain[pick]
-                chosen = coords[pick]
+            feats[b], chosen, _ = view_tiles(bank, i, tiles, g)
             sites[b] = _sites(bank, i, chosen, config, g)
         out.append(Views(torch.from_numpy(feats), torch.from_numpy(sites)))
     return out[0], out[1]
+
+
+def view_tiles(bank: PackedBank, i: int, tiles: int, generator: np.random.Generator):
+    """Step 3's sampling for one view of slide ``i``: one augmentation draw of the bank, then T tiles of it with
+    replacement (a bank of plain features: T of its plain tiles), drawn from ``generator`` (which the slide
+    augmentation then continues). Returns features (T, F), level-0 coords (T, 2) and the draw (None: plain)."""
+    if bank.features is not None:
+        n_draws, n_tiles = bank.features.shape[1:3]
+        draw = int(generator.integers(n_draws))
+        pick = np.sort(generator.integers(0, n_tiles, tiles))
+        return bank.features[i, draw][pick], bank.coords[i, draw][pick], draw
+    plain, coords = bank.plain(i)
+    pick = np.sort(generator.integers(0, len(plain), tiles))
+    return plain[pick], coords[pick], None
 
 
 def packed_inference_views(bank: PackedBank, i: int, views: int, tiles: int, config: MapConfig, seed: int) -> Views:

@@ -23,22 +23,15 @@ def tissue_picture(slide_path: str | os.PathLike, coords_file: str | os.PathLike
     thumbnail (:func:`gigassl.tiling.tissue_layers`)."""
     from matplotlib.patches import Rectangle
 
-    from .slides import open_slide
     from .tiling import tissue_layers
 
-    slide = open_slide(slide_path)
-    try:
-        width, height = slide.dimensions
-        rgb = np.asarray(slide.get_thumbnail((thumbnail_px, thumbnail_px)).convert("RGB"))
-    finally:
-        slide.close()
+    rgb, scale = _thumbnail(slide_path, thumbnail_px)
     layers = tissue_layers(rgb)
     shown = np.full(rgb.shape, 235, np.uint8)
     shown[layers["tissue"]] = (60, 170, 60)
     shown[layers["pen"] & layers["saturated"]] = (220, 40, 40)
     coords, attrs = io.read_coords(coords_file)
     size = int(attrs["patch_size_level0"])
-    scale = rgb.shape[1] / width
     fig, axes = plt.subplots(1, 3, figsize=(13, 13 * rgb.shape[0] / rgb.shape[1] / 3 + 0.8))
     axes[0].imshow(rgb)
     axes[0].set_title("thumbnail", fontsize=9)
@@ -156,7 +149,7 @@ def view_pictures(bank, slide_id: str, slide_path, config, tiles: int = 5, draws
     :class:`gigassl.bankstore.PackedBank`; ``config``: the run's :class:`gigassl.config.MapConfig`."""
     from matplotlib.patches import Rectangle
 
-    from .maps import map_units, slide_augmentation, to_sites
+    from .maps import map_units, slide_augmentation, to_sites, view_tiles
 
     i = int(bank.indices([slide_id])[0])
     size = int(bank.patch_size_level0[i])
@@ -164,15 +157,9 @@ def view_pictures(bank, slide_id: str, slide_path, config, tiles: int = 5, draws
     fig, axes = plt.subplots(draws, 3, figsize=(12, 3.3 * draws), squeeze=False)
     for row in range(draws):
         g = rng(seed + row, epoch, bank.keys[i], 0)
-        if bank.features is not None:
-            n_draws, n_tiles = bank.features.shape[1:3]
-            draw = int(g.integers(n_draws))
-            chosen = np.asarray(bank.coords[i, draw][np.sort(g.integers(0, n_tiles, tiles))])
-            what = f"draw {draw} of {n_draws}"
-        else:
-            plain, coords = bank.plain(i)
-            chosen = np.asarray(coords[np.sort(g.integers(0, len(plain), tiles))])
-            what = "plain tiles"
+        _, chosen, draw = view_tiles(bank, i, tiles, g)
+        chosen = np.asarray(chosen)
+        what = "plain tiles" if draw is None else f"draw {draw} of {bank.features.shape[1]}"
         units = map_units(chosen, config.downsample, size)
         before = to_sites(units)
         after = to_sites(slide_augmentation(units, config, g))

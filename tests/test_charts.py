@@ -67,3 +67,12 @@ def test_retrieval_bars_mark_chance():
     fig = charts.retrieval_bars(precision)
     assert len(fig.axes) == 2
     assert any(np.allclose(line.get_ydata(), 0.25) for line in fig.axes[0].get_lines())
+
+
+def test_split_strips_draw_the_same_picture_twice():
+    rows = [{"method": m, "protocol": "paper", "task": "t", "budget": "full", "split": f"split_{k}", "auc": 0.6 + 0.03 * k}
+            for m in ("gigassl", "averagemil") for k in range(6)]
+    first, second = (charts.split_strips(pd.DataFrame(rows)) for _ in range(2))
+    dots = [[c.get_offsets().data.tolist() for c in fig.axes[0].collections if len(c.get_offsets()) == 6]
+            for fig in (first, second)]
+    assert dots[0] == dots[1] and len(dots[0]) == 2
