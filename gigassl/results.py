@@ -56,24 +56,20 @@ def results(config: Profile, run_dir, figures_dir) -> Results:
     small = budget_name(size=min(config.probe.train_sizes))
     figures = Path(figures_dir)
     side = paper.side_by_side(pd.read_csv(figures / "table2_linear_probe.csv"))
-    table4_splits = read_splits(run_dir, "independent_centres")
-    small4 = small if small in set(table4_splits["budget"]) else None
+    read = {name: read_splits(run_dir, name) for name in (
+        "linear_probe", "tiny_datasets", "ablation_augmentation", "independent_centres", "ablation_tiles",
+        "ablation_views", "ablation_deepmil_aggregator")}  # each page's per-split table, read once
+    small4 = small if small in set(read["independent_centres"]["budget"]) else None
     speed = pd.read_csv(figures / "speed.csv")
-    claims = []
-    for protocol in PROTOCOLS:
-        claims.append(paper.table2(read_splits(run_dir, "linear_probe"), protocol=protocol, **boot))
-    for protocol in PROTOCOLS:
-        claims.append(paper.fig2(read_splits(run_dir, "tiny_datasets"), protocol=protocol, **boot))
-    for protocol in PROTOCOLS:
-        claims.append(paper.table3(read_splits(run_dir, "ablation_augmentation"), small, protocol=protocol, **boot))
-    for protocol in PROTOCOLS:
-        claims.append(paper.table4(table4_splits, small4, protocol=protocol, **boot))
-    for protocol in PROTOCOLS:
-        claims.append(paper.fig3(tiles=read_splits(run_dir, "ablation_tiles"), views=read_splits(run_dir, "ablation_views"),
-                                 aggregator=read_splits(run_dir, "ablation_deepmil_aggregator"), protocol=protocol,
-                                 **boot))
+    fig3 = dict(tiles=read["ablation_tiles"], views=read["ablation_views"],
+                aggregator=read["ablation_deepmil_aggregator"])
+    claims = [paper.table2(read["linear_probe"], protocol=p, **boot) for p in PROTOCOLS]
+    claims += [paper.fig2(read["tiny_datasets"], protocol=p, **boot) for p in PROTOCOLS]
+    claims += [paper.table3(read["ablation_augmentation"], small, protocol=p, **boot) for p in PROTOCOLS]
+    claims += [paper.table4(read["independent_centres"], small4, protocol=p, **boot) for p in PROTOCOLS]
+    claims += [paper.fig3(**fig3, protocol=p, **boot) for p in PROTOCOLS]
     claims.append(paper.speed_claim(speed))
-    no_tile_aug = paired(read_splits(run_dir, "ablation_augmentation"), "no_tile_aug", "full", **boot)
+    no_tile_aug = paired(read["ablation_augmentation"], "no_tile_aug", "full", **boot)
     return Results(side, pd.concat(claims, ignore_index=True), no_tile_aug, speed)
 
 
@@ -97,7 +93,8 @@ def pairs_finding(pairs: pd.DataFrame, protocol: str = "fair") -> str:
         above = int((rows["ci_low"] > 0).sum())
         below = int((rows["ci_high"] < 0).sum())
         said.append(f"{a} minus {b} is above 0 in {above}, below 0 in {below} and undecided in "
-                    f"{len(rows) - above - below} of {len(rows)} comparisons (mean {rows['difference'].mean():+.3f} AUC)")
+                    f"{len(rows) - above - below} of {len(rows)} comparisons "
+                    f"(mean {rows['difference'].mean():+.3f} AUC)")
     return f"Under the {protocol} protocol, " + "; ".join(said) + "." if said else "No paired comparison."
 
 

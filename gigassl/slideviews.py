@@ -191,8 +191,9 @@ def run_views(run_dir, train: str = "ssl_full", bank: str = "bank_moco_shared", 
 
     state = load_checkpoint_file(Path(run_dir) / train / "checkpoint.pt", ("gigassl",))
     packed = PackedBank(Path(run_dir) / bank)
-    manifest = pd.read_csv(Path(run_dir) / "cohort" / "manifest.csv", dtype={"slide_id": str})
-    paths = manifest.set_index("slide_id")["path"]
+    from .stages import cohort_manifest
+
+    paths = cohort_manifest(run_dir).set_index("slide_id")["path"]
     slide_id = slide_id or next(s for s in packed.ids if s in paths.index)
     return view_pictures(packed, slide_id, paths.loc[slide_id], MapConfig(**state["config"]["maps"]),
                          tiles=int(state["config"]["tiles_per_view"]), draws=draws, seed=int(state["config"]["seed"]),

@@ -103,10 +103,9 @@ def pretrain(config: Profile, run_dir: str | os.PathLike, out_dir: str | os.Path
     from .moco import pretrain_tiles
 
     cohort = Path(run_dir) / COHORT
-    manifest = cohort / "manifest.csv"
-    frame = pd.read_csv(manifest, dtype={"slide_id": str})
-    return pretrain_tiles(manifest, cohort / "coords", Path(out_dir) / "moco", config.moco, config.augment,
-                          device=config.encoder.device, progress=False, slide_ids=labelled_ids(frame))
+    labelled = labelled_ids(cohort_manifest(run_dir))
+    return pretrain_tiles(cohort / "manifest.csv", cohort / "coords", Path(out_dir) / "moco", config.moco,
+                          config.augment, device=config.encoder.device, progress=False, slide_ids=labelled)
 
 
 def moco_heldout(config: Profile, run_dir: str | os.PathLike, out_dir: str | os.PathLike) -> tuple[pd.DataFrame, int]:
@@ -120,7 +119,7 @@ def moco_heldout(config: Profile, run_dir: str | os.PathLike, out_dir: str | os.
 
     cohort = Path(run_dir) / COHORT
     manifest = cohort / "manifest.csv"
-    frame = pd.read_csv(manifest, dtype={"slide_id": str})
+    frame = cohort_manifest(run_dir)
     labelled, pool = labelled_ids(frame), pool_ids(frame)
     heldout = heldout_tiles(manifest, cohort / "coords", pool or labelled, config.moco.heldout_tiles,
                             config.moco.seed)
@@ -140,7 +139,8 @@ def encoder_comparison(config: Profile, run_dir: str | os.PathLike, out_dir: str
 
     cohort = Path(run_dir) / COHORT
     manifest = cohort / "manifest.csv"
-    labelled = labelled_ids(pd.read_csv(manifest, dtype={"slide_id": str}))
+    labelled = labelled_ids(cohort_manifest(run_dir))
+    labels = pd.read_csv(manifest)
     plain = dataclasses.replace(config.bank, augmentations=0)
     rows = []
     for name, weights in (("random init", None), ("MoCo", str(checkpoint))):
@@ -148,7 +148,6 @@ def encoder_comparison(config: Profile, run_dir: str | os.PathLike, out_dir: str
         folder = Path(out_dir) / f"plain_{name.split()[0].lower()}"
         build_bank(manifest, cohort / "coords", folder, plain, encoder, config.augment, progress=False,
                    slide_ids=labelled)
-        labels = pd.read_csv(manifest)
         for task in tasks or task_columns(labels):
             table = run_averagemil(folder, labels, task, n_splits=config.probe.n_splits, budgets=(1.0,),
                                    train_sizes=(), config=config.probe)
@@ -191,7 +190,7 @@ def make_bank(config: Profile, run_dir: str | os.PathLike, out_dir: str | os.Pat
     from .bank import build_bank
 
     cohort = Path(run_dir) / COHORT
-    manifest = pd.read_csv(cohort / "manifest.csv", dtype={"slide_id": str})
+    manifest = cohort_manifest(run_dir)
     return build_bank(cohort / "manifest.csv", cohort / "coords", out_dir, config.bank,
                       bank_encoder(config, encoder, run_dir), dataclasses.replace(config.augment, mode=mode),
                       progress=False, slide_ids=None if pool else labelled_ids(manifest),
