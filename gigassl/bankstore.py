@@ -34,18 +34,41 @@ IDENTITY = ("encoder", "weights_sha256", "tile_px", "augmentation_mode", "augmen
 @contextlib.contextmanager
 def _file_lock(path: Path):
     """An exclusive advisory lock on ``path`` (fcntl; a no-op where it does not exist): processes that pack the
-    same bank (torchrun ranks, parallel notebooks) pack it once."""
+    same bank (torchrun ranks, parallel notebooks) pack it once. The lock file is removed when released; a process
+    that waited on a file removed meanwhile locks the path's new file instead."""
     try:
         import fcntl
     except ImportError:  # Windows
         yield
         return
-    with open(path, "a") as handle:
+    while True:
+        handle = open(path, "a")
         fcntl.flock(handle, fcntl.LOCK_EX)
         try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
+            current = os.stat(path).st_ino == os.fstat(handle.fileno()).st_ino
+        except FileNotFoundError:
+            current = False
+        if current:
+            break
+        handle.close()  # removed by the process it waited for: lock the file there now
+    try:
+        yield
+    finally:
+        path.unlink(missing_ok=True)  # removed while held, so nothing is left behind and no waiter keeps a stale one
+        fcntl.flock(handle, fcntl.LOCK_UN)
+        handle.close()
+
+
+def _keep_first(path: Path, rows: int, chunk: int = 64) -> None:
+    """Rewrite the ``.npy`` file ``path`` with its first ``rows`` rows only (copied ``chunk`` rows at a time)."""
+    old = np.load(path, mmap_mode="r")
+    part = path.with_name("part." + path.name)
+    new = np.lib.format.open_memmap(part, "w+", old.dtype, (rows,) + old.shape[1:])
+    for start in range(0, rows, chunk):
+        new[start:start + chunk] = old[start:start + chunk]
+    new.flush()
+    del new, old
+    os.replace(part, path)
 
 
 class PackedBank:
@@ -140,6 +163,15 @@ class PackedBank:
         tmp = self.dir.with_name(self.dir.name + f".tmp{os.getpid()}")
         shutil.rmtree(tmp, ignore_errors=True)
         tmp.mkdir(parents=True)
+        try:
+            self._write_pack(tmp, files, signature)
+        except BaseException:  # a refused bank or an interrupted packing leaves no temporary folder behind
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
+        shutil.rmtree(self.dir, ignore_errors=True)
+        os.replace(tmp, self.dir)
+
+    def _write_pack(self, tmp: Path, files: dict[str, Path], signature: list) -> None:
         skipped, banks = {}, {}
         for sid, path in files.items():  # what is in each file (the augmented draws are read again below)
             try:
@@ -151,12 +183,17 @@ class PackedBank:
                 skipped[sid] = f"{path.name} holds no tile (a slide without tissue tiles)"
                 continue
             banks[sid] = (path, bank.attrs, bank.plain_features.shape[1])
-        if not banks:
-            shutil.rmtree(tmp, ignore_errors=True)
-            raise GigasslError(f"No file of {self.bank_dir} holds tiles: " + "; ".join(
+        first = None
+        for sid in list(banks):  # the first file whose augmented draws read (finite, of the right shape)
+            try:
+                first, first_id = io.read_bank(banks[sid][0]), sid
+                break
+            except GigasslError as err:
+                skipped[sid] = str(err)
+                del banks[sid]
+        if first is None:
+            raise GigasslError(f"No file of {self.bank_dir} holds usable tiles: " + "; ".join(
                 f"{sid}: {why}" for sid, why in list(skipped.items())[:5]))
-        first_id = next(iter(banks))
-        first = io.read_bank(banks[first_id][0])
         augmented = first.features is not None
         feats = coords = None
         if augmented:
@@ -164,15 +201,18 @@ class PackedBank:
             feats = np.lib.format.open_memmap(tmp / "features.npy", "w+", np.float16, shape)
             coords = np.lib.format.open_memmap(tmp / "coords.npy", "w+", np.int32, shape[:3] + (2,))
         identity = {k: first.attrs.get(k) for k in IDENTITY if k in first.attrs}
-        sizes, patch, plains, plain_coords = [], [], [], []
+        kept, sizes, patch, plains, plain_coords = [], [], [], [], []
         for i, (sid, (path, attrs, dim)) in enumerate(banks.items()):
-            bank = first if i == 0 else io.read_bank(path, augmented=augmented)
+            try:
+                bank = first if i == 0 else io.read_bank(path, augmented=augmented)
+            except GigasslError as err:  # NaN or a wrong shape in its augmented draws: left out and listed
+                skipped[sid] = str(err)
+                continue
             mine = {k: bank.attrs.get(k) for k in identity}
             if mine != identity or dim != first.plain_features.shape[1]:
                 diff = {k: (identity[k], mine[k]) for k in identity if mine[k] != identity[k]}
                 if dim != first.plain_features.shape[1]:
                     diff["feature_dim"] = (first.plain_features.shape[1], dim)
-                shutil.rmtree(tmp, ignore_errors=True)
                 name = banks[first_id][0].name
                 raise GigasslError(
                     f"The bank {self.bank_dir} mixes files made with different settings: {path.name} differs from "
@@ -185,8 +225,9 @@ class PackedBank:
                     got = None if bank.features is None else bank.features.shape
                     raise GigasslError(f"{path}: augmented features {got} differ from {feats.shape[1:]} of "
                                        f"{banks[first_id][0].name}; rebuild the bank with one setting for all slides.")
-                feats[i] = bank.features
-                coords[i] = bank.coords
+                feats[len(kept)] = bank.features
+                coords[len(kept)] = bank.coords
+            kept.append(sid)
             plains.append(bank.plain_features.astype(np.float16))
             plain_coords.append(bank.plain_coords.astype(np.int32))
             sizes.append(len(bank.plain_features))
@@ -195,17 +236,18 @@ class PackedBank:
             feats.flush()
             coords.flush()
             del feats, coords
+            if len(kept) < len(banks):  # slides left out above: the arrays keep the packed ones only
+                for name in ("features.npy", "coords.npy"):
+                    _keep_first(tmp / name, len(kept))
         np.save(tmp / "plain_features.npy", np.concatenate(plains))
         np.save(tmp / "plain_coords.npy", np.concatenate(plain_coords))
         np.save(tmp / "offsets.npy", np.concatenate([[0], np.cumsum(sizes)]).astype(np.int64))
         attrs = {k: v for k, v in first.attrs.items() if k not in ("slide_id", "name", "savetodir")}
         (tmp / "meta.json").write_text(json.dumps({
             "version": PACK_VERSION, "signature": signature, "source": str(self.bank_dir.resolve()),
-            "ids": list(banks), "skipped": skipped, "patch_size_level0": patch,
+            "ids": kept, "skipped": skipped, "patch_size_level0": patch,
             "feature_dim": int(first.plain_features.shape[1]), "augmented": augmented, "attrs": attrs,
         }, default=str))
-        shutil.rmtree(self.dir, ignore_errors=True)
-        os.replace(tmp, self.dir)
 
     def plain(self, i: int) -> tuple[np.ndarray, np.ndarray]:
         """Slide ``i``'s plain tile features and their level-0 coordinates. Shape: (M, F) float16, (M, 2) int32."""

@@ -2,7 +2,9 @@
 
 It shows a progress bar, skips slides whose output already exists (outputs appear only complete, through a
 temporary name and a rename, so existence means done: a stopped run resumes where it stopped), keeps going
-past a bad slide, and lists every failure in ``<out>/failures.csv`` (slide_id, reason).
+past a bad slide, and lists every failure in ``<out>/failures.csv`` (slide_id, reason). It stops on a failure that
+is not the slide's: the device's (:class:`~gigassl.errors.DeviceError`) or the user's encoder's
+(:class:`~gigassl.errors.UserCodeError`).
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ from typing import Callable, Iterable
 import pandas as pd
 from tqdm import tqdm  # not tqdm.auto, which warns in kernels without ipywidgets
 
-from .errors import DeviceError
+from .errors import DeviceError, UserCodeError
 from .utils import (atomic_path, clean_temporaries, die_with_parent, ensure_writable, is_device_error,
                     write_csv_atomic)
 
@@ -49,6 +51,8 @@ def _run_one(work: Callable[[str, Path], None], slide_id: str, final: Path) -> s
     try:
         with atomic_path(final) as tmp:
             work(slide_id, tmp)
+    except UserCodeError:  # the user's encoder failed: every slide would fail the same way, so the batch stops
+        raise
     except Exception as err:  # noqa: BLE001 - a bad slide must not stop the batch; it is reported
         if is_device_error(err):  # the accelerator failed, not this slide: stop, and say how to fix it
             raise DeviceError(f"The device failed while processing {slide_id} ({type(err).__name__}: {err}). This "

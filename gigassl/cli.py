@@ -35,6 +35,7 @@ _AUGMENT_FIELDS = ("brightness", "contrast", "saturation", "hue", "p_jitter", "p
                    "blur_sigma", "blur_kernel", "flips", "rot90")  # MoCo draws each tile's own (no augment.mode)
 STAGES = {
     "synth": CommandConfig(["synth"], flags={"synth.n_slides": ("--n-slides", "--slides")}, default_profile="demo"),
+    "simulate": CommandConfig(["featsim"], default_profile="demo"),
     "tile": CommandConfig(["tile"]),
     "pretrain-tiles": CommandConfig(["moco", Section("augment", only=_AUGMENT_FIELDS),
                                      Section("encoder", only=("device",))]),
@@ -50,6 +51,23 @@ def _report(report) -> int:
     return 0 if report.ok else 1
 
 
+def _listed_failures(path) -> int:
+    """1 when the failures file ``path`` of a stage lists slides (named on stderr, after the output was written),
+    else 0: a slide left out is a failure (exit status 1), not a silent drop."""
+    from pathlib import Path
+
+    import pandas as pd
+
+    path = Path(path)
+    failed = pd.read_csv(path, dtype=str) if path.is_file() else pd.DataFrame()
+    if failed.empty:
+        return 0
+    print(f"{len(failed)} slide(s) left out, listed in {path}:", file=sys.stderr)
+    for row in failed.head(20).itertuples():
+        print(f"  {row.slide_id}: {row.reason}", file=sys.stderr)
+    return 1
+
+
 # ------------------------------------------------------------------------------------------------ commands
 def cmd_synth(args, config) -> int:
     """Write a synthetic cohort of pyramidal TIFF slides and its manifest.
@@ -61,6 +79,21 @@ def cmd_synth(args, config) -> int:
 
     manifest = synthesize(args.out, config.synth, progress=not args.no_progress)
     print(f"wrote {config.synth.n_slides} labelled and {config.synth.pool_slides} unlabelled slides and {manifest}")
+    return 0
+
+
+def cmd_simulate(args, config) -> int:
+    """Write a feature-level cohort whose label comes from one known mechanism (M0-M4; gigassl.featsim).
+
+    Writes DIR/features_featsim/*.h5 (TRIDENT's tile features: give the folder to train, embed and probe --bank),
+    DIR/labels.csv (slide_id, case_id, center, label, split, oracle), DIR/splits/split_0.csv (train, test) and
+    DIR/oracle.csv (the oracle as a one-dimensional embedding, for probe --embeddings).
+    """
+    from .featsim import simulate
+
+    labels = simulate(args.out, config.featsim, progress=not args.no_progress)
+    print(f"wrote {labels}, {labels.parent / 'oracle.csv'}, {labels.parent / 'splits'} and the tile features in "
+          f"{labels.parent / 'features_featsim'}")
     return 0
 
 
@@ -140,6 +173,9 @@ def cmd_train(args, config) -> int:
     from .train import train
 
     monitor = None
+    if args.monitor_task and not args.monitor_labels:
+        raise ConfigError(f"--monitor-task {args.monitor_task[0]} needs --monitor-labels CSV (the labels of that task, "
+                          "with slide_id and case_id); give it, or drop --monitor-task.")
     if args.monitor_labels:
         from .embed import training_monitor
         from .utils import resolve_device
@@ -149,9 +185,9 @@ def cmd_train(args, config) -> int:
                                    resolve_device(config.train.device))
     path = train(args.bank, args.out, config.train, encoder_weights=args.encoder_weights,
                  slide_ids=slide_id_list(args.slides) if args.slides else None, resume=args.resume, monitor=monitor,
-                 progress=not args.no_progress)
+                 progress=not args.no_progress, overwrite=args.overwrite)
     print(f"wrote {path}")
-    return 0
+    return _listed_failures(path.parent / "failures.csv")
 
 
 def cmd_embed(args, config) -> int:
@@ -163,9 +199,9 @@ def cmd_embed(args, config) -> int:
     from .embed import embed_slides
 
     path = embed_slides(args.bank, args.checkpoint, args.out, config.embed, backend=args.backend,
-                        progress=not args.no_progress, fmt=args.format)
+                        progress=not args.no_progress, fmt=args.format, overwrite=args.overwrite)
     print(f"wrote {path}")
-    return 0
+    return _listed_failures(path / "failures.csv" if path.is_dir() else f"{path}.failures.csv")
 
 
 def cmd_probe(args, config) -> int:
@@ -177,7 +213,12 @@ def cmd_probe(args, config) -> int:
     --budgets/--train-sizes.
     """
     from .methods import run_method, summary_text
+    from .protocol import COLUMNS
+    from .validate import refuse_overwrite
 
+    if args.out:
+        refuse_overwrite(args.out, lambda p: p.is_file() and p.read_text(errors="replace").startswith(",".join(
+            COLUMNS[:4])), "a probe table written by gigassl", args.overwrite)
     table = run_method(args.method, embeddings=args.embeddings, ids=args.ids, bank=args.bank, labels=args.labels,
                        task=args.task, tcga_task=args.tcga_task, splits=args.splits,
                        allow_case_overlap=args.allow_case_overlap, protocol=args.protocol, probe=config.probe,
@@ -270,6 +311,7 @@ def build_parser(require_inputs: bool = True) -> argparse.ArgumentParser:
         p.set_defaults(stage=STAGES[name], options=STAGES[name].add_to(p))
 
     stage(command(cmd_synth, "--out"))
+    stage(command(cmd_simulate, "--out"))
     stage(command(cmd_tile, "--manifest", "--out", **{"--manifest": "CSV with slide_id, path[, mpp, ...]"}))
 
     p = command(cmd_info)
@@ -289,7 +331,12 @@ def build_parser(require_inputs: bool = True) -> argparse.ArgumentParser:
     p.add_argument("--slides", help="CSV (slide_id column) of the slides to train on; default: the whole bank")
     p.add_argument("--monitor-labels", help="labels CSV (slide_id, case_id, tasks) for the linear-probe monitor")
     p.add_argument("--monitor-task", action="append", default=[], help="task column to monitor (repeatable)")
-    p.add_argument("--resume", action="store_true", help="continue from OUT/checkpoint.pt")
+    p.add_argument("--resume", action="store_true",
+                   help="continue from OUT/checkpoint.pt (every setting that changes the result must be the same; "
+                        "without a checkpoint there, training starts at epoch 0 with a warning)")
+    p.add_argument("--overwrite", action="store_true",
+                   help="start afresh in an OUT that holds a run's checkpoints, replacing them (without it, or "
+                        "--resume, such an OUT is refused)")
     stage(p)
 
     p = command(cmd_embed, "--bank", "--checkpoint", "--out", **{
@@ -298,6 +345,9 @@ def build_parser(require_inputs: bool = True) -> argparse.ArgumentParser:
                  "slides left out are listed in OUT.failures.csv"})
     p.add_argument("--format", choices=["h5", "csv", "parquet", "trident"], help="output format (default: from --out)")
     p.add_argument("--backend", choices=["torch", "spconv"], help="sparse backend (default: the checkpoint's)")
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace an existing OUT that gigassl did not write (gigassl's own embeddings are replaced "
+                        "without it)")
     stage(p)
 
     p = command(cmd_probe)
@@ -326,6 +376,8 @@ def build_parser(require_inputs: bool = True) -> argparse.ArgumentParser:
                    help="the paper's TCGA protocol with the authors' labels and splits (data/tcga; the first "
                         "--n-splits of each of their budgets)")
     p.add_argument("--out", help="tidy CSV of every split's result")
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace an existing --out that is not a probe table of gigassl")
     stage(p, progress=False)
 
     p = command(cmd_run)
@@ -365,6 +417,10 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return int(args.func(args, config) or 0)
     except GigasslError as err:
+        if getattr(args, "verbose", False):  # -v: the traceback too (of the user's code, for UserCodeError)
+            import traceback
+
+            traceback.print_exception(err, file=sys.stderr)
         print(f"error: {err}", file=sys.stderr)
         return 1
 

@@ -65,7 +65,8 @@ def where_to_change() -> pd.DataFrame:
 
 # the CLI command of each stage config
 COMMANDS = {"synth": "synth", "tile": "tile", "encoder": "bank", "augment": "bank", "moco": "pretrain-tiles",
-            "bank": "bank", "train": "train", "embed": "embed", "probe": "probe", "deepmil": "probe"}
+            "bank": "bank", "train": "train", "embed": "embed", "probe": "probe", "deepmil": "probe",
+            "featsim": "simulate"}
 
 
 def cli_options() -> dict[str, set[str]]:

@@ -35,6 +35,8 @@ BACKENDS = ("torch", "spconv")
 AGGREGATOR_INITS = ("tile_embedder", "random")
 BN_VIEWS = ("per_view", "joint")
 PREPROCESSING = ("l2", "standard", "l2+standard", "none")
+MECHANISMS = ("M0", "M1", "M2", "M3", "M4")  # the label mechanisms of gigassl.featsim
+SAMPLINGS = ("random", "local")  # how a view draws its T tiles (gigassl.maps)
 
 
 # ------------------------------------------------------------------------------------------------ validation
@@ -599,6 +601,75 @@ class DeepMILConfig:
 
 
 @dataclass(frozen=True)
+class FeatSimConfig:
+    """A feature-level cohort of known label mechanism (``gigassl simulate``; :mod:`gigassl.featsim`, issue #24).
+
+    Attributes:
+        mechanism: what the label depends on: M0 nothing (null) | M1 the share of one tissue class (diffuse) | M2 a
+            few tiles of a class that label 0 never has (focal) | M3 the within-slide spread at an equal mean
+            (heterogeneity) | M4 the arrangement of two classes at an equal composition (intermixed or segregated).
+        effect: effect size in [0, 1] (M1, M3, M4: the shift of the slide statistic between the labels, 1 = no
+            overlap; M2: the share of label-1 slides carrying the focal tiles); none: the value at which the
+            oracle's AUC is 0.85 (gigassl.featsim.calibrated_effect). M0 has none.
+        n_train: labelled training slides (half of each label).
+        n_test: labelled slides of the independent test set (its own random stream per seed).
+        n_pool: unlabelled slides, for SSL only (the same distribution; a bigger pool extends a smaller one).
+        tiles_per_slide: M, tissue tiles of every slide.
+        feature_dim: F, dimension of the tile features.
+        n_classes: K, tissue classes (the mechanism's own classes, then at least 2 background ones).
+        tile_noise: standard deviation of a tile's feature around its class mean (the class means have unit
+            variance per dimension).
+        smoothness: length scale of the tissue-class maps, in tiles (a Gaussian filter's sigma).
+        composition: standard deviation of the per-slide log-weights of the background classes (how much the
+            composition varies from slide to slide, for every label alike).
+        share_range: M0, M1: the range of the share of the target class (a pair low high in (0, 1)).
+        region: M3, M4: the share of the tissue in the mechanism's region (the same in every slide).
+        focal_tiles: M2: the focal tiles of a slide that carries them.
+        n_centers: centres (acquisition sites).
+        center_shift: strength of the per-centre nuisance, an affine map of the features per centre (0: off).
+        seed: generator seed (every slide keyed by seed, split and index).
+    """
+
+    mechanism: str = "M1"
+    effect: float | None = None
+    n_train: int = 100
+    n_test: int = 1000
+    n_pool: int = 0
+    tiles_per_slide: int = 256
+    feature_dim: int = 32
+    n_classes: int = 6
+    tile_noise: float = 2.0
+    smoothness: float = 3.0
+    composition: float = 1.0
+    share_range: tuple[float, float] = (0.05, 0.35)
+    region: float = 0.3
+    focal_tiles: int = 10
+    n_centers: int = 4
+    center_shift: float = 0.0
+    seed: int = 0
+
+    def __post_init__(self):
+        special = {"M3": 3, "M4": 2}.get(self.mechanism, 1)
+        effect_ok, effect_text = _optional(_real(0, 1))
+        tiles_ok = _int(16)[0](self.tiles_per_slide)
+        _validate(self, {
+            "mechanism": _one_of(MECHANISMS),
+            "effect": ((lambda v: effect_ok(v) and (self.mechanism != "M0" or not v)),
+                       f"{effect_text} (M0, the null, has no effect: none or 0)"),
+            "n_train": _int(2), "n_test": _int(2), "n_pool": _int(0), "tiles_per_slide": _int(16),
+            "feature_dim": _int(2),
+            "n_classes": _int(special + 2) if self.mechanism in MECHANISMS else _int(3),
+            "tile_noise": _real(0, open_low=True), "smoothness": _real(0, open_low=True), "composition": _real(0),
+            "share_range": ((lambda v: _interval(0, 1)[0](v) and v[1] < 1),
+                            "a pair (low, high) with 0 < low <= high < 1"),
+            "region": _real(0, 1, open_low=True, open_high=True),
+            "focal_tiles": ((lambda v: _int(1)[0](v) and (not tiles_ok or v <= self.tiles_per_slide // 2)),
+                            f"an integer in [1, tiles_per_slide / 2 = {self.tiles_per_slide // 2 if tiles_ok else '?'}]"),
+            "n_centers": _int(1), "center_shift": _real(0), "seed": _int(0),
+        })
+
+
+@dataclass(frozen=True)
 class Profile:
     """A named set of every stage's parameters (the sections of a ``--config`` file are its fields but ``name``).
 
@@ -614,6 +685,7 @@ class Profile:
         embed: R-view inference (gigassl embed; views for the training monitor).
         probe: the linear probe (gigassl probe; the training monitor's probe).
         deepmil: the DeepMIL baseline (gigassl probe --method deepmil).
+        featsim: the feature-level cohort of known mechanisms (gigassl simulate).
     """
 
     name: str
@@ -627,6 +699,7 @@ class Profile:
     embed: EmbedConfig
     probe: ProbeConfig
     deepmil: DeepMILConfig
+    featsim: FeatSimConfig = field(default_factory=FeatSimConfig)
 
 
 _PAPER = Profile(
@@ -691,6 +764,7 @@ _SMOKE = Profile(
     embed=EmbedConfig(views=4, device="cpu"),
     probe=ProbeConfig(n_splits=3, test_fraction=0.5, budgets=(1.0, 0.5), train_sizes=(4,), n_bootstrap=200),
     deepmil=DeepMILConfig(max_steps=6, eval_every=2, patience=4, batch_size=4, device="cpu"),
+    featsim=FeatSimConfig(n_train=8, n_test=8, n_pool=2, tiles_per_slide=48, focal_tiles=4),
 )
 
 PROFILES: dict[str, Profile] = {p.name: p for p in (_SMOKE, _DEMO, _PAPER)}

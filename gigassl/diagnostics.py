@@ -21,12 +21,15 @@ training batch), on L2-normalised rows:
 
 from __future__ import annotations
 
+import logging
 import warnings
 
 import numpy as np
 
 from .errors import ConfigError
 from .utils import limit_threads
+
+log = logging.getLogger(__name__)
 
 
 def _unit(x) -> np.ndarray:
@@ -87,8 +90,10 @@ def centre_predictability(x, centres, groups=None, n_splits: int = 5, seed: int 
     """Balanced accuracy of predicting ``centres`` from ``x``, cross-validated over folds grouped by ``groups``
     (cases: the slides of a patient stay on one side), with standard scaling and a logistic regression (C = 1).
 
-    Centres with fewer slides than folds take part in training only as far as the folds allow; the chance level is
-    1 / (number of centres). Shape: x (S, D), centres (S,), groups (S,) or None (each slide its own group).
+    Centres with fewer slides than folds take part in training only as far as the folds allow; when even the largest
+    centre has fewer slides (or there are fewer cases) than ``n_splits``, that many folds are used and a warning
+    is logged (NaN when every centre has one slide). The chance level is 1 / (number of centres).
+    Shape: x (S, D), centres (S,), groups (S,) or None (each slide its own group).
     """
     from sklearn.linear_model import LogisticRegression
     from sklearn.metrics import balanced_accuracy_score
@@ -104,7 +109,16 @@ def centre_predictability(x, centres, groups=None, n_splits: int = 5, seed: int 
                           f"({len(x)}).")
     if len(set(centres)) < 2:
         raise ConfigError("centre_predictability needs slides of at least 2 centres.")
-    folds = max(2, min(int(n_splits), len(set(groups.tolist()))))
+    largest = int(np.unique(centres, return_counts=True)[1].max())
+    folds = min(int(n_splits), len(set(groups.tolist())), largest)
+    if folds < 2:
+        log.warning("centre predictability is undefined (NaN): every centre has a single slide, so no fold can "
+                    "train on a centre and test on it.")
+        return float("nan")
+    if folds < int(n_splits):  # StratifiedGroupKFold refuses more folds than the largest centre has slides
+        log.warning("centre predictability: %d folds instead of %d (the largest centre has %d slides, in %d "
+                    "cases); give more slides per centre for the full number.", folds, int(n_splits), largest,
+                    len(set(groups.tolist())))
     predicted = np.empty(len(x), dtype=object)
     cv = StratifiedGroupKFold(n_splits=folds, shuffle=True, random_state=int(seed))
     with limit_threads(1, "blas"), warnings.catch_warnings():

@@ -21,10 +21,10 @@ import numpy as np
 import torch
 from tqdm import tqdm  # not tqdm.auto, which warns in kernels without ipywidgets
 
-from . import __version__, io, provenance
+from . import __version__, io, provenance, validate
 from .aggregators import Views
 from .config import EmbedConfig, MapConfig
-from .errors import ConfigError
+from .errors import ConfigError, GigasslError
 from .bankstore import PackedBank
 from .maps import packed_inference_views
 from .train import load_checkpoint
@@ -79,14 +79,18 @@ def check_bank(bank: PackedBank, state: dict, bank_dir, checkpoint) -> None:
 
 def embed_slides(bank_dir: str | os.PathLike, checkpoint: str | os.PathLike, out: str | os.PathLike,
                  config: EmbedConfig, backend: str | None = None, progress: bool = True, slide_ids=None,
-                 fmt: str | None = None) -> Path:
+                 fmt: str | None = None, overwrite: bool = False) -> Path:
     """Embed every slide of a bank (or the bank's slides ``slide_ids``) with a trained checkpoint; write ``out``.
 
     ``out``: ``.h5`` (ids + (S, D) float32), ``.csv``, ``.parquet``, or a folder (TRIDENT's per-slide layout), see
     :func:`gigassl.io.write_embeddings` (``fmt`` overrides the suffix). Slides asked for that have no file, or
-    one without any tile, are left out and listed in ``<out>.failures.csv``.
+    one without any tile or with non-finite features, are left out and listed in ``<out>.failures.csv``.
+    An existing ``out`` is replaced when gigassl wrote it (:func:`gigassl.io.written_by_gigassl`); any other is
+    refused unless ``overwrite`` (``--overwrite``).
     """
     kind = io.embeddings_format(out, fmt)
+    validate.refuse_overwrite(out, lambda p: io.written_by_gigassl(p, kind), "slide embeddings written by gigassl",
+                              overwrite)
     ensure_writable(Path(out).parent)
     device = resolve_device(config.device)
     model, state = load_checkpoint(checkpoint, device, backend)
@@ -146,11 +150,16 @@ class GigaSSLEmbedder:
         from .bank import slide_key
         from .maps import inference_views
 
-        features = np.asarray(features, np.float32)
-        coords = np.asarray(coords).reshape(-1, 2)
-        if features.ndim != 2 or features.shape[1] != self.in_dim or len(features) != len(coords) or not len(coords):
-            raise ConfigError(f"transform needs features (M, {self.in_dim}) and coords (M, 2) with M >= 1; got "
-                              f"{features.shape} and {coords.shape}.")
+        name = f"slide {slide_id}" if slide_id is not None else "the slide"
+        fix = f"transform needs features (M, {self.in_dim}) and coords (M, 2), finite, with M >= 1."
+        try:
+            features = validate.features(features, f"transform: the features of {name}", fix, self.in_dim)
+            coords = validate.coords(coords, f"transform: the coords of {name}", fix)
+            validate.paired(features, coords, f"transform ({name})", fix)
+        except GigasslError as err:  # a bad argument of the in-memory API: a usage error of the caller
+            raise ConfigError(str(err)) from None
+        if not len(coords):
+            raise ConfigError(f"transform: {name} has no tile (features of shape {features.shape}). {fix}")
         views = inference_views(features, coords, int(patch_size_level0 or 0), self.views, self.tiles_per_view,
                                 self.maps, self.seed, slide_key(slide_id) if slide_id is not None else 0)
         return _mean_view_embedding(self.model, [views], self.views, self.device)[0].numpy()
@@ -177,11 +186,23 @@ def training_monitor(labels, tasks: list[str], maps: MapConfig, views: int, tile
     from .labels import load_labels
     from .train import Monitor
 
+    from .splits import make_splits
+
     probe = probe or ProbeConfig()
+    if not tasks:
+        raise ConfigError("The training monitor (--monitor-labels) needs the task columns to probe, and none was "
+                          "given: add --monitor-task COLUMN (repeatable), e.g. --monitor-task nsclc_like.")
     device = resolve_device(device)  # "auto" (the paper profile's) becomes a real device before any tensor moves
+    if isinstance(labels, (str, os.PathLike)):
+        validate.existing_file(labels, "Monitor label table (--monitor-labels)",
+                               "give a CSV with slide_id, case_id, center and the --monitor-task columns.")
     frame = pd.read_csv(labels, dtype={"slide_id": str, "case_id": str}) if isinstance(labels, (str, os.PathLike)) \
         else pd.DataFrame(labels)
-    labelled = {task: set(load_labels(frame, task)["slide_id"]) for task in tasks}
+    labelled = {}
+    for task in tasks:  # the splits of every task made now: a table too small fails here, not after an epoch
+        table = load_labels(frame, task)
+        make_splits(table, n_splits=probe.n_splits, test_fraction=probe.test_fraction, seed=probe.seed)
+        labelled[task] = set(table["slide_id"])
     meta = frame.set_index("slide_id")
 
     def fn(model, bank: PackedBank, epoch: int) -> list[dict]:

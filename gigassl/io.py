@@ -30,9 +30,13 @@ from pathlib import Path
 import h5py
 import numpy as np
 
-from .errors import GigasslError, ManifestError
+from . import validate
+from .errors import DataError, GigasslError, ManifestError
 from .utils import atomic_path
 
+COORDS_FIX = "Tile the slide again (gigassl tile, TRIDENT or CLAM) into a new folder."
+FEATURES_FIX = ("Extract this slide's features again (TRIDENT, CLAM or gigassl bank) into a new folder, or move the "
+                "file out of the folder to leave the slide out.")
 COORD_ATTRS = ("patch_size", "patch_size_level0", "target_mpp", "level0_mpp", "level0_width", "level0_height", "name")
 
 
@@ -57,12 +61,17 @@ def _attrs_dict(attrs) -> dict:
 
 
 def _open(path: str | os.PathLike, what: str) -> h5py.File:
+    validate.existing_file(path, f"{what} file", "run the stage that writes it first.")
     try:
         return h5py.File(path, "r")
-    except FileNotFoundError:
-        raise GigasslError(f"{what} file {path} does not exist; run the stage that writes it first.") from None
     except OSError as err:
-        if "lock" in str(err).lower():  # HDF5 file locking: another process has it open for writing
+        text = str(err).lower()
+        if "truncated file" in text:  # HDF5 records the size it was written with: a copy or a write cut short
+            raise GigasslError(
+                f"{what} file {path} is truncated ({err}): a copy or a write that did not finish. Copy it again, "
+                "or run the tool that wrote it again into a new folder."
+            ) from None
+        if "unable to lock file" in text or "errno = 11" in text:  # HDF5 file locking: a writer has it open
             raise GigasslError(
                 f"{what} file {path} is open for writing in another process (HDF5 file lock: {err}). Wait for that "
                 "process to finish; on a file system without locks (some NFS mounts) set HDF5_USE_FILE_LOCKING=FALSE."
@@ -122,14 +131,21 @@ def feature_files(folder: str | os.PathLike) -> dict[str, Path]:
 
 def _level0_tile(path, attrs: dict, shape_px: int | None = None) -> tuple[int, int]:
     """(tile px, level-0 px of a tile) from the attributes of gigassl, TRIDENT or CLAM coordinates."""
+    px, level0 = _recorded_tile(path, attrs, shape_px)
+    if not (np.isfinite(px) and np.isfinite(level0) and px > 0 and level0 > 0):
+        raise GigasslError(f"{path}: the recorded tile size is {px} px ({level0} level-0 px); expected positive "
+                           f"numbers. {COORDS_FIX}")
+    return int(px), int(round(level0))
+
+
+def _recorded_tile(path, attrs: dict, shape_px: int | None = None) -> tuple[float, float]:
     px = attrs.get("patch_size", shape_px)
     if "patch_size_level0" in attrs and px is not None:
-        return int(px), int(round(float(attrs["patch_size_level0"])))
+        return float(px), float(attrs["patch_size_level0"])
     if {"level0_magnification", "target_magnification"} <= set(attrs) and px is not None:  # older TRIDENT
-        return int(px), int(round(float(px) * float(attrs["level0_magnification"])
-                                  / float(attrs["target_magnification"])))
+        return float(px), float(px) * float(attrs["level0_magnification"]) / float(attrs["target_magnification"])
     if "downsample" in attrs and px is not None:  # CLAM: patch_size pixels at patch_level, of that downsample
-        return int(px), int(round(float(px) * float(np.ravel(attrs["downsample"])[0])))
+        return float(px), float(px) * float(np.ravel(attrs["downsample"])[0])
     raise GigasslError(
         f"{path}: the tile size is not recorded (attributes {sorted(attrs) or 'none'}); expected patch_size with "
         "patch_size_level0 (gigassl, TRIDENT), level0_magnification and target_magnification (TRIDENT), or "
@@ -151,13 +167,12 @@ def read_coords(path: str | os.PathLike) -> tuple[np.ndarray, dict]:
                                "tile coordinates of gigassl tile, TRIDENT or CLAM.")
         dset = fh["coords"]
         attrs = _attrs_dict(dset.attrs)
-        coords = np.asarray(dset[()]).reshape(-1, 2)
+        coords = validate.coords(dset[()], f"The 'coords' dataset of {path}", COORDS_FIX)
         if not attrs and "imgs" in fh:  # legacy CLAM bag: coords at patch_level, the geometry on `imgs`
             legacy = _attrs_dict(fh["imgs"].attrs)
             down = np.ravel(legacy.get("downsample", [1.0, 1.0])).astype(np.float64)
             coords = np.rint(coords * down[:2]).astype(np.int64)
             attrs = {**legacy, "patch_size": int(fh["imgs"].shape[1]), "layout": "clam"}
-    coords = np.asarray(coords, dtype=np.int64)
     px, level0 = _level0_tile(path, attrs)
     layout = attrs.get("layout") or ("gigassl" if "target_mpp" in attrs else "trident"
                                      if "target_magnification" in attrs else "clam")
@@ -168,7 +183,7 @@ def write_coords(path: str | os.PathLike, coords: np.ndarray, **attrs) -> None:
     """Write tile coordinates (N, 2) int64 level-0 (x, y) with ``attrs`` on the ``coords`` dataset, as TRIDENT
     lays them out (chunks (1, 2), resizable), adding TRIDENT's ``level0_magnification``, ``target_magnification``
     and ``overlap`` (0) when ``level0_mpp`` and ``target_mpp`` are given, so that TRIDENT reads them."""
-    coords = np.asarray(coords, dtype=np.int64).reshape(-1, 2)
+    coords = validate.coords(coords, f"The tile coordinates written to {path}")
     if "level0_mpp" in attrs and "target_mpp" in attrs:
         attrs = {"level0_magnification": magnification(float(attrs["level0_mpp"])),
                  "target_magnification": magnification(float(attrs["target_mpp"])), "overlap": 0, **attrs}
@@ -190,6 +205,26 @@ def grid_step(coords: np.ndarray) -> int | None:
     return int(gaps.min()) if len(gaps) else None
 
 
+def write_features(path: str | os.PathLike, features: np.ndarray, coords: np.ndarray, feature_attrs: dict,
+                   coord_attrs: dict) -> None:
+    """Write one slide's tile features as TRIDENT writes them (``features_<encoder>/<slide>.h5``, trident/IO.py
+    ``save_h5``), atomically: ``features`` (M, F) float32 with ``feature_attrs`` (TRIDENT: ``name``, ``savetodir``,
+    ``encoder``) and ``coords`` (M, 2) int64 level-0 (x, y) with ``coord_attrs`` (TRIDENT copies its tiling's:
+    ``patch_size``, ``patch_size_level0``, ``level0_magnification``, ``target_magnification``, ``overlap``, ...), both
+    chunked by row and resizable. Read back by :func:`read_features`."""
+    features = np.asarray(features, np.float32)
+    coords = np.asarray(coords, np.int64).reshape(-1, 2)
+    if features.ndim != 2 or len(features) != len(coords):
+        raise ValueError(f"features (M, F) and coords (M, 2) expected; got {features.shape} and {coords.shape}")
+    with atomic_path(path) as tmp:
+        with h5py.File(tmp, "w", track_order=True) as fh:
+            for name, data, attrs in (("features", features, feature_attrs), ("coords", coords, coord_attrs)):
+                dset = fh.create_dataset(name, data=data, chunks=(1,) + data.shape[1:] if len(data) else None,
+                                         maxshape=(None,) + data.shape[1:], track_times=False)
+                for key, value in attrs.items():
+                    dset.attrs[key] = _attr(value)
+
+
 def read_features(path: str | os.PathLike) -> tuple[np.ndarray, np.ndarray, dict]:
     """Tile features of TRIDENT (``features_<encoder>/<slide>.h5``) or CLAM (``h5_files/<slide>.h5``), current or
     legacy: (features (M, F) float32, coords (M, 2) int64 level-0, attributes).
@@ -203,17 +238,16 @@ def read_features(path: str | os.PathLike) -> tuple[np.ndarray, np.ndarray, dict
         if "features" not in fh or "coords" not in fh:
             raise GigasslError(f"{path} has datasets {sorted(fh) or 'none'}; expected 'features' (M, F) and 'coords' "
                                "(M, 2) as TRIDENT and CLAM write tile features (or a gigassl bank).")
-        feats = np.asarray(fh["features"][()], np.float32)
-        coords = np.asarray(fh["coords"][()]).reshape(-1, 2).astype(np.int64)
+        feats = validate.numeric(fh["features"][()], f"The 'features' dataset of {path}", FEATURES_FIX)
+        coords = validate.coords(fh["coords"][()], f"The 'coords' dataset of {path}", FEATURES_FIX)
         attrs = {**_attrs_dict(fh.attrs), **_attrs_dict(fh["features"].attrs)}
         attrs.update({k: v for k, v in _attrs_dict(fh["coords"].attrs).items() if k not in attrs})
     if feats.ndim == 3 and feats.shape[0] == 1:  # (1, M, F): some exporters keep a batch axis
         feats = feats[0]
     if feats.size == 0:
         feats = feats.reshape(0, feats.shape[-1] if feats.ndim == 2 else 0)
-    if feats.ndim != 2 or feats.shape[0] != coords.shape[0]:
-        raise GigasslError(f"{path}: 'features' has shape {feats.shape} but 'coords' {coords.shape}; expected "
-                           "features (M, F) and coords (M, 2) as TRIDENT and CLAM write them.")
+    feats = validate.features(feats, f"The 'features' dataset of {path}", FEATURES_FIX)
+    validate.paired(feats, coords, str(path), FEATURES_FIX)
     if attrs.get("encoder") in (None, "", "None"):
         attrs["encoder"] = "external"
     try:
@@ -243,14 +277,29 @@ class Bank:
 
 
 def write_bank(path: str | os.PathLike, bank: Bank) -> None:
-    """Write a bank (features stored as float16) atomically."""
+    """Write a bank (features stored as float16) atomically.
+
+    Raises:
+        DataError: a feature is NaN or infinite once stored as float16 (an encoder's NaN, or a value beyond
+            float16's 65504): nothing is written.
+    """
+    slide = f"slide {bank.attrs['slide_id']}" if bank.attrs.get("slide_id") else Path(path).name
+    fix = (f"Check the tile encoder ({bank.attrs.get('encoder', 'unknown')}): its outputs must be finite and within "
+           "float16's range (|x| < 65504).")
+    plain = validate.finite(np.asarray(bank.plain_features, np.float16),
+                            f"The plain tile features of {slide}", fix, "tile")
+    plain_coords = validate.coords(bank.plain_coords, f"The plain tile coordinates of {slide}")
+    feats = None
+    if bank.features is not None:
+        feats = validate.finite(np.asarray(bank.features, np.float16),
+                                f"The augmented tile features of {slide}", fix, "augmentation draw")
     with atomic_path(path) as tmp:
         with h5py.File(tmp, "w", track_order=True) as fh:
-            if bank.features is not None:
-                fh.create_dataset("features", data=np.asarray(bank.features, np.float16), track_times=False)
+            if feats is not None:
+                fh.create_dataset("features", data=feats, track_times=False)
                 fh.create_dataset("coords", data=np.asarray(bank.coords, np.int64), track_times=False)
-            fh.create_dataset("plain_features", data=np.asarray(bank.plain_features, np.float16), track_times=False)
-            fh.create_dataset("plain_coords", data=np.asarray(bank.plain_coords, np.int64), track_times=False)
+            fh.create_dataset("plain_features", data=plain, track_times=False)
+            fh.create_dataset("plain_coords", data=plain_coords, track_times=False)
             for key, value in bank.attrs.items():
                 fh.attrs[key] = _attr(value)
 
@@ -264,12 +313,21 @@ def read_bank(path: str | os.PathLike, augmented: bool = True) -> Bank:
     with _open(path, "Bank") as fh:
         attrs = _attrs_dict(fh.attrs)
         if "plain_features" in fh:
-            plain = np.asarray(fh["plain_features"][()], np.float32)
-            plain_coords = np.asarray(fh["plain_coords"][()], np.int64)
+            fix = "Run `gigassl bank` for this slide again (delete its file first) or move it out of the folder."
+            plain = validate.features(fh["plain_features"][()], f"The 'plain_features' of the bank {path}", fix)
+            plain_coords = validate.coords(fh["plain_coords"][()], f"The 'plain_coords' of the bank {path}", fix)
+            validate.paired(plain, plain_coords, f"The bank {path}", fix)
             feats = coords = None
             if augmented and "features" in fh:
-                feats = np.asarray(fh["features"][()])
-                coords = np.asarray(fh["coords"][()], np.int64)
+                what = f"The augmented 'features' of the bank {path}"
+                feats = validate.finite(validate.numeric(fh["features"][()], what, fix), what, fix,
+                                        "augmentation draw")
+                coords = validate.numeric(fh["coords"][()], f"The augmented 'coords' of the bank {path}", fix)
+                if feats.ndim != 3 or feats.shape[2] != plain.shape[1] or coords.shape != feats.shape[:2] + (2,):
+                    raise DataError(
+                        f"The bank {path} has augmented features of shape {feats.shape} and coords of shape "
+                        f"{coords.shape}; expected (A, N, {plain.shape[1]}) and (A, N, 2). {fix}")
+                coords = coords.astype(np.int64, copy=False)
             return Bank(feats, coords, plain, plain_coords, attrs)
     plain, plain_coords, attrs = read_features(path)  # TRIDENT / CLAM tile features (or a clear error)
     return Bank(None, None, plain, plain_coords, attrs)
@@ -285,6 +343,8 @@ def read_bank_attrs(path: str | os.PathLike) -> dict:
 
 # ----------------------------------------------------------------------------------------------- embeddings
 EMBEDDING_FORMATS = ("h5", "csv", "parquet", "trident")
+EMBEDDINGS_FIX = ("Embed the slides again (gigassl embed) with a checkpoint of a training that did not diverge, or "
+                  "leave the listed slides out.")
 
 
 def embeddings_format(path: str | os.PathLike, fmt: str | None = None) -> str:
@@ -317,9 +377,8 @@ def write_embeddings(path: str | os.PathLike, ids, embeddings: np.ndarray, fmt: 
     import json
 
     ids = [str(i) for i in ids]
-    embeddings = np.asarray(embeddings, np.float32)
-    if embeddings.ndim != 2 or embeddings.shape[0] != len(ids):
-        raise ValueError(f"{len(ids)} ids but embeddings of shape {embeddings.shape}")
+    embeddings = validate.embeddings(ids, embeddings, f"The slide embeddings to write to {path}",
+                                     "Nothing was written; check the checkpoint (a diverged training) and the inputs.")
     kind = embeddings_format(path, fmt)
     plain = {k: _attr(v) for k, v in attrs.items()}
     if kind == "h5":
@@ -340,7 +399,7 @@ def write_embeddings(path: str | os.PathLike, ids, embeddings: np.ndarray, fmt: 
                     for key, value in {"name": sid, "savetodir": str(folder), "encoder": "gigassl", **plain}.items():
                         dset.attrs[key] = value
                     if coords is not None and sid in coords:
-                        fh.create_dataset("coords", data=np.asarray(coords[sid], np.int64).reshape(-1, 2),
+                        fh.create_dataset("coords", data=validate.coords(coords[sid], f"The coordinates of {sid}"),
                                           track_times=False)
         return
     import pandas as pd
@@ -363,6 +422,36 @@ def write_embeddings(path: str | os.PathLike, ids, embeddings: np.ndarray, fmt: 
             Path(tmp).write_text(meta + "\n")
 
 
+def written_by_gigassl(path: str | os.PathLike, fmt: str | None = None) -> bool:
+    """Whether the existing slide-embeddings output ``path`` was written by gigassl (:func:`write_embeddings`), so
+    that embedding again may replace it: an HDF5 file of ``ids`` and ``embeddings`` only, a CSV whose header is
+    ``slide_id,f0,...``, a parquet file with gigassl's metadata, a folder whose every ``.h5`` is a gigassl
+    per-slide embedding."""
+    path, kind = Path(path), embeddings_format(path, fmt)
+    try:
+        if kind == "trident":
+            return path.is_dir() and all(_gigassl_slide_embedding(f) for f in path.glob("*.h5"))
+        if not path.is_file():
+            return False
+        if kind == "h5":
+            with _open(path, "Embeddings") as fh:
+                return set(fh) == {"ids", "embeddings"}
+        if kind == "csv":
+            with open(path) as handle:
+                header = handle.readline().strip()
+            return header == "slide_id" or header.startswith("slide_id,f0")
+        import pyarrow.parquet as pq
+
+        return b"gigassl" in (pq.read_schema(path).metadata or {})
+    except (GigasslError, OSError, ValueError):  # unreadable: not a file gigassl wrote
+        return False
+
+
+def _gigassl_slide_embedding(path: Path) -> bool:
+    with _open(path, "Slide embedding") as fh:
+        return "features" in fh and _attrs_dict(fh["features"].attrs).get("encoder") == "gigassl"
+
+
 def read_embeddings(path: str | os.PathLike, ids_path: str | os.PathLike | None = None):
     """Read slide embeddings as (ids list, (S, D) float32 array, attributes).
 
@@ -376,11 +465,12 @@ def read_embeddings(path: str | os.PathLike, ids_path: str | os.PathLike | None 
     if path.suffix == ".npy":
         if ids_path is None:
             raise ManifestError(f"{path} is a bare matrix; give its slide ids with --ids IDS.npy.")
-        matrix = np.load(path).astype(np.float32)
-        ids = [str(i) for i in np.load(ids_path, allow_pickle=True)]
-        if len(ids) != matrix.shape[0]:
+        matrix = np.load(validate.existing_file(path, "Embeddings file", "give the .npy matrix of embeddings."))
+        ids = [str(i) for i in np.load(validate.existing_file(ids_path, "Ids file", "give the .npy of slide ids."),
+                                       allow_pickle=True)]
+        if matrix.ndim == 2 and len(ids) != matrix.shape[0]:
             raise ManifestError(f"{ids_path} holds {len(ids)} ids but {path} has {matrix.shape[0]} rows.")
-        return ids, matrix, {}
+        return ids, validate.embeddings(ids, matrix, f"The embeddings of {path}", EMBEDDINGS_FIX), {}
     if path.is_dir():
         files = sorted(path.glob("*.h5"))
         if not files or any(_is_tile_features(f) for f in files[:5]):
@@ -394,19 +484,28 @@ def read_embeddings(path: str | os.PathLike, ids_path: str | os.PathLike | None 
             with _open(f, "Slide embedding") as fh:
                 if "features" not in fh or fh["features"].ndim != 1:
                     raise ManifestError(f"{f} holds no `features` vector (D,); expected TRIDENT's per-slide layout.")
-                rows.append(np.asarray(fh["features"][()], np.float32))
+                rows.append(validate.numeric(fh["features"][()], f"The `features` of {f}", EMBEDDINGS_FIX))
                 attrs = {k: v for k, v in _attrs_dict(fh["features"].attrs).items() if k not in ("name", "savetodir")}
                 ids.append(f.stem)
-        return ids, np.stack(rows), attrs
+        sizes = {len(r) for r in rows}
+        if len(sizes) > 1:
+            odd = [i for i, r in zip(ids, rows) if len(r) != len(rows[0])]
+            raise DataError(f"The slide embeddings of {path} differ in length ({sorted(sizes)}): {ids[0]} has "
+                            f"{len(rows[0])} values, {validate.shown(odd)} another number; expected one model's "
+                            "embeddings. Move the other model's files to their own folder.")
+        return ids, validate.embeddings(ids, np.stack(rows), f"The slide embeddings of {path}", EMBEDDINGS_FIX), attrs
     kind = embeddings_format(path)
     if kind in ("csv", "parquet"):
         import pandas as pd
 
-        if not path.is_file():
-            raise GigasslError(f"Embeddings file {path} does not exist; run `gigassl embed` first.")
+        validate.existing_file(path, "Embeddings file", "run `gigassl embed` first.")
         frame = pd.read_csv(path, dtype={"slide_id": str}) if kind == "csv" else pd.read_parquet(path)
         if "slide_id" not in frame.columns:
             raise ManifestError(f"{path} has no `slide_id` column; expected slide_id, f0, f1, ... (gigassl embed).")
+        text = [c for c in frame.columns if c != "slide_id" and not pd.api.types.is_numeric_dtype(frame[c])]
+        if text:
+            raise DataError(f"{path}: columns {validate.shown(text)} are not numbers; expected slide_id, then one "
+                            f"numeric column per dimension (f0, f1, ...). {EMBEDDINGS_FIX}")
         if kind == "csv":
             sidecar = Path(f"{path}.json")
             attrs = json.loads(sidecar.read_text()) if sidecar.exists() else {}
@@ -414,14 +513,17 @@ def read_embeddings(path: str | os.PathLike, ids_path: str | os.PathLike | None 
             import pyarrow.parquet as pq
 
             attrs = json.loads((pq.read_schema(path).metadata or {}).get(b"gigassl", b"{}"))
-        return frame["slide_id"].astype(str).tolist(), frame.drop(columns="slide_id").to_numpy(np.float32), attrs
+        ids = frame["slide_id"].astype(str).tolist()
+        return ids, validate.embeddings(ids, frame.drop(columns="slide_id").to_numpy(np.float32),
+                                        f"The slide embeddings of {path}", EMBEDDINGS_FIX), attrs
     with _open(path, "Embeddings") as fh:
         if "embeddings" not in fh or "ids" not in fh:
             what = "a bank or tile-features file" if "features" in fh or "plain_features" in fh else "not embeddings"
             raise GigasslError(f"{path} lacks 'ids' or 'embeddings' ({what}); give the file written by "
                                "`gigassl embed`.")
         ids = [i.decode() if isinstance(i, bytes) else str(i) for i in fh["ids"][()]]
-        return ids, np.asarray(fh["embeddings"][()], np.float32), _attrs_dict(fh.attrs)
+        return ids, validate.embeddings(ids, fh["embeddings"][()], f"The slide embeddings of {path}",
+                                        EMBEDDINGS_FIX), _attrs_dict(fh.attrs)
 
 
 def _is_tile_features(path: Path) -> bool:

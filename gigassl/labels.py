@@ -11,11 +11,11 @@ from __future__ import annotations
 
 import os
 import warnings
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
+from . import validate
 from .errors import ManifestError
 from .utils import format_ids
 
@@ -54,8 +54,7 @@ def load_labels(labels, task: str) -> pd.DataFrame:
     where = "the label table"
     if isinstance(labels, (str, os.PathLike)):
         where = str(labels)
-        if not Path(labels).is_file():
-            raise ManifestError(f"Label table {labels} does not exist; give a CSV with slide_id, case_id, {task}.")
+        validate.existing_file(labels, "Label table", f"give a CSV with slide_id, case_id, {task}.", ManifestError)
         try:
             labels = pd.read_csv(labels, dtype={"slide_id": str, "case_id": str})
         except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as err:

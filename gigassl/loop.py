@@ -33,6 +33,8 @@ The shape of both trainings::
 
 from __future__ import annotations
 
+import logging
+import math
 import os
 import time
 from pathlib import Path
@@ -42,8 +44,15 @@ import pandas as pd
 import torch
 from tqdm import tqdm  # not tqdm.auto, which warns in kernels without ipywidgets
 
-from . import dist, provenance
+from . import dist, provenance, validate
+from .errors import ConfigError
 from .utils import atomic_path, clean_temporaries, ensure_writable, load_checkpoint_file, write_csv_atomic
+
+log = logging.getLogger(__name__)
+# what a run writes in its folder (removed by a run that starts afresh there with ``overwrite``)
+RUN_FILES = ("checkpoint.pt", "checkpoint_e*.pt", "log.csv", "steps.csv", "monitor.csv")
+# settings that change the result of a training although they change only how fast an inference is made
+TRAINING_SETTINGS = frozenset({"batch_size"})
 
 
 def prepare_out_dir(out_dir: str | os.PathLike) -> Path:
@@ -109,10 +118,42 @@ class TrainingLoop:
             return None
         state = load_checkpoint_file(self.last, (self.kind,), device)
         provenance.refuse_changes(self.what, self.last, {"config": state.get("config", {}),
-                                                         "inputs": state.get("inputs", {})}, requested)
+                                                         "inputs": state.get("inputs", {})}, requested,
+                                  ignored=provenance.IGNORED - TRAINING_SETTINGS)
         self.start, self.log = state["epoch"], state["log"]
         self.steps, self.monitor = state.get("steps", []), state.get("monitor", [])
         return state
+
+    def begin(self, requested: dict, device: str = "cpu", resume: bool = False,
+              overwrite: bool = False) -> dict | None:
+        """Start the run in ``out_dir``: resume it (``resume``: see :meth:`resume`), or start afresh.
+
+        A folder that holds a run's checkpoints is never overwritten silently: without ``resume`` it is refused
+        unless ``overwrite``, which removes that run's files (:data:`RUN_FILES`) first. ``resume`` where there is no
+        checkpoint starts at epoch 0 and says so with a warning (a script may always pass ``--resume``).
+
+        Raises:
+            ConfigError: checkpoints there and neither ``resume`` nor ``overwrite``; both asked for; or the
+                checkpoint's settings differ (:meth:`resume`).
+        """
+        if resume and overwrite:
+            raise ConfigError("--resume and --overwrite contradict each other: --resume continues the run in "
+                              f"{self.out_dir}, --overwrite replaces it. Give one.")
+        found = sorted(p.name for pattern in RUN_FILES[:2] for p in self.out_dir.glob(pattern))
+        if resume:
+            state = self.resume(requested, device)
+            if state is None:
+                log.warning("--resume: no checkpoint.pt in %s, so %s starts at epoch 0.", self.out_dir, self.what)
+            return state
+        if found and not overwrite:
+            raise ConfigError(f"{self.out_dir} already holds the checkpoints of a run ({', '.join(found[:4])}"
+                              f"{' ...' if len(found) > 4 else ''}): starting afresh would overwrite them. Pass "
+                              "--resume to continue that run, --overwrite to replace it, or choose another --out.")
+        if found and self.main:
+            for pattern in RUN_FILES:
+                for path in self.out_dir.glob(pattern):
+                    path.unlink(missing_ok=True)
+        return None
 
     def epochs(self) -> range:
         """The epochs left to run (0-based); starts the wall clock."""
@@ -142,11 +183,20 @@ class TrainingLoop:
         Call it on every rank (the wall-time flag is reduced across them); only the main process writes.
         """
         done = epoch + 1
+        loss = self.log[-1].get("loss") if self.log else None
+        if loss is not None and not math.isfinite(float(loss)):  # on every rank: they all stop here
+            raise validate.DataError(
+                f"{self.what} diverged: the loss of epoch {done} is {loss}. Nothing of this epoch was written; the "
+                f"last checkpoint in {self.out_dir} (if any) is kept. Lower the learning rate, or check the inputs "
+                "(gigassl refuses non-finite features, so look at the settings first).")
         stop = done == self.n_epochs or self.out_of_time()
         if self.main:
             periodic = done % self.checkpoint_every == 0
             if stop or periodic:
                 checkpoint = state()
+                weights = checkpoint.get("model", checkpoint.get("state_dict", {}))  # Giga-SSL's, MoCo's
+                validate.finite_state(weights, f"The checkpoint of {self.what} after epoch {done}",
+                                      "Nothing was written; lower the learning rate, or check the inputs.")
                 with atomic_path(self.last) as tmp:
                     torch.save(checkpoint, tmp)
                 if periodic:

@@ -214,19 +214,44 @@ def _coerce(hint, value):
     return value
 
 
+def _unique_keys(path):
+    """A safe YAML loader that refuses a key given twice in one mapping (PyYAML keeps the last silently)."""
+    import yaml
+
+    class Loader(yaml.SafeLoader):
+        pass
+
+    def mapping(loader, node, deep=False):
+        seen = {}
+        for key_node, _ in node.value:
+            key = loader.construct_object(key_node, deep=True)
+            line = key_node.start_mark.line + 1
+            if key in seen:
+                raise ConfigUsageError(f"--config {path}: key {key!r} appears twice in one mapping (lines {seen[key]} "
+                                       f"and {line}); YAML would keep the last silently. Keep one of them.")
+            seen[key] = line
+        return loader.construct_mapping(node, deep=deep)
+
+    Loader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, mapping)
+    return Loader
+
+
 def read_config_file(path) -> tuple[dict, dict]:
     """The changes of a ``--config`` YAML file: ``({(section, path): value}, {(section, path): origin})``.
 
     Raises:
-        ConfigUsageError: the file is missing or not YAML, or names a section or key that does not exist (the
-            error names the key, the allowed keys and the file).
+        ConfigUsageError: the file is missing or not YAML, gives a key twice in one mapping, or names a section or
+            key that does not exist (the error names the key, the allowed keys and the file).
     """
     import yaml
 
     path = Path(path)
     try:
-        data = yaml.safe_load(path.read_text())
+        data = yaml.load(path.read_text(), Loader=_unique_keys(path))
     except OSError as err:
+        if path.is_dir():
+            raise ConfigUsageError(f"--config {path} is a folder, not a file; give the YAML file itself, e.g. one "
+                                   "written by `gigassl <command> --print-config`.") from None
         raise ConfigUsageError(f"--config {path}: cannot read it ({err.strerror}); give a YAML file, e.g. one "
                                f"written by `gigassl <command> --print-config`.") from None
     except yaml.YAMLError as err:

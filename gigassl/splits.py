@@ -314,9 +314,12 @@ def budget_split(split: Split, labels: pd.DataFrame, *, fraction: float | None =
     cases = _case_table(labels, split.train_ids)
     n_classes = len(set(cases.strata))
     if not n_classes <= target <= n_train:
+        direction = "larger" if target < n_classes else "smaller"  # one slide per class at least, all at most
         raise ConfigError(
             f"Budget {name!r} asks for {target} training slides but {split.name} has {n_train} training slides "
-            f"in {n_classes} classes; allowed: {n_classes} to {n_train}. Choose a smaller --train-size/--budget."
+            f"in {n_classes} classes; allowed: {n_classes} to {n_train}. Choose a {direction} --train-size/--budget"
+            + (f" (--budget {n_classes / n_train:.2g} or more keeps a slide of every class)."
+               if direction == "larger" and fraction is not None else ".")
         )
     if target == n_train:
         return replace(split, budget=name)

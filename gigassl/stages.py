@@ -270,7 +270,7 @@ def train_ssl(config: Profile, run_dir: str | os.PathLike, out_dir: str | os.Pat
                                  device=train_config.device)
     checkpoint = train(bank_dir, out_dir, train_config,
                        encoder_weights=encoder_weights and str(Path(run_dir) / encoder_weights),
-                       slide_ids=slides, monitor=watch, progress=False)
+                       slide_ids=slides, monitor=watch, progress=False, overwrite=True)  # the runner owns out_dir
     embed_config = dataclasses.replace(config.embed, tiles_per_view=train_config.tiles_per_view)
     embeddings = embed_slides(bank_dir, checkpoint, Path(out_dir) / "embeddings.h5", embed_config, progress=False,
                               slide_ids=labelled_ids(manifest))

@@ -175,6 +175,7 @@ def train(
     resume: bool = False,
     monitor: Monitor | None = None,
     progress: bool = True,
+    overwrite: bool = False,
 ) -> Path:
     """Train Giga-SSL on a bank; returns the path of the last checkpoint.
 
@@ -187,7 +188,11 @@ def train(
         encoder_weights: tile-encoder checkpoint whose dense layer4 initialises the sparse aggregator (Sec. 3.1);
             None: seeded random initialisation.
         slide_ids: train on these slides only (e.g. the independent-centre experiment, Table 4); None: all.
-        resume: continue from ``out_dir/checkpoint.pt`` if it exists (same curve as an uninterrupted run).
+        resume: continue from ``out_dir/checkpoint.pt`` (same curve as an uninterrupted run); every setting that
+            changes the result (the batch size included) must equal the checkpoint's. Without a checkpoint there,
+            the run starts at epoch 0 with a warning.
+        overwrite: start afresh in an ``out_dir`` that holds a run's checkpoints, removing them; without it (and
+            without ``resume``) such a folder is refused (:meth:`gigassl.loop.TrainingLoop.begin`).
     """
     device = dist.local_device(resolve_device(config.device))
     out_dir = prepare_out_dir(out_dir)
@@ -197,19 +202,17 @@ def train(
     distributed = dist.setup_from_env(device)
     try:
         return _train(bank, bank_dir, out_dir, config, device, distributed, encoder_weights, slide_ids, resume,
-                      monitor, progress)
+                      monitor, progress, overwrite)
     finally:
         dist.cleanup()
 
 
 def _train(bank: PackedBank, bank_dir, out_dir: Path, config: TrainConfig, device: str, distributed: bool,
-           encoder_weights, slide_ids, resume: bool, monitor, progress: bool) -> Path:
+           encoder_weights, slide_ids, resume: bool, monitor, progress: bool, overwrite: bool = False) -> Path:
     world, rank = dist.world_size(), dist.rank()
     failed = {sid: why for sid, why in bank.skipped.items() if slide_ids is None or sid in set(slide_ids)}
     if slide_ids is not None:  # slides without any tile are left out and listed in failures.csv
         slide_ids = [sid for sid in slide_ids if sid not in bank.skipped]
-    if dist.is_main():
-        write_failures(out_dir / "failures.csv", failed)
     weights_id = sha256_file(encoder_weights) if encoder_weights else None
     made_by = bank.attrs.get("weights_sha256")
     if weights_id is not None and made_by is not None and made_by != weights_id:
@@ -243,7 +246,9 @@ def _train(bank: PackedBank, bank_dir, out_dir: Path, config: TrainConfig, devic
                         distributed=distributed)
     inputs = {"bank": bank_identity(bank), "slides": provenance.ids_digest(np.asarray(bank.ids)[indices]),
               "encoder_weights": weights_id}
-    state = loop.resume({"config": dataclasses.asdict(config), "inputs": inputs}, device) if resume else None
+    state = loop.begin({"config": dataclasses.asdict(config), "inputs": inputs}, device, resume, overwrite)
+    if dist.is_main():  # after the folder was accepted: a refused run leaves the previous run's list
+        write_failures(out_dir / "failures.csv", failed)
     if state is not None:
         model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])

@@ -24,6 +24,14 @@ def rng(*key: int) -> np.random.Generator:
     return np.random.default_rng([int(k) for k in key])
 
 
+def nearest(points: np.ndarray, centre: int, n: int, generator: np.random.Generator) -> np.ndarray:
+    """The ``n`` points nearest point ``centre`` (Euclidean; the centre first; ties in a random order drawn from
+    ``generator``, one number a point). Shape: points (M, D) -> indices (min(n, M),), nearest first."""
+    p = np.asarray(points, np.float64)
+    distance = ((p - p[centre]) ** 2).sum(1)
+    return np.lexsort((generator.random(len(p)), distance))[:n]
+
+
 @contextlib.contextmanager
 def torch_seeded(seed: int, device: str = "cpu") -> Iterator[None]:
     """Run the block with torch's global generator (and, for a CUDA ``device``, that GPU's) set to ``seed``, and
@@ -223,28 +231,47 @@ def checkpoint_kind(state) -> str:
     return "other"
 
 
+def _torch_reason(err: Exception) -> str:
+    """What a failed ``torch.load(weights_only=True)`` found, in a line (without torch's advice to load unsafely)."""
+    text = str(err).strip()
+    if "WeightsUnpickler error:" in text:  # Python objects a safe load refuses; torch adds advice to load unsafely
+        found = text.split("WeightsUnpickler error:", 1)[1].strip().splitlines()
+        return f"it holds objects a safe load refuses: {found[0][:200] if found else 'unknown'}"
+    first = text.splitlines()[0] if text else ""
+    return f"{type(err).__name__}: {first[:200]}" if first else type(err).__name__
+
+
+def load_torch_file(path: str | os.PathLike, what: str, expected: str, device: str = "cpu"):
+    """``torch.load`` of ``path`` with ``weights_only=True`` (tensors and plain Python values only, no code).
+
+    Raises:
+        GigasslError: saying what is true: the file is missing, a folder, empty, or unreadable (truncated, another
+            kind of file); the message names ``what`` and the ``expected`` content, never advises an unsafe load.
+    """
+    import torch
+
+    from .errors import GigasslError
+    from .validate import existing_file
+
+    path = existing_file(path, what, f"expected {expected}.")
+    try:
+        return torch.load(path, map_location=device, weights_only=True)
+    except Exception as err:  # noqa: BLE001 - torch's safe unpickler raises many kinds of errors on foreign files
+        raise GigasslError(f"{path} is not a readable torch checkpoint ({_torch_reason(err)}). It is truncated "
+                           f"(copy or write it again) or another kind of file; expected {expected}.") from None
+
+
 def load_checkpoint_file(path: str | os.PathLike, expected: tuple[str, ...], device: str = "cpu") -> dict:
-    """Load a checkpoint safely (``weights_only=True``: tensors and plain Python values only, no code) and check
-    its kind.
+    """Load a checkpoint safely (:func:`load_torch_file`) and check its kind.
 
     Raises:
         GigasslError: the file is missing, unreadable (truncated, not a torch file), or of another kind than
             ``expected`` (keys of :data:`CHECKPOINT_KINDS`); the message names the file, both kinds and the fix.
     """
-    import torch
-
     from .errors import GigasslError
 
-    path = Path(path)
     wanted = " or ".join(CHECKPOINT_KINDS[k] for k in expected)
-    if not path.is_file():
-        raise GigasslError(f"Checkpoint {path} does not exist; expected {wanted}.")
-    try:
-        state = torch.load(path, map_location=device, weights_only=True)
-    except Exception as err:  # noqa: BLE001 - torch's safe unpickler raises many kinds of errors on foreign files
-        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-        raise GigasslError(f"{path} is not a readable torch checkpoint ({type(err).__name__}: {first[:200]}). It is "
-                           f"truncated (copy or write it again) or another kind of file; expected {wanted}.") from None
+    state = load_torch_file(path, "Checkpoint", wanted, device)
     kind = checkpoint_kind(state)
     if kind not in expected:
         raise GigasslError(f"{path} is {CHECKPOINT_KINDS[kind]}, not {wanted}. Pass the right file.")
