@@ -65,7 +65,8 @@ def _keep_first(path: Path, rows: int, chunk: int = 64) -> None:
     part = path.with_name("part." + path.name)
     new = np.lib.format.open_memmap(part, "w+", old.dtype, (rows,) + old.shape[1:])
     for start in range(0, rows, chunk):
-        new[start:start + chunk] = old[start:start + chunk]
+        stop = min(start + chunk, rows)
+        new[start:stop] = old[start:stop]
     new.flush()
     del new, old
     os.replace(part, path)

@@ -286,13 +286,13 @@ def write_bank(path: str | os.PathLike, bank: Bank) -> None:
     slide = f"slide {bank.attrs['slide_id']}" if bank.attrs.get("slide_id") else Path(path).name
     fix = (f"Check the tile encoder ({bank.attrs.get('encoder', 'unknown')}): its outputs must be finite and within "
            "float16's range (|x| < 65504).")
-    plain = validate.finite(np.asarray(bank.plain_features, np.float16),
-                            f"The plain tile features of {slide}", fix, "tile")
+    with np.errstate(over="ignore"):  # a value beyond float16's range becomes inf: refused below, by name
+        plain, feats = np.asarray(bank.plain_features, np.float16), bank.features
+        feats = None if feats is None else np.asarray(feats, np.float16)
+    validate.finite(plain, f"The plain tile features of {slide}", fix, "tile")
     plain_coords = validate.coords(bank.plain_coords, f"The plain tile coordinates of {slide}")
-    feats = None
-    if bank.features is not None:
-        feats = validate.finite(np.asarray(bank.features, np.float16),
-                                f"The augmented tile features of {slide}", fix, "augmentation draw")
+    if feats is not None:
+        validate.finite(feats, f"The augmented tile features of {slide}", fix, "augmentation draw")
     with atomic_path(path) as tmp:
         with h5py.File(tmp, "w", track_order=True) as fh:
             if feats is not None:

@@ -248,6 +248,8 @@ def load_torch_file(path: str | os.PathLike, what: str, expected: str, device: s
         GigasslError: saying what is true: the file is missing, a folder, empty, or unreadable (truncated, another
             kind of file); the message names ``what`` and the ``expected`` content, never advises an unsafe load.
     """
+    import warnings
+
     import torch
 
     from .errors import GigasslError
@@ -255,7 +257,9 @@ def load_torch_file(path: str | os.PathLike, what: str, expected: str, device: s
 
     path = existing_file(path, what, f"expected {expected}.")
     try:
-        return torch.load(path, map_location=device, weights_only=True)
+        with warnings.catch_warnings():  # torch asks to "file an issue" about a foreign file's pickle protocol
+            warnings.filterwarnings("ignore", message="Detected pickle protocol")
+            return torch.load(path, map_location=device, weights_only=True)
     except Exception as err:  # noqa: BLE001 - torch's safe unpickler raises many kinds of errors on foreign files
         raise GigasslError(f"{path} is not a readable torch checkpoint ({_torch_reason(err)}). It is truncated "
                            f"(copy or write it again) or another kind of file; expected {expected}.") from None

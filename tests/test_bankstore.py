@@ -65,3 +65,32 @@ def test_processes_opening_a_bank_at_once_pack_it_once(bank_dir, tmp_path):
     clone = pickle.loads(pickle.dumps(bank))  # what a DataLoader worker receives: the folder, not the arrays
     assert len(pickle.dumps(bank)) < 1000 and clone.ids == bank.ids
     np.testing.assert_array_equal(clone.features[2], bank.features[2])
+
+
+# ------------------------------------------------------------------ #25: bad slides left out and listed
+def test_slides_with_nan_features_are_left_out_and_listed(tmp_path):
+    import h5py
+
+    folder = write_synthetic_bank(tmp_path / "bank", slides=4, draws=2, tiles=4, dim=8)
+    with h5py.File(folder / "S001.h5", "r+") as fh:  # one NaN tile row in the plain features
+        fh["plain_features"][7, 3] = np.nan
+    with h5py.File(folder / "S002.h5", "r+") as fh:  # one NaN in an augmented draw only
+        fh["features"][1, 2, 0] = np.inf
+    (folder / "S003.h5").write_bytes(b"")  # zero bytes
+    bank = PackedBank(folder)
+    assert bank.ids == ["S000"] and sorted(bank.skipped) == ["S001", "S002", "S003"]
+    assert "1 of 48 tiles (7)" in bank.skipped["S001"] and "1 of 2 augmentation draws (1)" in bank.skipped["S002"]
+    assert "empty (0 bytes)" in bank.skipped["S003"]
+    assert bank.features.shape == (1, 2, 4, 8) and np.isfinite(bank.features.astype(np.float32)).all()
+    assert np.isfinite(np.asarray(bank.plain_features, np.float32)).all()
+
+
+def test_packing_leaves_no_lock_and_no_temporary_behind(tmp_path):
+    folder = write_synthetic_bank(tmp_path / "bank", slides=2, dim=8)
+    bank = PackedBank(folder, cache_dir=tmp_path / "cache" / "pack")
+    assert len(bank) == 2 and sorted(p.name for p in (tmp_path / "cache").iterdir()) == ["pack"]
+    (folder / "S000.h5").write_bytes(b"")
+    (folder / "S001.h5").write_bytes(b"junk")
+    with pytest.raises(GigasslError, match="No file of .* holds usable tiles"):
+        PackedBank(folder, cache_dir=tmp_path / "cache" / "pack")
+    assert sorted(p.name for p in (tmp_path / "cache").iterdir()) == ["pack"]  # no .lock, no pack.tmp<pid>

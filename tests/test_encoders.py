@@ -168,3 +168,44 @@ def test_the_registry_describes_the_built_in_encoders():
     assert encoder_spec("tests.tiny_encoder:build").feature_dim is None  # known once built (24)
     with pytest.raises(ConfigError, match="encoder='uni' is not allowed"):
         encoder_spec("uni")
+
+
+# ------------------------------------------------------------------ #25: user code and weights files, named
+@pytest.mark.parametrize("factory, named", [
+    ("raises", r"raises\(\) raised RuntimeError: the weights server is down\. Expected a function of no arguments"),
+    ("needs_argument", r"needs_argument\(\) raised TypeError: .*missing 1 required positional argument"),
+    ("NOT_CALLABLE", r"tests.tiny_encoder.NOT_CALLABLE is a int, not a function"),
+])
+def test_a_factory_that_fails_is_named_with_what_was_expected(factory, named):
+    from gigassl.errors import UserCodeError
+
+    with pytest.raises(UserCodeError, match=named) as err:
+        build_embedder(EncoderConfig(name=f"tests.tiny_encoder:{factory}"))
+    assert f"tests.tiny_encoder:{factory}" in str(err.value)
+
+
+def test_an_encoder_returning_the_wrong_batch_size_is_named():
+    from gigassl.errors import UserCodeError
+
+    embedding = Embedding(build_embedder(EncoderConfig(name="tests.tiny_encoder:wrong_batch")), "cpu", "fp32")
+    with pytest.raises(UserCodeError, match=r"wrong_batch' returned features of shape \(1, 24, 12, 12\) for 3 tiles; "
+                                            r"expected a tensor \(3, 24\)"):
+        embedding(torch.zeros(3, 48, 48, 3, dtype=torch.uint8))
+
+
+def test_weights_that_are_a_folder_empty_or_unsafe_say_so(tmp_path):
+    torch.save(ResNet18().state_dict(), tmp_path / "resnet.pt")
+    with pytest.raises(GigasslError, match=r"Weights file .* is a folder, not a file \(it holds resnet.pt\)"):
+        build_embedder(EncoderConfig(weights=str(tmp_path)))
+    (tmp_path / "empty.pt").write_bytes(b"")
+    with pytest.raises(GigasslError, match=r"is empty \(0 bytes\)"):
+        build_embedder(EncoderConfig(weights=str(tmp_path / "empty.pt")))
+    import pickle
+
+    (tmp_path / "code.pt").write_bytes(pickle.dumps(pytest.approx(1.0)))  # an object a safe load refuses
+    for name in ("code.pt", "junk.pt"):
+        if name == "junk.pt":
+            (tmp_path / name).write_bytes(b"\x80\x02junkjunk")  # torch raises a KeyError on it
+        with pytest.raises(GigasslError, match="not a readable torch checkpoint") as err:
+            build_embedder(EncoderConfig(weights=str(tmp_path / name)))
+        assert "weights_only" not in str(err.value) and "file an issue" not in str(err.value).lower()

@@ -180,3 +180,107 @@ def test_a_tile_features_folder_is_not_taken_for_embeddings(tmp_path, synthetic_
         io.read_embeddings(synthetic_bank)
     with pytest.raises(GigasslError, match="lacks 'ids' or 'embeddings' \\(a bank"):
         io.read_embeddings(next(synthetic_bank.glob("*.h5")))
+
+
+# ------------------------------------------------------------------ #25: what enters and leaves is checked
+def _features_file(path, features, coords):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with h5py.File(path, "w") as fh:
+        fh["features"] = features
+        fh["coords"] = coords
+    return path
+
+
+def test_features_with_nan_or_coordinates_of_another_shape_are_refused_naming_the_file(tmp_path):
+    from gigassl.errors import DataError
+
+    g = np.random.default_rng(0)
+    feats, coords = g.normal(size=(31, 8)).astype(np.float32), np.arange(62).reshape(31, 2) * 64
+    one_row = feats.copy()
+    one_row[7] = np.nan
+    with pytest.raises(DataError, match=r"S1.h5 holds NaN or infinite values in 1 of 31 tiles \(7\)"):
+        io.read_features(_features_file(tmp_path / "S1.h5", one_row, coords))
+    with pytest.raises(DataError, match=r"in 31 of 31 tiles"):
+        io.read_features(_features_file(tmp_path / "S2.h5", feats * np.nan, coords))
+    for name, bad in (("T.h5", coords.T), ("W.h5", np.zeros((31, 3), np.int64))):  # scrambled, or of size 93
+        with pytest.raises(DataError, match=rf"'coords' dataset of .*{name} has shape .*; expected \(M, 2\)"):
+            io.read_features(_features_file(tmp_path / name, feats, bad))
+    with pytest.raises(DataError, match=r"features of 31 tiles .* but coordinates of 30"):
+        io.read_features(_features_file(tmp_path / "N.h5", feats, coords[:30]))
+    with h5py.File(tmp_path / "C.h5", "w") as fh:
+        fh["coords"] = coords.T
+        fh["coords"].attrs.update(patch_size=64, patch_size_level0=64)
+    with pytest.raises(DataError, match=r"shape \(2, 31\)"):
+        io.read_coords(tmp_path / "C.h5")
+    with pytest.raises(DataError, match=r"shape \(62,\)"):
+        io.write_coords(tmp_path / "w.h5", np.arange(62))
+
+
+def test_a_bank_is_never_written_nor_read_with_non_finite_features(tmp_path):
+    from gigassl.errors import DataError
+
+    grid = np.arange(8).reshape(4, 2)
+    plain = np.ones((4, 3))
+    for feats, named in ((np.full((2, 4, 3), np.nan), "augmented tile features of slide S1 .* 2 of 2 augmentation"),
+                         (np.full((2, 4, 3), 1e5), "augmented tile features"),  # float16 overflows to inf
+                         (None, "plain tile features of slide S1")):
+        bad_plain = plain * np.nan if feats is None else plain
+        bank = io.Bank(feats, None if feats is None else grid[None].repeat(2, 0), bad_plain, grid,
+                       {"slide_id": "S1", "encoder": "mine:factory"})
+        with pytest.raises(DataError, match=named) as err:
+            io.write_bank(tmp_path / "S1.h5", bank)
+        assert "mine:factory" in str(err.value) and not (tmp_path / "S1.h5").exists()
+    with h5py.File(tmp_path / "B.h5", "w") as fh:  # a bank written by something else, with a NaN draw
+        fh["plain_features"], fh["plain_coords"] = plain, grid
+        fh["features"], fh["coords"] = np.full((2, 4, 3), np.nan, np.float16), grid[None].repeat(2, 0)
+    assert io.read_bank(tmp_path / "B.h5", augmented=False).features is None
+    with pytest.raises(DataError, match="augmented 'features' of the bank .*B.h5 holds NaN"):
+        io.read_bank(tmp_path / "B.h5")
+
+
+def test_embeddings_with_nan_or_text_are_refused_naming_the_slides(tmp_path):
+    from gigassl.errors import DataError
+
+    emb = np.eye(3, dtype=np.float32)
+    with pytest.raises(DataError, match=r"to write to .*e.h5 holds NaN .* in 1 of 3 slides \(b\)"):
+        io.write_embeddings(tmp_path / "e.h5", ["a", "b", "c"], emb * [[1], [np.nan], [1]])
+    (tmp_path / "e.csv").write_text("slide_id,f0,f1\na,0.1,0.2\nb,nan,0.3\nc,0.5,\n")
+    with pytest.raises(DataError, match=r"e.csv holds NaN or infinite values in 2 of 3 slides \(b, c\)"):
+        io.read_embeddings(tmp_path / "e.csv")
+    (tmp_path / "t.csv").write_text("slide_id,f0\na,0.1\nb,high\n")
+    with pytest.raises(DataError, match="columns f0 are not numbers"):
+        io.read_embeddings(tmp_path / "t.csv")
+    io.write_embeddings(tmp_path / "per_slide", ["a", "b"], np.eye(2))
+    io.write_embeddings(tmp_path / "other", ["c"], np.ones((1, 3)))
+    (tmp_path / "other" / "c.h5").rename(tmp_path / "per_slide" / "c.h5")
+    with pytest.raises(DataError, match=r"differ in length \(\[2, 3\]\)"):
+        io.read_embeddings(tmp_path / "per_slide")
+
+
+def test_a_truncated_empty_or_folder_file_is_called_what_it_is(tmp_path):
+    with h5py.File(tmp_path / "whole.h5", "w") as fh:
+        fh["plain_features"] = np.zeros((4000, 64))
+    data = (tmp_path / "whole.h5").read_bytes()
+    (tmp_path / "cut.h5").write_bytes(data[: len(data) // 2])
+    with pytest.raises(GigasslError, match="cut.h5 is truncated") as err:
+        io.read_bank(tmp_path / "cut.h5")
+    assert "another process" not in str(err.value) and "LOCKING" not in str(err.value)
+    (tmp_path / "zero.h5").write_bytes(b"")
+    with pytest.raises(GigasslError, match=r"zero.h5 is empty \(0 bytes\)"):
+        io.read_bank(tmp_path / "zero.h5")
+    (tmp_path / "dir.h5").mkdir()
+    with pytest.raises(GigasslError, match="dir.h5 is a folder, not a file"):
+        io.read_coords(tmp_path / "dir.h5")
+
+
+def test_only_outputs_gigassl_wrote_count_as_its_own(tmp_path):
+    ids, emb = ["a", "b"], np.eye(2, dtype=np.float32)
+    for name in ("e.h5", "e.csv", "e.parquet", "slide_features_gigassl"):
+        io.write_embeddings(tmp_path / name, ids, emb)
+        assert io.written_by_gigassl(tmp_path / name)
+    (tmp_path / "notes.csv").write_text("patient,comment\n1,keep me\n")
+    _features_file(tmp_path / "tile_features.h5", np.zeros((2, 3)), np.zeros((2, 2)))
+    _features_file(tmp_path / "features_uni" / "S1.h5", np.zeros((2, 3)), np.zeros((2, 2)))
+    (tmp_path / "junk.parquet").write_bytes(b"junk")
+    for name in ("notes.csv", "tile_features.h5", "features_uni", "junk.parquet"):
+        assert not io.written_by_gigassl(tmp_path / name), name

@@ -24,3 +24,33 @@ def build() -> TinyEncoder:
 
 def not_a_module():
     return "nope"
+
+
+# ---------------------------------------------------------------- user factories that go wrong (gigassl.encoders)
+def raises():
+    raise RuntimeError("the weights server is down")
+
+
+def needs_argument(size):
+    return TinyEncoder()
+
+
+NOT_CALLABLE = 3
+
+
+class _FirstRowOnly(TinyEncoder):
+    def forward(self, x):
+        return super().forward(x)[:1]  # one row whatever the batch: a wrong batch size
+
+
+def wrong_batch() -> nn.Module:
+    return _FirstRowOnly()
+
+
+class _NaN(TinyEncoder):
+    def forward(self, x):
+        return super().forward(x) * float("nan")
+
+
+def nan_features() -> nn.Module:
+    return _NaN()
