@@ -43,7 +43,7 @@ def finite(array, what: str, fix: str = "", unit: str = "row", names=None):
     bad = np.flatnonzero(~np.isfinite(a.reshape(len(a), -1)).all(axis=1)) if a.ndim else np.zeros(1, int)
     which = [names[i] for i in bad] if names is not None else bad.tolist()
     count = f"{len(bad)} of {len(a)} {unit}s" if a.ndim else "its value"
-    raise DataError(f"{what} holds NaN or infinite values in {count} ({shown(which)}); expected finite numbers. "
+    raise DataError(f"{what}: NaN or infinite values in {count} ({shown(which)}); expected finite numbers. "
                     f"{fix}".rstrip())
 
 

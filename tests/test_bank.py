@@ -205,3 +205,30 @@ def test_banks_from_trident_and_clam_coordinates_match_gigassl_ones(tmp_path, ba
             ours, theirs = io.read_bank(bank_dir / f"{slide_id}.h5"), io.read_bank(tmp_path / name / f"{slide_id}.h5")
             np.testing.assert_array_equal(ours.plain_features, theirs.plain_features)
             np.testing.assert_array_equal(ours.features, theirs.features)
+
+
+# ------------------------------------------------------------------ #25: the user's encoder, checked
+def test_an_encoder_returning_nan_fails_every_slide_and_writes_no_bank(cohort, coords_dir, tmp_path, capsys):
+    out = tmp_path / "bank"
+    code = cli.main(["bank", "--manifest", str(cohort), "--coords", str(coords_dir), "--out", str(out), "--profile",
+                     "smoke", "--encoder", "tests.tiny_encoder:nan_features", "--augmentations", "2", "--tiles", "4",
+                     "--no-progress"])
+    assert code == 1 and not list(out.glob("*.h5"))
+    failures = pd.read_csv(out / "failures.csv")
+    assert len(failures) == 6 and failures.reason.str.contains(
+        "plain tile features of slide .*: NaN or infinite values .*tests.tiny_encoder:nan_features").all()
+
+
+def test_an_encoder_of_the_wrong_batch_size_stops_the_batch_naming_it(cohort, coords_dir, tmp_path, capsys):
+    out = tmp_path / "bank"
+    argv = ["bank", "--manifest", str(cohort), "--coords", str(coords_dir), "--out", str(out), "--profile", "smoke",
+            "--encoder", "tests.tiny_encoder:wrong_batch", "--augmentations", "2", "--tiles", "4", "--no-progress"]
+    assert cli.main(argv) == 1
+    err = capsys.readouterr().err
+    assert "Traceback" not in err and "Encoder 'tests.tiny_encoder:wrong_batch' returned features of shape" in err
+    assert not list(out.glob("*.h5"))
+    assert cli.main(["-v"] + argv) == 1 and "Traceback" in capsys.readouterr().err  # -v: the traceback too
+    raising = [a if a != "tests.tiny_encoder:wrong_batch" else "tests.tiny_encoder:raises" for a in argv]
+    assert cli.main(raising) == 1
+    err = capsys.readouterr().err
+    assert "Traceback" not in err and "raises() raised RuntimeError: the weights server is down" in err

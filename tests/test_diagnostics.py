@@ -83,3 +83,15 @@ def test_neighbour_agreement_against_its_chance_level():
     assert chance == pytest.approx(3 * 20 * 19 / (60 * 59))
     noise = gen.normal(size=(60, 16))
     assert abs(neighbour_agreement(noise, labels, k=5) - chance) < 0.12
+
+
+def test_centre_predictability_on_centres_smaller_than_its_folds_uses_fewer(caplog):
+    """#20: every centre smaller than the 5 folds (scikit-learn's "n_splits=5 cannot be greater than the number of
+    members in each class"): as many folds as the largest centre has slides, said in the log; NaN with 1 each."""
+    g = np.random.default_rng(0)
+    centres = np.repeat(list("ABCD"), 2)
+    x = g.normal(size=(8, 16)) + 3 * (centres[:, None] == np.array(list("ABCD"))).astype(float) @ g.normal(size=(4, 16))
+    with caplog.at_level("WARNING"):
+        assert 0 <= centre_predictability(x, centres) <= 1
+    assert "2 folds instead of 5" in caplog.text
+    assert np.isnan(centre_predictability(x[:4], list("ABCD")))

@@ -2,6 +2,7 @@
 
 import dataclasses
 
+import h5py
 import numpy as np
 import pandas as pd
 import pytest
@@ -141,3 +142,82 @@ def test_trident_and_clam_features_embed_with_their_own_checkpoint_only(trident_
     with pytest.raises(ConfigError, match="encoder: 'uni_v1' expected, 'external' found"):
         embed_slides(clam, checkpoint, tmp_path / "clam.h5", embed_config, progress=False)
     assert sorted(p.name for p in clam.iterdir()) == ["h5_files"]  # no cache written into the input folder
+
+
+# ------------------------------------------------------------------ #25: the in-memory API and the output checked
+def test_transform_refuses_nan_and_coordinates_of_another_shape(synthetic_bank, checkpoint):
+    from gigassl.bankstore import PackedBank
+    from gigassl.embed import GigaSSLEmbedder
+
+    bank = PackedBank(synthetic_bank)
+    plain, coords = (np.asarray(a) for a in bank.plain(0))
+    embedder = GigaSSLEmbedder(checkpoint, views=2, tiles_per_view=4)
+    good = embedder.transform(plain, coords, patch_size_level0=64, slide_id="S000")
+    assert np.isfinite(good).all()
+    nan = plain.astype(np.float32)
+    nan[5] = np.nan
+    with pytest.raises(ConfigError, match=r"features of slide S000: NaN or infinite values in 1 of 48 tiles "
+                                          r"\(5\)"):
+        embedder.transform(nan, coords, patch_size_level0=64, slide_id="S000")
+    for bad in (coords.T, coords.reshape(-1, 4), coords.ravel()):  # reshape(-1, 2) would scramble or fail
+        with pytest.raises(ConfigError, match=r"coords of the slide has shape .*; expected \(M, 2\)"):
+            embedder.transform(plain, bad, patch_size_level0=64)
+    with pytest.raises(ConfigError, match=r"no tile"):
+        embedder.transform(np.empty((0, 256)), np.empty((0, 2)))
+
+
+def test_a_checkpoint_folder_is_called_a_folder(checkpoint):
+    from gigassl.embed import GigaSSLEmbedder
+    from gigassl.errors import GigasslError
+
+    with pytest.raises(GigasslError, match=r"is a folder, not a file \(it holds .*checkpoint.pt"):
+        GigaSSLEmbedder(checkpoint.parent)
+
+
+def test_embed_replaces_its_own_output_and_refuses_anyone_elses(synthetic_bank, checkpoint, tmp_path):
+    config = EmbedConfig(views=2, tiles_per_view=4, device="cpu")
+    ours = embed_slides(synthetic_bank, checkpoint, tmp_path / "e.h5", config, progress=False)
+    embed_slides(synthetic_bank, checkpoint, ours, config, progress=False)  # a rerun replaces gigassl's own file
+    theirs = tmp_path / "theirs.h5"
+    with h5py.File(theirs, "w") as fh:
+        fh["precious"] = np.arange(3)
+    args = ["embed", "--bank", str(synthetic_bank), "--checkpoint", str(checkpoint), "--out", str(theirs),
+            "--views", "2", "--tiles-per-view", "4", "--profile", "smoke", "--no-progress"]
+    assert cli.main(args) == 1
+    with h5py.File(theirs) as fh:
+        assert list(fh) == ["precious"]  # untouched
+    assert cli.main(args + ["--overwrite"]) == 0 and io.read_embeddings(theirs)[1].shape == (16, 512)
+
+
+def test_the_monitor_names_a_missing_task_and_checks_its_labels_before_training(tmp_path):
+    from gigassl.embed import training_monitor
+    from gigassl.errors import GigasslError, ManifestError
+
+    labels = pd.DataFrame({"slide_id": [f"S{i:03d}" for i in range(8)], "case_id": [f"C{i}" for i in range(8)],
+                           "center": list("AABBCCDD"), "t": ["a"] * 7 + ["b"]})
+    with pytest.raises(ConfigError, match="needs the task columns to probe.*--monitor-task COLUMN"):
+        training_monitor(labels, [], MapConfig(), views=2, tiles=3)
+    with pytest.raises(ManifestError, match="single case"):  # not an error after the first epoch
+        training_monitor(labels, ["t"], MapConfig(), views=2, tiles=3)
+    with pytest.raises(GigasslError, match="Monitor label table .*none.csv does not exist"):
+        training_monitor(tmp_path / "none.csv", ["t"], MapConfig(), views=2, tiles=3)
+
+
+def test_the_monitor_on_a_small_labelled_set_uses_fewer_folds_and_says_so(synthetic_bank, caplog):
+    """#20: 4 slides per class in 4 centres of 2 slides: centre predictability's 5 folds cannot be made."""
+    from gigassl.bankstore import PackedBank
+    from gigassl.config import ProbeConfig
+    from gigassl.embed import training_monitor
+    from gigassl.train import build_model
+
+    bank = PackedBank(synthetic_bank)
+    ids = bank.ids[:8]
+    labels = pd.DataFrame({"slide_id": ids, "case_id": ids, "center": list("AABBCCDD"), "t": ["a", "b"] * 4})
+    monitor = training_monitor(labels, ["t"], MapConfig(downsample="tile"), views=2, tiles=3,
+                               probe=ProbeConfig(n_splits=2, Cs=(1.0,)), device="cpu")
+    model = build_model(TrainConfig(aggregator="mean"), bank.feature_dim).eval()
+    with caplog.at_level("WARNING"):
+        rows = monitor.fn(model, bank, 1)
+    diagnostics = [r for r in rows if r["kind"] == "diagnostics"]
+    assert len(diagnostics) == 1 and 0 <= diagnostics[0]["centre_accuracy"] <= 1
+    assert "2 folds instead of 5 (the largest centre has 2 slides" in caplog.text

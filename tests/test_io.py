@@ -198,7 +198,7 @@ def test_features_with_nan_or_coordinates_of_another_shape_are_refused_naming_th
     feats, coords = g.normal(size=(31, 8)).astype(np.float32), np.arange(62).reshape(31, 2) * 64
     one_row = feats.copy()
     one_row[7] = np.nan
-    with pytest.raises(DataError, match=r"S1.h5 holds NaN or infinite values in 1 of 31 tiles \(7\)"):
+    with pytest.raises(DataError, match=r"S1.h5: NaN or infinite values in 1 of 31 tiles \(7\)"):
         io.read_features(_features_file(tmp_path / "S1.h5", one_row, coords))
     with pytest.raises(DataError, match=r"in 31 of 31 tiles"):
         io.read_features(_features_file(tmp_path / "S2.h5", feats * np.nan, coords))
@@ -234,7 +234,7 @@ def test_a_bank_is_never_written_nor_read_with_non_finite_features(tmp_path):
         fh["plain_features"], fh["plain_coords"] = plain, grid
         fh["features"], fh["coords"] = np.full((2, 4, 3), np.nan, np.float16), grid[None].repeat(2, 0)
     assert io.read_bank(tmp_path / "B.h5", augmented=False).features is None
-    with pytest.raises(DataError, match="augmented 'features' of the bank .*B.h5 holds NaN"):
+    with pytest.raises(DataError, match="augmented 'features' of the bank .*B.h5: NaN"):
         io.read_bank(tmp_path / "B.h5")
 
 
@@ -242,10 +242,10 @@ def test_embeddings_with_nan_or_text_are_refused_naming_the_slides(tmp_path):
     from gigassl.errors import DataError
 
     emb = np.eye(3, dtype=np.float32)
-    with pytest.raises(DataError, match=r"to write to .*e.h5 holds NaN .* in 1 of 3 slides \(b\)"):
+    with pytest.raises(DataError, match=r"to write to .*e.h5: NaN .* in 1 of 3 slides \(b\)"):
         io.write_embeddings(tmp_path / "e.h5", ["a", "b", "c"], emb * [[1], [np.nan], [1]])
     (tmp_path / "e.csv").write_text("slide_id,f0,f1\na,0.1,0.2\nb,nan,0.3\nc,0.5,\n")
-    with pytest.raises(DataError, match=r"e.csv holds NaN or infinite values in 2 of 3 slides \(b, c\)"):
+    with pytest.raises(DataError, match=r"e.csv: NaN or infinite values in 2 of 3 slides \(b, c\)"):
         io.read_embeddings(tmp_path / "e.csv")
     (tmp_path / "t.csv").write_text("slide_id,f0\na,0.1\nb,high\n")
     with pytest.raises(DataError, match="columns f0 are not numbers"):

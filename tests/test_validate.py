@@ -28,7 +28,7 @@ def test_non_finite_values_are_refused_naming_their_rows_or_slides():
     x = np.ones((6, 3), np.float32)
     assert validate.finite(x, "x") is x  # nothing copied, nothing changed
     x[[1, 4], 0] = [np.nan, np.inf]
-    with pytest.raises(DataError, match=r"The features of S1 holds NaN or infinite values in 2 of 6 tiles \(1, 4\)"):
+    with pytest.raises(DataError, match=r"The features of S1: NaN or infinite values in 2 of 6 tiles \(1, 4\)"):
         validate.features(x, "The features of S1", "Extract them again.")
     with pytest.raises(DataError, match=r"in 2 of 6 slides \(b, e\); expected finite numbers\. Embed again\."):
         validate.embeddings(list("abcdef"), x, "The slide embeddings of e.csv", "Embed again.")
