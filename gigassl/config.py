@@ -404,6 +404,11 @@ class MapConfig:
         rotation: random rotations of the map (slide augmentation).
         flips: random flips of the map (slide augmentation).
         scale: per-axis scale range of the slide augmentation (the paper 0.5 2; the authors' code used 0.7 1.3).
+        sampling: how a view draws its T tiles, in training and at inference: random (the paper: anywhere in the
+            slide, with replacement) | local (beyond the paper: from one neighbourhood, around a random centre tile,
+            so that the sparse CNN sees an arrangement of tiles; gigassl.maps.local_tiles).
+        neighbourhood: local sampling: the tiles nearest the centre (level-0 distance) the T tiles are drawn from
+            without replacement; none: exactly the T nearest.
     """
 
     downsample: int | str = 224
@@ -411,12 +416,15 @@ class MapConfig:
     rotation: bool = True
     flips: bool = True
     scale: tuple[float, float] = (0.5, 2.0)
+    sampling: str = "random"
+    neighbourhood: int | None = None
 
     def __post_init__(self):
         _validate(self, {
             "downsample": ((lambda v: v == "tile" or (_real(0, open_low=True)[0](v))),
                            "a positive number of level-0 pixels per site, or 'tile'"),
             "slide_aug": _BOOL, "rotation": _BOOL, "flips": _BOOL, "scale": _interval(0),
+            "sampling": _one_of(SAMPLINGS), "neighbourhood": _optional(_int(1)),
         })
 
 
@@ -652,6 +660,7 @@ class FeatSimConfig:
         special = {"M3": 3, "M4": 2}.get(self.mechanism, 1)
         effect_ok, effect_text = _optional(_real(0, 1))
         tiles_ok = _int(16)[0](self.tiles_per_slide)
+        half = self.tiles_per_slide // 2 if tiles_ok else "?"
         _validate(self, {
             "mechanism": _one_of(MECHANISMS),
             "effect": ((lambda v: effect_ok(v) and (self.mechanism != "M0" or not v)),
@@ -664,7 +673,7 @@ class FeatSimConfig:
                             "a pair (low, high) with 0 < low <= high < 1"),
             "region": _real(0, 1, open_low=True, open_high=True),
             "focal_tiles": ((lambda v: _int(1)[0](v) and (not tiles_ok or v <= self.tiles_per_slide // 2)),
-                            f"an integer in [1, tiles_per_slide / 2 = {self.tiles_per_slide // 2 if tiles_ok else '?'}]"),
+                            f"an integer in [1, tiles_per_slide / 2 = {half}]"),
             "n_centers": _int(1), "center_shift": _real(0), "seed": _int(0),
         })
 

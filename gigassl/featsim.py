@@ -32,12 +32,12 @@ slide's label, oracle and centre from ``rng(seed, 2, split, index)`` and its map
 ``rng(seed, 3, split, index)``: a slide does not depend on the others, a bigger pool extends a smaller one, and each
 seed has its own test set.
 
-Files (:func:`simulate`): ``features_featsim/<slide_id>.h5`` (TRIDENT's tile features, :func:`gigassl.io.write_features`:
-``features`` (M, F) float32, ``coords`` (M, 2) level-0 (x, y) of 256-px tiles at 20x from a 40x scan, 512 level-0
-px apart), ``labels.csv`` (slide_id, case_id, center, label (blank for the pool), split, oracle, the measured
-statistics of :data:`STATISTICS`), ``splits/split_0.csv`` (train and test ids, ``gigassl probe --splits``),
-``oracle.csv`` (the oracle as a one-dimensional slide embedding of the labelled slides, ``gigassl probe
---embeddings``) and ``config.json``.
+Files (:func:`simulate`): ``features_featsim/<slide_id>.h5`` (TRIDENT's tile features,
+:func:`gigassl.io.write_features`: ``features`` (M, F) float32, ``coords`` (M, 2) level-0 (x, y) of 256-px tiles at
+20x from a 40x scan, 512 level-0 px apart), ``labels.csv`` (slide_id, case_id, center, label (blank for the pool),
+split, oracle, true_label (the pool's too), the measured statistics of :data:`STATISTICS`), ``splits/split_0.csv``
+(train and test ids, ``gigassl probe --splits``), ``oracle.csv`` (the oracle as a one-dimensional slide embedding of
+the labelled slides, ``gigassl probe --embeddings``) and ``config.json``.
 """
 
 from __future__ import annotations

@@ -3,7 +3,8 @@
 - A *view* of a slide (training): pick one augmentation draw of its bank, sample T tiles of that draw with
   replacement (paper T = 5): :func:`training_views`. At inference the T tiles come from the plain (non-augmented)
   embeddings: :func:`packed_inference_views` (a slide of a :class:`gigassl.bankstore.PackedBank`),
-  :func:`inference_views` (any slide's tile features).
+  :func:`inference_views` (any slide's tile features). Beyond the paper, ``MapConfig.sampling = "local"`` draws a
+  view's T tiles from one neighbourhood of the slide instead (:func:`local_tiles`), in training and at inference.
 - *Sparse map* (Step 3): tile coordinates divided by a downsampling factor d (the paper: d = 224 level-0 pixels;
   ``"tile"`` = the tile's level-0 size, which puts adjacent tiles on adjacent sites), shifted so the view's minimum
   is 0, floored. Tiles landing on the same site are averaged by the aggregator (:mod:`gigassl.aggregators`).
@@ -25,7 +26,7 @@ import torch
 from .aggregators import Views
 from .config import MapConfig
 from .errors import ConfigError
-from .utils import rng
+from .utils import nearest, rng
 
 if TYPE_CHECKING:
     from .bankstore import PackedBank
@@ -117,24 +118,50 @@ def training_views(bank: PackedBank, indices: np.ndarray, tiles: int, config: Ma
         sites = np.empty((len(indices), tiles, 2), np.int64)
         for b, i in enumerate(indices):
             g = rng(seed, epoch, bank.keys[i], view)
-            feats[b], chosen, _ = view_tiles(bank, i, tiles, g)
+            feats[b], chosen, _ = view_tiles(bank, i, tiles, g, config)
             sites[b] = _sites(bank, i, chosen, config, g)
         out.append(Views(torch.from_numpy(feats), torch.from_numpy(sites)))
     return out[0], out[1]
 
 
-def view_tiles(bank: PackedBank, i: int, tiles: int, generator: np.random.Generator):
+def view_tiles(bank: PackedBank, i: int, tiles: int, generator: np.random.Generator, config: MapConfig | None = None):
     """Step 3's sampling for one view of slide ``i``: one augmentation draw of the bank, then T tiles of it with
     replacement (a bank of plain features: T of its plain tiles), drawn from ``generator`` (which the slide
-    augmentation then continues). Returns features (T, F), level-0 coords (T, 2) and the draw (None: plain)."""
+    augmentation then continues); with ``config.sampling == "local"``, the T tiles of one neighbourhood instead
+    (:func:`local_tiles`). Returns features (T, F), level-0 coords (T, 2) and the draw (None: plain)."""
+    local = config is not None and config.sampling == "local"
     if bank.features is not None:
         n_draws, n_tiles = bank.features.shape[1:3]
         draw = int(generator.integers(n_draws))
-        pick = np.sort(generator.integers(0, n_tiles, tiles))
+        if local:
+            pick = local_tiles(bank.coords[i, draw], tiles, config.neighbourhood, generator)
+        else:
+            pick = np.sort(generator.integers(0, n_tiles, tiles))
         return bank.features[i, draw][pick], bank.coords[i, draw][pick], draw
     plain, coords = bank.plain(i)
-    pick = np.sort(generator.integers(0, len(plain), tiles))
+    if local:
+        pick = local_tiles(coords, tiles, config.neighbourhood, generator)
+    else:
+        pick = np.sort(generator.integers(0, len(plain), tiles))
     return plain[pick], coords[pick], None
+
+
+def local_tiles(coords: np.ndarray, tiles: int, neighbourhood: int | None,
+                generator: np.random.Generator) -> np.ndarray:
+    """The T tiles of a local view (beyond the paper, ``MapConfig.sampling = "local"``): a centre tile drawn
+    uniformly, its ``neighbourhood`` nearest tiles (Euclidean level-0 distance, the centre included, ties at random;
+    None: T), and T of them drawn without replacement (all of them, then repeats with replacement, when the slide
+    holds fewer). Every draw comes from ``generator``.
+
+    Shape: coords (M, 2) -> indices (T,) into coords, sorted.
+    """
+    centre = int(generator.integers(len(coords)))
+    near = nearest(coords, centre, neighbourhood or tiles, generator)
+    if len(near) >= tiles:
+        pick = near[generator.permutation(len(near))[:tiles]]
+    else:
+        pick = np.concatenate([near, generator.choice(near, tiles - len(near))])
+    return np.sort(pick)
 
 
 def packed_inference_views(bank: PackedBank, i: int, views: int, tiles: int, config: MapConfig, seed: int) -> Views:
@@ -150,12 +177,16 @@ def packed_inference_views(bank: PackedBank, i: int, views: int, tiles: int, con
 def inference_views(plain: np.ndarray, coords: np.ndarray, patch_size_level0: int, views: int, tiles: int,
                     config: MapConfig, seed: int, key: int = 0) -> Views:
     """R views of T tiles sampled (with replacement, keyed by ``(seed, key)``; ``key``: :func:`gigassl.bank.slide_key`
-    of the slide id) from one slide's plain tile features, mapped without slide augmentation (Sec. 4.2).
+    of the slide id; local views with ``config.sampling == "local"``, :func:`local_tiles`) from one slide's plain tile
+    features, mapped without slide augmentation (Sec. 4.2).
 
     Shape: plain (M, F), coords (M, 2) level-0 -> features (R, T, F) float32, coords (R, T, 2) int64.
     """
     g = rng(seed, key)
-    pick = np.sort(g.integers(0, len(plain), (views, tiles)), axis=1)
+    if config.sampling == "local":
+        pick = np.stack([local_tiles(coords, tiles, config.neighbourhood, g) for _ in range(views)])
+    else:
+        pick = np.sort(g.integers(0, len(plain), (views, tiles)), axis=1)
     sites = np.stack([to_sites(map_units(np.asarray(coords)[p], config.downsample, patch_size_level0)) for p in pick])
     return Views(torch.from_numpy(np.asarray(plain[pick.ravel()], np.float32).reshape(views, tiles, -1)),
                  torch.from_numpy(sites))

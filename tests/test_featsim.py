@@ -128,7 +128,8 @@ def test_slides_are_keyed_by_seed_split_and_index():
     one = featsim.simulate_slide(config, "test", 2)
     other = featsim.simulate_slide(dataclasses.replace(config, n_train=50, n_pool=7), "test", 2)
     np.testing.assert_array_equal(one.features, other.features)
-    assert not np.array_equal(one.features, featsim.simulate_slide(dataclasses.replace(config, seed=1), "test", 2).features)
+    reseeded = featsim.simulate_slide(dataclasses.replace(config, seed=1), "test", 2)
+    assert not np.array_equal(one.features, reseeded.features)
     assert not np.array_equal(one.features, featsim.simulate_slide(config, "train", 2).features)
     small = featsim.cohort_table(dataclasses.replace(config, n_pool=3))
     large = featsim.cohort_table(dataclasses.replace(config, n_pool=6))
@@ -197,7 +198,8 @@ def test_the_simulate_command_writes_the_cohort(tmp_path, capsys):
     ({"effect": 1.5}, ["effect=1.5", "[0, 1]", "--effect"]),
     ({"mechanism": "M0", "effect": 0.3}, ["effect=0.3", "M0, the null, has no effect", "--effect"]),
     ({"mechanism": "M3", "n_classes": 4}, ["n_classes=4", ">= 5", "--n-classes"]),
-    ({"mechanism": "M2", "tiles_per_slide": 32, "focal_tiles": 20}, ["focal_tiles=20", "[1, tiles_per_slide / 2 = 16]"]),
+    ({"mechanism": "M2", "tiles_per_slide": 32, "focal_tiles": 20},
+     ["focal_tiles=20", "[1, tiles_per_slide / 2 = 16]"]),
     ({"share_range": (0.5, 0.2)}, ["share_range=(0.5, 0.2)", "0 < low <= high < 1", "--share-range"]),
     ({"tiles_per_slide": 8}, ["tiles_per_slide=8", ">= 16", "--tiles-per-slide"]),
 ])
@@ -212,3 +214,26 @@ def test_a_bad_option_is_a_usage_error(tmp_path, capsys):
     with pytest.raises(SystemExit) as err:
         cli.main(["simulate", "--out", str(tmp_path), "--mechanism", "M2", "--focal-tiles", "0"])
     assert err.value.code == 2 and "focal_tiles=0" in capsys.readouterr().err
+
+
+def test_the_real_commands_run_unchanged_on_a_cohort(tmp_path, one_thread):
+    """A smoke check that train (local views), embed and the AverageMIL baseline take a cohort as it is written (no
+    result is looked at)."""
+    from gigassl.config import MapConfig, get_profile
+    from gigassl.embed import embed_slides
+    from gigassl.methods import run_method
+    from gigassl.train import train
+
+    smoke = get_profile("smoke")
+    config = dataclasses.replace(smoke.featsim, mechanism="M4", n_train=4, n_test=4, n_pool=0, tiles_per_slide=32)
+    labels = featsim.simulate(tmp_path / "cohort", config, progress=False)
+    features = tmp_path / "cohort" / "features_featsim"
+    local = dataclasses.replace(smoke.train, epochs=1, maps=MapConfig(downsample="tile", sampling="local",
+                                                                       neighbourhood=8))
+    checkpoint = train(features, tmp_path / "ssl", local, progress=False)
+    embeddings = embed_slides(features, checkpoint, tmp_path / "embeddings.h5", smoke.embed, progress=False)
+    ids, matrix, _ = io.read_embeddings(embeddings)
+    assert len(ids) == 8 and matrix.shape == (8, 512) and np.isfinite(matrix).all()
+    table = run_method("averagemil", bank=features, labels=labels, task="label", splits=tmp_path / "cohort" / "splits",
+                       probe=smoke.probe)
+    assert len(table) >= 1 and set(table.method) == {"averagemil"}

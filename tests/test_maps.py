@@ -114,3 +114,74 @@ def test_inference_views_use_plain_tiles_without_augmentation(bank_dir):
     assert all(tuple(r) in rows for r in views.features.reshape(-1, 256).numpy().round(3))
     patch = int(bank.patch_size_level0[2])
     assert patch == 64
+
+
+# ------------------------------------------------------------------------------ local views (beyond the paper)
+def _within_a_neighbourhood(coords: np.ndarray, picked: np.ndarray, k: int) -> bool:
+    """Whether some tile has every picked tile among its k nearest (ties included): written directly."""
+    d = np.sqrt(((coords[:, None] - coords[None]) ** 2).sum(-1))
+    radius = np.sort(d, axis=1)[:, k - 1]
+    return bool(((d[:, picked] <= radius[:, None] + 1e-9).all(axis=1)).any())
+
+
+def test_a_local_view_draws_its_tiles_from_one_neighbourhood():
+    from gigassl.maps import local_tiles
+
+    coords = np.stack(np.meshgrid(np.arange(12), np.arange(9)), -1).reshape(-1, 2) * 448
+    for seed in range(20):
+        picked = local_tiles(coords, 5, 12, rng(seed))
+        assert len(picked) == 5 and len(set(picked)) == 5 and (np.diff(picked) >= 0).all()
+        assert _within_a_neighbourhood(coords, picked, 12)
+        exact = local_tiles(coords, 5, None, rng(seed, 1))  # none: exactly the 5 nearest of the centre
+        assert _within_a_neighbourhood(coords, exact, 5) and len(set(exact)) == 5
+    random_draw = np.sort(rng(0).integers(0, len(coords), 5))
+    assert not _within_a_neighbourhood(coords, random_draw, 12)  # the paper's draw spreads over the slide
+    np.testing.assert_array_equal(local_tiles(coords, 5, 12, rng(7)), local_tiles(coords, 5, 12, rng(7)))
+    assert any(not np.array_equal(local_tiles(coords, 5, 12, rng(7)), local_tiles(coords, 5, 12, rng(s)))
+               for s in range(8, 11))
+    few = local_tiles(coords[:3], 5, None, rng(0))  # fewer tiles than T: all of them, then repeats
+    assert len(few) == 5 and set(few) == {0, 1, 2}
+
+
+def test_local_sampling_in_training_and_inference_views(synthetic_bank):
+    from gigassl.maps import inference_views, view_tiles
+
+    bank = PackedBank(synthetic_bank)
+    local = MapConfig(downsample="tile", sampling="local", neighbourhood=8)
+    plain, coords = bank.plain(0)
+    for view in range(6):
+        _, chosen, draw = view_tiles(bank, 0, 4, rng(1, 0, int(bank.keys[0]), view), local)
+        pool = np.asarray(bank.coords[0, draw] if draw is not None else coords)
+        index = [int(np.flatnonzero((pool == c).all(1))[0]) for c in np.asarray(chosen)]
+        assert _within_a_neighbourhood(pool, np.array(index), 8)
+    a1, _ = training_views(bank, np.array([0, 3]), 4, local, seed=1, epoch=0)
+    b1, _ = training_views(bank, np.array([5, 0]), 4, local, seed=1, epoch=0)
+    torch.testing.assert_close(a1.features[0], b1.features[1])  # keyed by slide, as the paper's views
+    views = inference_views(plain, coords, 64, views=6, tiles=4, config=local, seed=0)
+    table = np.asarray(plain, np.float32)
+    for row in views.features.numpy():
+        index = [int(np.flatnonzero((table == f).all(1))[0]) for f in row]
+        assert _within_a_neighbourhood(np.asarray(coords), np.array(index), 8)
+    assert (views.coords.numpy().max(axis=1) <= 4).all()  # a compact map: the 8 nearest lie within 2 sites
+    again = inference_views(plain, coords, 64, views=6, tiles=4, config=local, seed=0)
+    torch.testing.assert_close(views.features, again.features)
+
+
+def test_the_default_sampling_is_the_papers_draw(synthetic_bank):
+    from gigassl.maps import view_tiles
+
+    bank = PackedBank(synthetic_bank)
+    assert MapConfig().sampling == "random"
+    for i in range(3):
+        with_default = view_tiles(bank, i, 5, rng(2, i), MapConfig())
+        without = view_tiles(bank, i, 5, rng(2, i))
+        np.testing.assert_array_equal(with_default[1], without[1])
+        assert with_default[2] == without[2]
+
+
+@pytest.mark.parametrize("changes, named", [({"sampling": "near"}, ["sampling='near'", "'random', 'local'"]),
+                                            ({"neighbourhood": 0}, ["neighbourhood=0", "an integer >= 1"])])
+def test_bad_sampling_settings_are_refused(changes, named):
+    with pytest.raises(ConfigError) as err:
+        MapConfig(**changes)
+    assert all(text in str(err.value) for text in named) and "--" in str(err.value)
