@@ -221,7 +221,7 @@ def test_a_bank_is_never_written_nor_read_with_non_finite_features(tmp_path):
 
     grid = np.arange(8).reshape(4, 2)
     plain = np.ones((4, 3))
-    for feats, named in ((np.full((2, 4, 3), np.nan), "augmented tile features of slide S1 .* 2 of 2 augmentation"),
+    for feats, named in ((np.full((2, 4, 3), np.nan), "augmented tile features of slide S1: .* 2 of 2 augmentation"),
                          (np.full((2, 4, 3), 1e5), "augmented tile features"),  # float16 overflows to inf
                          (None, "plain tile features of slide S1")):
         bad_plain = plain * np.nan if feats is None else plain
