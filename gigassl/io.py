@@ -527,5 +527,5 @@ def read_embeddings(path: str | os.PathLike, ids_path: str | os.PathLike | None 
 
 
 def _is_tile_features(path: Path) -> bool:
-    with _open(path, "File") as fh:
+    with _open(path, "The") as fh:
         return "plain_features" in fh or ("features" in fh and fh["features"].ndim == 2)

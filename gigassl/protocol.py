@@ -14,6 +14,7 @@ import time
 import numpy as np
 import pandas as pd
 
+from . import validate
 from .config import ProbeConfig
 from .errors import ManifestError
 from .metrics import auc_score
@@ -74,6 +75,7 @@ def load_embeddings(embeddings, ids_path=None) -> tuple[list[str], np.ndarray]:
 
     Raises:
         ManifestError: repeated ids, or a row count that does not match the ids.
+        DataError: a value that is not a number, NaN or infinite (the slides named).
     """
     if isinstance(embeddings, (str, os.PathLike)):
         from .io import read_embeddings
@@ -85,6 +87,8 @@ def load_embeddings(embeddings, ids_path=None) -> tuple[list[str], np.ndarray]:
     matrix = np.asarray(matrix)
     if matrix.ndim != 2 or matrix.shape[0] != len(ids):
         raise ManifestError(f"Embeddings of shape {matrix.shape} for {len(ids)} ids; expected ({len(ids)}, D).")
+    validate.finite(validate.numeric(matrix, "The slide embeddings"), "The slide embeddings",
+                    "Embed the listed slides again, or leave them out of the labels.", "slide", names=ids)
     if len(set(ids)) != len(ids):
         repeated = sorted({i for i in ids if ids.count(i) > 1})
         raise ManifestError(f"Embedding ids repeated, {format_ids(repeated)}; each slide once.")

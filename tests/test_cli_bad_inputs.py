@@ -19,6 +19,12 @@ def bad(tmp_path_factory):
     (root / "bank" / "S1.h5").write_text("not hdf5")
     (root / "unsafe.csv").write_text("slide_id,path\n../escape,x.tiff\n")
     (root / "slide.svs").write_text("not a slide")
+    ids = [f"s{i:02d}" for i in range(40)]  # #25: slide embeddings and labels, one with a NaN
+    (root / "labels.csv").write_text("slide_id,case_id,y\n" + "".join(f"{s},{s},{'ab'[i % 2]}\n"
+                                                                     for i, s in enumerate(ids)))
+    (root / "emb.csv").write_text("slide_id,f0,f1\n" + "".join(f"{s},{i},{i % 3}\n" for i, s in enumerate(ids)))
+    (root / "nan.csv").write_text((root / "emb.csv").read_text().replace("s07,7,1", "s07,nan,1"))
+    (root / "twice.yaml").write_text("train:\n  epochs: 3\ntrain:\n  epochs: 30\n")
     return root
 
 
@@ -46,6 +52,23 @@ CASES = {
     "probe, zero splits": (["probe", "--embeddings", "{bad}/none.h5", "--labels", "{bad}/table.csv", "--task", "b",
                             "--n-splits", "0"], "n_splits"),
     "run, unknown profile": (["run", "--profile", "huge", "--root", "{bad}"], "huge"),
+    # #25: NaN, folders for files, foreign outputs, duplicate keys, missing options, budgets
+    "probe, NaN embedding": (["probe", "--embeddings", "{bad}/nan.csv", "--labels", "{bad}/labels.csv", "--task",
+                              "y"], "nan.csv: NaN or infinite values in 1 of 40 slides (s07)"),
+    "probe, budget too small": (["probe", "--embeddings", "{bad}/emb.csv", "--labels", "{bad}/labels.csv", "--task",
+                                 "y", "--budget", "0.01"], "Choose a larger --train-size/--budget"),
+    "probe, foreign --out": (["probe", "--embeddings", "{bad}/emb.csv", "--labels", "{bad}/labels.csv", "--task",
+                              "y", "--out", "{bad}/table.csv"], "table.csv is an existing file that is not a probe"),
+    "probe, embeddings folder": (["probe", "--embeddings", "{bad}", "--labels", "{bad}/labels.csv", "--task",
+                                  "y"], "not slide embeddings"),
+    "embed, checkpoint folder": (["embed", "--bank", "{bad}/bank", "--checkpoint", "{bad}", "--out", "{o}/e.h5"],
+                                 "is a folder, not a file"),
+    "train, config key twice": (["train", "--bank", "{bad}/bank", "--out", "{o}", "--config", "{bad}/twice.yaml"],
+                                "key 'train' appears twice"),
+    "train, monitor labels without task": (["train", "--bank", "{bad}/bank", "--out", "{o}", "--monitor-labels",
+                                            "{bad}/labels.csv"], "add --monitor-task COLUMN"),
+    "train, monitor task without labels": (["train", "--bank", "{bad}/bank", "--out", "{o}", "--monitor-task", "y"],
+                                           "--monitor-task y needs --monitor-labels"),
 }
 
 

@@ -80,3 +80,46 @@ def test_the_wall_time_limit_stops_after_the_first_epoch_with_a_checkpoint(tmp_p
 
 def test_prepare_out_dir_makes_the_folder(tmp_path):
     assert prepare_out_dir(tmp_path / "a" / "b") == tmp_path / "a" / "b" and (tmp_path / "a" / "b").is_dir()
+
+
+# ------------------------------------------------------------------ #25: no quiet overwrite, no NaN written
+def _loop(out, epochs: int = 2):
+    return TrainingLoop(out, "gigassl", "a test run", epochs, 1, progress=False)
+
+
+def test_a_folder_with_checkpoints_is_refused_unless_resumed_or_overwritten(tmp_path, caplog):
+    requested = {"config": {"lr": 0.1}, "inputs": {"slides": "abc"}}
+    with caplog.at_level("WARNING"):
+        assert _loop(tmp_path).begin(requested, resume=True) is None  # nothing to resume: epoch 0, said so
+    assert "--resume: no checkpoint.pt in" in caplog.text
+    _run(tmp_path, epochs=2, every=1)
+    (tmp_path / "notes.txt").write_text("mine")
+    with pytest.raises(ConfigError, match=r"already holds the checkpoints of a run \(checkpoint.pt, "
+                                          r"checkpoint_e0001.pt, .*--resume .*--overwrite"):
+        _loop(tmp_path).begin(requested)
+    assert _loop(tmp_path).begin(requested, resume=True)["epoch"] == 2
+    with pytest.raises(ConfigError, match="--resume and --overwrite contradict"):
+        _loop(tmp_path).begin(requested, resume=True, overwrite=True)
+    assert _loop(tmp_path).begin(requested, overwrite=True) is None
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["notes.txt"]  # the run's files only were removed
+
+
+def test_resume_compares_the_batch_size_which_changes_the_result(tmp_path):
+    _run(tmp_path, epochs=2, every=1, config={"lr": 0.1, "batch_size": 8, "workers": 0})
+    loop = _loop(tmp_path)
+    with pytest.raises(ConfigError, match="config.batch_size: 8 there, 16 now"):
+        loop.resume({"config": {"lr": 0.1, "batch_size": 16, "workers": 0}, "inputs": {"slides": "abc"}})
+    assert loop.resume({"config": {"lr": 0.1, "batch_size": 8, "workers": 4}, "inputs": {"slides": "abc"}})
+
+
+def test_a_diverged_run_writes_no_checkpoint(tmp_path):
+    from gigassl.errors import DataError
+
+    loop = _loop(tmp_path)
+    loop.log.append({"epoch": 1, "loss": float("nan")})
+    with pytest.raises(DataError, match="a test run diverged: the loss of epoch 1 is nan"):
+        loop.end_epoch(0, lambda: _state(1, loop, {}))
+    loop.log[-1]["loss"] = 0.5
+    with pytest.raises(DataError, match=r"weight tensors hold NaN or infinite values \(w\)"):
+        loop.end_epoch(0, lambda: {**_state(1, loop, {}), "model": {"w": torch.tensor([float("inf")])}})
+    assert list(tmp_path.iterdir()) == []

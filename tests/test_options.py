@@ -249,3 +249,21 @@ def test_the_stage_functions_get_the_values_the_hand_written_cli_gave(monkeypatc
         assert dataclasses.replace(config, n_splits=10, budgets=demo.probe.budgets,
                                    train_sizes=demo.probe.train_sizes) == demo.probe
         assert kwargs["protocol"] == "fair" and seen["args"] == ("e.h5", "l.csv", "y")
+
+
+@pytest.mark.parametrize("text, named", [
+    ("train:\n  epochs: 3\ntrain:\n  seed: 2\n", r"key 'train' appears twice in one mapping \(lines 1 and 3\)"),
+    ("train:\n  epochs: 3\n  epochs: 30\n", r"key 'epochs' appears twice in one mapping \(lines 2 and 3\)"),
+])
+def test_a_key_given_twice_in_a_config_file_is_refused(text, named, tmp_path, capsys):
+    """#25: YAML keeps the last of two equal keys silently; a config file with a section twice is refused."""
+    import re
+
+    path = tmp_path / "run.yaml"
+    path.write_text(text)
+    with pytest.raises(SystemExit) as exit_:
+        cli.main(["train", "--bank", "b", "--out", "o", "--config", str(path)])
+    assert exit_.value.code == 2
+    assert re.search(named, capsys.readouterr().err)
+    with pytest.raises(options.ConfigUsageError, match="is a folder, not a file"):
+        options.read_config_file(tmp_path)

@@ -152,3 +152,12 @@ def test_predictions_are_the_fits_of_the_probe_table():
         auc = auc_score(part["label"], part[[f"p:{c}" for c in classes]].to_numpy(), classes)
         assert auc == pytest.approx(table.set_index("split").loc[split, "auc"])
     assert set(rows["predicted"]) <= set(classes) and not rows.duplicated(["split", "slide_id"]).any()
+
+
+def test_embeddings_with_nan_are_refused_naming_the_slides():
+    from gigassl.errors import DataError
+
+    labels, ids, X = cohort(n=40)
+    X[[3, 17], 1] = np.nan
+    with pytest.raises(DataError, match=r"embeddings: NaN or infinite values in 2 of 40 slides \(s003, s017\)"):
+        run_probe((ids, X), labels, "task", n_splits=2, budgets=(1.0,))

@@ -156,3 +156,15 @@ def test_missing_ids_listed_with_count():
     assert "the embeddings" in text and "remove them" in text
     with pytest.raises(ManifestError, match="differ only by case"):
         check_ids([Split(("A.svs",), (), "s")], {"a"})
+
+
+def test_a_budget_too_small_for_the_classes_asks_for_a_larger_one():
+    """#25: --budget 0.01 leaves fewer training slides than classes; the fix is a larger budget, not a smaller."""
+    labels = load_labels(pd.DataFrame({"slide_id": [f"s{i}" for i in range(40)], "case_id": [f"c{i}" for i in range(40)],
+                                       "y": ["a", "b"] * 20}), "y")
+    split = make_splits(labels, n_splits=1, test_fraction=0.25)[0]
+    with pytest.raises(ConfigError, match=r"asks for 0 training slides .* Choose a larger --train-size/--budget "
+                                          r"\(--budget 0.067 or more"):
+        budget_split(split, labels, fraction=0.01)
+    with pytest.raises(ConfigError, match="Choose a smaller --train-size/--budget."):
+        budget_split(split, labels, size=31)
