@@ -233,3 +233,35 @@ def test_views_prepared_by_dataloader_workers_train_the_same_model(synthetic_ban
     a = train(synthetic_bank, tmp_path / "inline", config, progress=False)
     b = train(synthetic_bank, tmp_path / "ahead", dataclasses.replace(config, workers=1), progress=False)
     pd.testing.assert_frame_equal(pd.read_csv(a.parent / "steps.csv"), pd.read_csv(b.parent / "steps.csv"))
+
+
+# ------------------------------------------------------------------ #25: bad slides listed, no quiet overwrite
+def test_slides_with_nan_zero_bytes_or_truncated_are_listed_and_train_exits_1(tmp_path, capsys):
+    import h5py
+
+    from gigassl import cli
+
+    from .conftest import write_synthetic_bank
+
+    bank = write_synthetic_bank(tmp_path / "bank", slides=11, draws=2, tiles=8, dim=16)
+    with h5py.File(bank / "S000.h5", "r+") as fh:
+        fh["plain_features"][3, 0] = np.nan  # one NaN tile row: trained on silently before
+    (bank / "S001.h5").write_bytes(b"")
+    data = (bank / "S002.h5").read_bytes()
+    (bank / "S002.h5").write_bytes(data[: len(data) // 2])
+    out = tmp_path / "ssl"
+    argv = ["train", "--bank", str(bank), "--out", str(out), "--profile", "smoke", "--epochs", "1", "--batch-size",
+            "4", "--device", "cpu", "--no-progress"]
+    assert cli.main(argv) == 1  # trained on the 8 good slides, then exit 1 for the 3 left out
+    err = capsys.readouterr().err
+    assert "3 slide(s) left out" in err and "S002" in err and "truncated" in err and "Traceback" not in err
+    failures = pd.read_csv(out / "failures.csv")
+    assert failures.slide_id.tolist() == ["S000", "S001", "S002"] and (out / "checkpoint.pt").is_file()
+    assert "1 of 48 tiles (3)" in failures.reason[0] and "empty (0 bytes)" in failures.reason[1]
+    # a second run into the same folder is refused, its checkpoints kept; --resume continues, --overwrite replaces
+    before = (out / "checkpoint.pt").stat().st_mtime_ns
+    assert cli.main(argv) == 1 and "already holds the checkpoints of a run" in capsys.readouterr().err
+    assert (out / "checkpoint.pt").stat().st_mtime_ns == before
+    assert cli.main(argv + ["--resume", "--batch-size", "8"]) == 1
+    assert "config.batch_size: 4 there, 8 now" in capsys.readouterr().err
+    assert cli.main(argv + ["--overwrite"]) == 1 and (out / "checkpoint.pt").stat().st_mtime_ns != before
