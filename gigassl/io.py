@@ -212,10 +212,9 @@ def write_features(path: str | os.PathLike, features: np.ndarray, coords: np.nda
     ``encoder``) and ``coords`` (M, 2) int64 level-0 (x, y) with ``coord_attrs`` (TRIDENT copies its tiling's:
     ``patch_size``, ``patch_size_level0``, ``level0_magnification``, ``target_magnification``, ``overlap``, ...), both
     chunked by row and resizable. Read back by :func:`read_features`."""
-    features = np.asarray(features, np.float32)
-    coords = np.asarray(coords, np.int64).reshape(-1, 2)
-    if features.ndim != 2 or len(features) != len(coords):
-        raise ValueError(f"features (M, F) and coords (M, 2) expected; got {features.shape} and {coords.shape}")
+    features = validate.features(features, f"The tile features written to {path}")
+    coords = validate.coords(coords, f"The tile coordinates written to {path}")
+    validate.paired(features, coords, str(path))
     with atomic_path(path) as tmp:
         with h5py.File(tmp, "w", track_order=True) as fh:
             for name, data, attrs in (("features", features, feature_attrs), ("coords", coords, coord_attrs)):
