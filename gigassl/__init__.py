@@ -1,6 +1,7 @@
 """gigassl: the reference implementation of "Giga-SSL: Self-Supervised Learning for Gigapixel Images".
 
 Stages (one module each): ``synth`` (synthetic cohort; its slides drawn by ``render``, written by ``tiff``),
+``featsim`` (feature-level cohorts of known label mechanism),
 ``slides`` (OpenSlide reading), ``tiling``, ``encoders`` (tile embedder), ``moco`` (tile pre-training),
 ``augment`` (tile augmentation domain), ``bank`` (augmented tile embeddings), ``bankstore`` (the packed bank),
 ``maps`` (views, sparse maps, slide augmentation), ``sparse`` (sparse convolution backends), ``aggregators``,

@@ -85,9 +85,9 @@ def cmd_synth(args, config) -> int:
 def cmd_simulate(args, config) -> int:
     """Write a feature-level cohort whose label comes from one known mechanism (M0-M4; gigassl.featsim).
 
-    Writes DIR/features_featsim/*.h5 (TRIDENT's tile features: give the folder to train, embed and probe --bank),
-    DIR/labels.csv (slide_id, case_id, center, label, split, oracle), DIR/splits/split_0.csv (train, test) and
-    DIR/oracle.csv (the oracle as a one-dimensional embedding, for probe --embeddings).
+    Writes OUT/features_featsim/*.h5 (TRIDENT's tile features: give the folder to train, embed and probe --bank),
+    OUT/labels.csv (slide_id, case_id, center, label, split, oracle), OUT/splits/split_0.csv (train, test) and
+    OUT/oracle.csv (the oracle as a one-dimensional embedding, for probe --embeddings).
     """
     from .featsim import simulate
 

@@ -36,6 +36,7 @@ AGGREGATOR_INITS = ("tile_embedder", "random")
 BN_VIEWS = ("per_view", "joint")
 PREPROCESSING = ("l2", "standard", "l2+standard", "none")
 MECHANISMS = ("M0", "M1", "M2", "M3", "M4")  # the label mechanisms of gigassl.featsim
+MECHANISM_CLASSES = {"M0": 1, "M1": 1, "M2": 1, "M3": 3, "M4": 2}  # the tissue classes each mechanism owns
 SAMPLINGS = ("random", "local")  # how a view draws its T tiles (gigassl.maps)
 
 
@@ -657,7 +658,7 @@ class FeatSimConfig:
     seed: int = 0
 
     def __post_init__(self):
-        special = {"M3": 3, "M4": 2}.get(self.mechanism, 1)
+        special = MECHANISM_CLASSES.get(self.mechanism, 1)
         effect_ok, effect_text = _optional(_real(0, 1))
         tiles_ok = _int(16)[0](self.tiles_per_slide)
         half = self.tiles_per_slide // 2 if tiles_ok else "?"

@@ -53,7 +53,7 @@ from scipy.ndimage import gaussian_filter
 from tqdm import tqdm
 
 from . import __version__, io
-from .config import FeatSimConfig
+from .config import MECHANISM_CLASSES, MECHANISMS, FeatSimConfig, choice, refused
 from .splits import Split, write_splits
 from .utils import nearest, rng, write_csv_atomic
 
@@ -61,7 +61,6 @@ SPLITS = ("train", "test", "pool")
 ENCODER = "featsim"  # the features folder is features_<encoder>/, as TRIDENT names it
 TILE_PX, LEVEL0_MAGNIFICATION, TARGET_MAGNIFICATION = 256, 40, 20
 PATCH_SIZE_LEVEL0 = TILE_PX * LEVEL0_MAGNIFICATION // TARGET_MAGNIFICATION
-SPECIAL_CLASSES = {"M0": 1, "M1": 1, "M2": 1, "M3": 3, "M4": 2}  # the mechanism's own classes, the last ones
 STATISTICS = ("target_share", "focal_count", "separated_share", "same_class_adjacency")
 _MEANS, _CENTERS, _LATENT, _TILES = 0, 1, 2, 3  # rng streams
 _TISSUE_FRACTION = 0.55  # of the grid's sites
@@ -79,7 +78,14 @@ def oracle_auc(mechanism: str, effect: float) -> float:
 
 
 def calibrated_effect(mechanism: str, auc: float = 0.85) -> float:
-    """The effect at which the oracle's AUC is ``auc`` (the inverse of :func:`oracle_auc`; 0 for M0)."""
+    """The effect at which the oracle's AUC is ``auc`` (the inverse of :func:`oracle_auc`; 0 for M0).
+
+    Raises:
+        ConfigError: an unknown mechanism, or ``auc`` outside [0.5, 1].
+    """
+    choice(mechanism, MECHANISMS, "mechanism")
+    if not 0.5 <= auc <= 1:
+        raise refused("auc", auc, "a number in [0.5, 1]", "An oracle's AUC lies between chance and 1.")
     if mechanism == "M0":
         return 0.0
     if mechanism == "M2":
@@ -104,7 +110,7 @@ class SlideDraw:
 def draw_slide(config: FeatSimConfig, split: str, index: int) -> SlideDraw:
     """The label, oracle and centre of slide ``index`` of ``split``, without its tiles (calibrating an effect
     needs only these)."""
-    g = rng(config.seed, _LATENT, SPLITS.index(split), index)
+    g = rng(config.seed, _LATENT, SPLITS.index(choice(split, SPLITS, "split")), index)
     label = index % 2
     u, carrier, center = g.random(), g.random(), int(g.integers(config.n_centers))
     effect = effect_of(config)
@@ -176,7 +182,7 @@ def _assign(config: FeatSimConfig, draw: SlideDraw, sites: np.ndarray, shape, g:
     """The tissue class of every tile (M,): background classes by the argmax of smooth fields plus per-slide
     weights, then the mechanism's classes over them."""
     m, k = len(sites), config.n_classes
-    background = k - SPECIAL_CLASSES[config.mechanism]
+    background = k - MECHANISM_CLASSES[config.mechanism]  # the mechanism's own, the last ones
     fields = np.stack([_smooth(g, shape, config.smoothness)[sites[:, 0], sites[:, 1]] for _ in range(background)])
     classes = np.argmax(fields + config.composition * g.normal(size=(background, 1)), axis=0)
     score = _smooth(g, shape, config.smoothness)[sites[:, 0], sites[:, 1]]

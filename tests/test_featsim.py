@@ -40,6 +40,13 @@ def test_the_calibrated_effect_gives_the_oracle_auc_asked_for(mechanism):
     assert abs(np.mean(fitted) - 0.85) < 0.04  # sd over seeds about 0.01 at 1,000 test slides
 
 
+def test_calibration_refuses_what_an_oracle_cannot_reach():
+    with pytest.raises(ConfigError, match=r"auc=0.3 is not allowed: it must be a number in \[0.5, 1\]"):
+        featsim.calibrated_effect("M1", 0.3)
+    with pytest.raises(ConfigError, match="mechanism='M9'"):
+        featsim.calibrated_effect("M9")
+
+
 def test_the_null_oracle_is_at_chance_and_the_null_has_no_effect():
     fitted = [featsim.oracle_fit_auc(FeatSimConfig(mechanism="M0", n_train=100, n_test=1000, seed=s))
               for s in range(3)]
@@ -237,3 +244,33 @@ def test_the_real_commands_run_unchanged_on_a_cohort(tmp_path, one_thread):
     table = run_method("averagemil", bank=features, labels=labels, task="label", splits=tmp_path / "cohort" / "splits",
                        probe=smoke.probe)
     assert len(table) >= 1 and set(table.method) == {"averagemil"}
+
+
+def test_the_study_design_is_complete_and_its_cohorts_valid():
+    """studies/mechanisms.yml (issue #24): seeds, pools, methods and a prediction per cell; every cell a valid
+    FeatSimConfig whose effect is the one calibrated on the oracle; the SSL settings a valid TrainConfig."""
+    from pathlib import Path
+
+    import yaml
+
+    from gigassl.config import MapConfig, TrainConfig
+
+    design = yaml.safe_load((Path(__file__).parents[1] / "studies" / "mechanisms.yml").read_text())
+    assert len(design["generator_seeds"]) >= 3 and len(design["ssl_seeds"]) >= 2
+    n_train = design["cohort"]["n_train"]
+    for mechanism in ("M1", "M3"):
+        pools = design["pools"][mechanism]
+        assert len(pools) >= 3 and min(pools) == 0 and max(pools) >= 10 * n_train
+    cohort = {k: tuple(v) if isinstance(v, list) else v for k, v in design["cohort"].items()}
+    for cell in design["cells"]:
+        settings = {k: v for k, v in cell.items() if k != "name"}
+        for pool in design["pools"].get(cell["name"], design["pools"]["default"]):
+            FeatSimConfig(**cohort, **settings, n_pool=pool)
+        assert cell["effect"] == round(featsim.calibrated_effect(cell["mechanism"], 0.85), 4)
+        assert design["calibration"][cell["mechanism"]]["effect"] == pytest.approx(cell["effect"], abs=1e-4)
+        assert len(design["predictions"][cell["name"]]) > 100
+    methods = {"oracle", "averagemil", "deepmil", "gigassl", "gigassl_local", "random_aggregator"}
+    assert methods <= set(design["methods"])
+    training = dict(design["ssl_training"])
+    maps = {k: tuple(v) if isinstance(v, list) else v for k, v in training.pop("maps").items()}
+    TrainConfig(**training, maps=MapConfig(**maps))
