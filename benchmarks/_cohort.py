@@ -9,18 +9,24 @@ from pathlib import Path
 from gigassl.config import get_profile
 
 
-def demo_cohort(folder: str | os.PathLike) -> tuple[Path, Path]:
-    """(manifest, coords dir) of the demo cohort in ``folder``, made if missing."""
+def demo_cohort(folder: str | os.PathLike, profile: str = "demo") -> tuple[Path, Path]:
+    """(manifest, coords dir) of the ``profile``'s cohort in ``folder`` (the demo's; ``smoke`` for dry runs), made
+    if missing."""
     from gigassl.synth import synthesize
     from gigassl.tiling import tile_cohort
 
     folder = Path(folder)
     manifest = folder / "manifest.csv"
     if not manifest.exists():
-        synthesize(folder, get_profile("demo").synth, progress=False)
+        synthesize(folder, get_profile(profile).synth, progress=False)
     coords = folder / "coords"
-    tile_cohort(manifest, coords, get_profile("demo").tile, progress=False)
+    tile_cohort(manifest, coords, get_profile(profile).tile, progress=False)
     return manifest, coords
+
+
+def dry_run_option(parser) -> None:
+    """The ``--dry-run`` flag every benchmark has: every step at tiny sizes, so the test suite runs it."""
+    parser.add_argument("--dry-run", action="store_true", help="tiny sizes, every step (run by the test suite)")
 
 
 def machine() -> str:

@@ -2,7 +2,8 @@
 cohort, against the tile embedder's forward pass alone on random tensors of the same batch size, in the same run.
 The ratio is the pipeline efficiency (the goal: at least 0.7 on a 2-core CPU).
 
-Usage: ``python benchmarks/bank.py [--cohort DIR] [--slides 30] [--device cpu|cuda]``
+Usage: ``python benchmarks/bank.py [--cohort DIR] [--slides 30] [--device cpu|cuda] [--dry-run]``
+(``--dry-run``: the smoke profile's cohort in a temporary folder, 2 slides, a 1-second forward; the test suite runs it).
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ from gigassl.config import get_profile
 from gigassl.encoders import Embedding, build_embedder
 from gigassl.manifest import read_manifest
 
-from _cohort import demo_cohort, machine
+from _cohort import demo_cohort, dry_run_option, machine
 
 
 def main(argv=None) -> int:
@@ -31,14 +32,18 @@ def main(argv=None) -> int:
     parser.add_argument("--slides", type=int, default=30)
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--profile", default="demo")
+    parser.add_argument("--forward-seconds", type=float, default=10.0, help="how long the bare forward is timed")
+    dry_run_option(parser)
     args = parser.parse_args(argv)
+    if args.dry_run:
+        args.cohort, args.slides, args.profile, args.forward_seconds = tempfile.mkdtemp(), 2, "smoke", 1.0
     profile = get_profile(args.profile)
-    manifest, coords_dir = demo_cohort(args.cohort)
+    manifest, coords_dir = demo_cohort(args.cohort, "smoke" if args.dry_run else "demo")
     subset = tempfile.mkdtemp() + "/manifest.csv"
     read_manifest(manifest).head(args.slides).to_csv(subset, index=False)
     encoder = dataclasses.replace(profile.encoder, device=args.device)
     batch = encoder.batch_size
-    tile_px = get_profile("demo").tile.tile_px
+    tile_px = get_profile("smoke" if args.dry_run else "demo").tile.tile_px
     print(f"machine: {machine()}")
 
     out = tempfile.mkdtemp()
@@ -56,7 +61,7 @@ def main(argv=None) -> int:
     x = torch.randint(0, 256, (batch, tile_px, tile_px, 3), dtype=torch.uint8)
     embedding(x)
     start, n = time.perf_counter(), 0
-    while time.perf_counter() - start < 10:
+    while time.perf_counter() - start < args.forward_seconds:
         embedding(x)
         n += batch
     forward = n / (time.perf_counter() - start)

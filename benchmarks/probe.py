@@ -13,7 +13,8 @@ splits, one BLAS thread; the median of three runs), ``wall_seconds``, ``cpu_seco
 same fits with the libraries' default threading, the authors' setup), ``max_auc_difference`` between the two,
 ``end_to_end_cpu_seconds`` (with planning and checks), ``deepmil_cpu_seconds`` and ``deepmil_wall_seconds``.
 
-Usage: ``python benchmarks/probe.py [--deepmil-splits 10] [--max-epochs 100]``
+Usage: ``python benchmarks/probe.py [--deepmil-splits 10] [--max-steps 4000] [--dry-run]``
+(``--dry-run``: 60 slides x 16 dims, 2 splits, DeepMIL on 1 split for 20 steps; the test suite runs it).
 """
 
 from __future__ import annotations
@@ -35,6 +36,8 @@ from gigassl.protocol import probe_plan
 from gigassl.labels import load_labels
 from gigassl.splits import plan_splits
 from gigassl.utils import rng
+
+from _cohort import dry_run_option
 
 
 def cohort(n_slides: int, seed: int = 0) -> pd.DataFrame:
@@ -79,9 +82,13 @@ def main(argv=None) -> int:
     parser.add_argument("--deepmil-splits", type=int, default=10, help="0 skips DeepMIL")
     parser.add_argument("--tiles", type=int, default=100)
     parser.add_argument("--tile-dims", type=int, default=256)
-    parser.add_argument("--max-epochs", type=int, default=100)
+    parser.add_argument("--max-steps", type=int, default=DeepMILConfig.max_steps, help="DeepMIL's step budget")
     parser.add_argument("--device", default="cpu")
+    dry_run_option(parser)
     args = parser.parse_args(argv)
+    if args.dry_run:
+        args.slides, args.dims, args.splits, args.test_fraction = 60, 16, 2, 0.25
+        args.deepmil_splits, args.tiles, args.tile_dims, args.max_steps = 1, 10, 8, 20
 
     config = ProbeConfig(n_splits=args.splits, test_fraction=args.test_fraction, budgets=(1.0,), train_sizes=())
     raw = cohort(args.slides)
@@ -127,11 +134,12 @@ def main(argv=None) -> int:
 
     if args.deepmil_splits > 0:
         dm_plan = plan[: args.deepmil_splits]
-        cfg = DeepMILConfig(max_epochs=args.max_epochs, device=args.device)
+        cfg = DeepMILConfig(max_steps=args.max_steps, eval_every=min(DeepMILConfig.eval_every, args.max_steps),
+                            device=args.device)
         dm = run_deepmil(bags(raw, args.tiles, args.tile_dims), frame, "label", splits=dm_plan, budgets=(1.0,),
                          config=cfg, probe_config=dataclasses.replace(config, n_splits=len(dm_plan)))
         print(f"deepmil_splits: {len(dm)}  tiles: {args.tiles}  tile_dims: {args.tile_dims}  device: {dm.device[0]}  "
-              f"epochs: {dm.epochs.sum()}  auc_mean: {dm.auc.mean():.4f}")
+              f"steps: {dm.steps.sum()}  auc_mean: {dm.auc.mean():.4f}")
         print(f"deepmil_cpu_seconds: {dm.cpu_seconds.sum():.3f}")
         print(f"deepmil_wall_seconds: {dm.wall_seconds.sum():.3f}")
         print(f"deepmil_over_probe_cpu: {dm.cpu_seconds.sum() / table.cpu_seconds[: len(dm)].sum():.0f}x")

@@ -11,7 +11,8 @@ recomputing them (they are identical: every random choice is keyed).
 
 Usage: ``python benchmarks/seeds.py --out /tmp/seeds --seeds 0 1 2 [--reuse runs/demo]``; writes
 ``benchmarks/results/seeds.csv`` (one row per seed, protocol, method, task and budget; the rows of seeds not run
-this time are kept) and prints the summary over all the seeds it holds.
+this time are kept) and prints the summary over all the seeds it holds. ``--dry-run``: one seed of the smoke
+profile (its own training length), results written into ``--out``; the test suite runs it.
 """
 
 from __future__ import annotations
@@ -37,14 +38,16 @@ from gigassl.synth import synthesize
 from gigassl.tiling import tile_cohort
 from gigassl.train import train
 
-from _cohort import machine
+from _cohort import dry_run_option, machine
 
 MAIN_STEPS = 1800  # the ssl_full execution of experiments.yml (demo)
 
 
-def run_seed(seed: int, folder: Path, reuse: Path | None) -> tuple[Path, Path, pd.DataFrame]:
-    """(embeddings, bank, manifest frame) of the main run on the cohort of ``seed``."""
-    profile = get_profile("demo")
+def run_seed(seed: int, folder: Path, reuse: Path | None, profile_name: str = "demo",
+             steps: int | None = MAIN_STEPS) -> tuple[Path, Path, pd.DataFrame]:
+    """(embeddings, bank, manifest frame) of the main run on the cohort of ``seed`` (``steps``: None keeps the
+    profile's training length)."""
+    profile = get_profile(profile_name)
     if reuse is not None and seed == profile.synth.seed:
         manifest = pd.read_csv(reuse / "cohort" / "manifest.csv", dtype={"slide_id": str, "case_id": str})
         return reuse / "ssl_full" / "embeddings.h5", reuse / "bank_moco_shared", manifest
@@ -63,7 +66,7 @@ def run_seed(seed: int, folder: Path, reuse: Path | None) -> tuple[Path, Path, p
     bank = folder / "bank"
     build_bank(manifest_path, coords, bank, profile.bank, encoder, profile.augment, progress=False,
                plain_from=folder / "plain")
-    config = dataclasses.replace(profile.train, steps=MAIN_STEPS)
+    config = dataclasses.replace(profile.train, steps=steps)
     checkpoint = train(bank, folder / "ssl", config, encoder_weights=str(moco), progress=False)
     embeddings = embed_slides(bank, checkpoint, folder / "ssl" / "embeddings.h5", profile.embed, progress=False,
                               slide_ids=labelled)
@@ -76,14 +79,19 @@ def main(argv=None) -> int:
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--reuse", help="the demo run folder (runs/demo) to take seed 0 from")
     parser.add_argument("--results", default=str(Path(__file__).parent / "results" / "seeds.csv"))
+    dry_run_option(parser)
     args = parser.parse_args(argv)
-    profile = get_profile("demo")
+    profile_name, steps = ("smoke", None) if args.dry_run else ("demo", MAIN_STEPS)
+    if args.dry_run:
+        args.seeds, args.reuse, args.results = [0], None, str(Path(args.out) / "seeds.csv")
+    profile = get_profile(profile_name)
     print(f"machine: {machine()}")
     rows, pairs = [], []
     for seed in args.seeds:
         start = time.perf_counter()
-        embeddings, bank, frame = run_seed(seed, Path(args.out) / f"seed{seed}", args.reuse and Path(args.reuse))
-        tasks = task_columns(frame)
+        embeddings, bank, frame = run_seed(seed, Path(args.out) / f"seed{seed}", args.reuse and Path(args.reuse),
+                                           profile_name, steps)
+        tasks = ["nsclc_like"] if args.dry_run else task_columns(frame)  # smoke: too few cases for the others
         average = average_embeddings(bank, labelled_ids(frame))
         splits = probe_runs({"gigassl": (embeddings, "l2"), "averagemil": (average, "standard")}, frame, tasks,
                             budgets=profile.probe.budgets, train_sizes=(), config=profile.probe)

@@ -7,7 +7,8 @@
    features), training steps per second with views read from the (packed, memory-mapped) bank against the same
    steps on views already in memory.
 
-Usage: ``python benchmarks/train.py [--device cpu|cuda] [--slides 500] [--skip-data-path]``
+Usage: ``python benchmarks/train.py [--device cpu|cuda] [--slides 500] [--skip-data-path] [--dry-run]``
+(``--dry-run``: every part on banks of a few slides and 3 steps; the test suite runs it).
 """
 
 from __future__ import annotations
@@ -29,7 +30,7 @@ from gigassl.bankstore import PackedBank
 from gigassl.maps import training_views
 from gigassl.train import build_model, concat_views
 
-from _cohort import machine
+from _cohort import dry_run_option, machine
 
 
 def write_bank(folder: Path, slides: int, draws: int, tiles: int, dim: int, plain: int, seed: int = 0) -> None:
@@ -75,14 +76,20 @@ def main(argv=None) -> int:
     parser.add_argument("--slides", type=int, default=500, help="slides of the data-path bank")
     parser.add_argument("--skip-data-path", action="store_true")
     parser.add_argument("--workdir", default=None)
+    dry_run_option(parser)
     args = parser.parse_args(argv)
+    # (slides, draws, tiles, plain) of the step bank, slides of the inference bank, (draws, tiles) of the data path
+    small_shape, infer_slides, path_shape, repeats = (((20, 2, 8, 16), 20, (2, 16), 4) if args.dry_run else
+                                                      ((300, 4, 32, 200), 1000, (50, 256), 20))
+    if args.dry_run:
+        args.slides = 8
     device = args.device
     work = Path(args.workdir or tempfile.mkdtemp(prefix="gigassl-bench-"))
     print(f"machine: {machine()}")
     maps = MapConfig(downsample=224)
 
     small = work / "small"
-    write_bank(small, 300, 4, 32, 256, 200)
+    write_bank(small, *small_shape[:3], 256, small_shape[3])
     bank = PackedBank(small)
     batches = [32] + ([256] if device.startswith("cuda") else [])
     for batch in batches:
@@ -95,34 +102,36 @@ def main(argv=None) -> int:
                 print(f"step_ms (batch {batch}, {backend}): unavailable ({err})")
                 continue
             optimizer = torch.optim.Adam(model.parameters(), lr=1e-3, fused=device.split(":")[0] in ("cpu", "cuda"))
-            seconds = step_time(model, optimizer, NTXentLoss(0.05), views, device)
+            seconds = step_time(model, optimizer, NTXentLoss(0.05), views, device, repeats=repeats)
             print(f"step_ms (batch {batch}, T=5, {backend}, {device}): {1000 * seconds:.1f}")
 
     infer = work / "infer"
-    write_bank(infer, 1000, 1, 1, 256, 200, seed=1)
+    write_bank(infer, infer_slides, 1, 1, 256, 200 if not args.dry_run else 16, seed=1)
     infer_bank = PackedBank(infer)
     for backend in ("torch", "spconv"):
         model = build_model(TrainConfig(backend=backend), 256).to(device).eval()
         start = time.perf_counter()
         embed_bank(model, infer_bank, np.arange(len(infer_bank)), 50, 5, maps, 0, batch_views=8192, device=device)
-        print(f"inference_seconds_per_1000_slides (R=50, T=5, {backend}, {device}): {time.perf_counter() - start:.2f}")
+        seconds = (time.perf_counter() - start) * 1000 / infer_slides
+        print(f"inference_seconds_per_1000_slides (R=50, T=5, {backend}, {device}): {seconds:.2f}")
 
     if not args.skip_data_path:
         big = work / "paper_shapes"
         start = time.perf_counter()
-        write_bank(big, args.slides, 50, 256, 256, 400, seed=2)
+        write_bank(big, args.slides, *path_shape, 256, 400, seed=2)
         written = time.perf_counter() - start
         start = time.perf_counter()
         bank = PackedBank(big)
         packed = time.perf_counter() - start
-        size = sum(p.stat().st_size for p in (big / "packed").iterdir()) / 2**30
-        print(f"data-path bank: {args.slides} slides x A=50 x N=256 x F=256 float16, packed {size:.1f} GiB "
+        size = sum(p.stat().st_size for p in bank.dir.iterdir()) / 2**30
+        print(f"data-path bank: {args.slides} slides x A={path_shape[0]} x N={path_shape[1]} x F=256 float16, "
+              f"packed {size:.1f} GiB "
               f"(writing {written:.0f} s, packing once {packed:.0f} s)")
         batch = 256 if device.startswith("cuda") else 32
         model = build_model(TrainConfig(), 256).to(device).train()
         optimizer = torch.optim.Adam(model.parameters(), lr=1e-3, fused=device.split(":")[0] in ("cpu", "cuda"))
         criterion = NTXentLoss(0.05)
-        steps = 30
+        steps = 3 if args.dry_run else 30
         order = np.random.default_rng(0).permutation(len(bank))
         picks = [np.resize(np.roll(order, i * batch), batch) for i in range(steps)]
         start = time.perf_counter()

@@ -84,9 +84,10 @@ def bank_dir(cohort, coords_dir, tmp_path_factory) -> Path:
 
 
 def write_synthetic_bank(out: Path, slides: int = 16, draws: int = 4, tiles: int = 16, dim: int = 256,
-                         seed: int = 0) -> Path:
-    """A bank written directly: every slide's tiles are its own random vector plus noise (an easy SSL task),
-    coordinates on an 8 x 6 grid of 64-px tiles."""
+                         seed: int = 0, view_noise: float = 0.3) -> Path:
+    """A bank written directly: every slide's tiles are its own random vector plus noise, each draw shifted by its
+    own random offset of scale ``view_noise`` (0.3: an easy SSL task; 3: the two views of a slide differ as much as
+    two slides), coordinates on an 8 x 6 grid of 64-px tiles."""
     import numpy as np
 
     from gigassl import io
@@ -97,7 +98,7 @@ def write_synthetic_bank(out: Path, slides: int = 16, draws: int = 4, tiles: int
     for s in range(slides):
         plain = g.normal(size=dim) + 0.5 * g.normal(size=(len(grid), dim))
         pick = g.integers(0, len(grid), (draws, tiles))
-        feats = plain[pick] + 0.3 * g.normal(size=(draws, 1, dim))
+        feats = plain[pick] + view_noise * g.normal(size=(draws, 1, dim))
         io.write_bank(out / f"S{s:03d}.h5", io.Bank(feats, grid[pick], plain, grid,
                                                      {"patch_size_level0": 64, "encoder": "synthetic"}))
     return out

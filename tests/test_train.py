@@ -17,23 +17,67 @@ CONFIG = TrainConfig(epochs=6, batch_size=8, warmup_epochs=1, checkpoint_every=2
                      maps=MapConfig(downsample="tile"))
 
 
-def test_a_short_run_lowers_the_loss_and_writes_checkpoints(synthetic_bank, tmp_path):
+def test_a_short_run_logs_its_epochs_and_writes_checkpoints(synthetic_bank, tmp_path):
     last = train(synthetic_bank, tmp_path, CONFIG, progress=False)
     log = pd.read_csv(tmp_path / "log.csv")
     assert list(log.columns) == ["epoch", "step", "loss", "collapse", "alignment", "uniformity", "mean_cosine",
                                  "effective_rank", "lr", "seconds"] and len(log) == 6
     assert log.step.tolist() == [2, 4, 6, 8, 10, 12]  # 16 slides, batch 8
-    assert log.alignment.iloc[-1] < log.alignment.iloc[0]  # the two views of a slide come closer
-    assert log.loss.iloc[-2:].mean() < log.loss.iloc[0]
-    assert (log.collapse > 0.02).all()  # not collapsed
-    joint = tmp_path / "joint"  # one pass over both views: the first epochs' loss is higher, and halves
-    train(synthetic_bank, joint, dataclasses.replace(CONFIG, bn_views="joint"), progress=False)
-    joint_log = pd.read_csv(joint / "log.csv")
-    assert joint_log.loss.iloc[-2:].mean() < 0.5 * joint_log.loss.iloc[0]
+    assert np.isfinite(log.drop(columns="seconds")).all().all() and (log.loss > 0).all()
+    assert (log.collapse > 0.02).all()  # not collapsed (collapsed: 0)
     assert last.is_file() and sorted(p.name for p in tmp_path.glob("checkpoint_e*.pt")) == [
         "checkpoint_e0002.pt", "checkpoint_e0004.pt", "checkpoint_e0006.pt"]
     model, state = load_checkpoint(last)
     assert state["epoch"] == 6 and state["in_dim"] == 256 and not model.training
+
+
+# A bank where the two views of a slide differ as much as two slides do (each draw adds its own offset, 3 times the
+# slide's signal): the untrained model is near chance, so training has something to learn. One epoch's loss is
+# noise at this size (single steps range from 0.1 to 7), so the loss is measured on 16 fixed batches of held views.
+HARD = TrainConfig(epochs=16, batch_size=16, warmup_epochs=1, checkpoint_every=16, device="cpu",
+                   maps=MapConfig(downsample="tile"))
+
+
+@pytest.fixture(scope="module")
+def hard_bank(tmp_path_factory):
+    from tests.conftest import write_synthetic_bank
+
+    return write_synthetic_bank(tmp_path_factory.mktemp("hardbank"), slides=32, view_noise=3.0)
+
+
+@torch.no_grad()
+def held_view_loss(model, bank_dir, config: TrainConfig, batches: int = 16) -> float:
+    """Mean NT-Xent (Eq. 1) of ``model`` over ``batches`` fixed batches of two views (seeds no training uses), with
+    the training's BatchNorm mode (batch statistics; per view or joint)."""
+    from gigassl.bankstore import PackedBank
+    from gigassl.loss import NTXentLoss
+    from gigassl.maps import training_views
+    from gigassl.train import concat_views
+
+    bank, criterion, losses = PackedBank(bank_dir), NTXentLoss(config.temperature), []
+    model.train()
+    for i in range(batches):
+        pick = np.random.default_rng(1000 + i).choice(len(bank), config.batch_size, replace=False)
+        v1, v2 = training_views(bank, pick, config.tiles_per_view, config.maps, 1000, i)
+        z1, z2 = model(concat_views(v1, v2), chunks=2 if config.bn_views == "per_view" else 1).chunk(2)
+        losses.append(float(criterion(z1, z2)))
+    return float(np.mean(losses))
+
+
+@pytest.mark.parametrize("bn_views", ["per_view", "joint"])
+def test_training_lowers_the_loss_on_held_views(hard_bank, tmp_path, bn_views, one_thread):
+    """Measured on training seeds 0-3: 2.9-3.6 before, 0.6-1.0 after 32 steps (both BatchNorm modes); chance is
+    log(2B - 1) = 3.43. The margins (a fall of at least 1, below half of chance) are several times the spread over
+    seeds, which is what another CPU's arithmetic changes; a loss with the wrong sign, or no optimizer step, fails."""
+    from gigassl.train import build_model
+
+    config = dataclasses.replace(HARD, bn_views=bn_views)
+    chance = np.log(2 * config.batch_size - 1)
+    before = held_view_loss(build_model(config, 256), hard_bank, config)  # the run's seeded initialisation
+    trained, _ = load_checkpoint(train(hard_bank, tmp_path, config, progress=False))
+    after = held_view_loss(trained, hard_bank, config)
+    assert before > 0.75 * chance  # near chance before training
+    assert after < before - 1.0 and after < 0.5 * chance, (before, after)
 
 
 def test_resume_reproduces_an_uninterrupted_run(synthetic_bank, tmp_path):
