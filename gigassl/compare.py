@@ -5,9 +5,18 @@ plan is keyed by the probe seed, so every method of a run sees the same splits),
 formed, and their mean is reported with a percentile bootstrap interval over splits (resampling splits, seeded).
 The verdict is ``"<a> better"`` or ``"<b> better"`` when the interval excludes 0, else ``"undecided"``.
 
-The interval is over splits of one cohort. Repeated random splits share slides (their test sets overlap), so it
-is a lower bound on the uncertainty of a claim about the method; the cohort-to-cohort spread is measured by
-``benchmarks/seeds.py`` (BENCHMARKS.md).
+Two intervals are offered (``interval=`` of :func:`paired` and :func:`summarize_pairs`):
+
+- ``"bootstrap"`` (the default of the experiment pages): the percentile bootstrap over splits. Repeated random splits
+  share slides (their training and test sets overlap), so it holds only the split-to-split variance and is too narrow
+  for a claim about the method.
+- ``"corrected"``: the corrected resampled t-interval of Nadeau & Bengio (2003, Machine Learning 52:239-281, Sec. 4):
+  the mean of J per-split differences +- t_{J-1} * sqrt((1/J + n_test/n_train) * s^2), s^2 their sample variance
+  (ddof 1). The term n_test/n_train accounts for the correlation of estimates from overlapping random splits
+  (:func:`corrected_interval`, :func:`corrected_t`). The results page uses it.
+
+Neither holds the variance of the SSL training seed or of the cohort: the cohort-to-cohort spread is measured by
+``benchmarks/seeds.py`` (BENCHMARKS.md). :data:`VARIANCE_SOURCES` names what each interval holds.
 """
 
 from __future__ import annotations
@@ -21,6 +30,77 @@ from .errors import ConfigError
 from .utils import rng
 
 UNDECIDED = "undecided"
+INTERVALS = ("bootstrap", "corrected")
+# what each interval holds, the words of the results page's ``variance_sources`` column
+VARIANCE_SOURCES = {"bootstrap": "splits (bootstrap, uncorrected for overlap)",
+                    "corrected": "splits (Nadeau-Bengio corrected)"}
+
+
+def corrected_t(differences, test_train_ratio: float) -> tuple[float, float, int]:
+    """(mean, standard error, degrees of freedom) of the corrected resampled t-test of Nadeau & Bengio (2003).
+
+    ``differences``: one value per random split (NaNs dropped), J of them; ``test_train_ratio``: n_test / n_train
+    of the splits (known from the split plan). The standard error is sqrt((1/J + n_test/n_train) * s^2), s^2 the
+    sample variance (ddof 1) of the differences; J - 1 degrees of freedom. Fewer than 2 values: (mean or NaN, NaN, 0).
+
+    Raises:
+        ConfigError: a ratio that is not a positive finite number.
+    """
+    if not (np.isfinite(test_train_ratio) and test_train_ratio > 0):
+        raise ConfigError(f"test_train_ratio must be n_test / n_train > 0; got {test_train_ratio}. Pass the mean "
+                          "test and training sizes of the splits (columns n_test, n_train of the per-split table).")
+    d = np.asarray(differences, float)
+    d = d[~np.isnan(d)]
+    if len(d) < 2:
+        return (float(d.mean()) if len(d) else float("nan")), float("nan"), 0
+    se = float(np.sqrt((1.0 / len(d) + float(test_train_ratio)) * d.var(ddof=1)))
+    return float(d.mean()), se, len(d) - 1
+
+
+def t_interval(mean: float, se: float, df: int, level: float = 0.95) -> tuple[float, float]:
+    """mean +- t_{df, (1 + level) / 2} * se; (NaN, NaN) when ``se`` is undefined or ``df`` < 1."""
+    from scipy.stats import t
+
+    if df < 1 or not np.isfinite(se):
+        return float("nan"), float("nan")
+    half = float(t.ppf(0.5 + level / 2.0, df)) * se
+    return mean - half, mean + half
+
+
+def corrected_interval(differences, test_train_ratio: float, level: float = 0.95) -> tuple[float, float]:
+    """The corrected resampled t-interval (Nadeau & Bengio, 2003) of the mean of per-split differences
+    (:func:`corrected_t`)."""
+    return t_interval(*corrected_t(differences, test_train_ratio), level=level)
+
+
+def split_ratio(table: pd.DataFrame, default: float | None = None) -> float:
+    """n_test / n_train of a per-split table (means of its ``n_test`` and ``n_train`` columns); ``default`` when it
+    has none (e.g. the SSL monitor's rows: test_fraction / (1 - test_fraction) of the split plan)."""
+    if {"n_test", "n_train"} <= set(table.columns) and table["n_train"].notna().any():
+        return float(table["n_test"].mean() / table["n_train"].mean())
+    if default is None:
+        raise ConfigError("The per-split table has no n_train/n_test columns; pass default = n_test / n_train of the "
+                          "split plan (test_fraction / (1 - test_fraction) at 100% of the labels).")
+    return float(default)
+
+
+def common_splits(table: pd.DataFrame, by=("protocol", "task", "budget")) -> pd.DataFrame:
+    """The rows of the splits every method of each group of ``by`` has (Giga-SSL over DeepMIL's splits when DeepMIL
+    runs fewer), so that every method of a table is summarised over the same splits."""
+    by = [c for c in by if c in table.columns]
+    n_methods = table.groupby(by)["method"].transform("nunique")
+    per_split = table.groupby([*by, "split"])["method"].transform("nunique")
+    return table[per_split == n_methods].reset_index(drop=True)
+
+
+def _interval(d, interval: str, ratio: float | None, n_bootstrap: int, level: float, seed: int):
+    if interval == "bootstrap":
+        return paired_interval(d, n_bootstrap, level, seed=seed)
+    if interval == "corrected":
+        if ratio is None:
+            raise ConfigError("interval='corrected' needs test_train_ratio (n_test / n_train of the splits).")
+        return corrected_interval(d, ratio, level)
+    raise ConfigError(f"interval must be one of {INTERVALS}; got {interval!r}.")
 
 
 def verdict(low: float, high: float, a: str = "a", b: str = "b") -> str:
@@ -67,11 +147,12 @@ def per_split(table: pd.DataFrame, a: str, b: str, by=("protocol", "task", "budg
 
 
 def paired(table: pd.DataFrame, a: str, b: str, by=("protocol", "task", "budget"), n_bootstrap: int = 2000,
-           level: float = 0.95, seed: int = 0) -> pd.DataFrame:
+           level: float = 0.95, seed: int = 0, interval: str = "bootstrap") -> pd.DataFrame:
     """Method ``a`` minus method ``b``, paired over splits, one row per group of ``by``.
 
     Columns: ``by``, a, b, n_splits, auc_a, auc_b (means), difference (mean of the per-split differences),
-    difference_std (their std over splits), ci_low, ci_high (bootstrap interval of the mean), verdict.
+    difference_std (their std over splits), ci_low, ci_high (interval of the mean: ``interval`` ``"bootstrap"`` or
+    ``"corrected"``, the Nadeau-Bengio t-interval with n_test / n_train of the group's splits), verdict.
     """
     pairs = per_split(table, a, b, by)
     by = [c for c in by if c in pairs.columns]
@@ -81,7 +162,14 @@ def paired(table: pd.DataFrame, a: str, b: str, by=("protocol", "task", "budget"
         key = key if isinstance(key, tuple) else (key,)
         d = group["difference"].to_numpy(float)
         name = "/".join(str(k) for k in (a, b, *key))
-        low, high = paired_interval(d, n_bootstrap, level, seed=int(rng(seed, zlib.crc32(name.encode())).integers(2**31)))
+        ratio = None
+        if interval == "corrected":
+            rows_ab = table[table["method"].isin([a, b]) & table["split"].isin(set(group["split"]))]
+            for column, value in zip(by, key):
+                rows_ab = rows_ab[rows_ab[column] == value]
+            ratio = split_ratio(rows_ab)
+        low, high = _interval(d, interval, ratio, n_bootstrap, level,
+                              seed=int(rng(seed, zlib.crc32(name.encode())).integers(2**31)))
         valid = d[~np.isnan(d)]
         rows.append({**dict(zip(by, key)), "a": a, "b": b, "n_splits": len(valid),
                      "auc_a": float(np.nanmean(group["auc_a"])), "auc_b": float(np.nanmean(group["auc_b"])),
@@ -92,15 +180,18 @@ def paired(table: pd.DataFrame, a: str, b: str, by=("protocol", "task", "budget"
 
 
 def summarize_pairs(pairs: pd.DataFrame, by=("protocol", "budget"), n_bootstrap: int = 2000, level: float = 0.95,
-                    seed: int = 0, name: str = "") -> pd.DataFrame:
-    """Mean, std and bootstrap interval of a per-split ``difference`` column, one row per group of ``by``."""
+                    seed: int = 0, name: str = "", interval: str = "bootstrap",
+                    test_train_ratio: float | None = None) -> pd.DataFrame:
+    """Mean, std and interval (``interval``: bootstrap, or corrected with ``test_train_ratio``) of a per-split
+    ``difference`` column, one row per group of ``by``."""
     by = [c for c in by if c in pairs.columns]
     rows = []
     for key, group in pairs.groupby(by, sort=False):
         key = key if isinstance(key, tuple) else (key,)
         d = group["difference"].to_numpy(float)
         label = "/".join(str(k) for k in (name, *key))
-        low, high = paired_interval(d, n_bootstrap, level, seed=int(rng(seed, zlib.crc32(label.encode())).integers(2**31)))
+        low, high = _interval(d, interval, test_train_ratio, n_bootstrap, level,
+                              seed=int(rng(seed, zlib.crc32(label.encode())).integers(2**31)))
         rows.append({**dict(zip(by, key)), "n_splits": int((~np.isnan(d)).sum()),
                      "difference": float(np.nanmean(d)), "difference_std": float(np.nanstd(d)),
                      "ci_low": low, "ci_high": high})

@@ -148,7 +148,7 @@ def tiny_datasets(config: Profile, run_dir, out_dir, tasks=None, train: str = "s
     _write_splits(splits, out_dir)
     gains = paired(splits, "gigassl", "deepmil", **_boot(config))
     gains = gains.assign(train_size=gains["budget"].astype(int)).sort_values(["protocol", "task", "train_size"])
-    claims = pd.concat([paper.fig2(splits, protocol=p, **_boot(config)) for p in PROTOCOLS], ignore_index=True)
+    claims = pd.concat([paper.fig2(splits, protocol=p) for p in PROTOCOLS], ignore_index=True)
     return TinyDatasets(splits, gains, claims)
 
 

@@ -2,9 +2,11 @@
 
 ``published()`` reads Tables 2-4 (``data/paper/published_results.csv``). The paper's figures (Fig. 2, 3) are given
 as the claims its text makes (``CLAIMS``). Every comparison is a difference the paper reports (e.g. Giga-SSL minus
-AverageMIL on NSCLC at 100% of the labels) set beside the same difference computed from the run; the agreement says
-whether the run shows the paper's direction and how large the run's effect is relative to the paper's. Nothing here
-is written from expectation: with no run numbers there is no agreement.
+AverageMIL on NSCLC at 100% of the labels) set beside the same difference computed from the run, paired over the
+same splits, with the corrected resampled t-interval of Nadeau & Bengio (2003, :mod:`gigassl.compare`); the verdict
+follows the rule of :mod:`gigassl.verdicts` (consistent, same direction smaller/larger, opposite, equivalent,
+different, undecided, not testable here). Each row is labelled with the training size that ran beside the paper's
+regime. Nothing here is written from expectation: with no run numbers there is no agreement.
 
 The synthetic tasks are analogues of three of the paper's tasks (``TASK_ANALOGUES``); the other three (BRCA
 molecular, mHRD, tHRD) have no synthetic counterpart.
@@ -17,10 +19,10 @@ import importlib.resources
 import numpy as np
 import pandas as pd
 
-from .compare import UNDECIDED, paired, paired_interval, per_split, summarize_pairs
+from . import verdicts
+from .compare import UNDECIDED, VARIANCE_SOURCES, common_splits, corrected_t, per_split, split_ratio, t_interval
 
 TASK_ANALOGUES = {"nsclc_like": "NSCLC subtyping", "rcc_like": "RCC subtyping", "brca_like": "BRCA subtyping"}
-TOLERANCE = 0.005  # AUC differences smaller than this count as "no difference"
 # the AUC band the synthetic cohort was calibrated into, on AverageMIL alone at 100% of the labels (book: calibration)
 CALIBRATION_BAND = (0.65, 0.92)
 
@@ -43,77 +45,55 @@ def published() -> pd.DataFrame:
         return pd.read_csv(file)
 
 
-def agreement(paper: float, run: float, low: float = float("nan"), high: float = float("nan"),
-              tolerance: float = TOLERANCE) -> str:
-    """Does the run's difference ``run`` (with its paired interval [low, high]) show the direction of the paper's
-    difference ``paper``, and how large is it relative to it?
-
-    Only decided runs are compared: an interval that contains 0 gives ``"undecided"``. Without an interval (NaN
-    bounds) the point value is read as before, with ``tolerance`` as "no difference". The verdict of the same
-    judgement, as data, is :func:`judge`'s first value.
-    """
-    return judge(paper, run, low, high, tolerance)[1]
+def judge(paper: float | str, run: float, low: float = float("nan"), high: float = float("nan")) -> tuple[str, str]:
+    """(verdict, words) of a run's difference with its interval [low, high] against the paper's claim ``paper`` (a
+    difference or a direction): the rule of :mod:`gigassl.verdicts` (:func:`gigassl.verdicts.judge`)."""
+    return verdicts.judge(paper, run, low, high)
 
 
-def judge(paper: float | str, run: float, low: float = float("nan"), high: float = float("nan"),
-          tolerance: float = TOLERANCE) -> tuple[str, str]:
-    """(verdict, words) of a run's difference against the paper's: ``paper`` a number (:func:`agreement`) or a
-    direction (:func:`direction`). The verdict is one of :data:`VERDICTS`: ``agree``, ``disagree``,
-    ``undecided``, ``no run number``, or ``other`` (a difference the paper or the run finds negligible)."""
-    if isinstance(paper, str):
-        return _direction(paper, run, low, high, tolerance)
-    if run is None or paper is None or np.isnan(run) or np.isnan(paper):
-        return "no run number", "no run number"
-    interval = not (np.isnan(low) or np.isnan(high))
-    if interval and low <= 0 <= high:
-        return UNDECIDED, UNDECIDED
-    if abs(paper) < tolerance:
-        return "other", "paper: no difference; run: " + ("no difference" if abs(run) < tolerance else f"{run:+.3f}")
-    if not interval and abs(run) < tolerance:
-        return "other", "run: no difference"
-    if np.sign(run) != np.sign(paper):
-        return "disagree", "opposite direction"
-    return "agree", f"same direction ({run / paper:.1f}x the paper's effect)"
+VERDICTS = verdicts.VERDICTS
 
 
-VERDICTS = ("agree", "disagree", UNDECIDED, "no run number", "other")
+def _arm(values, ratio: float) -> tuple[float, float, float]:
+    """(mean AUC, low, high) of one arm over the splits of a comparison, the same corrected interval."""
+    mean, se, df = corrected_t(values, ratio)
+    return (mean, *t_interval(mean, se, df))
 
 
-def direction(expected: str, run: float, low: float = float("nan"), high: float = float("nan"),
-              tolerance: float = TOLERANCE) -> str:
-    """Agreement with a claim that gives only a direction: ``expected`` in increase | decrease | no decrease.
+def claim_row(artefact: str, comparison: str, task: str, regime: str, paper: float | str, run: float,
+              se: float = float("nan"), df: int = 0, protocol: str = "paper", n_splits: int = 0, arms=None,
+              ratio: float = float("nan"), paper_regime: str = "", scale: str = "AUC difference",
+              low: float | None = None, high: float | None = None) -> dict:
+    """One comparison of the results page: ``paper`` the paper's difference, or a direction (increase, decrease, no
+    decrease); ``run`` the run's paired mean difference, ``se`` and ``df`` its corrected t statistic
+    (:func:`gigassl.compare.corrected_t`, n_test / n_train = ``ratio``), from which the 95% interval (unless ``low``
+    and ``high`` are given), the verdict (:func:`gigassl.verdicts.judge`) and the p-value of its decision
+    (:func:`gigassl.verdicts.decision_p`) follow. ``arms``: ``{method: (mean AUC, low, high)}`` of the arms the
+    claim depends on; an arm at chance makes the row :data:`gigassl.verdicts.NOT_TESTABLE`."""
+    if low is None or high is None:
+        low, high = t_interval(run, se, df, verdicts.LEVEL) if not np.isnan(run) else (float("nan"), float("nan"))
+    verdict, words = verdicts.judge(paper, run, low, high)
+    arms = arms or {}
+    chance = verdicts.at_chance(arms)
+    row = {"artefact": artefact, "comparison": comparison, "task": task, "regime": regime,
+           "paper_regime": paper_regime or regime, "protocol": protocol, "run": run, "ci_low": low, "ci_high": high,
+           "n_splits": n_splits, "se": se, "df": df, "scale": scale,
+           "variance_sources": (f"{VARIANCE_SOURCES['corrected']}, n_test/n_train {ratio:.2f}; not: SSL seed, cohort"
+                                if not np.isnan(ratio) else ""),
+           "p_value": verdicts.decision_p(paper, run, se, df),
+           "arm_names": ";".join(arms), "at_chance": ";".join(chance),
+           "arms": "; ".join(f"{name} {m:.3f} [{lo:.3f}, {hi:.3f}]" for name, (m, lo, hi) in arms.items()),
+           "paper": np.nan if isinstance(paper, str) else paper,
+           "paper_claim": paper if isinstance(paper, str) else f"{paper:+.3f}", "agreement": words, "verdict": verdict}
+    return row
 
-    With an interval, "increase"/"decrease" are decided only when it excludes 0 (else ``"undecided"``); "no
-    decrease" disagrees only when the whole interval is below 0.
-    """
-    return _direction(expected, run, low, high, tolerance)[1]
 
-
-def _direction(expected: str, run: float, low: float, high: float, tolerance: float) -> tuple[str, str]:
-    if run is None or np.isnan(run):
-        return "no run number", "no run number"
-    interval = not (np.isnan(low) or np.isnan(high))
-    if expected == "no decrease":
-        decreased = high < 0 if interval else run < -tolerance
-        return ("disagree", f"disagrees (decreases by {-run:.3f})") if decreased else ("agree", "agrees")
-    if interval and low <= 0 <= high:
-        return UNDECIDED, UNDECIDED
-    if not interval and abs(run) < tolerance:
-        return "other", "run: no difference"
-    shown = "increase" if run > 0 else "decrease"
-    return ("agree", "same direction") if shown == expected else ("disagree", "opposite direction")
-
-
-def _row(artefact: str, comparison: str, task: str, regime: str, paper: float | str, run: float,
-         low: float = float("nan"), high: float = float("nan"), protocol: str = "paper", n_splits: int = 0) -> dict:
-    """A comparison: ``paper`` is the paper's difference, or a direction (increase, decrease, no decrease);
-    ``run`` the run's paired mean difference and [low, high] its interval over splits."""
-    base = {"artefact": artefact, "comparison": comparison, "task": task, "regime": regime, "protocol": protocol,
-            "run": run, "ci_low": low, "ci_high": high, "n_splits": n_splits}
-    verdict, words = judge(paper, run, low, high)
-    if isinstance(paper, str):
-        return {**base, "paper": np.nan, "paper_claim": paper, "agreement": words, "verdict": verdict}
-    return {**base, "paper": paper, "paper_claim": f"{paper:+.3f}", "agreement": words, "verdict": verdict}
+def regime_label(paper_regime: str, n_train: float, budget: str = "") -> str:
+    """What ran, beside what the paper ran: ``"20 slides, paper: 50 WSI"``, ``"22 slides (25%), paper: 25%"``."""
+    if np.isnan(n_train):
+        return f"{budget or paper_regime}, paper: {paper_regime}"
+    fraction = REGIMES.get(budget, "")
+    return f"{n_train:.0f} slides" + (f" ({fraction})" if fraction else "") + f", paper: {paper_regime}"
 
 
 def _pick(frame: pd.DataFrame, **where) -> float:
@@ -123,27 +103,38 @@ def _pick(frame: pd.DataFrame, **where) -> float:
     return float(part["auc_mean"].iloc[0]) if len(part) else float("nan")
 
 
-def _paired_row(artefact, comparison, label, regime, paper_value, splits, a, b, protocol, n_bootstrap, seed,
+def _paired_row(artefact, comparison, label, regime, paper_value, splits, a, b, protocol, plan_ratio=None,
                 **where) -> dict:
-    """A :func:`_row` whose run value is ``a - b`` paired over the splits of ``splits`` selected by ``where``."""
+    """A :func:`claim_row` whose run value is ``a - b`` paired over the splits of ``splits`` selected by ``where``,
+    with the corrected interval (n_test / n_train of those splits, else ``plan_ratio``) and the arms' AUCs."""
     part = splits[splits["protocol"] == protocol] if "protocol" in splits.columns else splits
     for key, value in where.items():
         part = part[part[key] == value]
     if not ({a, b} <= set(part["method"])):
-        return _row(artefact, comparison, label, regime, paper_value, float("nan"), protocol=protocol)
-    r = paired(part, a, b, by=(), n_bootstrap=n_bootstrap, seed=seed).iloc[0]
-    return _row(artefact, comparison, label, regime, paper_value, r.difference, r.ci_low, r.ci_high, protocol,
-                int(r.n_splits))
+        return claim_row(artefact, comparison, label, regime, paper_value, float("nan"), protocol=protocol,
+                         paper_regime=regime)
+    pairs = per_split(part, a, b, by=())
+    rows = part[part["method"].isin([a, b]) & part["split"].isin(set(pairs["split"]))]
+    ratio = split_ratio(rows, plan_ratio)
+    run, se, df = corrected_t(pairs["difference"], ratio)
+    n_train = float(rows["n_train"].mean()) if "n_train" in rows else float("nan")
+    budget = str(where.get("budget", ""))
+    return claim_row(artefact, comparison, label, regime_label(regime, n_train, budget), paper_value, run, se, df,
+                     protocol, int(pairs["difference"].notna().sum()),
+                     {a: _arm(pairs["auc_a"], ratio), b: _arm(pairs["auc_b"], ratio)}, ratio, regime)
 
 
-def table2(splits: pd.DataFrame, protocol: str = "paper", n_bootstrap: int = 2000, seed: int = 0) -> pd.DataFrame:
-    """Giga-SSL minus AverageMIL and minus DeepMIL per task analogue and label budget (Table 2), paired over splits.
+def table2(splits: pd.DataFrame, protocol: str = "paper") -> pd.DataFrame:
+    """Giga-SSL minus AverageMIL and minus DeepMIL per task analogue and label budget (Table 2), paired over the
+    splits every method of the task and budget has (:func:`gigassl.compare.common_splits`: Giga-SSL and AverageMIL
+    over DeepMIL's splits when DeepMIL runs fewer), with the corrected interval.
 
     ``splits``: the per-split tidy table (columns method gigassl/averagemil/deepmil, protocol, task, budget
-    ``full``/``25p``, split, auc).
+    ``full``/``25p``, split, auc, n_train, n_test).
     """
     paper = published()
     paper = paper[paper["table"] == 2]
+    splits = common_splits(splits)
     rows = []
     for task, name in TASK_ANALOGUES.items():
         for budget, regime in (("full", "100%"), ("25p", "25%")):
@@ -151,7 +142,7 @@ def table2(splits: pd.DataFrame, protocol: str = "paper", n_bootstrap: int = 200
                 theirs = _pick(paper, task=name, data_regime=regime, method="Giga-SSL") - _pick(
                     paper, task=name, data_regime=regime, method=label)
                 rows.append(_paired_row("Table 2", f"Giga-SSL - {label}", task, regime, theirs, splits, "gigassl",
-                                        method, protocol, n_bootstrap, seed, task=task, budget=budget))
+                                        method, protocol, task=task, budget=budget))
     return pd.DataFrame(rows)
 
 
@@ -159,8 +150,7 @@ TABLE3_VARIANTS = {"no_slide_aug": "w/o slide-aug", "ns": "NS (tile augmentation
                    "imagenet": "Giga-SSLim (ImageNet tile encoder)", "imagenet_ns": "Giga-SSLim NS"}
 
 
-def table3(splits: pd.DataFrame, small: str, protocol: str = "paper", n_bootstrap: int = 2000,
-           seed: int = 0) -> pd.DataFrame:
+def table3(splits: pd.DataFrame, small: str, protocol: str = "paper") -> pd.DataFrame:
     """Each ablated model minus the full Giga-SSL of the same training budget, per task analogue, at 100% and on
     the smallest training set (budget ``small``, standing for the paper's 50 WSI), paired over splits.
 
@@ -175,12 +165,11 @@ def table3(splits: pd.DataFrame, small: str, protocol: str = "paper", n_bootstra
                 theirs = _pick(paper, task=name, data_regime=regime, method=label) - _pick(
                     paper, task=name, data_regime=regime, method="Giga-SSL")
                 rows.append(_paired_row("Table 3", f"{label} - Giga-SSL", task, regime, theirs, splits, variant,
-                                        "full", protocol, n_bootstrap, seed, task=task, budget=budget))
+                                        "full", protocol, task=task, budget=budget))
     return pd.DataFrame(rows)
 
 
-def table4(splits: pd.DataFrame, small: str | None, task: str = "nsclc_like", protocol: str = "paper",
-           n_bootstrap: int = 2000, seed: int = 0) -> pd.DataFrame:
+def table4(splits: pd.DataFrame, small: str | None, task: str = "nsclc_like", protocol: str = "paper") -> pd.DataFrame:
     """SSL on independent centres minus SSL on all slides (Table 4, NSCLC), per regime, paired over splits.
 
     ``splits``: per-split table with methods ``full`` and ``independent``; ``small``: the budget standing for
@@ -196,44 +185,52 @@ def table4(splits: pd.DataFrame, small: str | None, task: str = "nsclc_like", pr
         indep = paper[(paper["data_regime"] == regime) & paper["method"].str.contains("independent")]["auc_mean"]
         rows.append(_paired_row("Table 4", "independent centres - all slides", task, regime,
                                 float(indep.iloc[0] - full.iloc[0]), splits, "independent", "full", protocol,
-                                n_bootstrap, seed, task=task, budget=budget))
+                                task=task, budget=budget))
     return pd.DataFrame(rows)
 
 
-def fig2(splits: pd.DataFrame, protocol: str = "paper", n_bootstrap: int = 2000, seed: int = 0) -> pd.DataFrame:
+def fig2(splits: pd.DataFrame, protocol: str = "paper") -> pd.DataFrame:
     """The mean gain of Giga-SSL over DeepMIL (over the tasks, paired per split) at the two smallest training sizes,
-    and the trend from the second smallest to the smallest (Fig. 2).
+    and the trend from the second smallest to the smallest (Fig. 2), with the corrected interval.
 
-    ``splits``: per-split table with methods gigassl and deepmil and budgets that are training sizes ("20", ...).
+    ``splits``: per-split table with methods gigassl and deepmil and budgets that are training sizes ("20", ...),
+    columns n_train, n_test.
     """
     part = splits[splits["protocol"] == protocol] if "protocol" in splits.columns else splits
+    part = part[part["budget"].astype(str).str.isdigit() & part["method"].isin(["gigassl", "deepmil"])]
     pairs = per_split(part, "gigassl", "deepmil", by=("task", "budget"))
-    pairs = pairs[pairs["budget"].astype(str).str.isdigit()]
     if pairs.empty:
         return pd.DataFrame()
     pairs = pairs.assign(train_size=pairs["budget"].astype(int))
-    mean = pairs.groupby(["train_size", "split"])["difference"].mean().reset_index()
-    sizes = sorted(mean["train_size"].unique())
-    stats = summarize_pairs(mean, by=("train_size",), n_bootstrap=n_bootstrap, seed=seed, name="fig2")
-    stats = stats.set_index("train_size")
+    mean = pairs.groupby(["train_size", "split"])[["difference", "auc_a", "auc_b"]].mean()
+    sizes = sorted(mean.index.get_level_values("train_size").unique())
+    ratios = {size: split_ratio(part[part["budget"].astype(str) == str(size)]) for size in sizes}
     rows = []
 
-    def add(size, label, value):
-        s = stats.loc[size]
-        rows.append(_row("Fig. 2", label, "all", "tiny", value, float(s.difference), float(s.ci_low),
-                         float(s.ci_high), protocol, int(s.n_splits)))
+    def arms(size):
+        return {f"gigassl@{size}": _arm(mean.loc[size, "auc_a"], ratios[size]),
+                f"deepmil@{size}": _arm(mean.loc[size, "auc_b"], ratios[size])}
+
+    def add(size, theirs, value):
+        d = mean.loc[size, "difference"]
+        run, se, df = corrected_t(d, ratios[size])
+        rows.append(claim_row("Fig. 2", f"mean gain at {size} slides (paper: {theirs})", "all",
+                              f"{size} slides, paper: {theirs}", value, run, se, df, protocol, int(d.notna().sum()),
+                              arms(size), ratios[size], theirs))
 
     if len(sizes) >= 2:
-        add(sizes[1], f"mean gain at {sizes[1]} slides (paper: 100 WSI)", 0.051)
-    add(sizes[0], f"mean gain at {sizes[0]} slides (paper: 50 WSI)", 0.063)
+        add(sizes[1], "100 WSI", 0.051)
+    add(sizes[0], "50 WSI", 0.063)
     if len(sizes) >= 2:
         # the paper's trend is from 100 WSI (+5.1) to 50 WSI (+6.3): gain(smallest) - gain(second smallest)
-        wide = mean.pivot(index="split", columns="train_size", values="difference")
+        wide = mean["difference"].unstack("train_size")
         trend = (wide[sizes[0]] - wide[sizes[1]]).to_numpy()
-        low, high = paired_interval(trend, n_bootstrap, seed=seed)
-        rows.append(_row("Fig. 2", f"gain at {sizes[0]} minus gain at {sizes[1]} slides (paper: 50 vs 100 WSI)",
-                         "all", "tiny", 0.063 - 0.051, float(np.nanmean(trend)), low, high, protocol,
-                         int((~np.isnan(trend)).sum())))
+        ratio = max(ratios[sizes[0]], ratios[sizes[1]])  # the larger correction of the two sizes
+        run, se, df = corrected_t(trend, ratio)
+        rows.append(claim_row("Fig. 2", f"gain at {sizes[0]} minus gain at {sizes[1]} slides (paper: 50 vs 100 WSI)",
+                              "all", f"{sizes[0]} vs {sizes[1]} slides, paper: 50 vs 100 WSI", 0.063 - 0.051, run,
+                              se, df, protocol, int((~np.isnan(trend)).sum()), {**arms(sizes[0]), **arms(sizes[1])},
+                              ratio, "50 vs 100 WSI"))
     return pd.DataFrame(rows)
 
 
@@ -248,12 +245,14 @@ def slope(x, y) -> float:
 
 def fig3(tiles: pd.DataFrame | None = None, views: pd.DataFrame | None = None,
          aggregator: pd.DataFrame | None = None, task: str = "nsclc_like", protocol: str = "paper",
-         n_bootstrap: int = 2000, seed: int = 0) -> pd.DataFrame:
-    """Claims of Fig. 3 on the NSCLC analogue, paired over splits. The paper gives no numbers for A and C: their
-    claim is a direction.
+         plan_ratio: float | None = None) -> pd.DataFrame:
+    """Claims of Fig. 3 on the NSCLC analogue, paired over splits, with the corrected interval. The paper gives no
+    numbers for A and C: their claim is a direction.
 
     Per-split tables (columns method, protocol, task, budget, split, auc): ``tiles`` with methods ``T<k>``,
-    ``views`` with methods ``R<r>``, ``aggregator`` (the SSL monitor) with methods ``<aggregator>@<epoch>``.
+    ``views`` with methods ``R<r>``, ``aggregator`` (the SSL monitor) with methods ``<aggregator>@<epoch>``. A table
+    without n_train/n_test columns (the monitor's) takes n_test / n_train = ``plan_ratio``, test_fraction /
+    (1 - test_fraction) of the split plan.
     """
     rows = []
 
@@ -263,31 +262,28 @@ def fig3(tiles: pd.DataFrame | None = None, views: pd.DataFrame | None = None,
     if tiles is not None:
         methods = sorted(set(tiles["method"]), key=number)
         rows.append(_paired_row("Fig. 3A", f"AUC({methods[-1]}) - AUC({methods[0]}) (paper: fewer tiles are better)",
-                                task, "100%", "decrease", tiles, methods[-1], methods[0], protocol, n_bootstrap,
-                                seed, task=task, budget="full"))
+                                task, "100%", "decrease", tiles, methods[-1], methods[0], protocol, plan_ratio,
+                                task=task, budget="full"))
     if views is not None:
         methods = sorted(set(views["method"]), key=number)
         rows.append(_paired_row("Fig. 3B", f"AUC({methods[-1]}) - AUC({methods[0]}) (paper: up to +4 points)", task,
-                                "100%", 0.04, views, methods[-1], methods[0], protocol, n_bootstrap, seed,
-                                task=task, budget="full"))
+                                "100%", 0.04, views, methods[-1], methods[0], protocol, plan_ratio, task=task,
+                                budget="full"))
     if aggregator is not None:
         for name, sign in (("attention", "decrease"), ("sparseconv", "no decrease")):
             methods = sorted((m for m in set(aggregator["method"]) if m.startswith(f"{name}@")), key=number)
             if len(methods) >= 2:
                 rows.append(_paired_row("Fig. 3C", f"{name}: AUC(last monitored epoch) - AUC(first)", task, "100%",
-                                        sign, aggregator, methods[-1], methods[0], protocol, n_bootstrap, seed,
-                                        task=task, budget="full"))
+                                        sign, aggregator, methods[-1], methods[0], protocol, plan_ratio, task=task,
+                                        budget="full"))
     return pd.DataFrame(rows)
 
 
-def verdict_counts(claims: pd.DataFrame) -> dict:
-    """How many comparisons agree with the paper, disagree, are undecided, or have no run number (the ``verdict``
-    column of the claims, :func:`judge`)."""
-    kind = claims["verdict"].astype(str)
-    return {"agree": int((kind == "agree").sum()), "disagree": int((kind == "disagree").sum()),
-            "undecided": int((kind == UNDECIDED).sum()), "no run number": int((kind == "no run number").sum()),
-            "other": int((~kind.isin(["agree", "disagree", UNDECIDED, "no run number"])).sum()),
-            "total": len(claims)}
+def verdict_counts(claims: pd.DataFrame, column: str = "verdict") -> dict:
+    """The counts of a page's verdicts (:func:`gigassl.verdicts.counts`): of the counted rows, how many agree with
+    the paper, show its direction at another size, disagree or are undecided; and how many are not testable or have
+    no run number (not counted). ``column``: ``verdict`` (raw) or ``corrected_verdict`` (Holm)."""
+    return verdicts.counts(claims, column)
 
 
 def calibration_history() -> pd.DataFrame:
@@ -304,16 +300,18 @@ REGIMES = {"full": "100%", "25p": "25%"}
 
 
 def side_by_side(summary: pd.DataFrame) -> pd.DataFrame:
-    """The run's Table 2 (``summary``: protocol, task, budget, method, auc_mean, auc_std) beside the paper's numbers
-    for the task analogue, one row per protocol, task, regime and method."""
+    """The run's Table 2 (``summary``: protocol, task, budget, method, auc_mean, auc_std, and n_splits: summarise
+    the splits every method has, :func:`gigassl.compare.common_splits`) beside the paper's numbers for the task
+    analogue, one row per protocol, task, regime and method."""
     paper = published()
     paper = paper[paper["table"] == 2]
     run = summary.assign(paper_task=summary["task"].map(TASK_ANALOGUES), data_regime=summary["budget"].map(REGIMES),
                          method_name=summary["method"].map(METHOD_NAMES))
     side = run.merge(paper, left_on=["paper_task", "data_regime", "method_name"],
                      right_on=["task", "data_regime", "method"], how="left", suffixes=("", "_paper"))
-    return side[["protocol", "task", "paper_task", "data_regime", "method_name", "auc_mean_paper", "auc_std_paper",
-                 "auc_mean", "auc_std"]].rename(columns={"auc_mean_paper": "paper AUC", "auc_std_paper": "paper std",
+    n_splits = ["n_splits"] if "n_splits" in side else []
+    return side[["protocol", "task", "paper_task", "data_regime", "method_name", *n_splits, "auc_mean_paper",
+                 "auc_std_paper", "auc_mean", "auc_std"]].rename(columns={"auc_mean_paper": "paper AUC", "auc_std_paper": "paper std",
                                                          "auc_mean": "run AUC", "auc_std": "run std",
                                                          "method_name": "method"})
 
@@ -323,24 +321,48 @@ PAPER_PROBE_SECONDS = 1.25
 PAPER_MIL_SECONDS = 150 * 60
 
 
-def speed_claim(speed: pd.DataFrame) -> pd.DataFrame:
-    """The speed comparison (DeepMIL CPU time over the linear probe's, per split) as a claim row (both protocols
-    share it: DeepMIL is no linear probe), beside the paper's ratio (150 GPU-minutes / 1.25 CPU-seconds)."""
+def speed_claim(splits: pd.DataFrame, protocol: str = "fair", probe: str = "gigassl") -> pd.DataFrame:
+    """The speed claim as one row: DeepMIL's CPU time over the linear probe's (method ``probe``) under ``protocol``
+    (its own probe's time: the fair probe includes its inner cross-validation), per split at 100% of the labels,
+    paired; the geometric mean ratio with the corrected interval of the mean log ratio, beside the paper's
+    (150 GPU-minutes / 1.25 CPU-seconds, 7200x). One row: the claim counts once.
+
+    ``splits``: the linear-probe page's per-split table (method, protocol, budget, split, cpu_seconds, n_train,
+    n_test).
+    """
     theirs = PAPER_MIL_SECONDS / PAPER_PROBE_SECONDS
-    ratio = float(speed.loc[speed["method"] == "deepmil", "x linear probe"].iloc[0])
-    rows = [{"artefact": "Speed", "comparison": "DeepMIL CPU time / linear-probe CPU time", "task": "all",
-             "regime": "100%", "protocol": protocol, "paper": theirs, "paper_claim": f"{theirs:.0f}x (GPU vs CPU)",
-             "run": ratio, "ci_low": np.nan, "ci_high": np.nan, "n_splits": 0,
-             "agreement": "same direction" if ratio > 1 else "opposite direction",
-             "verdict": "agree" if ratio > 1 else "disagree"} for protocol in ("paper", "fair")]
-    return pd.DataFrame(rows)
+    part = splits[(splits["protocol"] == protocol) & (splits["budget"].astype(str) == "full")]
+    times = part.assign(auc=np.log(part["cpu_seconds"].clip(lower=1e-9)))
+    pairs = per_split(times, "deepmil", probe, by=("task",))
+    rows = part[part["method"].isin(["deepmil", probe])]
+    ratio = split_ratio(rows)
+    log_ratio = pairs.groupby("split")["difference"].mean()  # over the tasks of a split
+    run, se, df = corrected_t(log_ratio, ratio)
+    low, high = t_interval(run, se, df, verdicts.LEVEL)
+    row = claim_row("Speed", f"DeepMIL CPU time / {protocol} linear-probe CPU time (geometric mean over splits)",
+                    "all", regime_label("100%", float(rows["n_train"].mean()), "full"), float(np.log(theirs)), run,
+                    se, df, protocol, int(log_ratio.notna().sum()), None, ratio, "100%", scale="log ratio",
+                    low=low, high=high)
+    row.update(run=float(np.exp(run)), ci_low=float(np.exp(low)), ci_high=float(np.exp(high)), paper=theirs,
+               paper_claim=f"{theirs:.0f}x (GPU vs CPU)",
+               variance_sources=row["variance_sources"].replace("splits", "splits, log ratio", 1),
+               agreement=row["agreement"].split(" (")[0] + f" (run {np.exp(run):.0f}x, paper {theirs:.0f}x)")
+    return pd.DataFrame([row])
 
 
-def verdict_sentence(counts, protocol: str) -> str:
-    """One sentence with the counts of :func:`verdict_counts` (a dict or a Series) under ``protocol``."""
-    return (f"**Under the {protocol} protocol, {counts['agree']} of the {counts['total']} comparisons are decided in "
-            f"the paper's direction, {counts['disagree']} are decided against it, {counts['undecided']} are "
-            f"undecided (their interval contains 0) and {counts['no run number']} have no run number.**")
+def verdict_sentence(counts, protocol: str, corrected=None) -> str:
+    """One sentence with the counts of :func:`verdict_counts` (a dict or a Series) under ``protocol``, and those
+    after Holm's correction (``corrected``) when given."""
+    said = (f"**Under the {protocol} protocol, of the {counts['counted']} comparisons that can be tested here, "
+            f"{counts['agree']} agree with the paper, {counts['same direction, other size']} show its direction at "
+            f"another size, {counts['disagree']} are decided against it and {counts['undecided']} are undecided; "
+            f"{counts[verdicts.NOT_TESTABLE]} are not testable here (an arm at chance or collapsed) and "
+            f"{counts[verdicts.NO_RUN]} have no run number.")
+    if corrected is not None:
+        said += (f" After Holm's correction across the page: {corrected['agree']} agree, "
+                 f"{corrected['same direction, other size']} same direction at another size, "
+                 f"{corrected['disagree']} disagree, {corrected['undecided']} undecided.")
+    return said + "**"
 
 
 def _fmt(value: float) -> str:
@@ -418,12 +440,14 @@ def explain(diagnostics: pd.DataFrame, claims: pd.DataFrame, protocol: str = "fa
                ": DeepMIL is not decided below AverageMIL on any task."))
     t2 = claims[(claims["artefact"] == "Table 2") & (claims["protocol"] == protocol)]
     if len(t2):
-        decided = t2[~t2["agreement"].isin([UNDECIDED, "no run number"])]
-        items = "; ".join(f"{r.comparison} on {r.task} at {r.regime}: {r.run:+.3f} [{r.ci_low:+.3f}, {r.ci_high:+.3f}]"
-                          for r in decided.itertuples()) or "none"
+        decided = t2[t2["verdict"].map(verdicts.CATEGORY).isin(["agree", "same direction, other size", "disagree"])]
+        items = "; ".join(f"{r.comparison} on {r.task} at {r.regime}: {r.run:+.3f} [{r.ci_low:+.3f}, {r.ci_high:+.3f}] "
+                          f"({r.verdict})" for r in decided.itertuples()) or "none"
+        untestable = int((t2["verdict"] == verdicts.NOT_TESTABLE).sum())
         lines.append(f"- **Table 2 under the {protocol} protocol.** {len(decided)} of {len(t2)} comparisons are "
-                     f"decided: {items}. The others are undecided: with the demo's test sets (about 30 slides per "
-                     "split) the intervals are wider than most of the paper's effects (0.004 to 0.07 AUC).")
+                     f"decided: {items}. {untestable} are not testable here (an arm at chance or collapsed); the "
+                     "others are undecided: with the demo's test sets (about 30 slides per split) the intervals are "
+                     "wider than most of the paper's effects (0.004 to 0.07 AUC).")
         both = claims[claims["artefact"] == "Table 2"].pivot_table(index=["comparison", "task", "regime"],
                                                                    columns="protocol", values="run")
         if {"paper", "fair"} <= set(both.columns):

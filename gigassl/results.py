@@ -8,17 +8,20 @@ from pathlib import Path
 
 import pandas as pd
 
-from .compare import paired
+from .compare import common_splits, paired
 from .config import Profile
 from .experiments import IndependentCentres, _boot, read_splits
+from .metrics import summarize
 from .probe import PROTOCOLS
 from .splits import budget_name
 
 
 @dataclass(frozen=True)
 class Results:
-    """Every comparison of the run with the paper (the results page): the run's Table 2 beside the paper's, the
-    claims of each artefact under both protocols, the plain-features row beyond the paper, and the verdicts."""
+    """Every comparison of the run with the paper (the results page): the run's Table 2 beside the paper's (every
+    method over the same splits), the claims of each artefact under both protocols, the plain-features row beyond
+    the paper, the time of each method, and the verdicts: raw, and after Holm's correction across the page
+    (:mod:`gigassl.verdicts`)."""
 
     side_by_side: pd.DataFrame
     claims: pd.DataFrame
@@ -33,44 +36,93 @@ class Results:
         """The claims under one probe protocol."""
         return self.claims[self.claims["protocol"] == protocol]
 
+    def table(self) -> pd.DataFrame:
+        """Every claim with the columns of ``figures/results_claims.csv`` (:data:`CLAIM_COLUMNS` first): the interval
+        and the variance sources it holds, the raw and Holm-corrected verdicts, whether the row is counted."""
+        first = [c for c in CLAIM_COLUMNS if c in self.claims]
+        return self.claims[first + [c for c in self.claims if c not in first]]
+
     def verdicts(self) -> pd.DataFrame:
-        """Per protocol: how many comparisons agree with the paper, disagree, are undecided or have no number."""
+        """Per protocol and correction (``raw``, ``holm``): of the counted comparisons, how many agree with the paper,
+        show its direction at another size, disagree or are undecided; how many are not testable or have no
+        number (not counted)."""
         from .paper import verdict_counts
 
-        return pd.DataFrame([{"protocol": p, **verdict_counts(self.under(p))} for p in PROTOCOLS])
+        return pd.DataFrame([{"protocol": p, "verdicts": name, **verdict_counts(self.under(p), column)}
+                             for p in PROTOCOLS for name, column in VERDICT_COLUMNS.items()])
 
     def sentence(self, protocol: str) -> str:
-        """The verdict counts under ``protocol`` in one sentence."""
+        """The verdict counts under ``protocol`` in one sentence, raw and after Holm's correction."""
         from .paper import verdict_counts, verdict_sentence
 
-        return verdict_sentence(verdict_counts(self.under(protocol)), protocol)
+        part = self.under(protocol)
+        return verdict_sentence(verdict_counts(part), protocol, verdict_counts(part, "corrected_verdict"))
+
+
+VERDICT_COLUMNS = {"raw": "verdict", "holm": "corrected_verdict"}
+CLAIM_COLUMNS = ("artefact", "comparison", "task", "regime", "protocol", "paper_claim", "run", "ci_low", "ci_high",
+                 "variance_sources", "verdict", "corrected_verdict", "counted", "not_testable", "p_value", "p_holm",
+                 "n_splits", "arms", "agreement")
+# The training run of each arm of a claim, whose label-free diagnostics (figures/representations.csv) say whether it
+# collapsed; as the experiment pages' parameters name them (05_linear_probe: train; 07: variants; 10: runs; 11:
+# models). Fig. 3A's T<k> and Fig. 3C's last epoch are resolved by :func:`arm_run`.
+ARM_RUNS = {
+    "Table 2": {"gigassl": "ssl_full", "averagemil": "averagemil"},
+    "Fig. 2": {"gigassl": "ssl_full"},
+    "Fig. 3B": {"R": "ssl_full"},
+    "Table 3": {"full": "ssl_ref", "no_slide_aug": "ssl_no_slide_aug", "ns": "ssl_ns", "imagenet": "ssl_imagenet",
+                "imagenet_ns": "ssl_imagenet_ns"},
+    "Table 4": {"full": "ssl_ref", "independent": "ssl_independent_centres"},
+    "Fig. 3C": {"sparseconv": "ssl_ref", "attention": "ssl_attention"},
+}
+
+
+def arm_run(artefact: str, arm: str, reference_tiles: int, last_epochs: dict | None = None) -> str | None:
+    """The training run of ``arm`` of a claim of ``artefact`` (:data:`ARM_RUNS`), None when no diagnosed run is that
+    arm (DeepMIL; a monitored epoch before the last, ``last_epochs``: {aggregator: last epoch}). Fig. 3A: ``T<k>`` is
+    ``ssl_ref`` when k is the profile's ``reference_tiles``, else ``ssl_T<k>``."""
+    name, _, epoch = arm.partition("@")
+    if artefact == "Fig. 3A":
+        return "ssl_ref" if name == f"T{reference_tiles}" else f"ssl_{name}"
+    if artefact == "Fig. 3C" and str((last_epochs or {}).get(name)) != epoch:
+        return None
+    if artefact == "Fig. 3B":
+        name = name[:1]
+    return ARM_RUNS.get(artefact, {}).get(name)
 
 
 def results(config: Profile, run_dir, figures_dir) -> Results:
     """The paper's Tables 2-4 and Fig. 2-3 claims against the run's, from the per-split tables the experiment pages
-    wrote (``<run_dir>/<page>/splits.csv``) and the tables of ``figures_dir`` (``table2_linear_probe``, ``speed``);
-    each difference paired over splits, under both protocols (:mod:`gigassl.paper`)."""
-    from . import paper
+    wrote (``<run_dir>/<page>/splits.csv``) and the tables of ``figures_dir`` (``speed``, ``representations``);
+    each difference paired over splits with the corrected interval, under both protocols (:mod:`gigassl.paper`);
+    rows with an arm at chance or collapsed marked not testable, and Holm's correction across the page
+    (:mod:`gigassl.verdicts`)."""
+    from . import paper, verdicts
 
-    boot = _boot(config)
     small = budget_name(size=min(config.probe.train_sizes))
     figures = Path(figures_dir)
-    side = paper.side_by_side(pd.read_csv(figures / "table2_linear_probe.csv"))
     read = {name: read_splits(run_dir, name) for name in (
         "linear_probe", "tiny_datasets", "ablation_augmentation", "independent_centres", "ablation_tiles",
         "ablation_views", "ablation_deepmil_aggregator")}  # each page's per-split table, read once
+    side = paper.side_by_side(summarize(common_splits(read["linear_probe"]), n_bootstrap=0))
     small4 = small if small in set(read["independent_centres"]["budget"]) else None
     speed = pd.read_csv(figures / "speed.csv")
+    fraction = config.probe.test_fraction
     fig3 = dict(tiles=read["ablation_tiles"], views=read["ablation_views"],
-                aggregator=read["ablation_deepmil_aggregator"])
-    claims = [paper.table2(read["linear_probe"], protocol=p, **boot) for p in PROTOCOLS]
-    claims += [paper.fig2(read["tiny_datasets"], protocol=p, **boot) for p in PROTOCOLS]
-    claims += [paper.table3(read["ablation_augmentation"], small, protocol=p, **boot) for p in PROTOCOLS]
-    claims += [paper.table4(read["independent_centres"], small4, protocol=p, **boot) for p in PROTOCOLS]
-    claims += [paper.fig3(**fig3, protocol=p, **boot) for p in PROTOCOLS]
-    claims.append(paper.speed_claim(speed))
-    no_tile_aug = paired(read["ablation_augmentation"], "no_tile_aug", "full", **boot)
-    return Results(side, pd.concat(claims, ignore_index=True), no_tile_aug, speed)
+                aggregator=read["ablation_deepmil_aggregator"], plan_ratio=fraction / (1.0 - fraction))
+    claims = [paper.table2(read["linear_probe"], protocol=p) for p in PROTOCOLS]
+    claims += [paper.fig2(read["tiny_datasets"], protocol=p) for p in PROTOCOLS]
+    claims += [paper.table3(read["ablation_augmentation"], small, protocol=p) for p in PROTOCOLS]
+    claims += [paper.table4(read["independent_centres"], small4, protocol=p) for p in PROTOCOLS]
+    claims += [paper.fig3(**fig3, protocol=p) for p in PROTOCOLS]
+    claims.append(paper.speed_claim(read["linear_probe"], protocol="fair"))
+    monitored = read["ablation_deepmil_aggregator"]["method"].str.partition("@")
+    last = monitored.assign(epoch=monitored[2].astype(int)).groupby(0)["epoch"].max().astype(str).to_dict()
+    diagnostics = pd.read_csv(figures / "representations.csv")
+    claims = verdicts.not_testable(pd.concat(claims, ignore_index=True), diagnostics, lambda artefact, arm: arm_run(
+        artefact, arm, config.embed.tiles_per_view, last))
+    no_tile_aug = paired(read["ablation_augmentation"], "no_tile_aug", "full", **_boot(config))
+    return Results(side, verdicts.correct(claims), no_tile_aug, speed)
 
 
 def explain(results: Results, figures_dir, protocol: str) -> str:

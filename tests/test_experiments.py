@@ -96,11 +96,35 @@ def test_deepmil_finding_states_each_task_at_full_labels():
 
 
 def test_results_selects_claims_by_artefact_and_protocol():
-    claims = pd.DataFrame({"artefact": ["Table 2", "Fig. 3A", "Fig. 3C", "Table 2"], "protocol": ["paper", "paper",
-                           "fair", "fair"], "verdict": ["agree", "undecided", "disagree", "agree"]})
+    claims = pd.DataFrame({"artefact": ["Table 2", "Fig. 3A", "Fig. 3C", "Table 2", "Speed"],
+                           "protocol": ["paper", "paper", "fair", "fair", "fair"],
+                           "verdict": ["consistent", "undecided", "opposite", "not testable here", "consistent"],
+                           "corrected_verdict": ["undecided", "undecided", "opposite", "not testable here",
+                                                 "consistent"],
+                           "counted": [True, True, True, False, True], "ci_low": 0.0, "ci_high": 0.1,
+                           "variance_sources": "splits (Nadeau-Bengio corrected)", "run": 0.05})
     result = results.Results(pd.DataFrame(), claims, pd.DataFrame(), pd.DataFrame())
     assert len(result.of("Fig. 3")) == 2 and len(result.of("Table 2")) == 2
-    verdicts = result.verdicts().set_index("protocol")
-    assert verdicts.loc["paper", "agree"] == 1 and verdicts.loc["paper", "undecided"] == 1
-    assert verdicts.loc["fair", "disagree"] == 1 and verdicts.loc["fair", "total"] == 2
-    assert "1 of the 2 comparisons" in result.sentence("fair")
+    verdicts = result.verdicts().set_index(["protocol", "verdicts"])
+    assert verdicts.loc[("paper", "raw"), "agree"] == 1 and verdicts.loc[("paper", "holm"), "agree"] == 0
+    assert verdicts.loc[("paper", "holm"), "undecided"] == 2
+    assert verdicts.loc[("fair", "raw"), "disagree"] == 1 and verdicts.loc[("fair", "raw"), "counted"] == 2
+    assert verdicts.loc[("fair", "raw"), "not testable here"] == 1 and verdicts.loc[("fair", "raw"), "total"] == 3
+    said = result.sentence("fair")
+    assert "of the 2 comparisons that can be tested here, 1 agree" in said and "1 are not testable" in said
+    assert "After Holm's correction across the page: 1 agree" in said
+    assert list(result.table().columns) == [c for c in results.CLAIM_COLUMNS if c in claims]
+    assert {"ci_low", "ci_high", "variance_sources", "verdict", "corrected_verdict", "counted"} <= set(
+        results.CLAIM_COLUMNS)
+
+
+def test_each_arm_is_its_training_run():
+    assert results.arm_run("Table 2", "gigassl", 5) == "ssl_full" and results.arm_run("Table 2", "deepmil", 5) is None
+    assert results.arm_run("Fig. 2", "gigassl@20", 5) == "ssl_full"
+    assert results.arm_run("Fig. 3A", "T5", 5) == "ssl_ref" and results.arm_run("Fig. 3A", "T2", 5) == "ssl_T2"
+    assert results.arm_run("Fig. 3B", "R50", 5) == "ssl_full"
+    last = {"attention": "9"}
+    assert results.arm_run("Fig. 3C", "attention@9", 5, last) == "ssl_attention"
+    assert results.arm_run("Fig. 3C", "attention@1", 5, last) is None  # diagnosed at the last epoch only
+    assert results.arm_run("Table 3", "ns", 5) == "ssl_ns" and results.arm_run("Table 4", "independent", 5) == \
+        "ssl_independent_centres"

@@ -4,7 +4,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from gigassl import paper
+from gigassl import paper, verdicts
 from gigassl.figures import markdown, save_figure, save_table
 
 
@@ -15,27 +15,17 @@ def test_published_tables_are_complete():
     assert nsclc.set_index("method").loc["Giga-SSL", "auc_mean"] == pytest.approx(0.952)
 
 
-def test_agreement_reads_direction_and_size():
-    assert paper.agreement(0.04, 0.02) == "same direction (0.5x the paper's effect)"
-    assert paper.agreement(0.04, -0.02) == "opposite direction"
-    assert paper.agreement(0.04, 0.001) == "run: no difference"
-    assert paper.agreement(0.04, float("nan")) == "no run number"
-    assert paper.direction("decrease", -0.1) == "same direction"
-    assert paper.direction("no decrease", -0.1).startswith("disagrees")
+def test_judge_is_the_rule_of_gigassl_verdicts():
+    assert paper.judge(0.04, 0.02, 0.01, 0.03)[0] == "same direction, smaller"
+    assert paper.judge(0.04, 0.02, -0.01, 0.05)[0] == "undecided"
+    assert paper.judge("no decrease", -0.1, -0.2, 0.01)[0] == "undecided"  # an undecided interval never agrees
+    assert paper.judge(0.001, 0.1, 0.06, 0.14)[0] == "different"
+    assert set(paper.VERDICTS) >= {"consistent", "equivalent", "different", "not testable here"}
 
 
-def test_agreement_uses_only_decided_verdicts():
-    assert paper.agreement(0.04, 0.02, -0.01, 0.05) == "undecided"
-    assert paper.agreement(0.04, 0.02, 0.01, 0.03) == "same direction (0.5x the paper's effect)"
-    assert paper.agreement(0.04, -0.02, -0.03, -0.01) == "opposite direction"
-    assert paper.agreement(0.04, 0.001, 0.0005, 0.002).startswith("same direction")  # decided, however small
-    assert paper.direction("decrease", -0.1, -0.2, 0.01) == "undecided"
-    assert paper.direction("no decrease", -0.1, -0.2, 0.01) == "agrees"
-    assert paper.direction("no decrease", -0.1, -0.2, -0.01).startswith("disagrees")
-
-
-def _splits(gain: float, noise: float = 0.0, n: int = 10) -> pd.DataFrame:
-    """Per-split AUCs: Giga-SSL = AverageMIL + gain = DeepMIL + 2 gain, with split-to-split noise shared by all."""
+def _splits(gain: float, noise: float = 0.0, n: int = 10, deepmil: int | None = None) -> pd.DataFrame:
+    """Per-split AUCs: Giga-SSL = AverageMIL + gain = DeepMIL + 2 gain, with split-to-split noise shared by all;
+    DeepMIL on the first ``deepmil`` splits only (None: all); 90 training slides at 100%, 22 at 25%, 30 test."""
     g = np.random.default_rng(0)
     rows = []
     for task in paper.TASK_ANALOGUES:
@@ -45,23 +35,60 @@ def _splits(gain: float, noise: float = 0.0, n: int = 10) -> pd.DataFrame:
                 jitter = noise * g.normal()
                 for method, auc in (("gigassl", base + gain + jitter), ("averagemil", base),
                                     ("deepmil", base - gain)):
+                    if method == "deepmil" and deepmil is not None and k >= deepmil:
+                        continue
                     rows.append({"method": method, "protocol": "paper", "task": task, "budget": budget,
-                                 "split": f"split_{k}", "auc": auc})
+                                 "split": f"split_{k}", "auc": auc, "n_train": 90 if budget == "full" else 22,
+                                 "n_test": 30, "cpu_seconds": 5.0 if method == "deepmil" else 0.01})
     return pd.DataFrame(rows)
 
 
 def test_table2_comparison_is_paired_and_computed_from_the_run():
-    better = paper.table2(_splits(0.05), n_bootstrap=200)
+    better = paper.table2(_splits(0.05))
     assert len(better) == 12 and np.allclose(better.loc[better.comparison.str.contains("AverageMIL"), "run"], 0.05)
-    assert (better.loc[better.comparison.str.contains("AverageMIL"), "agreement"].str.startswith("same")).all()
+    assert (better.loc[better.comparison.str.contains("AverageMIL"), "verdict"].str.startswith("same direction")
+            | better.loc[better.comparison.str.contains("AverageMIL"), "verdict"].eq("consistent")).all()
     assert (better.n_splits == 10).all() and (better.ci_low <= better.run).all() and (better.run <= better.ci_high).all()
-    worse = paper.table2(_splits(-0.05), n_bootstrap=200)
-    assert (worse.loc[worse.comparison.str.contains("AverageMIL"), "agreement"] == "opposite direction").all()
+    worse = paper.table2(_splits(-0.05))
+    assert (worse.loc[worse.comparison.str.contains("AverageMIL"), "verdict"] == "opposite").all()
     # a difference drowned in split-to-split noise is undecided
-    noisy = paper.table2(_splits(0.002, noise=0.05), n_bootstrap=500)
-    assert (noisy.loc[noisy.comparison.str.contains("AverageMIL"), "agreement"] == "undecided").sum() >= 4
-    counts = paper.verdict_counts(noisy)
-    assert counts["total"] == 12 and counts["agree"] + counts["disagree"] + counts["undecided"] == 12
+    noisy = paper.table2(_splits(0.002, noise=0.05))
+    assert (noisy.loc[noisy.comparison.str.contains("AverageMIL"), "verdict"] == "undecided").sum() >= 4
+    counts = paper.verdict_counts(noisy.assign(counted=True))
+    assert counts["total"] == 12 and sum(counts[k] for k in verdicts.COUNTS) == 12
+
+
+def test_table2_pairs_every_method_on_the_same_splits_and_labels_what_ran():
+    """DeepMIL on 5 splits: Giga-SSL and AverageMIL are compared over those 5 too; the regime says the training
+    size that ran beside the paper's; the interval is the corrected one and says so."""
+    from gigassl.compare import corrected_interval
+
+    claims = paper.table2(_splits(0.05, noise=0.02, deepmil=5))
+    assert (claims["n_splits"] == 5).all()
+    assert set(claims["regime"]) == {"90 slides (100%), paper: 100%", "22 slides (25%), paper: 25%"}
+    assert claims["variance_sources"].str.contains("Nadeau-Bengio corrected").all()
+    assert claims["variance_sources"].str.contains("not: SSL seed, cohort").all()
+    row = claims.iloc[0]
+    splits = _splits(0.05, noise=0.02, deepmil=5)
+    part = splits[(splits.task == row.task) & (splits.budget == "full") & splits.split.isin([f"split_{k}" for k in
+                                                                                                range(5)])]
+    d = part[part.method == "gigassl"].auc.to_numpy() - part[part.method == "averagemil"].auc.to_numpy()
+    assert (row.ci_low, row.ci_high) == pytest.approx(corrected_interval(d, 30 / 90))
+    side = paper.side_by_side(pd.DataFrame({"protocol": "paper", "task": "nsclc_like", "budget": "full",
+                                            "method": ["gigassl"], "n_splits": [5], "auc_mean": [0.8],
+                                            "auc_std": [0.1]}))
+    assert side["n_splits"].tolist() == [5]
+
+
+def test_a_claim_whose_arm_is_at_chance_is_not_counted():
+    splits = _splits(0.05, noise=0.02)
+    splits.loc[splits.method == "averagemil", "auc"] = 0.5 + 0.02 * np.sin(np.arange((splits.method == "averagemil")
+                                                                                      .sum()))
+    claims = verdicts.not_testable(paper.table2(splits))
+    versus = claims[claims.comparison.str.contains("AverageMIL")]
+    assert (versus["verdict"] == verdicts.NOT_TESTABLE).all() and not versus["counted"].any()
+    assert versus["at_chance"].eq("averagemil").all() and versus["interval_verdict"].ne(verdicts.NOT_TESTABLE).all()
+    assert paper.verdict_counts(claims)["counted"] == 6
 
 
 def test_figure_claims_are_paired():
@@ -73,19 +100,25 @@ def test_figure_claims_are_paired():
     tiles = table({"T2": 0.9, "T5": 0.85, "T20": 0.8})
     views = table({"R1": 0.8, "R10": 0.84, "R50": 0.85})
     agg = table({"attention@1": 0.8, "attention@2": 0.7, "sparseconv@1": 0.8, "sparseconv@2": 0.85})
-    claims = paper.fig3(tiles, views, agg, n_bootstrap=200).set_index("artefact")
-    assert claims.loc["Fig. 3A", "agreement"] == "same direction"
+    claims = paper.fig3(tiles, views, agg, plan_ratio=1 / 3).set_index("artefact")
+    assert claims.loc["Fig. 3A", "verdict"] == "same direction"
     assert claims.loc["Fig. 3B", "run"] == pytest.approx(0.05)
-    assert list(claims.loc["Fig. 3C", "agreement"]) == ["same direction", "agrees"]
+    assert list(claims.loc["Fig. 3C", "verdict"]) == ["same direction", "no decrease"]
+    with pytest.raises(Exception, match="n_train"):
+        paper.fig3(aggregator=agg)  # the monitor has no sizes: the split plan's ratio is needed
     rows = []
     for size, gains in (("20", (0.08, 0.06)), ("40", (0.04, 0.02)), ("80", (0.01, 0.0))):
         for task, gain in zip(("a", "b"), gains):
             for k in range(4):
                 rows += [{"method": "gigassl", "protocol": "paper", "task": task, "budget": size, "split": f"split_{k}",
-                          "auc": 0.8 + gain}, {"method": "deepmil", "protocol": "paper", "task": task, "budget": size,
-                                               "split": f"split_{k}", "auc": 0.8}]
-    fig2 = paper.fig2(pd.DataFrame(rows), n_bootstrap=200)
+                          "auc": 0.8 + gain + 0.01 * k, "n_train": int(size), "n_test": 30},
+                         {"method": "deepmil", "protocol": "paper", "task": task, "budget": size,
+                          "split": f"split_{k}", "auc": 0.8 + 0.01 * k, "n_train": int(size), "n_test": 30}]
+    fig2 = paper.fig2(pd.DataFrame(rows))
     assert fig2["run"].tolist() == pytest.approx([0.03, 0.07, 0.04])
+    assert fig2["regime"].tolist() == ["40 slides, paper: 100 WSI", "20 slides, paper: 50 WSI",
+                                       "20 vs 40 slides, paper: 50 vs 100 WSI"]
+    assert fig2["variance_sources"].str.contains("n_test/n_train 1.50").iloc[1]
 
 
 def test_explain_states_the_run_numbers():
@@ -94,7 +127,7 @@ def test_explain_states_the_run_numbers():
          "effective_rank": 4.0, "centre_accuracy": 0.9, "centre_chance": 0.125},
         {"representation": "averagemil", "alignment": 0.01, "uniformity": -0.1, "mean_cosine": 0.9,
          "effective_rank": 2.0, "centre_accuracy": 0.5, "centre_chance": 0.125}])
-    claims = paper.table2(_splits(0.05), n_bootstrap=100)
+    claims = paper.table2(_splits(0.05))
     text = paper.explain(diagnostics, claims, protocol="paper")
     assert "0.950" in text and "0.900" in text and "more organised by centre" in text
     assert "12 of 12 comparisons are decided" in text
@@ -124,16 +157,19 @@ def test_tables_and_figures_are_written(tmp_path):
 
 
 def test_the_verdict_is_data_beside_the_words():
-    """Every claim row carries its verdict as one of paper.VERDICTS, from the same judgement as its words; the counts
-    read that column, not the words."""
-    assert paper.judge(0.04, 0.02, 0.01, 0.03) == ("agree", "same direction (0.5x the paper's effect)")
-    assert paper.judge(0.04, -0.02, -0.03, -0.01) == ("disagree", "opposite direction")
-    assert paper.judge(0.04, 0.02, -0.01, 0.05) == ("undecided", "undecided")
-    assert paper.judge("no decrease", -0.1, -0.2, -0.01)[0] == "disagree"
-    assert paper.judge(0.001, 0.03)[0] == "other"
-    claims = paper.table2(_splits(0.05), n_bootstrap=200)
+    """Every claim row carries its verdict as one of paper.VERDICTS; the counts read that column, not the words."""
+    claims = paper.table2(_splits(0.05))
     assert set(claims["verdict"]) <= set(paper.VERDICTS)
+    claims = claims.assign(counted=True)
     words = claims.assign(agreement="anything")  # the counts do not parse the words
     assert paper.verdict_counts(words) == paper.verdict_counts(claims)
-    speed = paper.speed_claim(pd.DataFrame({"method": ["deepmil"], "x linear probe": [30.0]}))
-    assert (speed["paper"] == 150 * 60 / 1.25).all() and (speed["verdict"] == "agree").all()
+
+
+def test_speed_is_one_row_with_its_own_probes_time():
+    splits = pd.concat([_splits(0.05).assign(protocol=p) for p in ("paper", "fair")], ignore_index=True)
+    splits.loc[(splits.protocol == "fair") & (splits.method == "gigassl"), "cpu_seconds"] = 0.1  # the tuned probe
+    speed = paper.speed_claim(splits, protocol="fair")
+    assert len(speed) == 1 and speed["protocol"].item() == "fair"
+    assert speed["run"].item() == pytest.approx(50.0) and speed["paper"].item() == pytest.approx(150 * 60 / 1.25)
+    assert speed["verdict"].item() == "same direction, smaller" and speed["scale"].item() == "log ratio"
+    assert paper.speed_claim(splits, protocol="paper")["run"].item() == pytest.approx(500.0)
