@@ -233,3 +233,34 @@ def counts(claims: pd.DataFrame, column: str = "verdict") -> dict:
     out.update({"counted": int(counted.sum()), NOT_TESTABLE: int((claims["verdict"] == NOT_TESTABLE).sum()),
                 NO_RUN: int((claims["verdict"] == NO_RUN).sum()), "total": len(claims)})
     return out
+
+
+def rule_markdown() -> str:
+    """The rule of this module in words, with its thresholds, for the results page."""
+    from .compare import VARIANCE_SOURCES
+
+    return (
+        f"**Intervals.** Every interval is the 95% corrected resampled t-interval of Nadeau & Bengio (2003) over the "
+        f"splits both arms share: mean +- t(J-1) * sqrt((1/J + n_test/n_train) * s^2). The term n_test/n_train "
+        f"accounts for the overlap of random splits; the column *variance sources* says what each interval holds "
+        f"(\"{VARIANCE_SOURCES['corrected']}\"). It holds neither the SSL training seed nor the cohort.\n\n"
+        f"**A numeric claim** (the paper's difference, at least {NO_DIFFERENCE} in size): *undecided* when the "
+        f"interval contains 0, even if it contains the paper's value too; else *opposite* (decided the other way), "
+        f"*consistent* (decided, the paper's value inside), or *same direction, smaller* / *larger* (decided, the "
+        f"paper's value outside).\n\n"
+        f"**A claim of no difference** (the paper's difference below {NO_DIFFERENCE}): an equivalence test with a "
+        f"margin of +-{EQUIVALENCE_MARGIN} AUC (the paper calls DeepAttnMIL *on par* with MIL methods 0.000-0.039 AUC "
+        f"from it, 7 of 8 within 0.01): *equivalent* when the interval lies inside the margin, *different* when it "
+        f"lies wholly beyond it, else *undecided*.\n\n"
+        f"**A direction-only claim**: *same direction* or *opposite* only when the interval excludes 0. *No "
+        f"decrease* is an equivalence-or-increase claim: agreed when the interval lies above -{EQUIVALENCE_MARGIN}, "
+        f"*decrease* when it lies below it, else *undecided*.\n\n"
+        f"**Not testable here**: an arm the claim depends on is at chance (its AUC interval contains {CHANCE_AUC}) or "
+        f"has collapsed (effective rank of its slide embeddings below {COLLAPSED_RANK:g}, label-free, page *What each "
+        f"representation learnt*). These rows are shown with what their interval alone says and are not counted.\n\n"
+        f"**Multiplicity.** Each counted row has the p-value of the decision its interval makes; Holm's step-down "
+        f"correction across every counted row of this page (both protocols) keeps the family-wise error at "
+        f"{ALPHA:.2f}. The *corrected verdict* judges a row Holm rejects on its interval at Holm's level for it; the "
+        f"others are *undecided*.\n\n"
+        f"**Speed** is one row, DeepMIL's CPU time over the fair probe's own CPU time per split (geometric mean, the "
+        f"interval of the mean log ratio), counted once.")

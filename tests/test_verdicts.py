@@ -130,3 +130,9 @@ def test_the_corrected_verdicts_follow_holm():
     assert out["corrected_high"][k] - out["corrected_low"][k] == pytest.approx(2 * half)
     untestable = v.correct(claims.assign(counted=[False, True, True, True], verdict=[v.NOT_TESTABLE, "x", "y", "z"]))
     assert untestable["corrected_verdict"][0] == v.NOT_TESTABLE and np.isnan(untestable["p_holm"][0])
+
+
+def test_the_page_states_the_rule_with_its_thresholds():
+    text = v.rule_markdown()
+    for said in ("+-0.02 AUC", "contains 0.5", "below 5", "Nadeau & Bengio", "Holm", "not counted", "counted once"):
+        assert said in text, said
