@@ -16,13 +16,14 @@ interval of the paired difference (the corrected resampled t-interval of Nadeau 
 **A claim of no difference** (``|paper| < NO_DIFFERENCE``): an equivalence test against the margin,
 
 - ``equivalent``: the interval lies inside (-margin, +margin) (two one-sided tests, each at 2.5%);
-- ``different``: the interval lies wholly beyond the margin (low > +margin or high < -margin): a difference
-  decided to exceed what the paper would call no difference;
-- ``undecided``: anything else, including an interval that excludes 0 but reaches inside the margin.
+- ``different``: otherwise, the interval excludes 0: a decided difference where the paper claims none (however
+  small: a difference decided but within the margin on both ends is ``equivalent`` first);
+- ``undecided``: anything else (the interval contains 0 and reaches past the margin).
 
 **A direction-only claim**: ``increase`` / ``decrease`` is ``same direction`` or ``opposite`` only when the
 interval excludes 0, else ``undecided``. ``no decrease`` is an equivalence-or-increase claim (non-inferiority at
--margin): ``no decrease`` when low > -margin, ``decrease`` when high < -margin, else ``undecided``.
+-margin): ``no decrease`` when low > -margin, otherwise ``decrease`` when the interval lies below 0 (a decided
+decrease), else ``undecided``.
 
 **Not testable here** (:data:`NOT_TESTABLE`): an arm the claim depends on is at chance (its AUC interval, the same
 corrected interval over the same splits, contains :data:`CHANCE_AUC`) or has collapsed (its label-free effective
@@ -96,14 +97,14 @@ def judge(paper: float | str, run: float, low: float, high: float,
     if claim == "no difference":
         if -margin < low and high < margin:
             return "equivalent", f"equivalent (interval inside +-{margin:g})"
-        if low > margin or high < -margin:
-            return "different", f"different (paper: no difference; run {run:+.3f}, beyond +-{margin:g})"
-        return UNDECIDED, UNDECIDED + ("" if low <= 0 <= high else f" (differs from 0, not shown beyond +-{margin:g})")
+        if low > 0 or high < 0:
+            return "different", f"different (paper: no difference; run {run:+.3f}, decided)"
+        return UNDECIDED, UNDECIDED
     if claim == "no decrease":
         if low > -margin:
             return "no decrease", f"no decrease (interval above -{margin:g})"
-        if high < -margin:
-            return "decrease", f"decrease (by {-run:.3f}, beyond -{margin:g})"
+        if high < 0:
+            return "decrease", f"decrease (by {-run:.3f}, decided)"
         return UNDECIDED, UNDECIDED
     if low <= 0 <= high:
         return UNDECIDED, UNDECIDED
@@ -123,17 +124,26 @@ def decision_p(paper: float | str, run: float, se: float, df: int, margin: float
     run +- t_{df, 1 - alpha/2} se reaches a decided verdict of :func:`judge`.
 
     Numeric and increase/decrease claims: the test of a difference of 0, 2 P(T > |run| / se). No difference: the
-    equivalence or the difference beyond the margin, 2 P(T > ||run| - margin| / se). No decrease: the boundary
-    -margin, 2 P(T > |run + margin| / se). NaN without a standard error.
+    first of the equivalence (two one-sided tests, 2 P(T > (margin - |run|) / se) when |run| < margin) and the
+    difference from 0 (2 P(T > |run| / se)). No decrease: the first of non-inferiority (2 P(T > (run + margin) / se)
+    when run > -margin) and a decided decrease (2 P(T > -run / se) when run < 0). NaN without a standard error.
     """
     from scipy.stats import t
 
     if _missing(run, se) or df < 1 or se < 0:
         return float("nan")
     claim = kind(paper)
-    distance = {"no difference": abs(abs(run) - margin), "no decrease": abs(run + margin)}.get(claim, abs(run))
-    if se == 0:  # no spread over splits: decided at any level unless on the boundary
-        return 0.0 if distance > 0 else 1.0
+    if claim == "no difference":  # the distances to the boundaries the interval must clear, each test's own
+        distances = [margin - abs(run), abs(run)]
+    elif claim == "no decrease":
+        distances = [run + margin, -run]
+    else:
+        distances = [abs(run)]
+    distance = max(distances)  # the first decision reached: the test with the largest margin of its statistic
+    if distance <= 0:
+        return 1.0
+    if se == 0:  # no spread over splits: decided at any level
+        return 0.0
     return float(min(1.0, 2.0 * t.sf(distance / se, df)))
 
 
@@ -250,11 +260,11 @@ def rule_markdown() -> str:
         f"paper's value outside).\n\n"
         f"**A claim of no difference** (the paper's difference below {NO_DIFFERENCE}): an equivalence test with a "
         f"margin of +-{EQUIVALENCE_MARGIN} AUC (the paper calls DeepAttnMIL *on par* with MIL methods 0.000-0.039 AUC "
-        f"from it, 7 of 8 within 0.01): *equivalent* when the interval lies inside the margin, *different* when it "
-        f"lies wholly beyond it, else *undecided*.\n\n"
+        f"from it, 7 of 8 within 0.01): *equivalent* when the interval lies inside the margin, else *different* when it "
+        f"excludes 0 (a decided difference), else *undecided*.\n\n"
         f"**A direction-only claim**: *same direction* or *opposite* only when the interval excludes 0. *No "
         f"decrease* is an equivalence-or-increase claim: agreed when the interval lies above -{EQUIVALENCE_MARGIN}, "
-        f"*decrease* when it lies below it, else *undecided*.\n\n"
+        f"else *decrease* when it lies below 0 (a decided decrease), else *undecided*.\n\n"
         f"**Not testable here**: an arm the claim depends on is at chance (its AUC interval contains {CHANCE_AUC}) or "
         f"has collapsed (effective rank of its slide embeddings below {COLLAPSED_RANK:g}, label-free, page *What each "
         f"representation learnt*). These rows are shown with what their interval alone says and are not counted.\n\n"
