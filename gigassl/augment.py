@@ -1,4 +1,4 @@
-"""The tile-level augmentation domain A (Sec. 3.1, Step 1), on batches of tensors with kornia's colour ops.
+"""The tile-level augmentation domain A (Sec. 3.1, Step 1), on batches of tensors.
 
 "Two augmentation functions t1 and t2 are sampled from an image augmentation domain A made of color augmentations
 (color jitter, grayscale) and geometric augmentations (flips, rotations, scaling, blurring)." The values are the
@@ -11,7 +11,9 @@ Two modes:
 - ``independent``: every tile gets its own draw (the "NS" ablation of Table 3).
 
 The jitter is applied in a fixed order (brightness, contrast, saturation, hue); brightness and contrast follow
-torchvision's multiplicative definitions, the hue shift is a rotation of the HSV hue by up to +-0.2 turns.
+torchvision's multiplicative definitions, the hue shift is a rotation of the HSV hue by up to +-0.2 turns. The colour
+operations and the blur compute what kornia 0.9's functional ops compute, to the bit (tests/test_augment.py checks
+it), in fewer passes over the pixels (``benchmarks/profile_bank.py`` times each step).
 Randomness comes only from the ``torch.Generator`` passed in: the parameters are drawn on the CPU from that generator
 and applied on the device of the tiles, so a draw is the same on every device.
 """
@@ -20,9 +22,11 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import Callable
 
 import kornia
 import torch
+import torch.nn.functional as F
 
 from .config import AugmentConfig
 from .utils import resize
@@ -102,17 +106,30 @@ class TileAugmentation:
 
     def apply(self, x: torch.Tensor, draw: Draw) -> torch.Tensor:
         """Apply ``draw`` (one row per tile) to ``x`` (n, 3, H, W) float in [0, 1]."""
-        x = self._crop_resize(x, draw.box)
+        for _, step in self.steps(draw):
+            x = step(x)
+        return x
+
+    def steps(self, draw: Draw) -> list[tuple[str, Callable[[torch.Tensor], torch.Tensor]]]:
+        """The steps of :meth:`apply`, in order and named (``benchmarks/profile_bank.py`` times each)."""
+        k = self.config.blur_kernel
+        return [
+            ("crop and resize", lambda x: self._crop_resize(x, draw.box)),
+            ("flips and rotations", lambda x: self._flips(x, draw)),
+            ("colour jitter", lambda x: _select(x, draw.jitter, lambda t, idx: self._jitter(t, draw, idx))),
+            ("grayscale", lambda x: _select(
+                x, draw.gray, lambda t, _: kornia.color.rgb_to_grayscale(t).expand(-1, 3, -1, -1))),
+            ("blur", lambda x: _select(x, draw.blur, lambda t, idx: gaussian_blur(t, k, draw.sigma[idx].to(t)))),
+            ("clamp", lambda x: x.clamp(0.0, 1.0)),
+        ]
+
+    @staticmethod
+    def _flips(x: torch.Tensor, draw: Draw) -> torch.Tensor:
         x = _select(x, draw.hflip, lambda t, _: t.flip(-1))
         x = _select(x, draw.vflip, lambda t, _: t.flip(-2))
         for k in (1, 2, 3):
             x = _select(x, draw.rot90 == k, lambda t, _, k=k: torch.rot90(t, k, dims=(-2, -1)))
-        x = _select(x, draw.jitter, lambda t, idx: self._jitter(t, draw, idx))
-        x = _select(x, draw.gray, lambda t, _: kornia.color.rgb_to_grayscale(t).expand(-1, 3, -1, -1))
-        k = self.config.blur_kernel
-        x = _select(x, draw.blur, lambda t, idx: kornia.filters.gaussian_blur2d(
-            t, (k, k), draw.sigma[idx].to(t).unsqueeze(1).expand(-1, 2).contiguous()))
-        return x.clamp(0.0, 1.0)
+        return x
 
     def _crop_resize(self, x: torch.Tensor, box: torch.Tensor) -> torch.Tensor:
         height, width = x.shape[-2:]
@@ -134,10 +151,10 @@ class TileAugmentation:
         def factor(values: torch.Tensor) -> torch.Tensor:
             return values[idx].to(x)
 
-        x = (x * factor(draw.brightness).view(-1, 1, 1, 1)).clamp(0, 1)
-        x = kornia.enhance.adjust_contrast_with_mean_subtraction(x, factor(draw.contrast)).clamp(0, 1)
-        x = kornia.enhance.adjust_saturation(x, factor(draw.saturation)).clamp(0, 1)
-        return kornia.enhance.adjust_hue(x, factor(draw.hue) * 2 * math.pi).clamp(0, 1)
+        x = x * factor(draw.brightness).view(-1, 1, 1, 1)
+        x = adjust_contrast(x.clamp_(0, 1), factor(draw.contrast))
+        x = adjust_saturation(x, factor(draw.saturation)).clamp_(0, 1)
+        return adjust_hue(x, factor(draw.hue) * 2 * math.pi).clamp_(0, 1)
 
 
 def _select(x: torch.Tensor, mask: torch.Tensor, fn) -> torch.Tensor:
@@ -150,3 +167,102 @@ def _select(x: torch.Tensor, mask: torch.Tensor, fn) -> torch.Tensor:
     out = x.clone()
     out[idx] = fn(x[idx], idx)
     return out
+
+
+# The colour operations below compute, operation for operation, what kornia 0.9's functional ops compute on float32
+# tiles (adjust_contrast_with_mean_subtraction, adjust_saturation, rgb_to_hsv -> adjust_hue_raw -> hsv_to_rgb), so
+# their results are the same to the bit, in fewer passes over the pixels: the channel maximum and minimum as two
+# elementwise maxima instead of reductions over the channel axis, the hue's sextant selected by one gather instead
+# of fifteen nested ``where``, temporaries updated in place.
+
+def _max_min(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """The largest and smallest of the three channels. Shape: (n, 3, H, W) -> (n, H, W) twice."""
+    r, g, b = x.unbind(-3)
+    return torch.maximum(torch.maximum(r, g), b), torch.minimum(torch.minimum(r, g), b)
+
+
+def adjust_contrast(x: torch.Tensor, factor: torch.Tensor) -> torch.Tensor:
+    """Contrast around each tile's mean grey level, clamped to [0, 1]. Shapes: x (n, 3, H, W), factor (n,)."""
+    factor = factor.view(-1, 1, 1, 1)
+    mean = kornia.color.rgb_to_grayscale(x).mean((-2, -1), True)
+    out = x * factor
+    return out.add_(mean * (1 - factor)).clamp_(0.0, 1.0)
+
+
+def adjust_saturation(x: torch.Tensor, factor: torch.Tensor) -> torch.Tensor:
+    """HSV saturation scaled by ``factor`` (clamped to [0, 1]), hue and value kept: each channel's distance to the
+    smallest channel scaled. Shapes: x (n, 3, H, W) float32, factor (n,)."""
+    high, low = (v.unsqueeze(-3) for v in _max_min(x))
+    delta = high - low
+    saturation = delta / (high + 1e-8).masked_fill_(high == 0, 1.0)
+    adjusted = high * saturation.mul_(factor.view(-1, 1, 1, 1)).clamp_(0, 1)
+    ratio = adjusted / delta.masked_fill_(delta == 0, 1.0)
+    return (x - low).mul_(ratio).add_(high.sub_(adjusted))
+
+
+# hsv_to_rgb's table: the channel r, g, b of sextant i is (p, q, t, v)[_SEXTANT[channel, i]]
+_SEXTANT = torch.tensor([[3, 1, 0, 0, 2, 3], [2, 3, 3, 1, 0, 0], [0, 0, 2, 3, 3, 1]])
+
+
+def adjust_hue(x: torch.Tensor, shift: torch.Tensor) -> torch.Tensor:
+    """The HSV hue rotated by ``shift`` radians (rgb -> hsv, shift modulo 2 pi, hsv -> rgb).
+
+    Shapes: x (n, 3, H, W) float32 in [0, 1], shift (n,) in [-pi, pi] -> (n, 3, H, W).
+
+    kornia's ``%`` (``torch.remainder``, an exact ``fmod``, then ``+ divisor`` for a negative remainder) is written
+    as what it does on the ranges it sees here: (h / 6) in (-1, 1), the shifted hue in (-2 pi, 4 pi), 6 h / 2 pi in
+    [0, 6]; subtracting the divisor from a value between it and twice it is exact, so the values are the same.
+    """
+    two_pi = 2 * math.pi
+    r, g, b = x.unbind(-3)
+    value, low = _max_min(x)
+    delta = value - low
+    saturation = delta / (value + 1e-8).masked_fill_(value == 0, 1.0)
+    delta.masked_fill_(delta == 0, 1.0)
+    rc, gc, bc = value - r, value - g, value - b
+    hue = torch.where(g >= b, (rc - bc).add_(2.0 * delta), (gc - rc).add_(4.0 * delta))
+    hue = torch.where((r >= g) & (r >= b), bc.sub_(gc), hue)
+    hue = _wrap(hue.div_(delta).div_(6.0), 1.0).mul_(two_pi)
+    hue.masked_fill_(hue >= two_pi, 0.0)
+    hue = _wrap(hue.add_(shift.view(-1, 1, 1)), two_pi)
+    hue.masked_fill_(hue >= two_pi, 0.0)
+    # hsv -> rgb
+    h6 = hue.div_(two_pi).mul_(6)
+    sextant = torch.floor(h6).masked_fill_(h6 >= 6, 0.0)  # floor(h6) % 6
+    f = h6.masked_fill_(h6 >= 6, 0.0).sub_(sextant)  # h6 % 6 - sextant
+    planes = torch.stack([
+        value * (1.0 - saturation),
+        value * (1.0 - f * saturation),
+        value * (1.0 - (1.0 - f).mul_(saturation)),
+        value,
+    ])
+    index = _SEXTANT.to(x.device)[:, sextant.long()]
+    return planes.gather(0, index).transpose(0, 1)
+
+
+def _wrap(a: torch.Tensor, period: float) -> torch.Tensor:
+    """``torch.remainder(a, period)`` for ``a`` in (-period, 2 period), to the bit."""
+    a = torch.where(a >= period, a - period, a)
+    return torch.where(a < 0, a + period, a)
+
+
+def gaussian_blur(x: torch.Tensor, kernel_size: int, sigma: torch.Tensor) -> torch.Tensor:
+    """Gaussian blur with reflected borders, one sigma per tile: kornia's ``gaussian_blur2d(x, (k, k), sigma)``.
+
+    On the CPU, each of the two separable passes is a sum of shifted copies of the tile weighted by kornia's taps,
+    accumulated in order (the depthwise convolution kornia runs computes the same sums, to the bit, at several
+    times the cost on small tiles); on other devices, kornia's. Shapes: x (n, 3, H, W), sigma (n,) -> x's shape.
+    """
+    if x.device.type != "cpu":
+        return kornia.filters.gaussian_blur2d(x, (kernel_size, kernel_size),
+                                              sigma.unsqueeze(1).expand(-1, 2).contiguous())
+    taps = kornia.filters.get_gaussian_kernel1d(kernel_size, sigma.view(-1, 1)).view(len(sigma), -1, 1, 1, 1)
+    radius = kernel_size // 2
+    for axis, pad in ((-1, (radius, radius, 0, 0)), (-2, (0, 0, radius, radius))):
+        size = x.shape[axis]
+        padded = F.pad(x, pad, mode="reflect")
+        out = padded.narrow(axis, 0, size) * taps[:, 0]
+        for tap in range(1, kernel_size):
+            out.addcmul_(padded.narrow(axis, tap, size), taps[:, tap])
+        x = out
+    return x.contiguous()

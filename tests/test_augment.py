@@ -1,6 +1,7 @@
 """The tile augmentation domain: shared vs independent draws (Sec. 3.1 Step 1, Table 3 "NS")."""
 
 import dataclasses
+import math
 
 import pytest
 import torch
@@ -71,3 +72,56 @@ def test_grayscale_draw_has_equal_channels_and_jitter_changes_colour():
 def test_unknown_mode_is_refused():
     with pytest.raises(ConfigError, match=r"AugmentConfig.mode=.sometimes. is not allowed: it must be one of .shared., .independent."):
         TileAugmentation(dataclasses.replace(AugmentConfig(), mode="sometimes"), 16)
+
+
+def _colour_tiles(n=24, px=20):
+    """Tiles from uint8 values, with the cases the HSV code branches on: black, white, grey pixels, ties between
+    channels, one channel at 0 or 1."""
+    g = torch.Generator().manual_seed(5)
+    x = torch.randint(0, 256, (n, px, px, 3), dtype=torch.uint8, generator=g).permute(0, 3, 1, 2).float().div_(255)
+    x[0] = 0.0
+    x[1] = 1.0
+    x[2] = x[2, :1]  # grey
+    x[3, 1] = x[3, 0]  # r == g
+    x[4, 2] = x[4, 1]  # g == b
+    x[5, 0] = 1.0
+    x[6, 2] = 0.0
+    return x
+
+
+def _same_as_kornia(ours, theirs):
+    from importlib.metadata import version
+
+    if version("kornia").startswith("0.9."):  # the arithmetic written after kornia 0.9's: equal to the bit
+        assert torch.equal(ours, theirs)
+    else:
+        torch.testing.assert_close(ours, theirs, rtol=0, atol=1e-5)
+
+
+def test_colour_operations_compute_what_kornia_computes():
+    import kornia
+
+    from gigassl.augment import adjust_contrast, adjust_hue, adjust_saturation
+
+    x = _colour_tiles()
+    g = torch.Generator().manual_seed(6)
+    factor = 0.6 + 0.8 * torch.rand(len(x), generator=g)
+    shift = (torch.rand(len(x), generator=g) * 2 - 1) * math.pi  # the widest range (hue 0.5)
+    shift[:2] = torch.tensor([math.pi, -math.pi])
+    _same_as_kornia(adjust_contrast(x, factor), kornia.enhance.adjust_contrast_with_mean_subtraction(x, factor))
+    _same_as_kornia(adjust_saturation(x, factor), kornia.enhance.adjust_saturation(x, factor))
+    _same_as_kornia(adjust_hue(x, shift), kornia.enhance.adjust_hue(x, shift))
+    assert torch.equal(x, _colour_tiles())  # the input is left as it was
+
+
+@pytest.mark.parametrize("kernel", [3, 5])
+def test_blur_computes_what_kornias_convolution_computes(kernel):
+    import kornia
+
+    from gigassl.augment import gaussian_blur
+
+    x = _colour_tiles(px=24)
+    sigma = 0.1 + 0.9 * torch.rand(len(x), generator=torch.Generator().manual_seed(7))
+    for s in (sigma, sigma[:1].expand(len(x))):  # one sigma per tile (independent), one for all (shared)
+        theirs = kornia.filters.gaussian_blur2d(x, (kernel, kernel), s.unsqueeze(1).expand(-1, 2).contiguous())
+        _same_as_kornia(gaussian_blur(x, kernel, s), theirs)
