@@ -352,10 +352,18 @@ class Embedding:
         self.precision = "fp32" if self.dtype is None else "bf16"
         self.embedder = embedder.to(self.device).eval().to(memory_format=torch.channels_last)
 
-    @torch.inference_mode()
     def __call__(self, tiles: torch.Tensor) -> torch.Tensor:
+        return self.forward(self.prepare(tiles))
+
+    @torch.inference_mode()
+    def prepare(self, tiles: torch.Tensor) -> torch.Tensor:
+        """Tiles to the device, normalised, in channels-last memory: the input of :meth:`forward`."""
         tiles = tiles.to(self.device, non_blocking=True)
-        x = self.embedder.prepare(tiles).contiguous(memory_format=torch.channels_last)
+        return self.embedder.prepare(tiles).contiguous(memory_format=torch.channels_last)
+
+    @torch.inference_mode()
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Normalised tiles from :meth:`prepare` -> float32 features (B, F) on the CPU."""
         name = self.embedder.name
         forward = self.embedder.features
         if FACTORY.match(name):  # the user's forward: its errors and outputs named (UserCodeError stops a batch)

@@ -158,9 +158,19 @@ class MoCo(nn.Module):
         """``dtype``: autocast dtype of the two encoders (None: float32); the logits and the loss stay float32."""
         with torch.autocast(x_q.device.type, dtype=dtype or torch.bfloat16, enabled=dtype is not None):
             q = self.encoder_q(x_q)
-            with torch.no_grad():
-                self._momentum_update()
-                k = self._shuffled_keys(x_k)
+            k = self.keys(x_k)
+        return self.contrast(q, k)
+
+    @torch.no_grad()
+    def keys(self, x_k: torch.Tensor) -> torch.Tensor:
+        """The momentum update of the key encoder, then the keys of ``x_k`` (:meth:`_shuffled_keys`)."""
+        self._momentum_update()
+        return self._shuffled_keys(x_k)
+
+    def contrast(self, q: torch.Tensor, k: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """InfoNCE of the queries against their keys and the queue (then the keys join the queue).
+
+        Shape: q, k (B, proj_dim) -> (loss, top-1 accuracy of the positive)."""
         q, k = F.normalize(q.float(), dim=1), F.normalize(k.float(), dim=1)
         logits = torch.cat([(q * k).sum(1, keepdim=True), q @ self.queue.clone().detach()], 1)
         logits = logits / self.config.temperature

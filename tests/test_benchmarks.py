@@ -18,6 +18,7 @@ BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
 # {script: the keys its dry run must print as `key: <positive number>`}
 EXPECTED = {
     "bank.py": ["bank_tiles_per_second", "forward_tiles_per_second", "pipeline_efficiency"],
+    "profile_bank.py": ["bank_ms_per_tile", "bank_forward_share", "moco_ms_per_step", "moco_augment_share"],
     "tiles.py": ["bare_tiles_per_second"],
     "train.py": [r"step_ms \(batch 32, T=5, torch, cpu\)", r"inference_seconds_per_1000_slides \(R=50, T=5, torch, cpu\)",
                  "data_path_ratio"],
