@@ -178,7 +178,8 @@ def _select(x: torch.Tensor, mask: torch.Tensor, fn) -> torch.Tensor:
 def _max_min(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """The largest and smallest of the three channels. Shape: (n, 3, H, W) -> (n, H, W) twice."""
     r, g, b = x.unbind(-3)
-    return torch.maximum(torch.maximum(r, g), b), torch.minimum(torch.minimum(r, g), b)
+    high, low = torch.maximum(r, g), torch.minimum(r, g)
+    return torch.maximum(high, b, out=high), torch.minimum(low, b, out=low)
 
 
 def adjust_contrast(x: torch.Tensor, factor: torch.Tensor) -> torch.Tensor:
@@ -194,14 +195,11 @@ def adjust_saturation(x: torch.Tensor, factor: torch.Tensor) -> torch.Tensor:
     smallest channel scaled. Shapes: x (n, 3, H, W) float32, factor (n,)."""
     high, low = (v.unsqueeze(-3) for v in _max_min(x))
     delta = high - low
-    saturation = delta / (high + 1e-8).masked_fill_(high == 0, 1.0)
-    adjusted = high * saturation.mul_(factor.view(-1, 1, 1, 1)).clamp_(0, 1)
-    ratio = adjusted / delta.masked_fill_(delta == 0, 1.0)
+    saturation = torch.add(high, 1e-8).masked_fill_(high == 0, 1.0)
+    saturation = torch.div(delta, saturation, out=saturation).mul_(factor.view(-1, 1, 1, 1)).clamp_(0, 1)
+    adjusted = saturation.mul_(high)
+    ratio = torch.div(adjusted, delta.masked_fill_(delta == 0, 1.0), out=delta)
     return (x - low).mul_(ratio).add_(high.sub_(adjusted))
-
-
-# hsv_to_rgb's table: the channel r, g, b of sextant i is (p, q, t, v)[_SEXTANT[channel, i]]
-_SEXTANT = torch.tensor([[3, 1, 0, 0, 2, 3], [2, 3, 3, 1, 0, 0], [0, 0, 2, 3, 3, 1]])
 
 
 def adjust_hue(x: torch.Tensor, shift: torch.Tensor) -> torch.Tensor:
@@ -209,41 +207,45 @@ def adjust_hue(x: torch.Tensor, shift: torch.Tensor) -> torch.Tensor:
 
     Shapes: x (n, 3, H, W) float32 in [0, 1], shift (n,) in [-pi, pi] -> (n, 3, H, W).
 
-    kornia's ``%`` (``torch.remainder``, an exact ``fmod``, then ``+ divisor`` for a negative remainder) is written
-    as what it does on the ranges it sees here: (h / 6) in (-1, 1), the shifted hue in (-2 pi, 4 pi), 6 h / 2 pi in
+    kornia's ``%`` (``torch.remainder``: an exact ``fmod``, then ``+ divisor`` for a negative remainder) is written
+    as what it does on the ranges it sees here: h / 6 in (-1, 1), the shifted hue in (-pi, 3 pi), 6 h / 2 pi in
     [0, 6]; subtracting the divisor from a value between it and twice it is exact, so the values are the same.
+    hsv -> rgb: each channel is v (1 - w s), w being 0 (v), 1 (p), f (q) or 1 - f (t) by the channel's sextant
+    table; w is computed instead of selected: in the sextants where it is f or 1 - f, h6 - k and k - h6 are
+    exact (Sterbenz) and equal kornia's f and 1 - f to the bit; elsewhere the clamp gives 0 or 1 exactly.
+    Temporaries are updated in place (a fresh tensor costs more than the arithmetic on small tiles).
     """
     two_pi = 2 * math.pi
     r, g, b = x.unbind(-3)
     value, low = _max_min(x)
-    delta = value - low
-    saturation = delta / (value + 1e-8).masked_fill_(value == 0, 1.0)
+    delta = low.neg_().add_(value)  # value - low
+    saturation = torch.add(value, 1e-8).masked_fill_(value == 0, 1.0)
+    saturation = torch.div(delta, saturation, out=saturation)
     delta.masked_fill_(delta == 0, 1.0)
     rc, gc, bc = value - r, value - g, value - b
-    hue = torch.where(g >= b, (rc - bc).add_(2.0 * delta), (gc - rc).add_(4.0 * delta))
-    hue = torch.where((r >= g) & (r >= b), bc.sub_(gc), hue)
-    hue = _wrap(hue.div_(delta).div_(6.0), 1.0).mul_(two_pi)
+    hue = bc - gc  # r is the largest
+    h3 = gc.sub_(rc).add_(delta, alpha=4.0)  # b is
+    h2 = rc.sub_(bc).add_(delta, alpha=2.0)  # g is
+    h2 = torch.where(g >= b, h2, h3, out=h2)
+    hue = torch.where((r >= g).logical_and_(r >= b), hue, h2, out=hue)
+    hue = hue.div_(delta).div_(6.0)
+    hue = hue.add_(hue < 0).mul_(two_pi)  # (h / 6) % 1 for h / 6 in (-1, 1)
     hue.masked_fill_(hue >= two_pi, 0.0)
-    hue = _wrap(hue.add_(shift.view(-1, 1, 1)), two_pi)
+    hue = hue.add_(shift.view(-1, 1, 1))
+    hue = hue.add_(hue >= two_pi, alpha=-two_pi).add_(hue < 0, alpha=two_pi)  # % 2 pi in (-pi, 3 pi)
     hue.masked_fill_(hue >= two_pi, 0.0)
     # hsv -> rgb
     h6 = hue.div_(two_pi).mul_(6)
-    sextant = torch.floor(h6).masked_fill_(h6 >= 6, 0.0)  # floor(h6) % 6
-    f = h6.masked_fill_(h6 >= 6, 0.0).sub_(sextant)  # h6 % 6 - sextant
-    planes = torch.stack([
-        value * (1.0 - saturation),
-        value * (1.0 - f * saturation),
-        value * (1.0 - (1.0 - f).mul_(saturation)),
-        value,
-    ])
-    index = _SEXTANT.to(x.device)[:, sextant.long()]
-    return planes.gather(0, index).transpose(0, 1)
-
-
-def _wrap(a: torch.Tensor, period: float) -> torch.Tensor:
-    """``torch.remainder(a, period)`` for ``a`` in (-period, 2 period), to the bit."""
-    a = torch.where(a >= period, a - period, a)
-    return torch.where(a < 0, a + period, a)
+    h6.masked_fill_(h6 >= 6, 0.0)  # h6 % 6
+    out = torch.empty(x.shape, dtype=x.dtype, device=x.device)
+    # w of r (v q p p t v): min(h6 - 1, 5 - h6); of g (t v v q p p): max(1 - h6, h6 - 3); of b (p p t v v q):
+    # max(3 - h6, h6 - 5); clamped to [0, 1]; then v (1 - w s), with 1 - a as -a + 1 (the same rounding)
+    w, other = torch.empty_like(h6), torch.empty_like(h6)
+    for channel, (pick, (up, down)) in enumerate(((torch.minimum, (1.0, 5.0)), (torch.maximum, (3.0, 1.0)),
+                                                  (torch.maximum, (5.0, 3.0)))):
+        pick(torch.sub(h6, up, out=w), torch.neg(h6, out=other).add_(down), out=w)
+        torch.mul(value, w.clamp_(0.0, 1.0).mul_(saturation).neg_().add_(1.0), out=out[:, channel])
+    return out
 
 
 def gaussian_blur(x: torch.Tensor, kernel_size: int, sigma: torch.Tensor) -> torch.Tensor:
