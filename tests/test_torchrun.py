@@ -46,11 +46,13 @@ def test_train_under_torchrun_follows_one_process(synthetic_bank, tmp_path):
     double = tmp_path / "double"
     _torchrun(common + ["--out", str(double)], tmp_path)
     a, b = pd.read_csv(single / "steps.csv"), pd.read_csv(double / "steps.csv")
-    assert len(a) == len(b) > 0
+    assert len(a) == len(b) > 0 and np.isfinite(b.loss).all()
     # the first step starts from the same weights on the same global batch: the same loss (NT-Xent over the
-    # gathered negatives, synchronised BatchNorm); later steps drift by float reduction order only
+    # gathered negatives, synchronised BatchNorm). Later steps are not compared: after an Adam step the runs drift
+    # apart by float reduction order, by an amount that depends on the CPU (the first update is compared in
+    # tests/test_train_ddp.py)
     np.testing.assert_allclose(a.loss.iloc[0], b.loss.iloc[0], rtol=1e-4)
-    np.testing.assert_allclose(a.loss, b.loss, rtol=5e-2)
+    assert (double / "checkpoint.pt").is_file() and not list(double.glob("checkpoint*.tmp*"))
 
 
 def test_moco_under_torchrun_trains_on_the_global_batch(cohort, coords_dir, tmp_path):
