@@ -104,11 +104,13 @@ class TrainingLoop:
         self.monitor: list[dict] = []
         self._started: float | None = None
 
-    def resume(self, requested: dict, device: str = "cpu") -> dict | None:
+    def resume(self, requested: dict, device: str = "cpu", defaults: dict | None = None) -> dict | None:
         """Load ``checkpoint.pt`` if it exists and return it (None when there is none): the training loads its
         model and optimizer from it; the loop takes its epoch and logs.
 
         ``requested``: ``{"config": ..., "inputs": ...}`` of this run, compared with the checkpoint's record.
+        ``defaults``: the config's default values, standing for the fields a checkpoint of an older version lacks
+        (:func:`gigassl.provenance.with_defaults`).
 
         Raises:
             ConfigError: the checkpoint was made with another config or other inputs (every differing field named).
@@ -117,7 +119,8 @@ class TrainingLoop:
         if not self.last.exists():
             return None
         state = load_checkpoint_file(self.last, (self.kind,), device)
-        provenance.refuse_changes(self.what, self.last, {"config": state.get("config", {}),
+        provenance.refuse_changes(self.what, self.last, {"config": provenance.with_defaults(state.get("config", {}),
+                                                                                           defaults),
                                                          "inputs": state.get("inputs", {})}, requested,
                                   ignored=provenance.IGNORED - TRAINING_SETTINGS)
         self.start, self.log = state["epoch"], state["log"]
@@ -125,7 +128,7 @@ class TrainingLoop:
         return state
 
     def begin(self, requested: dict, device: str = "cpu", resume: bool = False,
-              overwrite: bool = False) -> dict | None:
+              overwrite: bool = False, defaults: dict | None = None) -> dict | None:
         """Start the run in ``out_dir``: resume it (``resume``: see :meth:`resume`), or start afresh.
 
         A folder that holds a run's checkpoints is never overwritten silently: without ``resume`` it is refused
@@ -141,7 +144,7 @@ class TrainingLoop:
                               f"{self.out_dir}, --overwrite replaces it. Give one.")
         found = sorted(p.name for pattern in RUN_FILES[:2] for p in self.out_dir.glob(pattern))
         if resume:
-            state = self.resume(requested, device)
+            state = self.resume(requested, device, defaults)
             if state is None:
                 log.warning("--resume: no checkpoint.pt in %s, so %s starts at epoch 0.", self.out_dir, self.what)
             return state

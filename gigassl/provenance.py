@@ -45,6 +45,21 @@ def differences(recorded: dict, requested: dict, ignored=IGNORED, prefix: str = 
     return out
 
 
+def with_defaults(recorded: dict, defaults: dict | None) -> dict:
+    """``recorded`` with the fields it lacks taken from ``defaults`` (nested dicts merged): a record written before
+    a field existed was made with that field's default behaviour, so it resumes under the default and is refused
+    under any other value."""
+    if not defaults:
+        return recorded
+    out = dict(recorded)
+    for key, value in defaults.items():
+        if key not in out:
+            out[key] = value
+        elif isinstance(out[key], dict) and isinstance(value, dict):
+            out[key] = with_defaults(out[key], value)
+    return out
+
+
 def _listing(diffs) -> str:
     shown = "; ".join(f"{name}: {old!r} there, {new!r} now" for name, old, new in diffs[:8])
     return shown + (f"; and {len(diffs) - 8} more" if len(diffs) > 8 else "")

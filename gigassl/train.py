@@ -246,7 +246,8 @@ def _train(bank: PackedBank, bank_dir, out_dir: Path, config: TrainConfig, devic
                         distributed=distributed)
     inputs = {"bank": bank_identity(bank), "slides": provenance.ids_digest(np.asarray(bank.ids)[indices]),
               "encoder_weights": weights_id}
-    state = loop.begin({"config": dataclasses.asdict(config), "inputs": inputs}, device, resume, overwrite)
+    state = loop.begin({"config": dataclasses.asdict(config), "inputs": inputs}, device, resume, overwrite,
+                       defaults=dataclasses.asdict(TrainConfig()))
     if dist.is_main():  # after the folder was accepted: a refused run leaves the previous run's list
         write_failures(out_dir / "failures.csv", failed)
     if state is not None:

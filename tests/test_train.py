@@ -309,3 +309,19 @@ def test_slides_with_nan_zero_bytes_or_truncated_are_listed_and_train_exits_1(tm
     assert cli.main(argv + ["--resume", "--batch-size", "8"]) == 1
     assert "config.batch_size: 4 there, 8 now" in capsys.readouterr().err
     assert cli.main(argv + ["--overwrite"]) == 1 and (out / "checkpoint.pt").stat().st_mtime_ns != before
+
+
+def test_a_checkpoint_without_a_newer_field_resumes_under_its_default_only(synthetic_bank, tmp_path):
+    """A checkpoint written before a config field existed (here ``maps.sampling``, added with the local views) was
+    made with that field's default behaviour: it resumes under the default and is refused under another value."""
+    train(synthetic_bank, tmp_path, dataclasses.replace(CONFIG, epochs=2), progress=False)
+    for path in [tmp_path / "checkpoint.pt", *tmp_path.glob("checkpoint_e*.pt")]:
+        state = torch.load(path, weights_only=False)
+        for field in ("sampling", "neighbourhood"):
+            del state["config"]["maps"][field]
+        torch.save(state, path)
+    local = dataclasses.replace(CONFIG, epochs=2, maps=MapConfig(downsample="tile", sampling="local"))
+    with pytest.raises(ConfigError, match="maps.sampling"):
+        train(synthetic_bank, tmp_path, local, resume=True, progress=False)
+    train(synthetic_bank, tmp_path, dataclasses.replace(CONFIG, epochs=2), resume=True, progress=False)
+    assert pd.read_csv(tmp_path / "log.csv").epoch.tolist() == [1, 2]
