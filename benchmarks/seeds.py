@@ -11,7 +11,7 @@ recomputing them (they are identical: every random choice is keyed).
 
 Usage: ``python benchmarks/seeds.py --out /tmp/seeds --seeds 0 1 2 [--reuse runs/demo]``; writes
 ``benchmarks/results/seeds.csv`` (one row per seed, protocol, method, task and budget; the rows of seeds not run
-this time are kept) and prints the summary over all the seeds it holds. ``--dry-run``: one seed of the smoke
+this time are kept) and ``seeds.json`` beside it (the commit and the settings digest the results page checks) and prints the summary over all the seeds it holds. ``--dry-run``: one seed of the smoke
 profile (its own training length), results written into ``--out``; the test suite runs it.
 """
 
@@ -19,6 +19,8 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import json
+import subprocess
 import time
 from pathlib import Path
 
@@ -33,6 +35,7 @@ from gigassl.embed import embed_slides
 from gigassl.manifest import labelled_ids, task_columns
 from gigassl.moco import pretrain_tiles
 from gigassl.metrics import summarize
+from gigassl.paper import seed_settings
 from gigassl.protocol import probe_runs
 from gigassl.synth import synthesize
 from gigassl.tiling import tile_cohort
@@ -108,11 +111,20 @@ def main(argv=None) -> int:
     table = pd.concat([per_seed, diff_rows], ignore_index=True)
     results = Path(args.results)
     results.parent.mkdir(parents=True, exist_ok=True)
-    if results.is_file():  # keep the rows of the seeds not run this time
+    record = results.with_suffix(".json")
+    same = record.is_file() and json.loads(record.read_text()).get("settings") == seed_settings(profile_name, steps)
+    if results.is_file() and not same:
+        print(f"{results} was recorded with other settings (or without a record): its rows are replaced")
+    if results.is_file() and same:  # keep the rows of the seeds not run this time, recorded with the same settings
         before = pd.read_csv(results, dtype={"budget": str})
         table = pd.concat([before[~before["seed"].isin(args.seeds)], table], ignore_index=True).sort_values(
             ["seed", "protocol", "method", "task", "budget"], kind="stable")
     table.to_csv(results, index=False)
+    # the record the results page compares with its own run's settings (gigassl.paper.seed_spread)
+    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
+                            cwd=Path(__file__).parent).stdout.strip() or "unknown"
+    results.with_suffix(".json").write_text(json.dumps(
+        {"commit": commit, "settings": seed_settings(profile_name, steps), "machine": machine()}, indent=1) + "\n")
     spread = table.groupby(["protocol", "method", "task", "budget"]).agg(
         seeds=("seed", "nunique"), mean=("auc_mean", "mean"), std_over_seeds=("auc_mean", "std"),
         std_over_splits=("auc_std", "mean")).reset_index()

@@ -457,18 +457,55 @@ def explain(diagnostics: pd.DataFrame, claims: pd.DataFrame, protocol: str = "fa
     return "\n".join(lines)
 
 
-def seed_spread(path: str = "benchmarks/results/seeds.csv") -> pd.DataFrame:
+# the sections of a profile that benchmarks/seeds.py's numbers depend on (its record's settings digest)
+SEED_SECTIONS = ("synth", "tile", "encoder", "augment", "moco", "bank", "train", "embed", "probe")
+
+
+def seed_settings(profile: str, steps: int | None) -> dict:
+    """What ``benchmarks/seeds.py`` ran with: the profile's name, the main run's SSL steps and a digest of the
+    profile's sections it uses (:data:`SEED_SECTIONS`); written beside its CSV, compared by :func:`seed_spread`."""
+    import dataclasses
+    import hashlib
+    import json
+
+    from .config import get_profile
+
+    chosen = get_profile(profile)
+    record = {name: dataclasses.asdict(getattr(chosen, name)) for name in SEED_SECTIONS}
+    digest = hashlib.sha256(json.dumps([record, steps], sort_keys=True, default=str).encode()).hexdigest()[:16]
+    return {"profile": profile, "steps": steps, "digest": digest}
+
+
+def seed_spread(path: str, expected: dict) -> tuple[pd.DataFrame, str]:
     """The recorded output of ``benchmarks/seeds.py`` (one row per cohort seed, protocol, method, task and budget: AUC
     mean and std over splits; method ``gigassl - averagemil`` is their paired difference), summarised over seeds:
-    the mean over seeds, the std over seeds (cohort to cohort) and the
-    mean of the per-seed std over splits. Empty when the benchmark has not been recorded."""
+    the mean over seeds, the std over seeds (cohort to cohort) and the mean of the per-seed std over splits; and a
+    sentence saying what was recorded when.
+
+    The record (``<path>`` with ``.json``: the commit and :func:`seed_settings`) must match ``expected`` (the
+    settings of the run on the page): a CSV without a record, or recorded with other settings, is refused (an empty
+    table, and the sentence says why and how to regenerate it).
+    """
+    import json
     from pathlib import Path
 
-    if not Path(path).is_file():
-        return pd.DataFrame(columns=["protocol", "method", "task", "budget", "seeds", "auc_mean", "std_over_seeds",
-                                     "std_over_splits"])
+    empty = pd.DataFrame(columns=["protocol", "method", "task", "budget", "seeds", "auc_mean", "std_over_seeds",
+                                  "std_over_splits"])
+    path = Path(path)
+    rerun = (f"Regenerate it with `python benchmarks/seeds.py --out /tmp/seeds --seeds 0 1 2` (profile "
+             f"{expected['profile']}, about an hour a seed on 2 cores).")
+    if not path.is_file():
+        return empty, f"No recorded output of `benchmarks/seeds.py` at `{path}`. {rerun}"
+    record_path = path.with_suffix(".json")
+    record = json.loads(record_path.read_text()) if record_path.is_file() else None
+    if record is None or record.get("settings") != expected:
+        found = "no record of its settings" if record is None else (
+            f"settings {record.get('settings')} at commit {record.get('commit', '?')}")
+        return empty, (f"`{path}` is not shown: it was recorded with {found}, and this run's settings are "
+                       f"{expected}. A benchmark of other settings says nothing about this run. {rerun}")
     frame = pd.read_csv(path, dtype={"budget": str})
     out = frame.groupby(["protocol", "method", "task", "budget"]).agg(
         seeds=("seed", "nunique"), auc_mean=("auc_mean", "mean"), std_over_seeds=("auc_mean", "std"),
         std_over_splits=("auc_std", "mean")).reset_index()
-    return out
+    return out, (f"Recorded at commit {record.get('commit', '?')} with this run's settings ({expected['digest']}), "
+                 f"seeds {sorted(frame['seed'].unique().tolist())}.")

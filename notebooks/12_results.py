@@ -35,6 +35,7 @@ out_dir = "runs/demo/results"
 figures_dir = "figures"
 verdict_protocol = "fair"  # the protocol whose verdicts the summary counts
 seeds_csv = "benchmarks/results/seeds.csv"  # the recorded output of benchmarks/seeds.py
+seeds_steps = 1800  # the main run's SSL steps (ssl_full), which benchmarks/seeds.py repeats on each cohort
 
 # %%
 from pathlib import Path
@@ -131,12 +132,14 @@ show_table(pd.read_csv(figures / "representations.csv"))
 # ## From one synthetic cohort to another
 # `benchmarks/seeds.py` runs the main comparison (cohort, MoCo, bank, the main SSL run, probes) on three cohort
 # seeds. Its recorded output (`benchmarks/results/seeds.csv`, with the command and machine in BENCHMARKS.md) is read
-# here: the spread of an AUC from one cohort to another, next to its spread over the splits of one cohort.
-# It was recorded on 2026-12-01 with the tile encoder of that day (MoCo, 6 epochs in float32); the run on this page
-# uses 10 epochs in bfloat16, so its own seed-0 numbers differ from the CSV's seed 0. The spreads are what it measures.
+# here, the spread of an AUC from one cohort to another next to its spread over the splits of one cohort, only when
+# its record (`seeds.json`: the commit, and a digest of the profile's settings it ran with) matches this run's
+# settings; a record of other settings is refused and the sentence below says so.
 
 # %%
-show_table(paper.seed_spread(seeds_csv))
+spread, spread_note = paper.seed_spread(seeds_csv, paper.seed_settings(profile, seeds_steps))
+display(Markdown(spread_note))
+show_table(spread)
 
 # %%
 finding(result.sentence(verdict_protocol))

@@ -53,7 +53,11 @@ def test_the_benchmark_runs_as_a_dry_run(script, tmp_path):
 
 @pytest.mark.slow
 def test_the_seeds_benchmark_runs_one_smoke_seed(tmp_path):
+    import json
+
     import pandas as pd
+
+    from gigassl.paper import seed_settings
 
     out = run_dry("seeds.py", tmp_path, "--out", str(tmp_path / "work"))
     table = pd.read_csv(tmp_path / "work" / "seeds.csv")
@@ -62,3 +66,5 @@ def test_the_seeds_benchmark_runs_one_smoke_seed(tmp_path):
     assert table.loc[~difference, "auc_mean"].between(0, 1).all()
     assert table.loc[difference, "auc_mean"].between(-1, 1).all() and table["auc_mean"].notna().all()
     assert "seed 0:" in out
+    record = json.loads((tmp_path / "work" / "seeds.json").read_text())  # what the results page checks
+    assert record["settings"] == seed_settings("smoke", None) and record["commit"]

@@ -173,3 +173,32 @@ def test_speed_is_one_row_with_its_own_probes_time():
     assert speed["run"].item() == pytest.approx(50.0) and speed["paper"].item() == pytest.approx(150 * 60 / 1.25)
     assert speed["verdict"].item() == "same direction, smaller" and speed["scale"].item() == "log ratio"
     assert paper.speed_claim(splits, protocol="paper")["run"].item() == pytest.approx(500.0)
+
+
+def test_the_seed_benchmark_is_shown_only_when_recorded_with_the_runs_settings(tmp_path):
+    """A recorded benchmark of other settings (another tile encoder, other steps) says nothing about this run: the
+    page refuses it and says how to regenerate it; the same settings show the spread over cohorts."""
+    import json
+
+    from gigassl import paper
+
+    csv = tmp_path / "seeds.csv"
+    expected = paper.seed_settings("demo", 1800)
+    assert expected == paper.seed_settings("demo", 1800) and expected != paper.seed_settings("demo", 900)
+    assert expected["digest"] != paper.seed_settings("smoke", 1800)["digest"]
+    table, note = paper.seed_spread(csv, expected)
+    assert table.empty and "No recorded output" in note
+    pd.DataFrame({"seed": [0, 1, 0, 1], "protocol": "fair", "method": ["gigassl"] * 2 + ["averagemil"] * 2,
+                  "task": "nsclc_like", "budget": "full", "auc_mean": [0.8, 0.7, 0.75, 0.74],
+                  "auc_std": [0.05, 0.06, 0.04, 0.05]}).to_csv(csv, index=False)
+    table, note = paper.seed_spread(csv, expected)
+    assert table.empty and "no record of its settings" in note and "benchmarks/seeds.py" in note
+    csv.with_suffix(".json").write_text(json.dumps({"commit": "abc1234",
+                                                    "settings": paper.seed_settings("demo", 900)}))
+    table, note = paper.seed_spread(csv, expected)
+    assert table.empty and "abc1234" in note and "is not shown" in note
+    csv.with_suffix(".json").write_text(json.dumps({"commit": "abc1234", "settings": expected}))
+    table, note = paper.seed_spread(csv, expected)
+    row = table.set_index("method").loc["gigassl"]
+    assert row.seeds == 2 and abs(row.auc_mean - 0.75) < 1e-12 and abs(row.std_over_seeds - 0.0707) < 1e-3
+    assert "abc1234" in note and "[0, 1]" in note
