@@ -15,7 +15,7 @@ slides, stacking, uint8 -> float, the two views' augmentation steps, normalisati
 Each row: the milliseconds of the step in all, per tile (per tile the step sees), and its share of the total.
 
 Usage: ``python benchmarks/profile_bank.py [--cohort DIR] [--slides 4] [--moco-steps 12] [--device cpu] [--kornia]
-[--dry-run]`` (``--dry-run``: the smoke profile's cohort in a temporary folder, 2 slides, 1 MoCo step).
+[--clock wall|cpu] [--dry-run]`` (``--clock cpu``: one torch thread, CPU time per step, for a busy machine) (``--dry-run``: the smoke profile's cohort in a temporary folder, 2 slides, 1 MoCo step).
 """
 
 from __future__ import annotations
@@ -48,6 +48,8 @@ from _cohort import demo_cohort, dry_run_option, machine
 class Stopwatch:
     """Seconds per named step (``with watch("forward"): ...``), and the tiles each step saw."""
 
+    clock = time.perf_counter
+
     def __init__(self, device: str):
         self.seconds: dict[str, float] = collections.defaultdict(float)
         self.tiles: dict[str, int] = collections.defaultdict(int)
@@ -56,10 +58,10 @@ class Stopwatch:
     @contextlib.contextmanager
     def __call__(self, name: str, tiles: int):
         self.sync()
-        start = time.perf_counter()
+        start = self.clock()
         yield
         self.sync()
-        self.seconds[name] += time.perf_counter() - start
+        self.seconds[name] += self.clock() - start
         self.tiles[name] += tiles
 
     def table(self, title: str, total: float | None = None) -> str:
@@ -217,6 +219,8 @@ def main(argv=None) -> int:
     parser.add_argument("--moco-steps", type=int, default=12)
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--kornia", action="store_true", help="time kornia's jitter and blur too (the code before #22)")
+    parser.add_argument("--clock", choices=("wall", "cpu"), default="wall",
+                        help="cpu: one torch thread, each step's CPU time (for a machine that is not quiet)")
     dry_run_option(parser)
     args = parser.parse_args(argv)
     name = "demo"
@@ -224,10 +228,13 @@ def main(argv=None) -> int:
         args.cohort, args.slides, args.moco_steps, name = tempfile.mkdtemp(), 2, 1, "smoke"
     profile = get_profile(name)
     manifest, coords_dir = demo_cohort(args.cohort, name)
+    if args.clock == "cpu":
+        torch.set_num_threads(1)
+        Stopwatch.clock = time.thread_time
     print(f"machine: {machine()}")
     print(f"profile: {name}  tile_px: {profile.tile.tile_px}  bank: A={profile.bank.augmentations} x "
           f"N={profile.bank.tiles}, batch {profile.encoder.batch_size}  moco: batch {profile.moco.batch_size}, "
-          f"bn_splits {profile.moco.bn_splits}  device: {args.device}")
+          f"bn_splits {profile.moco.bn_splits}  device: {args.device}  clock: {args.clock}")
 
     watch, total, ref = profile_bank(profile, manifest, coords_dir, args.slides, args.device, args.kornia)
     tiles = watch.tiles["draws: forward"] + watch.tiles["plain: forward"]
