@@ -12,10 +12,11 @@ import pandas as pd
 from . import io
 from .config import Profile
 from .manifest import labelled_ids, task_columns
+from .plan import BANK_MOCO_SHARED, EMBEDDINGS, SSL_FULL
 from .stages import cohort_manifest
 
 
-def main_predictions(config: Profile, run_dir, tasks=None, train: str = "ssl_full", bank: str = "bank_moco_shared",
+def main_predictions(config: Profile, run_dir, tasks=None, train: str = SSL_FULL, bank: str = BANK_MOCO_SHARED,
                      protocol: str = "paper") -> pd.DataFrame:
     """Every test slide's probabilities for Giga-SSL and AverageMIL at 100% of the labels, on the splits and fits of
     the linear-probe page (:func:`gigassl.protocol.predictions`): the input of the ROC curves and confusion
@@ -26,7 +27,7 @@ def main_predictions(config: Profile, run_dir, tasks=None, train: str = "ssl_ful
     manifest = cohort_manifest(run_dir)
     tasks = tasks or task_columns(manifest)
     average = average_embeddings(Path(run_dir) / bank, labelled_ids(manifest))
-    named = {"gigassl": (Path(run_dir) / train / "embeddings.h5", "l2"), "averagemil": (average, "standard")}
+    named = {"gigassl": (Path(run_dir) / train / EMBEDDINGS, "l2"), "averagemil": (average, "standard")}
     return pd.concat([predictions(embeddings, manifest, task, preprocessing=preprocessing, method=method,
                                   config=config.probe, protocol=protocol)
                       for method, (embeddings, preprocessing) in named.items() for task in tasks], ignore_index=True)
@@ -41,8 +42,8 @@ class Retrieval:
     neighbours: pd.DataFrame
 
 
-def retrieval(run_dir, ks=(1, 5, 10), queries: int = 3, shown: int = 4, train: str = "ssl_full",
-              bank: str = "bank_moco_shared", seed: int = 0) -> Retrieval:
+def retrieval(run_dir, ks=(1, 5, 10), queries: int = 3, shown: int = 4, train: str = SSL_FULL,
+              bank: str = BANK_MOCO_SHARED, seed: int = 0) -> Retrieval:
     """Slide retrieval with Giga-SSL and AverageMIL embeddings (cosine; AverageMIL standard-scaled as its probe sees
     it): for each k of ``ks``, the share of a slide's k nearest neighbours that share each label and the centre
     (:func:`gigassl.diagnostics.neighbour_agreement`), against chance; and the ``shown`` nearest neighbours of
@@ -88,7 +89,7 @@ class HeatMaps:
     positive: str
 
 
-def heat_maps(config: Profile, run_dir, task: str, train: str = "ssl_full", bank: str = "bank_moco_shared",
+def heat_maps(config: Profile, run_dir, task: str, train: str = SSL_FULL, bank: str = BANK_MOCO_SHARED,
               shown: int = 2) -> HeatMaps:
     """Tile-level pictures of the two slide-level models on ``task`` (binary), trained on the first split of the
     linear-probe page at 100% of the labels (same plan, seed and fits):
@@ -130,7 +131,7 @@ def heat_maps(config: Profile, run_dir, task: str, train: str = "ssl_full", bank
     fit_ids, val_ids = validation_split(frame, split.train_ids, deep.val_fraction, rng(deep.seed, *key, 1))
     mil = DeepMILClassifier(deep, key).fit([bags[i] for i in fit_ids], [label_of[i] for i in fit_ids],
                                            [bags[i] for i in val_ids], [label_of[i] for i in val_ids])
-    ids, matrix, _ = io.read_embeddings(Path(run_dir) / train / "embeddings.h5")
+    ids, matrix, _ = io.read_embeddings(Path(run_dir) / train / EMBEDDINGS)
     row = {s: i for i, s in enumerate(ids)}
     probe = LinearProbe(C=probe_config.C, max_iter=probe_config.max_iter, preprocessing="l2").fit(
         matrix[[row[s] for s in split.train_ids]], [label_of[s] for s in split.train_ids])

@@ -235,12 +235,12 @@ def cmd_run(args, config=None) -> int:
 
     Runs every execution of the plan for a profile into book/executed/ and runs/<profile>/, skipping executions
     whose notebook, parameters, package source and inputs are unchanged. Stops at the first failing notebook (with
-    --jobs, after the running ones finish).
+    --jobs, after the running ones finish). -p NAME=VALUE overrides a page's parameter (a grid's: a list sweeps it).
     """
-    from .runner import run_plan
+    from .runner import parse_parameters, run_plan
 
     records = run_plan(args.profile, root=args.root, only=args.only, force=args.force, plan_file=args.plan,
-                       progress=not args.no_progress, jobs=args.jobs)
+                       progress=not args.no_progress, jobs=args.jobs, parameters=parse_parameters(args.parameter))
     ran = [r for r in records if not r["skipped"]]
     print(f"{len(ran)} executed, {len(records) - len(ran)} unchanged (skipped)")
     for record in ran:
@@ -391,6 +391,10 @@ def build_parser(require_inputs: bool = True) -> argparse.ArgumentParser:
     p.add_argument("--plan", help="run plan file (default: ROOT/experiments.yml)")
     p.add_argument("--jobs", "-j", type=int, default=1,
                    help="executions at once, each in its own process with cpu_count // jobs threads (default: 1)")
+    p.add_argument("-p", "--parameter", action="append", metavar="NAME=VALUE",
+                   help="override a page's parameter (repeatable; VALUE read as YAML). A grid's parameter takes a "
+                        "list, one execution per value: --only ablation_tiles -p tiles_per_view=[2,5,10,20]; any "
+                        "other is set on the --only pages that declare it")
     p.add_argument("--no-progress", action="store_true", help="hide progress bars")
     return parser
 

@@ -23,6 +23,8 @@ from .compare import paired
 from .config import Profile
 from .manifest import labelled_ids, task_columns
 from .metrics import summarize
+from .plan import (BANK_MOCO_SHARED, DEEPMIL, DEEPMIL_FIG2_SPLITS, DEEPMIL_TABLE2_SPLITS, EMBEDDINGS, SPLITS, SSL_FULL,
+                   SSL_POOL, SSL_REF, SSL_TILES, grid_runs, grid_value)
 from .probe import PROTOCOLS
 from .protocol import probe_runs
 from .splits import budget_name
@@ -30,7 +32,7 @@ from .stages import cohort_manifest
 
 
 def _write_splits(splits: pd.DataFrame, out_dir) -> None:
-    splits.to_csv(Path(out_dir) / "splits.csv", index=False)
+    splits.to_csv(Path(out_dir) / SPLITS, index=False)
 
 
 def _boot(config: Profile) -> dict:
@@ -47,12 +49,12 @@ def _label(pairs: pd.DataFrame, head: pd.Series, *columns: str) -> pd.DataFrame:
 
 def read_splits(run_dir, name: str) -> pd.DataFrame:
     """The per-split table an experiment page wrote (``<run_dir>/<name>/splits.csv``), budgets as strings."""
-    return pd.read_csv(Path(run_dir) / name / "splits.csv", dtype={"budget": str})
+    return pd.read_csv(Path(run_dir) / name / SPLITS, dtype={"budget": str})
 
 
 def _deepmil_splits(run_dir, name: str) -> list[pd.DataFrame]:
     """The DeepMIL page's per-split table, once per probe protocol (no linear probe: the same under both)."""
-    deep = pd.read_csv(Path(run_dir) / "deepmil" / name, dtype={"budget": str, "split": str})
+    deep = pd.read_csv(Path(run_dir) / DEEPMIL / name, dtype={"budget": str, "split": str})
     return [deep.assign(protocol=protocol) for protocol in PROTOCOLS]
 
 
@@ -71,8 +73,8 @@ class Table2:
     speed: pd.DataFrame
 
 
-def table2(config: Profile, run_dir, out_dir, tasks=None, train: str = "ssl_full",
-           bank: str = "bank_moco_shared") -> Table2:
+def table2(config: Profile, run_dir, out_dir, tasks=None, train: str = SSL_FULL,
+           bank: str = BANK_MOCO_SHARED) -> Table2:
     """Giga-SSL's linear probe (``<run_dir>/<train>/embeddings.h5``), AverageMIL (the mean of the plain tile
     embeddings of ``<run_dir>/<bank>``) and DeepMIL (the DeepMIL page's splits) at the profile's label budgets,
     under both probe protocols."""
@@ -82,10 +84,10 @@ def table2(config: Profile, run_dir, out_dir, tasks=None, train: str = "ssl_full
     manifest = cohort_manifest(run_dir)
     tasks = tasks or task_columns(manifest)
     average = average_embeddings(Path(run_dir) / bank, labelled_ids(manifest))
-    named = {"gigassl": (Path(run_dir) / train / "embeddings.h5", "l2"), "averagemil": (average, "standard")}
+    named = {"gigassl": (Path(run_dir) / train / EMBEDDINGS, "l2"), "averagemil": (average, "standard")}
     tables = [probe_runs(named, manifest, tasks, config=config.probe, n_splits=config.probe.n_splits,
                          budgets=tuple(config.probe.budgets), train_sizes=())]
-    splits = pd.concat(tables + _deepmil_splits(run_dir, "table2_splits.csv"), ignore_index=True)
+    splits = pd.concat(tables + _deepmil_splits(run_dir, DEEPMIL_TABLE2_SPLITS), ignore_index=True)
     _write_splits(splits, out_dir)
     summary = summarize(splits, **_boot(config))
     table = summary[["protocol", "task", "budget", "method", "n_splits", "auc_mean", "auc_std", "ci_low", "ci_high",
@@ -134,17 +136,17 @@ class TinyDatasets:
     claims: pd.DataFrame
 
 
-def tiny_datasets(config: Profile, run_dir, out_dir, tasks=None, train: str = "ssl_full") -> TinyDatasets:
+def tiny_datasets(config: Profile, run_dir, out_dir, tasks=None, train: str = SSL_FULL) -> TinyDatasets:
     """Giga-SSL's linear probe against DeepMIL (the DeepMIL page's splits) on training sets of exactly N slides
     (the profile's ``train_sizes``)."""
     from . import paper
 
     manifest = cohort_manifest(run_dir)
     tasks = tasks or task_columns(manifest)
-    tables = [probe_runs({"gigassl": (Path(run_dir) / train / "embeddings.h5", "l2")}, manifest, tasks,
+    tables = [probe_runs({"gigassl": (Path(run_dir) / train / EMBEDDINGS, "l2")}, manifest, tasks,
                          config=config.probe, n_splits=config.probe.n_splits, budgets=(),
                          train_sizes=tuple(config.probe.train_sizes))]
-    splits = pd.concat(tables + _deepmil_splits(run_dir, "fig2_splits.csv"), ignore_index=True)
+    splits = pd.concat(tables + _deepmil_splits(run_dir, DEEPMIL_FIG2_SPLITS), ignore_index=True)
     _write_splits(splits, out_dir)
     gains = paired(splits, "gigassl", "deepmil", **_boot(config))
     gains = gains.assign(train_size=gains["budget"].astype(int)).sort_values(["protocol", "task", "train_size"])
@@ -185,7 +187,7 @@ def augmentation_ablation(config: Profile, run_dir, out_dir, variants: dict, tas
     manifest = cohort_manifest(run_dir)
     tasks = tasks or task_columns(manifest)
     smallest = min(config.probe.train_sizes)
-    named = {variant: (Path(run_dir) / run / "embeddings.h5", "l2") for variant, run in variants.items()}
+    named = {variant: (Path(run_dir) / run / EMBEDDINGS, "l2") for variant, run in variants.items()}
     splits = probe_runs(named, manifest, tasks, budgets=(1.0,), train_sizes=(smallest,), config=config.probe,
                         n_splits=config.probe.n_splits)
     _write_splits(splits, out_dir)
@@ -197,7 +199,7 @@ def augmentation_ablation(config: Profile, run_dir, out_dir, variants: dict, tas
                       ignore_index=True)
     rows, embeddings = [], {}
     for variant, run in variants.items():
-        ids, emb, _ = io.read_embeddings(Path(run_dir) / run / "embeddings.h5")
+        ids, emb, _ = io.read_embeddings(Path(run_dir) / run / EMBEDDINGS)
         frame = manifest.set_index("slide_id").loc[ids].reset_index()
         labelled = frame[tasks].notna().any(axis=1).to_numpy()
         emb, frame = emb[labelled], frame[labelled].reset_index(drop=True)
@@ -223,10 +225,10 @@ def tiles_ablation(config: Profile, run_dir, out_dir, tasks=None, runs=None) -> 
     by the T its embeddings record, probed at 100% of the labels. Returns AUC per protocol, T and task."""
     manifest = cohort_manifest(run_dir)
     tasks = tasks or task_columns(manifest)
-    runs = runs or ["ssl_ref"] + sorted(p.name for p in Path(run_dir).glob("ssl_T*"))
+    runs = runs or [SSL_REF] + [p.name for p in grid_runs(run_dir, SSL_TILES)]
     named = {}
     for run in runs:
-        path = Path(run_dir) / run / "embeddings.h5"
+        path = Path(run_dir) / run / EMBEDDINGS
         named[f"T{int(io.read_embeddings(path)[2]['tiles_per_view'])}"] = (path, "l2")
     splits = probe_runs(named, manifest, tasks, budgets=(1.0,), train_sizes=(), config=config.probe,
                         n_splits=config.probe.n_splits)
@@ -234,8 +236,8 @@ def tiles_ablation(config: Profile, run_dir, out_dir, tasks=None, runs=None) -> 
     return _curve_table(splits, "tiles_per_view")
 
 
-def views_ablation(config: Profile, run_dir, out_dir, views, tasks=None, train: str = "ssl_full",
-                   bank: str = "bank_moco_shared") -> pd.DataFrame:
+def views_ablation(config: Profile, run_dir, out_dir, views, tasks=None, train: str = SSL_FULL,
+                   bank: str = BANK_MOCO_SHARED) -> pd.DataFrame:
     """Fig. 3B: the slides embedded by one trained model with each number of views R in ``views``
     (``<out_dir>/R<r>.h5``), probed at 100% of the labels. Returns AUC per protocol, R and task."""
     from .embed import embed_slides
@@ -293,7 +295,7 @@ def independent_centres(config: Profile, run_dir, out_dir, models: dict, tasks=N
     probe_centres = centre_holdout(manifest, seed=config.probe.seed)
     probe_slides = manifest[manifest["center"].isin(probe_centres)]
     smallest = min(config.probe.train_sizes) if train_size is None else train_size
-    named = {model: (Path(run_dir) / run / "embeddings.h5", "l2") for model, run in models.items()}
+    named = {model: (Path(run_dir) / run / EMBEDDINGS, "l2") for model, run in models.items()}
     splits = probe_runs(named, probe_slides, tasks, budgets=(1.0,), train_sizes=(smallest,) if smallest else (),
                         config=config.probe, n_splits=config.probe.n_splits)
     _write_splits(splits, out_dir)
@@ -315,17 +317,17 @@ class UnlabelledPool:
     gain: pd.DataFrame
 
 
-def unlabelled_pool(config: Profile, run_dir, out_dir, tasks=None, bank: str = "bank_moco_shared",
-                    no_pool: str = "ssl_ref") -> UnlabelledPool:
+def unlabelled_pool(config: Profile, run_dir, out_dir, tasks=None, bank: str = BANK_MOCO_SHARED,
+                    no_pool: str = SSL_REF) -> UnlabelledPool:
     """Giga-SSL trained with 0 (``no_pool``) and more unlabelled slides (every ``ssl_pool<U>`` run) at the same
     steps, and AverageMIL, probed on the same labelled slides and splits at 100% of the labels."""
     from .baselines import average_embeddings
 
     manifest = cohort_manifest(run_dir)
     tasks = tasks or task_columns(manifest)
-    runs = sorted(Path(run_dir).glob("ssl_pool*"), key=lambda p: int(p.name[len("ssl_pool"):]))
-    named = {"gigassl_U0": (Path(run_dir) / no_pool / "embeddings.h5", "l2")}
-    named.update({f"gigassl_U{p.name[len('ssl_pool'):]}": (p / "embeddings.h5", "l2") for p in runs})
+    runs = sorted(grid_runs(run_dir, SSL_POOL), key=lambda p: int(grid_value(p, SSL_POOL)))
+    named = {"gigassl_U0": (Path(run_dir) / no_pool / EMBEDDINGS, "l2")}
+    named.update({f"gigassl_U{grid_value(p, SSL_POOL)}": (p / EMBEDDINGS, "l2") for p in runs})
     named["averagemil"] = (average_embeddings(Path(run_dir) / bank, labelled_ids(manifest)), "standard")
     splits = probe_runs(named, manifest, tasks, budgets=(1.0,), train_sizes=(), config=config.probe,
                         n_splits=config.probe.n_splits)
@@ -360,7 +362,7 @@ class DeepMIL:
         return self.table2.groupby(["task", "budget"])[["best_step", "steps"]].describe().round(0)
 
 
-def deepmil(config: Profile, run_dir, out_dir, tasks=None, bank: str = "bank_moco_shared") -> DeepMIL:
+def deepmil(config: Profile, run_dir, out_dir, tasks=None, bank: str = BANK_MOCO_SHARED) -> DeepMIL:
     """Gated attention MIL trained from scratch on the plain tile embeddings of ``<run_dir>/<bank>`` over the
     probe's splits (``<out_dir>/table2_splits.csv``, ``fig2_splits.csv``, ``deepmil_curves.csv``)."""
     from .baselines import run_deepmil
@@ -372,10 +374,10 @@ def deepmil(config: Profile, run_dir, out_dir, tasks=None, bank: str = "bank_moc
     curves = []
     table = pd.concat([run_deepmil(bank_dir, manifest, task, budgets=tuple(config.probe.budgets), train_sizes=(),
                                    curves=curves, **common) for task in tasks], ignore_index=True)
-    table.to_csv(Path(out_dir) / "table2_splits.csv", index=False)
+    table.to_csv(Path(out_dir) / DEEPMIL_TABLE2_SPLITS, index=False)
     tiny = pd.concat([run_deepmil(bank_dir, manifest, task, budgets=(), train_sizes=tuple(config.probe.train_sizes),
                                   **common) for task in tasks], ignore_index=True)
-    tiny.to_csv(Path(out_dir) / "fig2_splits.csv", index=False)
+    tiny.to_csv(Path(out_dir) / DEEPMIL_FIG2_SPLITS, index=False)
     curves_frame = pd.DataFrame(curves)
     curves_frame.to_csv(Path(out_dir) / "deepmil_curves.csv", index=False)
     return DeepMIL(table, tiny, curves_frame, config.probe.n_splits)
@@ -396,7 +398,7 @@ def deepmil_few_tiles(config: Profile) -> pd.DataFrame:
 
 
 # ----------------------------------------------------------------------------------------- representations
-def representations(config: Profile, run_dir, runs, bank: str = "bank_moco_shared") -> pd.DataFrame:
+def representations(config: Profile, run_dir, runs, bank: str = BANK_MOCO_SHARED) -> pd.DataFrame:
     """The label-free diagnostics (:func:`gigassl.diagnostics.diagnose`) of AverageMIL and of every training run of
     ``runs`` that exists, on the labelled slides: one row per representation."""
     from .baselines import average_embeddings, average_halves, load_bags

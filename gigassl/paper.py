@@ -21,6 +21,7 @@ import pandas as pd
 
 from . import verdicts
 from .compare import UNDECIDED, VARIANCE_SOURCES, common_splits, corrected_t, per_split, split_ratio, t_interval
+from .plan import SSL_FULL, SSL_REF
 
 TASK_ANALOGUES = {"nsclc_like": "NSCLC subtyping", "rcc_like": "RCC subtyping", "brca_like": "BRCA subtyping"}
 # the AUC band the synthetic cohort was calibrated into, on AverageMIL alone at 100% of the labels (book: calibration)
@@ -395,8 +396,8 @@ def explain(diagnostics: pd.DataFrame, claims: pd.DataFrame, protocol: str = "fa
                "weak tile embeddings." if ahead else
                "in its budget the demo's MoCo is not ahead of a random network, so every method here builds on "
                "tile embeddings close to a random network's; the paper's MoCo ran 200 epochs on 6 million tiles."))
-    if {"ssl_full", "averagemil"} <= set(d.index):
-        g, a = d.loc["ssl_full"], d.loc["averagemil"]
+    if {SSL_FULL, "averagemil"} <= set(d.index):
+        g, a = d.loc[SSL_FULL], d.loc["averagemil"]
         lines.append(
             f"- **Geometry.** Mean cosine between slides: Giga-SSL {_fmt(g.mean_cosine)}, AverageMIL "
             f"{_fmt(a.mean_cosine)}; effective rank {g.effective_rank:.1f} against {a.effective_rank:.1f}. "
@@ -422,12 +423,12 @@ def explain(diagnostics: pd.DataFrame, claims: pd.DataFrame, protocol: str = "fa
                "a slide." if more else
                "less organised by centre than the mean of the tile embeddings: the stain shortcut is not what the "
                "SSL embedding adds."))
-    if {"ssl_ref", "ssl_full"} <= set(d.index):
+    if {SSL_REF, SSL_FULL} <= set(d.index):
         lines.append(
             f"- **Training length and pool.** The ablation-regime model (labelled slides only, a tenth of the steps) "
-            f"has effective rank {d.loc['ssl_ref'].effective_rank:.1f} and centre accuracy "
-            f"{_fmt(d.loc['ssl_ref'].centre_accuracy)}, the main run {d.loc['ssl_full'].effective_rank:.1f} and "
-            f"{_fmt(d.loc['ssl_full'].centre_accuracy)}.")
+            f"has effective rank {d.loc[SSL_REF].effective_rank:.1f} and centre accuracy "
+            f"{_fmt(d.loc[SSL_REF].centre_accuracy)}, the main run {d.loc[SSL_FULL].effective_rank:.1f} and "
+            f"{_fmt(d.loc[SSL_FULL].centre_accuracy)}.")
     if deepmil is not None and len(deepmil):
         full = deepmil[deepmil["budget"] == "full"]
         below = full[full["verdict"] == "averagemil better"]

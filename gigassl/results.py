@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from . import plan
 from .compare import common_splits, paired
 from .config import Profile
 from .experiments import IndependentCentres, _boot, read_splits
@@ -67,13 +68,13 @@ CLAIM_COLUMNS = ("artefact", "comparison", "task", "regime", "protocol", "paper_
 # collapsed; as the experiment pages' parameters name them (05_linear_probe: train; 07: variants; 10: runs; 11:
 # models). Fig. 3A's T<k> and Fig. 3C's last epoch are resolved by :func:`arm_run`.
 ARM_RUNS = {
-    "Table 2": {"gigassl": "ssl_full", "averagemil": "averagemil"},
-    "Fig. 2": {"gigassl": "ssl_full"},
-    "Fig. 3B": {"R": "ssl_full"},
-    "Table 3": {"full": "ssl_ref", "no_slide_aug": "ssl_no_slide_aug", "ns": "ssl_ns", "imagenet": "ssl_imagenet",
-                "imagenet_ns": "ssl_imagenet_ns"},
-    "Table 4": {"full": "ssl_ref", "independent": "ssl_independent_centres"},
-    "Fig. 3C": {"sparseconv": "ssl_ref", "attention": "ssl_attention"},
+    "Table 2": {"gigassl": plan.SSL_FULL, "averagemil": "averagemil"},
+    "Fig. 2": {"gigassl": plan.SSL_FULL},
+    "Fig. 3B": {"R": plan.SSL_FULL},
+    "Table 3": {"full": plan.SSL_REF, "no_slide_aug": plan.SSL_NO_SLIDE_AUG, "ns": plan.SSL_NS,
+                "imagenet": plan.SSL_IMAGENET, "imagenet_ns": plan.SSL_IMAGENET_NS},
+    "Table 4": {"full": plan.SSL_REF, "independent": plan.SSL_INDEPENDENT_CENTRES},
+    "Fig. 3C": {"sparseconv": plan.SSL_REF, "attention": plan.SSL_ATTENTION},
 }
 
 
@@ -83,7 +84,7 @@ def arm_run(artefact: str, arm: str, reference_tiles: int, last_epochs: dict | N
     ``ssl_ref`` when k is the profile's ``reference_tiles``, else ``ssl_T<k>``."""
     name, _, epoch = arm.partition("@")
     if artefact == "Fig. 3A":
-        return "ssl_ref" if name == f"T{reference_tiles}" else f"ssl_{name}"
+        return plan.SSL_REF if name == f"T{reference_tiles}" else plan.SSL_TILES.format(tiles_per_view=name[1:])
     if artefact == "Fig. 3C" and str((last_epochs or {}).get(name)) != epoch:
         return None
     if artefact == "Fig. 3B":
@@ -101,27 +102,27 @@ def results(config: Profile, run_dir, figures_dir) -> Results:
 
     small = budget_name(size=min(config.probe.train_sizes))
     figures = Path(figures_dir)
-    read = {name: read_splits(run_dir, name) for name in (
-        "linear_probe", "tiny_datasets", "ablation_augmentation", "independent_centres", "ablation_tiles",
-        "ablation_views", "ablation_deepmil_aggregator")}  # each page's per-split table, read once
-    side = paper.side_by_side(summarize(common_splits(read["linear_probe"]), n_bootstrap=0))
-    small4 = small if small in set(read["independent_centres"]["budget"]) else None
-    speed = pd.read_csv(figures / "speed.csv")
+    read = {name: read_splits(run_dir, name) for name in (  # each page's per-split table, read once
+        plan.LINEAR_PROBE, plan.TINY_DATASETS, plan.ABLATION_AUGMENTATION, plan.INDEPENDENT_CENTRES,
+        plan.ABLATION_TILES, plan.ABLATION_VIEWS, plan.ABLATION_DEEPMIL_AGGREGATOR)}
+    side = paper.side_by_side(summarize(common_splits(read[plan.LINEAR_PROBE]), n_bootstrap=0))
+    small4 = small if small in set(read[plan.INDEPENDENT_CENTRES]["budget"]) else None
+    speed = pd.read_csv(plan.table_path(figures, plan.SPEED))
     fraction = config.probe.test_fraction
-    fig3 = dict(tiles=read["ablation_tiles"], views=read["ablation_views"],
-                aggregator=read["ablation_deepmil_aggregator"], plan_ratio=fraction / (1.0 - fraction))
-    claims = [paper.table2(read["linear_probe"], protocol=p) for p in PROTOCOLS]
-    claims += [paper.fig2(read["tiny_datasets"], protocol=p) for p in PROTOCOLS]
-    claims += [paper.table3(read["ablation_augmentation"], small, protocol=p) for p in PROTOCOLS]
-    claims += [paper.table4(read["independent_centres"], small4, protocol=p) for p in PROTOCOLS]
+    fig3 = dict(tiles=read[plan.ABLATION_TILES], views=read[plan.ABLATION_VIEWS],
+                aggregator=read[plan.ABLATION_DEEPMIL_AGGREGATOR], plan_ratio=fraction / (1.0 - fraction))
+    claims = [paper.table2(read[plan.LINEAR_PROBE], protocol=p) for p in PROTOCOLS]
+    claims += [paper.fig2(read[plan.TINY_DATASETS], protocol=p) for p in PROTOCOLS]
+    claims += [paper.table3(read[plan.ABLATION_AUGMENTATION], small, protocol=p) for p in PROTOCOLS]
+    claims += [paper.table4(read[plan.INDEPENDENT_CENTRES], small4, protocol=p) for p in PROTOCOLS]
     claims += [paper.fig3(**fig3, protocol=p) for p in PROTOCOLS]
-    claims.append(paper.speed_claim(read["linear_probe"], protocol="fair"))
-    monitored = read["ablation_deepmil_aggregator"]["method"].str.partition("@")
+    claims.append(paper.speed_claim(read[plan.LINEAR_PROBE], protocol="fair"))
+    monitored = read[plan.ABLATION_DEEPMIL_AGGREGATOR]["method"].str.partition("@")
     last = monitored.assign(epoch=monitored[2].astype(int)).groupby(0)["epoch"].max().astype(str).to_dict()
-    diagnostics = pd.read_csv(figures / "representations.csv")
+    diagnostics = pd.read_csv(plan.table_path(figures, plan.REPRESENTATIONS))
     claims = verdicts.not_testable(pd.concat(claims, ignore_index=True), diagnostics, lambda artefact, arm: arm_run(
         artefact, arm, config.embed.tiles_per_view, last))
-    no_tile_aug = paired(read["ablation_augmentation"], "no_tile_aug", "full", **_boot(config))
+    no_tile_aug = paired(read[plan.ABLATION_AUGMENTATION], "no_tile_aug", "full", **_boot(config))
     return Results(side, verdicts.correct(claims), no_tile_aug, speed)
 
 
@@ -131,9 +132,9 @@ def explain(results: Results, figures_dir, protocol: str) -> str:
     from .paper import explain as sentences
 
     figures = Path(figures_dir)
-    return sentences(pd.read_csv(figures / "representations.csv"), results.claims, protocol,
-                     retrieval=pd.read_csv(figures / "moco_retrieval.csv"),
-                     deepmil=pd.read_csv(figures / "deepmil_vs_averagemil.csv"))
+    return sentences(pd.read_csv(plan.table_path(figures, plan.REPRESENTATIONS)), results.claims, protocol,
+                     retrieval=pd.read_csv(plan.table_path(figures, plan.MOCO_RETRIEVAL)),
+                     deepmil=pd.read_csv(plan.table_path(figures, plan.DEEPMIL_VS_AVERAGEMIL)))
 
 
 def pairs_finding(pairs: pd.DataFrame, protocol: str = "fair") -> str:
@@ -190,9 +191,9 @@ def retrieval_finding(precision: pd.DataFrame, k: int = 5) -> str:
 def representations_finding(table: pd.DataFrame) -> str:
     """Centre accuracy and effective rank of the main Giga-SSL run against AverageMIL."""
     rows = table.set_index("representation")
-    if not {"ssl_full", "averagemil"} <= set(rows.index):
+    if not {plan.SSL_FULL, "averagemil"} <= set(rows.index):
         return f"{len(rows)} representations diagnosed."
-    g, a = rows.loc["ssl_full"], rows.loc["averagemil"]
+    g, a = rows.loc[plan.SSL_FULL], rows.loc["averagemil"]
     return (f"The centre is predicted from the main Giga-SSL embeddings with balanced accuracy "
             f"{g['centre_accuracy']:.2f} and from AverageMIL with {a['centre_accuracy']:.2f} (chance "
             f"{g['centre_chance']:.2f}); effective rank {g['effective_rank']:.1f} against {a['effective_rank']:.1f}.")

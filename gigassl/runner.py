@@ -17,11 +17,14 @@ empty folder (nothing made by other code or parameters is resumed); one interrup
 keeps its folder, so that its stages resume where they stopped. Wall time and peak memory (the kernel's resident set,
 sampled) of every execution are recorded in ``runs/<profile>/runner.json``. On a failure the runner stops and names
 the notebook, the cell and the error. ``jobs`` executions can run at once (``gigassl run --jobs N``), each as soon
-as what it needs is done.
+as what it needs is done. ``gigassl run -p NAME=VALUE`` overrides a parameter (a list sweeps a grid's:
+:func:`parameter_overrides`). The names of executions the pages read from each other are declared in
+:mod:`gigassl.plan` and checked against the plan when it is loaded.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import itertools
 import json
@@ -35,6 +38,7 @@ from pathlib import Path
 import yaml
 from tqdm import tqdm  # not tqdm.auto, which warns in kernels without ipywidgets
 
+from . import plan as contract
 from .config import PROFILES, choice
 from .errors import ConfigError, GigasslError
 from .utils import die_with_parent, write_text_atomic
@@ -65,19 +69,22 @@ def _format(template: str, values: dict) -> str:
         raise ConfigError(f"Name template {template!r} uses {err} which the grid does not define.") from None
 
 
-def load_plan(path: str | os.PathLike, profile: str) -> list[Execution]:
+def load_plan(path: str | os.PathLike, profile: str, grids: dict | None = None) -> list[Execution]:
     """The executions of ``profile`` in plan order, grids expanded.
 
     A grid entry's ``name`` is a template (``ssl_T{tiles_per_view}``) and its ``group`` (default: the template) is
-    the name by which later entries ``need`` all of its executions.
+    the name by which later entries ``need`` all of its executions. ``grids`` ({parameter: values}, from
+    ``gigassl run -p``) replaces the values of every grid over that parameter.
 
     Raises:
-        ConfigError: unknown profile, malformed entry, duplicate name, or a ``needs`` that is not earlier in the plan.
+        ConfigError: unknown profile, malformed entry, duplicate name, a ``needs`` that is not earlier in the plan,
+            or a name that :mod:`gigassl.plan` declares and the plan lacks (:func:`gigassl.plan.check`).
     """
     choice(profile, tuple(PROFILES), "profile", "Pass one of them to --profile (gigassl run --profile).")
     plan = yaml.safe_load(Path(path).read_text())
     if not isinstance(plan, dict) or not isinstance(plan.get("executions"), list):
         raise ConfigError(f"{path}: expected a mapping with a list `executions`.")
+    contract.check(plan["executions"], where=str(path))
     out: list[Execution] = []
     groups: dict[str, list[str]] = {}
     shared = ((plan.get("profiles") or {}).get(profile) or {}).get("parameters") or {}
@@ -89,6 +96,7 @@ def load_plan(path: str | os.PathLike, profile: str) -> list[Execution]:
             continue
         params = {**shared, **(entry.get("parameters") or {}), **(per_profile.get("parameters") or {})}
         grid = {**(entry.get("grid") or {}), **(per_profile.get("grid") or {})}
+        grid.update({k: list(v) for k, v in (grids or {}).items() if k in grid})
         needs = []
         for need in entry.get("needs") or ():
             if need not in groups:
@@ -279,7 +287,8 @@ def _run_one(execution: Execution, notebooks: Path, output: Path, parameters: di
 
 
 def run_plan(profile: str, root: str | os.PathLike = ".", only: list[str] | None = None, force: bool = False,
-             plan_file: str | None = None, progress: bool = True, jobs: int = 1) -> list[dict]:
+             plan_file: str | None = None, progress: bool = True, jobs: int = 1,
+             parameters: dict | None = None) -> list[dict]:
     """Execute the plan of ``profile`` under ``root``; returns one record per execution (ran or skipped), in plan
     order.
 
@@ -287,6 +296,10 @@ def run_plan(profile: str, root: str | os.PathLike = ".", only: list[str] | None
         only: run only these executions (names or notebook names; grids by their unexpanded name); the executions
             they need run too when their hash changed.
         force: run even when the hash is unchanged.
+        parameters: values overriding the plan's (``gigassl run -p name=value``; :func:`parameter_overrides`): a
+            grid's parameter takes a list (one execution per value) or one value; any other parameter is set on
+            the executions named by ``only`` (every execution without it) whose notebook declares it. They enter
+            the hash like any parameter.
         jobs: executions run at once, each in its own process, as soon as the executions it ``needs`` are done
             (in plan order among those ready). With ``jobs > 1`` each kernel gets ``cpu_count // jobs`` threads
             (at least 1), recorded as ``threads``: kernels that share cores with more threads than cores stall
@@ -298,9 +311,15 @@ def run_plan(profile: str, root: str | os.PathLike = ".", only: list[str] | None
         raise ConfigError(f"jobs must be at least 1; got {jobs}.")
     root = Path(root).resolve()
     plan_path = Path(plan_file) if plan_file else root / "experiments.yml"
-    plan = load_plan(plan_path, profile)
-    shared = set(_shared_parameters(plan_path, profile))
     notebooks = root / "notebooks"
+    grids, scalars = parameter_overrides(plan_path, profile, notebooks, only, parameters or {})
+    plan = load_plan(plan_path, profile, grids)
+    if scalars:
+        named = _matches(plan, only) if only else {e.name for e in plan}
+        plan = [dataclasses.replace(e, parameters={**e.parameters, **{
+            k: v for k, v in scalars.items() if k in notebook_parameters(notebooks / f"{e.notebook}.py")}})
+            if e.name in named else e for e in plan]
+    shared = set(_shared_parameters(plan_path, profile))
     run_dir = root / "runs" / profile
     state_path = run_dir / "runner.json"
     state = json.loads(state_path.read_text()) if state_path.exists() else {}
@@ -418,15 +437,31 @@ def _shared_parameters(path: Path, profile: str) -> dict:
 
 def notebook_parameters(path: Path) -> set[str]:
     """Names assigned in the cell tagged ``parameters`` of a jupytext notebook."""
+    return set(notebook_defaults(path))
+
+
+def notebook_defaults(path: Path) -> dict:
+    """{name: default} of the cell tagged ``parameters`` of a jupytext notebook (None where not a literal)."""
     import ast
 
     import jupytext
 
+    def literal(node):
+        try:
+            return ast.literal_eval(node)
+        except (ValueError, TypeError, SyntaxError):
+            return None
+
     for cell in jupytext.read(path).cells:
         if "parameters" in cell.get("metadata", {}).get("tags", []):
-            return {t.id for node in ast.parse(cell.source).body if isinstance(node, ast.Assign)
+            return {t.id: literal(node.value) for node in ast.parse(cell.source).body if isinstance(node, ast.Assign)
                     for t in node.targets if isinstance(t, ast.Name)}
-    return set()
+    return {}
+
+
+def _matches(plan: list[Execution], only: list[str]) -> set[str]:
+    """The executions ``only`` names (by name, notebook or name prefix)."""
+    return {e.name for e in plan if any(e.name == o or e.notebook == o or e.name.startswith(o) for o in only)}
 
 
 def _select(plan: list[Execution], only: list[str] | None) -> set[str]:
@@ -434,7 +469,7 @@ def _select(plan: list[Execution], only: list[str] | None) -> set[str]:
     if not only:
         return {e.name for e in plan}
     by_name = {e.name: e for e in plan}
-    chosen = {e.name for e in plan if any(e.name == o or e.notebook == o or e.name.startswith(o) for o in only)}
+    chosen = _matches(plan, only)
     if not chosen:
         raise ConfigError(f"--only {only}: no execution has that name or notebook; names: {sorted(by_name)}.")
     stack = list(chosen)
@@ -444,3 +479,80 @@ def _select(plan: list[Execution], only: list[str] | None) -> set[str]:
                 chosen.add(need)
                 stack.append(need)
     return chosen
+
+
+RUNNER_PARAMETERS = ("profile", "run_dir", "out_dir", "figures_dir")  # given by the runner to every execution
+
+
+def parse_parameters(items: list[str] | None) -> dict:
+    """``gigassl run -p name=value`` (repeatable) as {name: value}, each value parsed as YAML (``[2, 5]`` a list,
+    ``true`` a bool, ``null`` None, ``0.5`` a float; anything else a string).
+
+    Raises:
+        ConfigError: an item without ``=`` or a value YAML cannot read.
+    """
+    out = {}
+    for item in items or ():
+        name, sep, value = item.partition("=")
+        if not sep or not name.strip():
+            raise ConfigError(f"-p {item!r}: expected NAME=VALUE, e.g. -p tiles_per_view=[2,5,10,20].")
+        try:
+            out[name.strip()] = yaml.safe_load(value)
+        except yaml.YAMLError as err:
+            raise ConfigError(f"-p {item!r}: the value is not YAML ({err.problem}). Quote a string or write a list "
+                              f"as [a, b].") from None
+    return out
+
+
+def parameter_overrides(path: Path, profile: str, notebooks: Path, only: list[str] | None,
+                        parameters: dict) -> tuple[dict, dict]:
+    """Split ``gigassl run -p`` values into grid values ({parameter: list}, for :func:`load_plan`) and values set on
+    the executions ``only`` names (every execution without ``only``) whose notebook declares them. A list is
+    refused for a parameter whose default is a number, a bool or a string (not a grid's: it would not sweep).
+
+    Raises:
+        ConfigError: a parameter the runner sets, one neither a grid of the plan nor a parameter of those pages
+            (the message lists both), or a list given to a parameter that is not a grid's.
+    """
+    if not parameters:
+        return {}, {}
+    for name in parameters:
+        if name in RUNNER_PARAMETERS:
+            raise ConfigError(f"-p {name}: the runner sets {', '.join(RUNNER_PARAMETERS)} itself. Fix: choose the "
+                              f"profile with --profile and the project with --root.")
+    plan = load_plan(path, profile)
+    targets = _matches(plan, only) if only else {e.name for e in plan}
+    if not targets:
+        _select(plan, only)  # raises, naming the executions
+    pages = sorted({e.notebook for e in plan if e.name in targets})
+    defaults = {page: notebook_defaults(notebooks / f"{page}.py") for page in pages}
+    declared = {page: set(defaults[page]) - set(RUNNER_PARAMETERS) for page in pages}
+    entries = yaml.safe_load(path.read_text())["executions"]
+    grid_of = {}
+    for entry in entries:
+        per_profile = (entry.get("profiles") or {}).get(profile) or {}
+        for key in {**(entry.get("grid") or {}), **(per_profile.get("grid") or {})}:
+            grid_of.setdefault(key, []).append(str(entry.get("group", entry["name"])))
+    grids, scalars = {}, {}
+    for name, value in parameters.items():
+        if name in grid_of:  # one value also reaches the --only pages that declare it (every page without --only)
+            grids[name] = value if isinstance(value, list) else [value]
+            if not isinstance(value, list):
+                scalars[name] = value
+            continue
+        users = [page for page in pages if name in declared[page]]
+        if not users:
+            chosen = f"--only {' '.join(only)}" if only else "the plan"
+            raise ConfigError(
+                f"-p {name}: no page of {chosen} declares {name!r} in its parameters cell, and no grid of the plan "
+                f"is over it. Parameters: " + "; ".join(f"{page}: {sorted(declared[page])}" for page in pages)
+                + "; grids: " + ", ".join(f"{k} ({', '.join(v)})" for k, v in sorted(grid_of.items()))
+                + ". Fix: use one of these names, or --only the page that declares it.")
+        if isinstance(value, list) and all(isinstance(defaults[page][name], (bool, int, float, str)) for page in users):
+            raise ConfigError(
+                f"-p {name}={value}: {name} of {', '.join(users)} takes one value, and only a grid's parameter "
+                f"sweeps a list (grids: {', '.join(sorted(grid_of))}). Fix: run once per value (gigassl run --only "
+                f"... -p {name}=<value>), or add a grid entry over {name} to the plan.")
+        scalars[name] = value
+    return grids, scalars
+

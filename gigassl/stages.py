@@ -19,18 +19,15 @@ import numpy as np
 import pandas as pd
 
 from . import io
+from .plan import COHORT, MANIFEST, MOCO_CHECKPOINT
 from .config import EncoderConfig, Profile, TrainConfig
 from .manifest import labelled_ids, pool_ids, task_columns
 
-# the page that runs a stage, in plan order: "<run_dir>/<execution>/..." is where it writes
-COHORT = "cohort"
-TILE_ENCODER = "tile_encoder"
-MOCO_CHECKPOINT = "tile_encoder/moco/checkpoint.pt"
 
 
 def cohort_manifest(run_dir: str | os.PathLike) -> pd.DataFrame:
     """The manifest every page after the cohort reads (``<run_dir>/cohort/manifest.csv``), ids as strings."""
-    return pd.read_csv(Path(run_dir) / COHORT / "manifest.csv", dtype={"slide_id": str, "case_id": str})
+    return pd.read_csv(Path(run_dir) / MANIFEST, dtype={"slide_id": str, "case_id": str})
 
 
 # ---------------------------------------------------------------------------------------------------- cohort
@@ -326,7 +323,7 @@ def run_embeddings(run_dir: str | os.PathLike, train: str) -> SlideEmbeddings:
     """The slide embeddings the training run ``<run_dir>/<train>`` wrote (``embeddings.h5``)."""
     path = Path(run_dir) / train / "embeddings.h5"
     ids, matrix, attrs = io.read_embeddings(path)
-    manifest = pd.read_csv(Path(run_dir) / COHORT / "manifest.csv").set_index("slide_id").loc[ids].reset_index()
+    manifest = pd.read_csv(Path(run_dir) / MANIFEST).set_index("slide_id").loc[ids].reset_index()
     return SlideEmbeddings(path, ids, matrix, attrs, manifest)
 
 

@@ -36,6 +36,7 @@ import pandas as pd
 
 from gigassl.config import get_profile
 from gigassl.figures import finding, moco_heldout as heldout_curves, moco_loss, save_figure, save_table, show_table
+from gigassl.plan import MOCO_RETRIEVAL
 from gigassl.stages import encoder_comparison, moco_finding, moco_heldout, pretrain
 
 config = get_profile(profile)
@@ -61,7 +62,7 @@ save_figure(moco_loss(pd.read_csv(Path(out_dir) / "moco" / "steps.csv"), smoothi
 
 # %%
 curve, n_heldout = moco_heldout(config, run_dir, out_dir)
-save_table(curve.drop(columns="weights"), "moco_retrieval", figures_dir)
+save_table(curve.drop(columns="weights"), MOCO_RETRIEVAL, figures_dir)
 save_figure(heldout_curves(curve), "moco_heldout", figures_dir)
 show_table(curve.drop(columns="weights"))
 

@@ -37,6 +37,7 @@ from pathlib import Path
 
 from gigassl.config import get_profile
 from gigassl.figures import augmentation_draws, finding, save_figure, save_table
+from gigassl.plan import COORDS
 from gigassl.stages import bank_finding, bank_summary, cohort_manifest, make_bank
 
 config = get_profile(profile)
@@ -54,7 +55,7 @@ save_table(summary, f"{Path(out_dir).name}_summary", figures_dir)
 
 # %%
 slide = cohort_manifest(run_dir).iloc[first_slide]
-fig = augmentation_draws(slide.path, Path(run_dir) / "cohort" / "coords" / f"{slide.slide_id}.h5", config.augment,
+fig = augmentation_draws(slide.path, Path(run_dir) / COORDS / f"{slide.slide_id}.h5", config.augment,
                          tiles=tiles_shown)
 save_figure(fig, f"{Path(out_dir).name}_augmentations", figures_dir)
 

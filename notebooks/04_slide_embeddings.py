@@ -40,6 +40,7 @@ from gigassl.charts import neighbours_gallery, retrieval_bars
 from gigassl.config import get_profile
 from gigassl.figures import finding, save_figure, save_html, save_table, slide_map
 from gigassl.manifest import task_columns
+from gigassl.plan import COORDS
 from gigassl.results import retrieval_finding
 from gigassl.slideviews import run_views
 from gigassl.stages import embedding_reproducibility, run_embeddings, standardized_average
@@ -85,7 +86,7 @@ save_table(table, "slide_embeddings_summary", figures_dir)
 points = umap_2d(embeddings.matrix, seed=config.embed.seed)
 save_figure(umap_figure(points, embeddings.manifest, title="Giga-SSL slide embeddings (UMAP)"), "slide_embeddings_umap",
             figures_dir)
-save_html(interactive_map(points, embeddings.manifest, Path(run_dir) / "cohort" / "coords" / "thumbnails",
+save_html(interactive_map(points, embeddings.manifest, Path(run_dir) / COORDS / "thumbnails",
                           interactive_colour, title="Giga-SSL slide embeddings (UMAP): hover a slide"),
           "slide_embeddings_interactive", figures_dir)
 
@@ -105,7 +106,7 @@ save_figure(retrieval_bars(found.precision), "retrieval_precision", figures_dir)
 # A few queries (first column) and their nearest slides in each space, titled with their labels and centre.
 
 # %%
-fig = neighbours_gallery(found.neighbours, Path(run_dir) / "cohort" / "coords" / "thumbnails",
+fig = neighbours_gallery(found.neighbours, Path(run_dir) / COORDS / "thumbnails",
                          [*task_columns(embeddings.manifest), "center"])
 save_figure(fig, "retrieval_neighbours", figures_dir)
 

@@ -39,8 +39,6 @@ heat_task = "nsclc_like"  # the binary task of the heat maps
 confusion_task = "rcc_like"  # the task whose confusion matrix is drawn (the three-class one)
 
 # %%
-from pathlib import Path
-
 import pandas as pd
 
 from gigassl.analyses import heat_maps, main_predictions
@@ -50,6 +48,7 @@ from gigassl.experiments import calibration_history, deepmil_finding, table2
 from gigassl.figures import (
     auc_bars_by_protocol, finding, paired_forest, save_figure, save_figures, save_table, show_table,
 )
+from gigassl.plan import DEEPMIL_FEW_TILES, DEEPMIL_VS_AVERAGEMIL, SPEED, table_path
 from gigassl.results import pairs_finding
 from gigassl.slideviews import heat_maps as heat_pictures
 from gigassl.stages import cohort_manifest
@@ -117,8 +116,8 @@ save_table(result.choices, "table2_fair_choices", figures_dir)
 # on the DeepMIL page says whether the baseline trains at all (its learning curves are there too).
 
 # %%
-save_table(result.deepmil_vs_averagemil, "deepmil_vs_averagemil", figures_dir)
-few_tiles = pd.read_csv(Path(figures_dir) / "deepmil_few_tiles.csv")  # made by the DeepMIL page
+save_table(result.deepmil_vs_averagemil, DEEPMIL_VS_AVERAGEMIL, figures_dir)
+few_tiles = pd.read_csv(table_path(figures_dir, DEEPMIL_FEW_TILES))  # made by the DeepMIL page
 print(deepmil_finding(few_tiles, result.deepmil_vs_averagemil))
 
 # %% [markdown]
@@ -141,7 +140,7 @@ save_table(result.calibration, "calibration", figures_dir)
 # 1.25 CPU-seconds for the linear probe on 10 splits of BRCA, 150 GPU-minutes for attention MIL).
 
 # %%
-save_table(result.speed, "speed", figures_dir)
+save_table(result.speed, SPEED, figures_dir)
 
 # %%
 finding(pairs_finding(result.pairs))

@@ -41,11 +41,12 @@ from gigassl.config import get_profile
 from gigassl.diagnostics import reading
 from gigassl.experiments import representations
 from gigassl.figures import diagnostics_bars, finding, save_figure, save_table, show_table
+from gigassl.plan import REPRESENTATIONS
 from gigassl.results import representations_finding
 
 config = get_profile(profile)
 table = representations(config, run_dir, runs, bank=bank)
-save_table(table, "representations", figures_dir)
+save_table(table, REPRESENTATIONS, figures_dir)
 
 # %%
 save_figure(diagnostics_bars(table), "representations", figures_dir)

@@ -32,6 +32,7 @@ bank = "bank_moco_shared"
 from gigassl.config import get_profile
 from gigassl.experiments import deepmil, deepmil_few_tiles
 from gigassl.figures import deepmil_curves, finding, save_figure, save_table, show_table
+from gigassl.plan import DEEPMIL_FEW_TILES
 from gigassl.results import pairs_finding
 
 config = get_profile(profile)
@@ -57,7 +58,7 @@ show_table(result.stopping())
 
 # %%
 few = deepmil_few_tiles(config)
-save_table(few, "deepmil_few_tiles", figures_dir)
+save_table(few, DEEPMIL_FEW_TILES, figures_dir)
 
 # %%
 finding(result.describe(), pairs_finding(few, protocol="paper"))

@@ -22,7 +22,7 @@ COMMANDS = {
     "embed": ["--bank", "--checkpoint", "--out", "--views", "--tiles-per-view"],
     "probe": ["--embeddings", "--labels", "--task", "--splits", "--n-splits", "--budget", "--train-size",
               "--allow-case-overlap", "--method", "--bank", "--ids", "--tcga-task", "--out", "--protocol"],
-    "run": ["--profile", "--only", "--force"],
+    "run": ["--profile", "--only", "--force", "--parameter"],
 }
 
 

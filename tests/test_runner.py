@@ -191,3 +191,59 @@ def test_editing_a_manifest_in_place_reruns_the_notebooks_that_read_it(tmp_path)
     assert [r["skipped"] for r in run_plan("demo", root, progress=False)] == [False, False, True]
     (root / "my" / "s1.tiff").write_bytes(b"a slide copied again, another size")  # a listed slide changed
     assert [r["skipped"] for r in run_plan("demo", root, progress=False)] == [False, False, True]
+
+
+def test_parameters_sweep_a_grid_and_override_a_page(tmp_path):
+    """``gigassl run -p``: a list sweeps a grid's parameter (one execution per value), a value overrides the
+    parameters cell of the --only pages; unknown names and lists for one-value parameters are refused."""
+    from gigassl.runner import parameter_overrides, parse_parameters
+
+    root = _project(tmp_path, PLAN)
+    path, notebooks = root / "experiments.yml", root / "notebooks"
+    assert parse_parameters(["value=[2, 5]", "fail=false", "name=x", "n=0.5"]) == {
+        "value": [2, 5], "fail": False, "name": "x", "n": 0.5}
+    with pytest.raises(ConfigError, match="expected NAME=VALUE"):
+        parse_parameters(["value"])
+    grids, scalars = parameter_overrides(path, "demo", notebooks, ["c"], {"value": [7, 8, 9]})
+    assert (grids, scalars) == ({"value": [7, 8, 9]}, {})
+    assert [e.name for e in load_plan(path, "demo", grids)] == ["a", "b_7", "b_8", "b_9", "c", "d"]
+    with pytest.raises(ConfigError, match=r"-p speed: no page of --only a declares 'speed'.*first: \['fail', "
+                                          r"'value'\].*Fix: use one of these names"):
+        parameter_overrides(path, "demo", notebooks, ["a"], {"speed": 1})
+    plan = {"executions": [{"name": "a", "notebook": "first"}]}
+    (root / "flat.yml").write_text(yaml.safe_dump(plan))
+    with pytest.raises(ConfigError, match=r"-p value=\[1, 2\]: value of first takes one value.*Fix: run once per "
+                                          r"value"):
+        parameter_overrides(root / "flat.yml", "demo", notebooks, ["a"], {"value": [1, 2]})
+    with pytest.raises(ConfigError, match="the runner sets profile, run_dir"):
+        parameter_overrides(path, "demo", notebooks, None, {"run_dir": "elsewhere"})
+    records = run_plan("demo", root, only=["a"], plan_file=str(root / "flat.yml"), parameters={"value": 11},
+                       progress=False)
+    assert records[0]["parameters"] == {"value": 11}
+    assert (root / "runs" / "demo" / "a" / "value.txt").read_text() == "11"
+
+
+def test_an_ipynb_copy_made_by_jupytext_runs_under_papermill(tmp_path):
+    """The README's way for papermill users: ``jupytext --to ipynb`` then ``papermill in.ipynb out.ipynb -p ...``."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = _project(tmp_path, {"executions": [{"name": "a", "notebook": "first"}]})
+    (root / "runs" / "x").mkdir(parents=True)
+    bin_dir = Path(sys.executable).parent
+    subprocess.run([bin_dir / "jupytext", "--to", "ipynb", "--set-kernel", "python3", "-o", root / "first.ipynb",
+                    root / "notebooks" / "first.py"], check=True, capture_output=True)
+    subprocess.run([bin_dir / "papermill", root / "first.ipynb", root / "out.ipynb", "-p", "value", "42",
+                    "-p", "out_dir", str(root / "runs" / "x")], check=True, capture_output=True)
+    assert (root / "runs" / "x" / "value.txt").read_text() == "42"
+
+
+def test_gigassl_run_p_refuses_an_unknown_parameter_naming_the_pages_parameters(tmp_path, capsys):
+    from gigassl import cli
+
+    root = _project(tmp_path, PLAN)
+    assert cli.main(["run", "--root", str(root), "--only", "c", "-p", "speed=1", "--no-progress"]) != 0
+    err = capsys.readouterr().err
+    assert "-p speed" in err and "third: ['fail', 'value']" in err and "Fix:" in err
+    assert not (root / "runs").exists()
