@@ -87,18 +87,22 @@ def load_plan(path: str | os.PathLike, profile: str, grids: dict | None = None) 
     contract.check(plan["executions"], where=str(path))
     out: list[Execution] = []
     groups: dict[str, list[str]] = {}
+    skipped: set[str] = set()
     shared = ((plan.get("profiles") or {}).get(profile) or {}).get("parameters") or {}
     for entry in plan["executions"]:
         if "name" not in entry or "notebook" not in entry:
             raise ConfigError(f"{path}: every execution needs `name` and `notebook`; got {entry}.")
         per_profile = (entry.get("profiles") or {}).get(profile) or {}
-        if per_profile.get("skip"):
+        if per_profile.get("skip"):  # and what needs it goes without it (its page reads only what ran)
+            skipped.update({entry["name"], entry.get("group", entry["name"])})
             continue
         params = {**shared, **(entry.get("parameters") or {}), **(per_profile.get("parameters") or {})}
         grid = {**(entry.get("grid") or {}), **(per_profile.get("grid") or {})}
         grid.update({k: list(v) for k, v in (grids or {}).items() if k in grid})
         needs = []
         for need in entry.get("needs") or ():
+            if need in skipped and need not in groups:
+                continue
             if need not in groups:
                 raise ConfigError(f"{path}: {entry['name']} needs {need!r}, which is not an earlier execution "
                                   f"of profile {profile}.")

@@ -18,7 +18,7 @@ PLAN = yaml.safe_load((ROOT / "experiments.yml").read_text())["executions"]
 NAME_PARAMETERS = ("train", "bank", "no_pool", "plain_from", "encoder_weights", "runs", "variants", "models")
 
 
-@pytest.mark.parametrize("profile", ["smoke", "demo"])  # paper: results needs unlabelled_pool, skipped
+@pytest.mark.parametrize("profile", ["smoke", "demo", "paper"])
 def test_the_plan_defines_every_declared_name(profile):
     plan.check(PLAN)
     names = [e.name for e in load_plan(ROOT / "experiments.yml", profile)]

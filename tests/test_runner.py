@@ -75,6 +75,20 @@ def test_plan_expands_grids_profiles_and_groups(tmp_path):
         "profile", "run_dir", "out_dir", "figures_dir", "value", "fail"}
 
 
+def test_a_skipped_execution_leaves_the_needs_of_others_and_every_profile_of_the_real_plan_loads(tmp_path):
+    plan = {"executions": [{"name": "a", "notebook": "first"},
+                           {"name": "b", "notebook": "first", "needs": ["a"], "profiles": {"paper": {"skip": True}}},
+                           {"name": "c", "notebook": "first", "needs": ["a", "b"]}]}
+    (tmp_path / "plan.yml").write_text(yaml.safe_dump(plan))
+    assert [e.needs for e in load_plan(tmp_path / "plan.yml", "demo")][2] == ("a", "b")
+    assert [(e.name, e.needs) for e in load_plan(tmp_path / "plan.yml", "paper")] == [("a", ()), ("c", ("a",))]
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    for profile in ("smoke", "demo", "paper"):  # paper skips the unlabelled pool, which the results page needs
+        assert any(e.name == "results" for e in load_plan(root / "experiments.yml", profile))
+
+
 def test_a_changed_parameter_reruns_only_what_depends_on_it(tmp_path):
     root = _project(tmp_path, PLAN)
     first = run_plan("demo", root, progress=False)
