@@ -116,3 +116,15 @@ def test_figures_readme_lists_every_committed_file_and_its_notebook():
     assert all((ROOT / notebook).is_file() for notebook in patterns.values())
     unlisted = [p.name for p in committed_figures() if not listed(p.name, patterns)]
     assert not unlisted, f"files of figures/ that figures/README.md does not list: {unlisted}"
+
+
+def test_every_test_named_slow_exists():
+    """`make test-fast` leaves out tests/conftest.py's SLOW_TESTS by name: a renamed test must not drop out of the
+    list silently (it would then run in the fast loop)."""
+    from tests.conftest import NUMERIC_MODULES, SLOW_MODULES, SLOW_TESTS
+
+    for entry in SLOW_TESTS:
+        module, name = entry.split("::")
+        assert f"def {name}(" in (ROOT / "tests" / f"{module}.py").read_text(), entry
+    for module in NUMERIC_MODULES | SLOW_MODULES:
+        assert (ROOT / "tests" / f"{module}.py").is_file(), module
