@@ -32,7 +32,7 @@ import numpy as np
 
 from . import validate
 from .errors import DataError, GigasslError, ManifestError
-from .utils import atomic_path
+from .utils import atomic_path, listing
 
 COORDS_FIX = "Tile the slide again (gigassl tile, TRIDENT or CLAM) into a new folder."
 FEATURES_FIX = ("Extract this slide's features again (TRIDENT, CLAM or gigassl bank) into a new folder, or move the "
@@ -490,7 +490,7 @@ def read_embeddings(path: str | os.PathLike, ids_path: str | os.PathLike | None 
         if len(sizes) > 1:
             odd = [i for i, r in zip(ids, rows) if len(r) != len(rows[0])]
             raise DataError(f"The slide embeddings of {path} differ in length ({sorted(sizes)}): {ids[0]} has "
-                            f"{len(rows[0])} values, {validate.shown(odd)} another number; expected one model's "
+                            f"{len(rows[0])} values, {listing(odd)} another number; expected one model's "
                             "embeddings. Move the other model's files to their own folder.")
         return ids, validate.embeddings(ids, np.stack(rows), f"The slide embeddings of {path}", EMBEDDINGS_FIX), attrs
     kind = embeddings_format(path)
@@ -503,7 +503,7 @@ def read_embeddings(path: str | os.PathLike, ids_path: str | os.PathLike | None 
             raise ManifestError(f"{path} has no `slide_id` column; expected slide_id, f0, f1, ... (gigassl embed).")
         text = [c for c in frame.columns if c != "slide_id" and not pd.api.types.is_numeric_dtype(frame[c])]
         if text:
-            raise DataError(f"{path}: columns {validate.shown(text)} are not numbers; expected slide_id, then one "
+            raise DataError(f"{path}: columns {listing(text)} are not numbers; expected slide_id, then one "
                             f"numeric column per dimension (f0, f1, ...). {EMBEDDINGS_FIX}")
         if kind == "csv":
             sidecar = Path(f"{path}.json")

@@ -433,12 +433,21 @@ def write_csv_atomic(frame, path: str | os.PathLike) -> None:
         frame.to_csv(tmp, index=False)
 
 
+def listing(items, show: int = 5) -> str:
+    """Items for a message: the first ``show`` and how many more.
+
+    >>> listing(["a", "b", "c"], show=2)
+    'a, b and 1 more'
+    """
+    items = list(items)
+    return ", ".join(map(str, items[:show])) + (f" and {len(items) - show} more" if len(items) > show else "")
+
+
 def format_ids(ids, show: int = 10) -> str:
-    """Slide (or case) ids for a message: their count, the first ``show`` and how many more.
+    """Slide (or case) ids for a message: their count, the first ``show`` (quoted) and how many more.
 
     >>> format_ids(["a", "b", "c"], show=2)
     "3: 'a', 'b' and 1 more"
     """
     ids = list(ids)
-    shown = ", ".join(repr(v) for v in ids[:show])
-    return f"{len(ids)}: {shown}" + (f" and {len(ids) - show} more" if len(ids) > show else "")
+    return f"{len(ids)}: {listing(map(repr, ids), show)}"

@@ -19,11 +19,7 @@ from typing import Callable
 import numpy as np
 
 from .errors import ConfigError, DataError, GigasslError
-
-
-def shown(items, show: int = 5) -> str:
-    items = list(items)
-    return ", ".join(map(str, items[:show])) + (f" and {len(items) - show} more" if len(items) > show else "")
+from .utils import listing
 
 
 def numeric(array, what: str, fix: str = "") -> np.ndarray:
@@ -43,7 +39,7 @@ def finite(array, what: str, fix: str = "", unit: str = "row", names=None):
     bad = np.flatnonzero(~np.isfinite(a.reshape(len(a), -1)).all(axis=1)) if a.ndim else np.zeros(1, int)
     which = [names[i] for i in bad] if names is not None else bad.tolist()
     count = f"{len(bad)} of {len(a)} {unit}s" if a.ndim else "its value"
-    raise DataError(f"{what}: NaN or infinite values in {count} ({shown(which)}); expected finite numbers. "
+    raise DataError(f"{what}: NaN or infinite values in {count} ({listing(which)}); expected finite numbers. "
                     f"{fix}".rstrip())
 
 
@@ -98,7 +94,7 @@ def finite_state(state: dict, what: str, fix: str = "") -> None:
     bad = [name for name, value in state.items()
            if torch.is_tensor(value) and value.is_floating_point() and not bool(torch.isfinite(value).all())]
     if bad:
-        raise DataError(f"{what}: {len(bad)} weight tensors hold NaN or infinite values ({shown(bad)}). "
+        raise DataError(f"{what}: {len(bad)} weight tensors hold NaN or infinite values ({listing(bad)}). "
                         f"{fix}".rstrip())
 
 
@@ -108,7 +104,7 @@ def existing_file(path: str | os.PathLike, what: str, missing: str, error=Gigass
     path = Path(path)
     if path.is_dir():
         inside = sorted(p.name for p in path.iterdir() if p.is_file() and not p.name.startswith("."))
-        holds = f"it holds {shown(inside)}" if inside else "it holds no file"
+        holds = f"it holds {listing(inside)}" if inside else "it holds no file"
         raise error(f"{what} {path} is a folder, not a file ({holds}); give the path of the file itself.")
     if not path.exists():
         raise error(f"{what} {path} does not exist; {missing}")
