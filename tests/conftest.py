@@ -40,6 +40,7 @@ SLOW_MODULES = {"test_book", "test_benchmarks", "test_torchrun", "test_train_ddp
 SLOW_TESTS = {
     "test_train::test_steps_set_the_number_of_epochs_and_the_schedule_horizon",
     "test_moco::test_bfloat16_autocast_keeps_the_loss_in_float32",
+    "test_layers::test_slides_to_embeddings_to_probes_run_without_the_book_packages",
     "test_moco::test_retrieval_check_knows_the_answer",
     "test_train::test_spconv_backend_trains",
     "test_train::test_monitor_rows_are_logged",

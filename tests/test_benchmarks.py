@@ -41,7 +41,6 @@ def run_dry(script: str, tmp_path: Path, *extra: str) -> str:
     return done.stdout
 
 
-@pytest.mark.slow
 @pytest.mark.parametrize("script", sorted(set(EXPECTED) - {"seeds.py"}))
 def test_the_benchmark_runs_as_a_dry_run(script, tmp_path):
     out = run_dry(script, tmp_path)
@@ -51,7 +50,6 @@ def test_the_benchmark_runs_as_a_dry_run(script, tmp_path):
         assert found and float(found.group(1)) > 0, f"{key} missing or not positive in:\n{out}"
 
 
-@pytest.mark.slow
 def test_the_seeds_benchmark_runs_one_smoke_seed(tmp_path):
     import json
 

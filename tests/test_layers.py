@@ -16,7 +16,6 @@ import textwrap
 import tomllib
 from pathlib import Path
 
-import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 BOOK_ONLY = ("matplotlib", "seaborn", "umap", "bokeh", "papermill", "jupytext", "jupyter_book", "numba")
@@ -68,7 +67,6 @@ def test_the_book_packages_are_an_extra_not_a_dependency():
         assert package not in names and package in book, package
 
 
-@pytest.mark.slow
 def test_slides_to_embeddings_to_probes_run_without_the_book_packages(tmp_path):
     script = tmp_path / "blocked.py"
     script.write_text(BLOCKED_RUN.format(blocked=BOOK_ONLY))
