@@ -12,7 +12,7 @@ from gigassl.config import get_profile
 def demo_cohort(folder: str | os.PathLike, profile: str = "demo") -> tuple[Path, Path]:
     """(manifest, coords dir) of the ``profile``'s cohort in ``folder`` (the demo's; ``smoke`` for dry runs), made
     if missing."""
-    from gigassl.synth import synthesize
+    from gigassl.cohorts.synth import synthesize
     from gigassl.tiling import tile_cohort
 
     folder = Path(folder)

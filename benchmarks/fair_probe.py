@@ -1,4 +1,4 @@
-"""Benchmark of the fair protocol's inner cross-validation: the kernel-form path (gigassl.logistic) against the same
+"""Benchmark of the fair protocol's inner cross-validation: the kernel-form path (gigassl.evaluation.logistic) against the same
 grid fitted with scikit-learn's LogisticRegression (warm-started along C) and scored with roc_auc_score.
 
 Data: ``--splits`` training sets of ``--train`` slides x ``--dims`` dimensions (default 90 x 512, a demo split),
@@ -23,7 +23,7 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import roc_auc_score
 from threadpoolctl import threadpool_limits
 
-from gigassl.probe import TunedLinearProbe, _preprocess
+from gigassl.evaluation.probe import TunedLinearProbe, _preprocess
 
 from _cohort import dry_run_option
 

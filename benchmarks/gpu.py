@@ -107,7 +107,7 @@ def bank_figures(manifest: Path, coords: Path, weights: Path, device: str, size:
     from gigassl.config import AugmentConfig, EncoderConfig, get_profile
     from gigassl.encoders import Embedding, build_embedder
     from gigassl.slides import TileDataset
-    from gigassl.utils import torch_generator
+    from gigassl.seeding import torch_generator
 
     tiles = 0
     for path in bank_dir.glob("*.h5"):
@@ -222,7 +222,7 @@ def main(argv=None) -> int:
     import torch
 
     from gigassl.config import SynthConfig
-    from gigassl.synth import synthesize
+    from gigassl.cohorts.synth import synthesize
 
     sys.path.insert(0, str(HERE))
     from _cohort import machine

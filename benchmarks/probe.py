@@ -29,13 +29,13 @@ import torch
 from sklearn.linear_model import LogisticRegression
 from sklearn.preprocessing import normalize
 
-from gigassl.baselines import run_deepmil
+from gigassl.evaluation.baselines import run_deepmil
 from gigassl.config import DeepMILConfig, ProbeConfig
-from gigassl.metrics import auc_score, summarize
-from gigassl.protocol import probe_plan
-from gigassl.labels import load_labels
-from gigassl.splits import plan_splits
-from gigassl.utils import rng
+from gigassl.evaluation.metrics import auc_score, summarize
+from gigassl.evaluation.protocol import probe_plan
+from gigassl.evaluation.labels import load_labels
+from gigassl.evaluation.splits import plan_splits
+from gigassl.seeding import rng
 
 from _cohort import dry_run_option
 

@@ -40,7 +40,8 @@ from gigassl.encoders import IMAGENET_MEAN, IMAGENET_STD, Embedding, build_embed
 from gigassl.manifest import read_manifest
 from gigassl.moco import MoCo, TileSet, _lr
 from gigassl.slides import read_tiles
-from gigassl.utils import autocast_dtype, rng, torch_generator
+from gigassl.devices import autocast_dtype
+from gigassl.seeding import rng, torch_generator
 
 from _cohort import demo_cohort, dry_run_option, machine
 

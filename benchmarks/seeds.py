@@ -27,17 +27,17 @@ from pathlib import Path
 import pandas as pd
 import torch
 
-from gigassl.baselines import average_embeddings
+from gigassl.evaluation.baselines import average_embeddings
 from gigassl.bank import build_bank
-from gigassl.compare import paired
+from gigassl.evaluation.compare import paired
 from gigassl.config import get_profile
 from gigassl.embed import embed_slides
 from gigassl.manifest import labelled_ids, task_columns
 from gigassl.moco import pretrain_tiles
-from gigassl.metrics import summarize
-from gigassl.paper import seed_settings
-from gigassl.protocol import probe_runs
-from gigassl.synth import synthesize
+from gigassl.evaluation.metrics import summarize
+from gigassl.book.paper import seed_settings
+from gigassl.evaluation.protocol import probe_runs
+from gigassl.cohorts.synth import synthesize
 from gigassl.tiling import tile_cohort
 from gigassl.train import train
 
@@ -120,7 +120,7 @@ def main(argv=None) -> int:
         table = pd.concat([before[~before["seed"].isin(args.seeds)], table], ignore_index=True).sort_values(
             ["seed", "protocol", "method", "task", "budget"], kind="stable")
     table.to_csv(results, index=False)
-    # the record the results page compares with its own run's settings (gigassl.paper.seed_spread)
+    # the record the results page compares with its own run's settings (gigassl.book.paper.seed_spread)
     commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
                             cwd=Path(__file__).parent).stdout.strip() or "unknown"
     results.with_suffix(".json").write_text(json.dumps(

@@ -16,7 +16,7 @@ Aggregators:
 - ``AttentionAggregator`` (``attention``, Fig. 3C ablation): gated attention MIL over the tiles, no coordinates;
 - ``MeanAggregator`` (``mean``): the average of the tile embeddings, no parameters;
 - ``GatedAttentionPool``: gated attention MIL pooling (Ilse et al. 2018), shared by the ``attention``
-  aggregator and the DeepMIL baseline (:mod:`gigassl.baselines`).
+  aggregator and the DeepMIL baseline (:mod:`gigassl.evaluation.baselines`).
 
 ``Projector`` is the SimCLR head g (Step 6); ``GigaSSL`` chains aggregator and projector.
 """
@@ -29,17 +29,8 @@ import torch
 from torch import nn
 
 from .config import AGGREGATORS, choice
-from .sparse import (
-    SparseAvgPool2d,
-    SparseBatchNorm,
-    SparseConv2d,
-    SparseReLU,
-    SparseTensor,
-    SubMConv2d,
-    check_backend,
-    global_average,
-    valid_spatial_size,
-)
+from .sparse import (SparseAvgPool2d, SparseBatchNorm, SparseConv2d, SparseReLU, SparseTensor, SubMConv2d,
+                     check_backend, global_average, valid_spatial_size)
 
 
 @dataclass

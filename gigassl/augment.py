@@ -29,7 +29,7 @@ import torch
 import torch.nn.functional as F
 
 from .config import AugmentConfig
-from .utils import resize
+from .devices import resize
 
 
 @dataclass

@@ -34,7 +34,7 @@ from .errors import ConfigError, SlideError, suggest
 from .manifest import read_manifest
 from .provenance import IGNORED, check_folder
 from .slides import read_tiles
-from .utils import rng, torch_generator
+from .seeding import rng, torch_generator
 
 
 def slide_key(slide_id: str) -> int:

@@ -23,8 +23,9 @@ import numpy as np
 from . import io
 from .bank import slide_key
 from .errors import GigasslError
-from .utils import cache_dir as default_cache_dir
-from .utils import clean_temporaries, format_ids
+from .files import cache_dir as default_cache_dir
+from .files import clean_temporaries
+from .errors import format_ids
 
 PACK_VERSION = 2  # of the pack's layout: a pack of another version is made again
 # the attributes every file of a bank folder must share (one tile embedder, one tile size, one augmentation setting)
@@ -78,7 +79,7 @@ class PackedBank:
     ``bank_dir``: a folder of ``gigassl bank`` files, or of TRIDENT/CLAM tile features (plain features only).
     The pack is a cache: for a folder written by ``gigassl bank`` it is ``<bank_dir>/packed/``; for any other
     folder (your TRIDENT or CLAM features, or a read-only one) it goes to ``cache_dir`` or, by default,
-    :func:`gigassl.utils.cache_dir` (``$GIGASSL_CACHE``, else ``~/.cache/gigassl``): nothing is written into an
+    :func:`gigassl.files.cache_dir` (``$GIGASSL_CACHE``, else ``~/.cache/gigassl``): nothing is written into an
     input folder. Files without any tile (a slide with no tissue) or unreadable are left out and listed in
     ``skipped`` ({slide_id: reason}). Views of its slides: :func:`gigassl.maps.training_views`,
     :func:`gigassl.maps.packed_inference_views`.

@@ -21,8 +21,8 @@ import pandas as pd
 from tqdm import tqdm  # not tqdm.auto, which warns in kernels without ipywidgets
 
 from .errors import DeviceError, UserCodeError
-from .utils import (atomic_path, clean_temporaries, die_with_parent, ensure_writable, is_device_error,
-                    write_csv_atomic)
+from .files import atomic_path, clean_temporaries, ensure_writable, write_csv_atomic
+from .devices import die_with_parent, is_device_error
 
 log = logging.getLogger(__name__)
 

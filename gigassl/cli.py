@@ -75,7 +75,7 @@ def cmd_synth(args, config) -> int:
     Writes DIR/slides/*.tiff (pyramidal, tiled, JPEG, with MPP) and DIR/manifest.csv (slide_id, path, case_id,
     center, nsclc_like, rcc_like, brca_like).
     """
-    from .synth import synthesize
+    from .cohorts.synth import synthesize
 
     manifest = synthesize(args.out, config.synth, progress=not args.no_progress)
     print(f"wrote {config.synth.n_slides} labelled and {config.synth.pool_slides} unlabelled slides and {manifest}")
@@ -83,13 +83,13 @@ def cmd_synth(args, config) -> int:
 
 
 def cmd_simulate(args, config) -> int:
-    """Write a feature-level cohort whose label comes from one known mechanism (M0-M4; gigassl.featsim).
+    """Write a feature-level cohort whose label comes from one known mechanism (M0-M4; gigassl.cohorts.featsim).
 
     Writes OUT/features_featsim/*.h5 (TRIDENT's tile features: give the folder to train, embed and probe --bank),
     OUT/labels.csv (slide_id, case_id, center, label, split, oracle), OUT/splits/split_0.csv (train, test) and
     OUT/oracle.csv (the oracle as a one-dimensional embedding, for probe --embeddings).
     """
-    from .featsim import simulate
+    from .cohorts.featsim import simulate
 
     labels = simulate(args.out, config.featsim, progress=not args.no_progress)
     print(f"wrote {labels}, {labels.parent / 'oracle.csv'}, {labels.parent / 'splits'} and the tile features in "
@@ -178,7 +178,7 @@ def cmd_train(args, config) -> int:
                           "with slide_id and case_id); give it, or drop --monitor-task.")
     if args.monitor_labels:
         from .embed import training_monitor
-        from .utils import resolve_device
+        from .devices import resolve_device
 
         monitor = training_monitor(args.monitor_labels, args.monitor_task, config.train.maps, config.embed.views,
                                    config.train.tiles_per_view, config.probe, config.train.seed,
@@ -212,8 +212,8 @@ def cmd_probe(args, config) -> int:
     baselines. One budget by default, the whole training split: --budget F, --train-size N, or a grid with
     --budgets/--train-sizes.
     """
-    from .methods import run_method, summary_text
-    from .protocol import COLUMNS
+    from .evaluation.methods import run_method, summary_text
+    from .evaluation.protocol import COLUMNS
     from .validate import refuse_overwrite
 
     if args.out:
@@ -237,7 +237,7 @@ def cmd_run(args, config=None) -> int:
     whose notebook, parameters, package source and inputs are unchanged. Stops at the first failing notebook (with
     --jobs, after the running ones finish). -p NAME=VALUE overrides a page's parameter (a grid's: a list sweeps it).
     """
-    from .runner import parse_parameters, run_plan
+    from .book.runner import parse_parameters, run_plan
 
     records = run_plan(args.profile, root=args.root, only=args.only, force=args.force, plan_file=args.plan,
                        progress=not args.no_progress, jobs=args.jobs, parameters=parse_parameters(args.parameter))

@@ -35,7 +35,7 @@ BACKENDS = ("torch", "spconv")
 AGGREGATOR_INITS = ("tile_embedder", "random")
 BN_VIEWS = ("per_view", "joint")
 PREPROCESSING = ("l2", "standard", "l2+standard", "none")
-MECHANISMS = ("M0", "M1", "M2", "M3", "M4")  # the label mechanisms of gigassl.featsim
+MECHANISMS = ("M0", "M1", "M2", "M3", "M4")  # the label mechanisms of gigassl.cohorts.featsim
 MECHANISM_CLASSES = {"M0": 1, "M1": 1, "M2": 1, "M3": 3, "M4": 2}  # the tissue classes each mechanism owns
 SAMPLINGS = ("random", "local")  # how a view draws its T tiles (gigassl.maps)
 
@@ -143,7 +143,7 @@ def _validate(config, rules: dict) -> None:
 class SynthConfig:
     """Synthetic cohort of pyramidal TIFF slides (``gigassl synth``).
 
-    The difficulty fields are documented in :mod:`gigassl.synth`; they were calibrated once (on the
+    The difficulty fields are documented in :mod:`gigassl.cohorts.synth`; they were calibrated once (on the
     AverageMIL baseline alone, see the book's calibration section) and then frozen.
 
     Attributes:
@@ -254,7 +254,7 @@ class EncoderConfig:
             seeded random init (resnet18) / ImageNet (efficientnet_lite0) / the factory's own.
         device: auto | cuda | mps | cpu (cuda:N for a given GPU).
         batch_size: tiles per forward pass.
-        precision: autocast of the encoder: auto | fp32 | bf16 (gigassl.utils.autocast_dtype: auto = bf16 on GPUs
+        precision: autocast of the encoder: auto | fp32 | bf16 (gigassl.devices.autocast_dtype: auto = bf16 on GPUs
             and bf16-capable CPUs, else fp32).
         seed: seed of the random init.
     """
@@ -340,7 +340,7 @@ class MocoConfig:
         checkpoint_every: write a checkpoint every k epochs.
         max_minutes: stop (and checkpoint) after this wall time; none: no limit.
         heldout_tiles: tiles of slides MoCo did not train on, for the label-free retrieval check.
-        precision: autocast of the encoders' forward: auto | fp32 | bf16 (gigassl.utils.autocast_dtype: auto = bf16
+        precision: autocast of the encoders' forward: auto | fp32 | bf16 (gigassl.devices.autocast_dtype: auto = bf16
             on GPUs and bf16-capable CPUs, else fp32).
         workers: DataLoader processes reading tiles (0: the main process).
         seed: random seed (tile draws, augmentations, init).
@@ -524,7 +524,7 @@ class ProbeConfig:
         train_sizes: tiny training sets of exactly N slides each (e.g. 100 50).
         n_bootstrap: bootstrap resamples of the 95% intervals.
         Cs: the "fair" protocol (one for every representation): preprocessing and C chosen by an inner
-            cross-validation on the training slides of each split (gigassl.probe.TunedLinearProbe); the C values
+            cross-validation on the training slides of each split (gigassl.evaluation.probe.TunedLinearProbe); the C values
             it tries.
         preprocessings: the preprocessings the fair protocol tries: l2 | standard | l2+standard | none.
         inner_splits: folds of the fair protocol's inner cross-validation (grouped by case).
@@ -611,7 +611,7 @@ class DeepMILConfig:
 
 @dataclass(frozen=True)
 class FeatSimConfig:
-    """A feature-level cohort of known label mechanism (``gigassl simulate``; :mod:`gigassl.featsim`, issue #24).
+    """A feature-level cohort of known label mechanism (``gigassl simulate``; :mod:`gigassl.cohorts.featsim`, issue #24).
 
     Attributes:
         mechanism: what the label depends on: M0 nothing (null) | M1 the share of one tissue class (diffuse) | M2 a
@@ -619,7 +619,7 @@ class FeatSimConfig:
             (heterogeneity) | M4 the arrangement of two classes at an equal composition (intermixed or segregated).
         effect: effect size in [0, 1] (M1, M3, M4: the shift of the slide statistic between the labels, 1 = no
             overlap; M2: the share of label-1 slides carrying the focal tiles); none: the value at which the
-            oracle's AUC is 0.85 (gigassl.featsim.calibrated_effect). M0 has none.
+            oracle's AUC is 0.85 (gigassl.cohorts.featsim.calibrated_effect). M0 has none.
         n_train: labelled training slides (half of each label).
         n_test: labelled slides of the independent test set (its own random stream per seed).
         n_pool: unlabelled slides, for SSL only (the same distribution; a bigger pool extends a smaller one).

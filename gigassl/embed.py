@@ -28,7 +28,8 @@ from .errors import ConfigError, GigasslError
 from .bankstore import PackedBank
 from .maps import packed_inference_views
 from .train import load_checkpoint
-from .utils import ensure_writable, resolve_device, sha256_file
+from .files import ensure_writable, sha256_file
+from .devices import resolve_device
 
 
 def _mean_view_embedding(model, pending: list[Views], views: int, device: str) -> torch.Tensor:
@@ -171,7 +172,7 @@ def training_monitor(labels, tasks: list[str], maps: MapConfig, views: int, tile
 
     - for each task, the linear probe under both protocols (generated case-grouped splits, 100% budget), one row per
       protocol and split: ``kind="probe"``, task, protocol, budget, split, auc (the data of Fig. 3C);
-    - with ``diagnostics``, one row ``kind="diagnostics"`` of :func:`gigassl.diagnostics.diagnose` on the bank's
+    - with ``diagnostics``, one row ``kind="diagnostics"`` of :func:`gigassl.evaluation.diagnostics.diagnose` on the bank's
       slides labelled for any of ``tasks`` (alignment between two embeddings made with different view seeds, centre
       predictability grouped by case).
 
@@ -179,14 +180,14 @@ def training_monitor(labels, tasks: list[str], maps: MapConfig, views: int, tile
     """
     import pandas as pd
 
-    from . import diagnostics as diag
+    from .evaluation import diagnostics as diag
     from .config import ProbeConfig
-    from .probe import PROTOCOLS
-    from .protocol import run_probe
-    from .labels import load_labels
+    from .evaluation.probe import PROTOCOLS
+    from .evaluation.protocol import run_probe
+    from .evaluation.labels import load_labels
     from .train import Monitor
 
-    from .splits import make_splits
+    from .evaluation.splits import make_splits
 
     probe = probe or ProbeConfig()
     if not tasks:
@@ -231,7 +232,7 @@ def training_monitor(labels, tasks: list[str], maps: MapConfig, views: int, tile
 
 def monitor_table(monitor: "pd.DataFrame", method: str) -> "pd.DataFrame":
     """The probe rows of a ``monitor.csv`` as a per-split tidy table whose method is ``<method>@<epoch>`` (the input
-    of :func:`gigassl.paper.fig3`), and the mean AUC per epoch for plotting: (per_split, per_epoch)."""
+    of :func:`gigassl.book.paper.fig3`), and the mean AUC per epoch for plotting: (per_split, per_epoch)."""
     probe = monitor[monitor["kind"] == "probe"]
     per_split = probe.assign(method=[f"{method}@{int(e)}" for e in probe["epoch"]])
     per_epoch = probe.groupby(["protocol", "epoch", "task"])["auc"].agg(auc_mean="mean", auc_std="std").reset_index()
@@ -240,11 +241,11 @@ def monitor_table(monitor: "pd.DataFrame", method: str) -> "pd.DataFrame":
 
 def run_diagnostics(run_dir: str | os.PathLike, slide_ids, centres=None, groups=None, device: str = "cpu",
                     seed: int = 0) -> dict:
-    """The diagnostics (:func:`gigassl.diagnostics.diagnose`) of a training run's slide embeddings
+    """The diagnostics (:func:`gigassl.evaluation.diagnostics.diagnose`) of a training run's slide embeddings
     (``run_dir/embeddings.h5``) on ``slide_ids``, the alignment measured against a second embedding of the same
     slides with the same R and T and another view seed.
     """
-    from .diagnostics import diagnose
+    from .evaluation.diagnostics import diagnose
 
     run_dir = Path(run_dir)
     ids, emb, attrs = io.read_embeddings(run_dir / "embeddings.h5")

@@ -31,8 +31,10 @@ from torch import nn
 from .config import FACTORY, EncoderConfig, refused
 from .errors import ConfigError, GigasslError
 from .errors import UserCodeError
-from .utils import (autocast_dtype, is_device_error, load_torch_file, resize, resolve_device, sha256_file,
-                    torch_seeded)
+from .devices import autocast_dtype, is_device_error, resize, resolve_device
+from .checkpoints import load_torch_file
+from .files import sha256_file
+from .seeding import torch_seeded
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -341,7 +343,7 @@ def build_embedder(config: EncoderConfig) -> TileEmbedder:
 class Embedding:
     """Runs a tile embedder on a device: channels-last memory, inference mode, bfloat16 autocast where
     ``precision`` asks for it (``auto``: on GPUs and on CPUs with native bfloat16, see
-    :func:`gigassl.utils.autocast_dtype`).
+    :func:`gigassl.devices.autocast_dtype`).
 
     Shape: ``__call__(tiles (B, H, W, 3) uint8 or (B, 3, H, W) float)`` -> float32 (B, F) on CPU.
     """

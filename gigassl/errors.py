@@ -41,3 +41,23 @@ def suggest(message: str, *fixes: str) -> str:
     if not fixes:
         return message
     return message + "\n" + "\n".join(f"  - {fix}" for fix in fixes)
+
+
+def listing(items, show: int = 5) -> str:
+    """Items for a message: the first ``show`` and how many more.
+
+    >>> listing(["a", "b", "c"], show=2)
+    'a, b and 1 more'
+    """
+    items = list(items)
+    return ", ".join(map(str, items[:show])) + (f" and {len(items) - show} more" if len(items) > show else "")
+
+
+def format_ids(ids, show: int = 10) -> str:
+    """Slide (or case) ids for a message: their count, the first ``show`` (quoted) and how many more.
+
+    >>> format_ids(["a", "b", "c"], show=2)
+    "3: 'a', 'b' and 1 more"
+    """
+    ids = list(ids)
+    return f"{len(ids)}: {listing(map(repr, ids), show)}"

@@ -1,7 +1,7 @@
 """Every HDF5 file gigassl reads or writes: tile coordinates, banks, slide embeddings.
 
 This is the only module that imports h5py. Writers go through a temporary name and a rename
-(:func:`gigassl.utils.atomic_path`), so a file that exists is complete.
+(:func:`gigassl.files.atomic_path`), so a file that exists is complete.
 
 Layouts
 -------
@@ -32,7 +32,8 @@ import numpy as np
 
 from . import validate
 from .errors import DataError, GigasslError, ManifestError
-from .utils import atomic_path, listing
+from .files import atomic_path
+from .errors import listing
 
 COORDS_FIX = "Tile the slide again (gigassl tile, TRIDENT or CLAM) into a new folder."
 FEATURES_FIX = ("Extract this slide's features again (TRIDENT, CLAM or gigassl bank) into a new folder, or move the "

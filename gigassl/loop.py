@@ -9,7 +9,7 @@ the rest, identically for both:
   (the rows of epochs after the checkpoint, logged by an interrupted run, are dropped);
 - logs: ``log.csv`` (a row per epoch), ``steps.csv`` (a row per step) and, when rows were logged, ``monitor.csv``,
   rewritten atomically at the end of every epoch;
-- checkpoints, written atomically (a temporary name, then a rename, :func:`gigassl.utils.atomic_path`):
+- checkpoints, written atomically (a temporary name, then a rename, :func:`gigassl.files.atomic_path`):
   ``checkpoint.pt`` (to resume from) every ``checkpoint_every`` epochs and at the end, and a snapshot
   ``checkpoint_eNNNN.pt`` every ``checkpoint_every`` epochs;
 - a wall-time limit: the run stops, with a checkpoint, after the first epoch that ends past ``max_minutes`` (every
@@ -46,7 +46,8 @@ from tqdm import tqdm  # not tqdm.auto, which warns in kernels without ipywidget
 
 from . import dist, provenance, validate
 from .errors import ConfigError
-from .utils import atomic_path, clean_temporaries, ensure_writable, load_checkpoint_file, write_csv_atomic
+from .files import atomic_path, clean_temporaries, ensure_writable, write_csv_atomic
+from .checkpoints import load_checkpoint_file
 
 log = logging.getLogger(__name__)
 # what a run writes in its folder (removed by a run that starts afresh there with ``overwrite``)
@@ -71,7 +72,7 @@ class TrainingLoop:
     Args:
         out_dir: the run's folder (``checkpoint.pt``, ``checkpoint_eNNNN.pt``, ``log.csv``, ``steps.csv``,
             ``monitor.csv``).
-        kind: the checkpoint kind (a key of :data:`gigassl.utils.CHECKPOINT_KINDS`) that ``resume`` accepts.
+        kind: the checkpoint kind (a key of :data:`gigassl.checkpoints.CHECKPOINT_KINDS`) that ``resume`` accepts.
         what: the run in messages (``"a MoCo run"``).
         epochs: the epochs of the whole run; ``checkpoint_every``: period of the checkpoints (epochs).
         name: the progress bar's label (``moco`` -> ``moco 3/10``).

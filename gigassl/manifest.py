@@ -13,7 +13,7 @@ import numpy as np
 import pandas as pd
 
 from .errors import ManifestError
-from .utils import format_ids
+from .errors import format_ids
 
 REQUIRED = ("slide_id", "path")
 META_COLUMNS = ("slide_id", "path", "case_id", "center", "mpp")
@@ -78,7 +78,7 @@ def read_manifest(path: str | os.PathLike, required: tuple[str, ...] = REQUIRED)
             raise ManifestError(f"Manifest {path}: mpp must be a positive number of microns per pixel (or empty to "
                                 f"use the slide's own); got (line, value) {lines[:5]}.")
         frame["mpp"] = mpp
-    if "case_id" not in frame.columns:  # each slide its own case (gigassl.labels.load_labels warns when splitting)
+    if "case_id" not in frame.columns:  # each slide its own case (gigassl.evaluation.labels.load_labels warns when splitting)
         frame["case_id"] = frame["slide_id"]
     frame["case_id"] = frame["case_id"].fillna(frame["slide_id"]).astype(str)
     return frame.reset_index(drop=True)

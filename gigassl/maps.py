@@ -26,7 +26,7 @@ import torch
 from .aggregators import Views
 from .config import MapConfig
 from .errors import ConfigError
-from .utils import nearest, rng
+from .seeding import nearest, rng
 
 if TYPE_CHECKING:
     from .bankstore import PackedBank

@@ -42,7 +42,8 @@ from .errors import GigasslError
 from .loop import TrainingLoop, prepare_out_dir
 from .manifest import read_manifest
 from .slides import TileReader
-from .utils import autocast_dtype, resolve_device, rng, torch_generator, torch_seeded
+from .devices import autocast_dtype, resolve_device
+from .seeding import rng, torch_generator, torch_seeded
 
 log = logging.getLogger(__name__)
 
@@ -240,7 +241,7 @@ def retrieval_curve(moco_dir: str | os.PathLike, tiles: np.ndarray, encoder: Enc
     difference of top-1 with the random init, paired over the tiles, with its bootstrap interval (gain, ci_low,
     ci_high) and verdict.
     """
-    from .compare import paired_interval, verdict
+    from .evaluation.compare import paired_interval, verdict
     from .encoders import build_embedder
 
     paths = sorted(Path(moco_dir).glob("checkpoint_e*.pt"))

@@ -91,7 +91,7 @@ def refuse_mismatch(what: str, expected: dict, got: dict, fix: str) -> None:
 def check_folder(out_dir: str | os.PathLike, what: str, record: dict, ignored=IGNORED) -> None:
     """Compare ``out_dir/config.json`` (the record of a previous run) with ``record``: absent, it is written;
     the same, the run resumes; different, ConfigError (see :func:`refuse_changes`)."""
-    from .utils import write_text_atomic
+    from .files import write_text_atomic
 
     path = Path(out_dir) / "config.json"
     if path.exists():

@@ -26,7 +26,7 @@ from .errors import SlideError, suggest
 from .manifest import read_manifest
 from .provenance import check_folder
 from .slides import open_slide, slide_mpp
-from .utils import atomic_path
+from .files import atomic_path
 
 MIN_SATURATION = 0.06  # saturation floor of tissue (0-1); glass and white background stay below it
 

@@ -47,7 +47,10 @@ from .errors import ConfigError
 from .loop import TrainingLoop, prepare_out_dir
 from .loss import NTXentLoss
 from .maps import training_views
-from .utils import load_checkpoint_file, plain_values, resolve_device, rng, sha256_file, torch_seeded
+from .checkpoints import load_checkpoint_file, plain_values
+from .devices import resolve_device
+from .seeding import rng, torch_seeded
+from .files import sha256_file
 
 log = logging.getLogger(__name__)
 
@@ -96,10 +99,10 @@ def collapse_indicator(z: torch.Tensor) -> float:
 
 
 def batch_diagnostics(h: torch.Tensor, z1: torch.Tensor, z2: torch.Tensor) -> dict:
-    """Label-free diagnostics of one training batch (:mod:`gigassl.diagnostics`): alignment of the two views'
+    """Label-free diagnostics of one training batch (:mod:`gigassl.evaluation.diagnostics`): alignment of the two views'
     projections and uniformity of the projections (the space of the loss, Wang & Isola 2020), mean pairwise cosine
     and effective rank of the representations W (the space used downstream). Shapes: h (2B, D), z1, z2 (B, P)."""
-    from . import diagnostics
+    from .evaluation import diagnostics
 
     z1, z2 = z1.detach().float().cpu().numpy(), z2.detach().float().cpu().numpy()
     w = h.detach().float().cpu().numpy()

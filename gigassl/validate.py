@@ -1,7 +1,7 @@
 """The checks of data where it enters gigassl and before a stage writes it: one place for every reader and writer.
 
 Readers (:mod:`gigassl.io` for tile coordinates, tile features, banks and slide embeddings;
-:meth:`gigassl.embed.GigaSSLEmbedder.transform` and :func:`gigassl.protocol.load_embeddings` for arrays given in
+:meth:`gigassl.embed.GigaSSLEmbedder.transform` and :func:`gigassl.evaluation.protocol.load_embeddings` for arrays given in
 memory) check what a file or a caller gives against what its format promises: the shape, the dtype, finite values.
 Writers check that what they write is finite (a bank after its float16 cast, slide embeddings, a checkpoint's
 weights and loss). A failed check raises :class:`gigassl.errors.DataError` naming the file or slide, what was
@@ -19,7 +19,7 @@ from typing import Callable
 import numpy as np
 
 from .errors import ConfigError, DataError, GigasslError
-from .utils import listing
+from .errors import listing
 
 
 def numeric(array, what: str, fix: str = "") -> np.ndarray:

@@ -34,9 +34,9 @@ from pathlib import Path
 
 
 from gigassl.config import get_profile
-from gigassl.figures import cohort_thumbnails, finding, save_figure, save_figures, save_table, show_table
-from gigassl.slideviews import galleries, tissue_picture
-from gigassl.stages import cohort_counts, cohort_finding, example_slide, make_cohort, slides_by_centre
+from gigassl.book.figures import cohort_thumbnails, finding, save_figure, save_figures, save_table, show_table
+from gigassl.book.slideviews import galleries, tissue_picture
+from gigassl.book.stages import cohort_counts, cohort_finding, example_slide, make_cohort, slides_by_centre
 
 config = get_profile(profile)
 frame, report = make_cohort(config, out_dir, manifest)  # writes out_dir/manifest.csv, which every later page reads

@@ -35,9 +35,9 @@ from pathlib import Path
 import pandas as pd
 
 from gigassl.config import get_profile
-from gigassl.figures import finding, moco_heldout as heldout_curves, moco_loss, save_figure, save_table, show_table
-from gigassl.plan import MOCO_RETRIEVAL
-from gigassl.stages import encoder_comparison, moco_finding, moco_heldout, pretrain
+from gigassl.book.figures import finding, moco_heldout as heldout_curves, moco_loss, save_figure, save_table, show_table
+from gigassl.book.plan import MOCO_RETRIEVAL
+from gigassl.book.stages import encoder_comparison, moco_finding, moco_heldout, pretrain
 
 config = get_profile(profile)
 checkpoint = pretrain(config, run_dir, out_dir)

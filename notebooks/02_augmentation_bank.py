@@ -36,9 +36,9 @@ tiles_shown = 8
 from pathlib import Path
 
 from gigassl.config import get_profile
-from gigassl.figures import augmentation_draws, finding, save_figure, save_table
-from gigassl.plan import COORDS
-from gigassl.stages import bank_finding, bank_summary, cohort_manifest, make_bank
+from gigassl.book.figures import augmentation_draws, finding, save_figure, save_table
+from gigassl.book.plan import COORDS
+from gigassl.book.stages import bank_finding, bank_summary, cohort_manifest, make_bank
 
 config = get_profile(profile)
 report = make_bank(config, run_dir, out_dir, encoder=encoder, mode=mode, pool=pool, plain_from=plain_from)

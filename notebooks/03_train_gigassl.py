@@ -45,8 +45,8 @@ from pathlib import Path
 import pandas as pd
 
 from gigassl.config import get_profile
-from gigassl.figures import finding, monitor_curves, save_figure, show_table, ssl_curves
-from gigassl.stages import monitor_over_training, train_ssl, training_finding
+from gigassl.book.figures import finding, monitor_curves, save_figure, show_table, ssl_curves
+from gigassl.book.stages import monitor_over_training, train_ssl, training_finding
 
 config = get_profile(profile)
 run = train_ssl(config, run_dir, out_dir, bank, pool=pool, steps=steps, tiles_per_view=tiles_per_view,

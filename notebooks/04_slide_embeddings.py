@@ -34,16 +34,16 @@ interactive_colour = "center"  # the column that colours the interactive map
 # %%
 from pathlib import Path
 
-from gigassl.analyses import retrieval
-from gigassl.atlas import interactive_map, umap_2d, umap_figure
-from gigassl.charts import neighbours_gallery, retrieval_bars
+from gigassl.book.analyses import retrieval
+from gigassl.book.atlas import interactive_map, umap_2d, umap_figure
+from gigassl.book.charts import neighbours_gallery, retrieval_bars
 from gigassl.config import get_profile
-from gigassl.figures import finding, save_figure, save_html, save_table, slide_map
+from gigassl.book.figures import finding, save_figure, save_html, save_table, slide_map
 from gigassl.manifest import task_columns
-from gigassl.plan import COORDS
-from gigassl.results import retrieval_finding
-from gigassl.slideviews import run_views
-from gigassl.stages import embedding_reproducibility, run_embeddings, standardized_average
+from gigassl.book.plan import COORDS
+from gigassl.book.results import retrieval_finding
+from gigassl.book.slideviews import run_views
+from gigassl.book.stages import embedding_reproducibility, run_embeddings, standardized_average
 
 config = get_profile(profile)
 embeddings = run_embeddings(run_dir, train)

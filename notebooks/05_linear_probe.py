@@ -22,7 +22,7 @@
 #   embeddings standard-scaled (Sec. 4.2 "Default settings").
 # - **fair**: one protocol for every representation: the preprocessing (l2, standard, l2 then standard) and C
 #   (0.01 to 1000) chosen by a 3-fold cross-validation on the training slides of each split (grouped by case),
-#   never on its test slides (`gigassl.probe.TunedLinearProbe`).
+#   never on its test slides (`gigassl.evaluation.probe.TunedLinearProbe`).
 #
 # Every comparison is paired (both methods on the same splits): the mean of the per-split differences, a 95%
 # bootstrap interval over splits, and a verdict that is "undecided" when the interval contains 0.
@@ -41,17 +41,16 @@ confusion_task = "rcc_like"  # the task whose confusion matrix is drawn (the thr
 # %%
 import pandas as pd
 
-from gigassl.analyses import heat_maps, main_predictions
-from gigassl.charts import confusion_matrices, roc_curves, split_strips
+from gigassl.book.analyses import heat_maps, main_predictions
+from gigassl.book.charts import confusion_matrices, roc_curves, split_strips
 from gigassl.config import get_profile
-from gigassl.experiments import calibration_history, deepmil_finding, table2
-from gigassl.figures import (
-    auc_bars_by_protocol, finding, paired_forest, save_figure, save_figures, save_table, show_table,
-)
-from gigassl.plan import DEEPMIL_FEW_TILES, DEEPMIL_VS_AVERAGEMIL, SPEED, table_path
-from gigassl.results import pairs_finding
-from gigassl.slideviews import heat_maps as heat_pictures
-from gigassl.stages import cohort_manifest
+from gigassl.book.experiments import calibration_history, deepmil_finding, table2
+from gigassl.book.figures import (auc_bars_by_protocol, finding, paired_forest, save_figure, save_figures, save_table,
+                                  show_table)
+from gigassl.book.plan import DEEPMIL_FEW_TILES, DEEPMIL_VS_AVERAGEMIL, SPEED, table_path
+from gigassl.book.results import pairs_finding
+from gigassl.book.slideviews import heat_maps as heat_pictures
+from gigassl.book.stages import cohort_manifest
 
 config = get_profile(profile)
 result = table2(config, run_dir, out_dir, tasks=tasks, train=train, bank=bank)
@@ -110,7 +109,7 @@ save_table(result.choices, "table2_fair_choices", figures_dir)
 # %% [markdown]
 # ## DeepMIL against AverageMIL on the demo's tasks
 # The same paired differences on the cohort's tasks. The synthetic tasks put their label in a proportion of many
-# small regions of a slide (half of the tumour units carry the class morphology, `gigassl.synth`): the mean of the
+# small regions of a slide (half of the tumour units carry the class morphology, `gigassl.cohorts.synth`): the mean of the
 # tile embeddings is the natural estimator of such a proportion, attention pooling weighs a few tiles, and each
 # split trains DeepMIL's gated attention on about 70 bags. Where DeepMIL trails AverageMIL below, the few-tile check
 # on the DeepMIL page says whether the baseline trains at all (its learning curves are there too).

@@ -27,11 +27,11 @@ tasks = None
 train = "ssl_full"
 
 # %%
-from gigassl.charts import fig2
+from gigassl.book.charts import fig2
 from gigassl.config import get_profile
-from gigassl.experiments import tiny_datasets
-from gigassl.figures import finding, gain_curves, save_figure, save_figures, save_table, show_table
-from gigassl.results import pairs_finding
+from gigassl.book.experiments import tiny_datasets
+from gigassl.book.figures import finding, gain_curves, save_figure, save_figures, save_table, show_table
+from gigassl.book.results import pairs_finding
 
 config = get_profile(profile)
 result = tiny_datasets(config, run_dir, out_dir, tasks=tasks, train=train)

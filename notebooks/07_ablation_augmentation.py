@@ -45,9 +45,9 @@ mapped_columns = None  # colours of the maps; None: the centre and the first tas
 
 # %%
 from gigassl.config import get_profile
-from gigassl.experiments import augmentation_ablation
-from gigassl.figures import finding, paired_forest, save_figure, save_figures, save_table, show_table, variant_maps
-from gigassl.results import pairs_finding
+from gigassl.book.experiments import augmentation_ablation
+from gigassl.book.figures import finding, paired_forest, save_figure, save_figures, save_table, show_table, variant_maps
+from gigassl.book.results import pairs_finding
 
 config = get_profile(profile)
 result = augmentation_ablation(config, run_dir, out_dir, variants, tasks=tasks, neighbours=neighbours)

@@ -26,9 +26,9 @@ runs = None  # None: ssl_ref (the profile's T, ablation regime) and every ssl_T<
 
 # %%
 from gigassl.config import get_profile
-from gigassl.experiments import by_task, tiles_ablation
-from gigassl.figures import curves_by_protocol, finding, save_figures, save_table, show_table
-from gigassl.results import curve_finding
+from gigassl.book.experiments import by_task, tiles_ablation
+from gigassl.book.figures import curves_by_protocol, finding, save_figures, save_table, show_table
+from gigassl.book.results import curve_finding
 
 config = get_profile(profile)
 fig3a = tiles_ablation(config, run_dir, out_dir, tasks=tasks, runs=runs)

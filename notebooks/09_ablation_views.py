@@ -29,9 +29,9 @@ bank = "bank_moco_shared"
 
 # %%
 from gigassl.config import get_profile
-from gigassl.experiments import by_task, views_ablation
-from gigassl.figures import curves_by_protocol, finding, save_figures, save_table, show_table
-from gigassl.results import curve_finding
+from gigassl.book.experiments import by_task, views_ablation
+from gigassl.book.figures import curves_by_protocol, finding, save_figures, save_table, show_table
+from gigassl.book.results import curve_finding
 
 config = get_profile(profile)
 fig3b = views_ablation(config, run_dir, out_dir, views, tasks=tasks, train=train, bank=bank)

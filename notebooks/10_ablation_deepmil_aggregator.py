@@ -25,9 +25,9 @@ figures_dir = "figures"
 runs = {"sparseconv": "ssl_ref", "attention": "ssl_attention"}  # both in the ablation regime
 
 # %%
-from gigassl.experiments import aggregator_ablation
-from gigassl.figures import aggregator_curve, finding, save_figure, save_table, training_curves
-from gigassl.results import aggregator_finding
+from gigassl.book.experiments import aggregator_ablation
+from gigassl.book.figures import aggregator_curve, finding, save_figure, save_table, training_curves
+from gigassl.book.results import aggregator_finding
 
 fig3c, logs = aggregator_ablation(run_dir, out_dir, runs)
 save_table(fig3c, "fig3c_aggregator", figures_dir)

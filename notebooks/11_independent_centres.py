@@ -15,7 +15,7 @@
 #
 # Sec. 5, "Generalization": the paper trained Giga-SSL on TCGA slides from centres that contributed nothing to the
 # NSCLC dataset and probed on NSCLC. Here the centres are split in two (whole centres, about half the slides each,
-# `gigassl.centres.centre_holdout`); one Giga-SSL model was trained only on the slides of the first half, and both it
+# `gigassl.evaluation.centres.centre_holdout`); one Giga-SSL model was trained only on the slides of the first half, and both it
 # and the model trained on every slide are probed on the slides of the second half.
 
 # %% tags=["parameters"]
@@ -29,9 +29,9 @@ train_size = None  # the tiny training set (the paper: 50 WSI); None: the profil
 
 # %%
 from gigassl.config import get_profile
-from gigassl.experiments import independent_centres
-from gigassl.figures import finding, save_table, show_table
-from gigassl.results import centres_finding
+from gigassl.book.experiments import independent_centres
+from gigassl.book.figures import finding, save_table, show_table
+from gigassl.book.results import centres_finding
 
 config = get_profile(profile)
 result = independent_centres(config, run_dir, out_dir, models, tasks=tasks, train_size=train_size)

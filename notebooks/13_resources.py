@@ -26,8 +26,8 @@ figures_dir = "figures"
 # %%
 from pathlib import Path
 
-from gigassl.experiments import resources as recorded
-from gigassl.figures import finding, resources, save_figure, save_table
+from gigassl.book.experiments import resources as recorded
+from gigassl.book.figures import finding, resources, save_figure, save_table
 
 frame, said = recorded(run_dir, profile, exclude=Path(out_dir).name)
 save_table(frame, "resources", figures_dir)

@@ -31,9 +31,9 @@ no_pool = "ssl_ref"  # the run without pool slides (same steps)
 
 # %%
 from gigassl.config import get_profile
-from gigassl.experiments import unlabelled_pool
-from gigassl.figures import finding, pool_curves, save_figures, save_table
-from gigassl.results import pairs_finding
+from gigassl.book.experiments import unlabelled_pool
+from gigassl.book.figures import finding, pool_curves, save_figures, save_table
+from gigassl.book.results import pairs_finding
 
 config = get_profile(profile)
 result = unlabelled_pool(config, run_dir, out_dir, tasks=tasks, bank=bank, no_pool=no_pool)

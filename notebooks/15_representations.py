@@ -14,7 +14,7 @@
 # **In this run:** {glue:md}`finding`
 #
 # For the slide embeddings of every model of the plan and for AverageMIL, on the labelled slides
-# (`gigassl.diagnostics`, no task label involved):
+# (`gigassl.evaluation.diagnostics`, no task label involved):
 #
 # - **alignment** (Wang & Isola 2020): mean squared distance between two independent embeddings of the same slide
 #   (Giga-SSL: two sets of R views drawn with different seeds; AverageMIL: the means of two disjoint halves of its
@@ -38,11 +38,11 @@ runs = ["ssl_full", "ssl_ref", "ssl_no_slide_aug", "ssl_ns", "ssl_no_tile_aug", 
 
 # %%
 from gigassl.config import get_profile
-from gigassl.diagnostics import reading
-from gigassl.experiments import representations
-from gigassl.figures import diagnostics_bars, finding, save_figure, save_table, show_table
-from gigassl.plan import REPRESENTATIONS
-from gigassl.results import representations_finding
+from gigassl.evaluation.diagnostics import reading
+from gigassl.book.experiments import representations
+from gigassl.book.figures import diagnostics_bars, finding, save_figure, save_table, show_table
+from gigassl.book.plan import REPRESENTATIONS
+from gigassl.book.results import representations_finding
 
 config = get_profile(profile)
 table = representations(config, run_dir, runs, bank=bank)

@@ -16,7 +16,7 @@
 # Gated attention MIL (Ilse et al. 2018) trained from scratch on the plain tile embeddings of the bank, as the field
 # trains attention MIL: tile features standardised on the training bags, Adam, class-balanced cross-entropy, CLAM's
 # schedule counted in optimizer steps, early stopping on a validation part of each training split
-# (`gigassl.baselines.DeepMILClassifier`). It runs on the splits of the linear probe (Table 2: the label budgets;
+# (`gigassl.evaluation.baselines.DeepMILClassifier`). It runs on the splits of the linear probe (Table 2: the label budgets;
 # Fig. 2: the tiny training sets), whose pages compare it with Giga-SSL and AverageMIL. DeepMIL needs only the tile
 # embeddings, not Giga-SSL: it runs beside the SSL training.
 
@@ -30,10 +30,10 @@ bank = "bank_moco_shared"
 
 # %%
 from gigassl.config import get_profile
-from gigassl.experiments import deepmil, deepmil_few_tiles
-from gigassl.figures import deepmil_curves, finding, save_figure, save_table, show_table
-from gigassl.plan import DEEPMIL_FEW_TILES
-from gigassl.results import pairs_finding
+from gigassl.book.experiments import deepmil, deepmil_few_tiles
+from gigassl.book.figures import deepmil_curves, finding, save_figure, save_table, show_table
+from gigassl.book.plan import DEEPMIL_FEW_TILES
+from gigassl.book.results import pairs_finding
 
 config = get_profile(profile)
 result = deepmil(config, run_dir, out_dir, tasks=tasks, bank=bank)
@@ -53,7 +53,7 @@ show_table(result.stopping())
 # %% [markdown]
 # ## Where attention should help
 # A check that the DeepMIL baseline trains: a task whose label is carried by two of 64 tiles per bag
-# (`gigassl.baselines.few_tile_task`), where the mean of the tiles dilutes the signal and attention can find it.
+# (`gigassl.evaluation.baselines.few_tile_task`), where the mean of the tiles dilutes the signal and attention can find it.
 # DeepMIL should beat AverageMIL there; on the demo's tasks, whose labels are spread over many tiles, it need not.
 
 # %%

@@ -14,7 +14,7 @@
 # **In this run:** {glue:md}`finding`
 #
 # One module per stage of the method, named after it; the tables below are read from the package itself
-# (`gigassl.codemap`): its modules and what each does, where to edit to change one part of the method, and every
+# (`gigassl.book.codemap`): its modules and what each does, where to edit to change one part of the method, and every
 # parameter of every stage with its value in each profile and the command-line option that sets it. A notebook
 # only sets parameters, calls these functions and draws.
 
@@ -25,8 +25,8 @@ out_dir = "runs/demo/code"
 figures_dir = "figures"
 
 # %%
-from gigassl.codemap import modules, stage_options, summary, where_to_change
-from gigassl.figures import finding, save_table
+from gigassl.book.codemap import modules, stage_options, summary, where_to_change
+from gigassl.book.figures import finding, save_table
 
 save_table(modules(), "code_modules", figures_dir)
 

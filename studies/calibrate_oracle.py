@@ -1,6 +1,6 @@
 """The calibration of the effect sizes of studies/mechanisms.yml, on the oracle alone (issue #24).
 
-For each mechanism: the effect at which the oracle's population AUC is 0.85 (gigassl.featsim.calibrated_effect, the
+For each mechanism: the effect at which the oracle's population AUC is 0.85 (gigassl.cohorts.featsim.calibrated_effect, the
 inverse of its closed form), then the check that the design asks for: a logistic regression on the oracle of 100
 training slides, its AUC on 2,000 independent test slides, over 20 generator seeds (draws only: no tile, no method
 under study). Prints the rows recorded in studies/mechanisms.yml (calibration). About 30 s on one core.
@@ -10,7 +10,7 @@ under study). Prints the rows recorded in studies/mechanisms.yml (calibration). 
 
 import numpy as np
 
-from gigassl import featsim
+from gigassl.cohorts import featsim
 from gigassl.config import MECHANISMS, FeatSimConfig
 
 TARGET, N_TRAIN, N_TEST, SEEDS = 0.85, 100, 2000, range(20)

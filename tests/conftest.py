@@ -145,7 +145,7 @@ def cmu_slide() -> Path:
 @pytest.fixture(scope="session")
 def cohort(tmp_path_factory) -> Path:
     """A manifest of 6 small synthetic slides (2 centres)."""
-    from gigassl.synth import synthesize
+    from gigassl.cohorts.synth import synthesize
 
     return synthesize(tmp_path_factory.mktemp("cohort"), TINY_SYNTH, progress=False)
 

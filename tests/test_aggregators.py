@@ -7,17 +7,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from gigassl.aggregators import (
-    AttentionAggregator,
-    GigaSSL,
-    MeanAggregator,
-    Projector,
-    SparseConvAggregator,
-    Views,
-    build_aggregator,
-)
+from gigassl.aggregators import (AttentionAggregator, GigaSSL, MeanAggregator, Projector, SparseConvAggregator, Views,
+                                 build_aggregator)
 from gigassl.errors import ConfigError
-from gigassl.utils import torch_seeded
+from gigassl.seeding import torch_seeded
 
 
 pytestmark = pytest.mark.usefixtures("one_thread")

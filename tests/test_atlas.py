@@ -1,4 +1,4 @@
-"""Maps of slide embeddings (gigassl.atlas): UMAP seeded and separating clusters, an interactive map that loads
+"""Maps of slide embeddings (gigassl.book.atlas): UMAP seeded and separating clusters, an interactive map that loads
 nothing from the network and carries every slide's id, labels and thumbnail."""
 
 import re
@@ -7,7 +7,7 @@ import numpy as np
 import pandas as pd
 from PIL import Image
 
-from gigassl import atlas
+from gigassl.book import atlas
 
 
 def _clusters(n=30, seed=0):

@@ -6,13 +6,12 @@ import pytest
 import torch
 from sklearn.metrics import roc_auc_score
 
-from gigassl.baselines import (
-    DeepMIL, DeepMILClassifier, _batch, average_embeddings, load_bags, run_averagemil, run_deepmil,
-)
+from gigassl.evaluation.baselines import (DeepMIL, DeepMILClassifier, _batch, average_embeddings, load_bags,
+                                          run_averagemil, run_deepmil)
 from gigassl.config import DeepMILConfig, ProbeConfig
 from gigassl.errors import ManifestError
 from gigassl.io import Bank, write_bank
-from gigassl.protocol import COLUMNS
+from gigassl.evaluation.protocol import COLUMNS
 
 SMALL = DeepMILConfig(hidden=32, attention=16, dropout=0.1, lr=5e-3, weight_decay=1e-4, batch_size=8,
                       max_steps=400, eval_every=10, patience=80, device="cpu", seed=0)
@@ -151,8 +150,8 @@ def test_deepmil_runs_on_its_first_splits_only_and_reports_curves(tmp_path):
 
 
 def test_deepmil_beats_averagemil_where_few_tiles_carry_the_label():
-    from gigassl.baselines import few_tile_task
-    from gigassl.compare import paired
+    from gigassl.evaluation.baselines import few_tile_task
+    from gigassl.evaluation.compare import paired
 
     bags, labels = few_tile_task(n_bags=80, seed=0)
     assert labels.few_tiles.value_counts().tolist() == [40, 40]
@@ -165,7 +164,7 @@ def test_deepmil_beats_averagemil_where_few_tiles_carry_the_label():
 
 
 def test_average_halves_are_disjoint_means():
-    from gigassl.baselines import average_halves
+    from gigassl.evaluation.baselines import average_halves
 
     bags = {"a": np.arange(10, dtype=np.float32)[:, None] * np.ones((1, 3), np.float32),
             "b": np.ones((1, 3), np.float32)}

@@ -5,7 +5,7 @@ import pytest
 
 from gigassl.batch import run_batch
 from gigassl.errors import DeviceError
-from gigassl.utils import is_device_error
+from gigassl.devices import is_device_error
 
 
 def test_a_bad_slide_is_listed_but_a_device_failure_stops_the_batch(tmp_path):

@@ -55,7 +55,7 @@ def test_the_seeds_benchmark_runs_one_smoke_seed(tmp_path):
 
     import pandas as pd
 
-    from gigassl.paper import seed_settings
+    from gigassl.book.paper import seed_settings
 
     out = run_dry("seeds.py", tmp_path, "--out", str(tmp_path / "work"))
     table = pd.read_csv(tmp_path / "work" / "seeds.csv")

@@ -14,7 +14,7 @@ import pandas as pd
 import pytest
 import yaml
 
-from gigassl.runner import load_plan, run_plan
+from gigassl.book.runner import load_plan, run_plan
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -3,7 +3,7 @@
 import pandas as pd
 import pytest
 
-from gigassl.centres import centre_holdout
+from gigassl.evaluation.centres import centre_holdout
 from gigassl.errors import ManifestError
 
 

@@ -1,4 +1,4 @@
-"""The result charts (gigassl.charts) draw what they are given: one panel per task, one line per method, counts in
+"""The result charts (gigassl.book.charts) draw what they are given: one panel per task, one line per method, counts in
 the confusion matrix, the paper's two-curve Fig. 2."""
 
 import matplotlib
@@ -9,7 +9,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from gigassl import charts
+from gigassl.book import charts
 
 
 def _predictions(seed=0):
@@ -50,7 +50,7 @@ def test_split_strips_and_fig2_draw_each_cell():
     tiny = pd.DataFrame([{"method": m, "protocol": "fair", "task": t, "budget": str(n), "split": f"split_{k}",
                           "auc": 0.6 + (0.1 if m == "gigassl" else 0) + 0.001 * n}
                          for m in ("gigassl", "deepmil") for t in ("t1", "t2") for n in (10, 20) for k in range(3)])
-    from gigassl.compare import paired
+    from gigassl.evaluation.compare import paired
 
     gains = paired(tiny, "gigassl", "deepmil", n_bootstrap=50)
     gains = gains.assign(train_size=gains["budget"].astype(int))

@@ -82,7 +82,7 @@ def test_probe_command_on_the_authors_tcga_splits_and_on_a_manifest(tmp_path, ca
     import pandas as pd
 
     from gigassl.io import write_embeddings
-    from gigassl.tcga import released_ids
+    from gigassl.evaluation.tcga import released_ids
 
     ids = released_ids()
     np.save(tmp_path / "embeddings.npy", np.random.default_rng(0).normal(size=(len(ids), 16)).astype(np.float32))

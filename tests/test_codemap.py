@@ -3,16 +3,20 @@
 import dataclasses
 from pathlib import Path
 
-from gigassl import codemap
+from gigassl.book import codemap
 from gigassl.config import PROFILES
 
-PACKAGE = Path(codemap.__file__).parent
+PACKAGE = Path(codemap.__file__).parents[1]
 
 
 def test_every_module_is_listed_with_what_it_does():
     table = codemap.modules()
-    assert set(table["module"]) == {f"gigassl/{p.name}" for p in PACKAGE.glob("*.py") if p.name != "__init__.py"}
+    files = {f"gigassl/{p.relative_to(PACKAGE).as_posix()}" for p in PACKAGE.rglob("*.py") if p.name != "__init__.py"}
+    assert set(table["module"]) == files
     assert (table["what it does"].str.len() > 10).all() and (table["lines"] > 0).all()
+    layers = dict(zip(table["module"], table["layer"]))
+    assert layers["gigassl/book/runner.py"] == "companion" and layers["gigassl/train.py"] == "method"
+    assert {m for m, layer in layers.items() if layer == "companion"} == {m for m in files if m.startswith("gigassl/book/")}
 
 
 def test_every_pointer_resolves_to_a_documented_function_and_a_real_config():

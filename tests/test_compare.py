@@ -4,7 +4,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from gigassl.compare import paired, paired_interval, per_split, verdict
+from gigassl.evaluation.compare import paired, paired_interval, per_split, verdict
 from gigassl.errors import ConfigError
 
 
@@ -50,7 +50,7 @@ def test_corrected_interval_against_a_direct_computation():
     """Nadeau & Bengio (2003): mean +- t_{J-1, 0.975} sqrt((1/J + n_test/n_train) s^2), s^2 with ddof 1."""
     from scipy.stats import t
 
-    from gigassl.compare import corrected_interval, corrected_t
+    from gigassl.evaluation.compare import corrected_interval, corrected_t
 
     d = np.array([0.03, -0.01, 0.05, 0.02, 0.00, 0.04, 0.01, 0.06, -0.02, 0.03])
     J, n_test, n_train = len(d), 30, 90
@@ -68,7 +68,7 @@ def test_corrected_interval_against_a_direct_computation():
 
 
 def test_paired_offers_the_corrected_interval_from_the_splits_sizes():
-    from gigassl.compare import VARIANCE_SOURCES, corrected_interval, split_ratio
+    from gigassl.evaluation.compare import VARIANCE_SOURCES, corrected_interval, split_ratio
 
     frame = table(0.03, noise=0.1).assign(n_train=90, n_test=30)
     result = paired(frame, "a", "b", interval="corrected").iloc[0]
@@ -83,7 +83,7 @@ def test_paired_offers_the_corrected_interval_from_the_splits_sizes():
 
 
 def test_common_splits_keeps_the_splits_every_method_has():
-    from gigassl.compare import common_splits
+    from gigassl.evaluation.compare import common_splits
 
     frame = pd.concat([table(0.05, 0.01), table(0.05, 0.01).query("method == 'b'").assign(method="c")])
     frame = frame[~((frame.method == "c") & frame.split.isin(["split_5", "split_6"]))]

@@ -3,9 +3,8 @@
 import numpy as np
 import pytest
 
-from gigassl.diagnostics import (
-    alignment, centre_predictability, diagnose, effective_rank, mean_cosine, uniformity,
-)
+from gigassl.evaluation.diagnostics import (alignment, centre_predictability, diagnose, effective_rank, mean_cosine,
+                                            uniformity)
 from gigassl.errors import ConfigError
 
 
@@ -73,7 +72,7 @@ def test_diagnose_row():
 def test_neighbour_agreement_against_its_chance_level():
     """An embedding organised by a label puts each row's neighbours in its class (agreement 1); one that ignores it
     agrees at the chance level of random neighbours."""
-    from gigassl.diagnostics import label_agreement_chance, neighbour_agreement
+    from gigassl.evaluation.diagnostics import label_agreement_chance, neighbour_agreement
 
     gen = np.random.default_rng(0)
     labels = np.repeat(["a", "b", "c"], 20)

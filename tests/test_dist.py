@@ -15,7 +15,7 @@ from gigassl import dist
 from gigassl.aggregators import Projector
 from gigassl.loss import NTXentLoss
 from gigassl.sparse import SparseBatchNorm
-from gigassl.utils import torch_seeded
+from gigassl.seeding import torch_seeded
 
 WORLD, BATCH, DIM, CHANNELS = 2, 6, 16, 5
 

@@ -7,7 +7,7 @@ from gigassl.aggregators import SparseConvAggregator
 from gigassl.config import EncoderConfig
 from gigassl.encoders import Embedding, ResNet18, build_embedder, clean_state_dict
 from gigassl.errors import ConfigError, GigasslError
-from gigassl.utils import sha256_file
+from gigassl.files import sha256_file
 
 # torchvision's resnet18 parameter and buffer names (122 entries), generated from its module tree.
 def _torchvision_keys():
@@ -54,7 +54,7 @@ def test_embedder_is_the_layer3_output_averaged():
 
 def test_precision_resolution():
     from gigassl.errors import ConfigError
-    from gigassl.utils import autocast_dtype
+    from gigassl.devices import autocast_dtype
 
     assert autocast_dtype("cpu", "fp32") is None and autocast_dtype("cuda", "fp32") is None
     assert autocast_dtype("cpu", "bf16") is torch.bfloat16

@@ -1,4 +1,4 @@
-"""The experiment pages' functions (gigassl.experiments) on a run folder made on the fly: a labelled cohort and the
+"""The experiment pages' functions (gigassl.book.experiments) on a run folder made on the fly: a labelled cohort and the
 slide embeddings of a few training runs, one of which carries the label."""
 
 import json
@@ -7,7 +7,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from gigassl import experiments, io, results
+from gigassl.book import experiments, results
+from gigassl import io
 from gigassl.config import ProbeConfig, get_profile
 
 

@@ -1,4 +1,4 @@
-"""The feature-level cohort of known mechanisms (gigassl.featsim): each mechanism produces the property it claims,
+"""The feature-level cohort of known mechanisms (gigassl.cohorts.featsim): each mechanism produces the property it claims,
 the oracle is calibrated, slides are keyed, the files are TRIDENT's layout and the CLI writes them."""
 
 import dataclasses
@@ -8,7 +8,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from gigassl import cli, featsim, io
+from gigassl import cli, io
+from gigassl.cohorts import featsim
 from gigassl.config import FeatSimConfig
 from gigassl.errors import ConfigError
 
@@ -178,7 +179,7 @@ def test_the_cohort_round_trips_through_the_trident_reader(tmp_path):
             assert {"patch_size", "patch_size_level0", "level0_magnification", "target_magnification", "overlap",
                     "name", "savetodir", "level0_width", "level0_height"} == set(fh["coords"].attrs)
             assert fh["coords"].maxshape == (None, 2) and fh["coords"].chunks == (1, 2)
-    from gigassl.splits import read_splits
+    from gigassl.evaluation.splits import read_splits
 
     split = read_splits(tmp_path / "splits")[0]
     assert sorted(split.train_ids) == sorted(table.slide_id[table.split == "train"])
@@ -228,7 +229,7 @@ def test_the_real_commands_run_unchanged_on_a_cohort(tmp_path, one_thread):
     result is looked at)."""
     from gigassl.config import MapConfig, get_profile
     from gigassl.embed import embed_slides
-    from gigassl.methods import run_method
+    from gigassl.evaluation.methods import run_method
     from gigassl.train import train
 
     smoke = get_profile("smoke")

@@ -10,7 +10,7 @@ import torch
 
 from gigassl.augment import TileAugmentation
 from gigassl.config import AugmentConfig, EmbedConfig, MapConfig, TrainConfig
-from gigassl.utils import torch_generator
+from gigassl.seeding import torch_generator
 
 pytestmark = pytest.mark.gpu
 

@@ -9,7 +9,8 @@ import pytest
 
 from gigassl import io
 from gigassl.errors import GigasslError, ManifestError
-from gigassl.utils import atomic_path, rng, torch_generator, write_text_atomic
+from gigassl.files import atomic_path, write_text_atomic
+from gigassl.seeding import rng, torch_generator
 
 
 def test_coords_round_trip(tmp_path):

@@ -5,7 +5,7 @@ import pandas as pd
 import pytest
 
 from gigassl.errors import ManifestError
-from gigassl.labels import load_labels, normalize_id
+from gigassl.evaluation.labels import load_labels, normalize_id
 
 
 def test_load_labels():

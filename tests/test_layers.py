@@ -85,3 +85,47 @@ def test_the_blocker_blocks(tmp_path):
                       + "import matplotlib\n")
     done = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=120)
     assert done.returncode != 0 and "blocked: the book's packages are absent" in done.stderr
+
+
+def _book_imports(path: Path) -> list[tuple[int, str, bool]]:
+    """(line, the imported module, at module level) of every import of gigassl.book in a method module."""
+    import ast
+
+    tree = ast.parse(path.read_text())
+    top = {id(node) for node in tree.body}
+    found = []
+    for node in ast.walk(tree):
+        if isinstance(node, ast.ImportFrom):
+            module = "." * node.level + (node.module or "")
+            names = [module + "." + a.name for a in node.names] if not node.module else [module]
+        elif isinstance(node, ast.Import):
+            names = [a.name for a in node.names]
+        else:
+            continue
+        for name in names:
+            if name.lstrip(".").startswith("book") or name.startswith("gigassl.book"):
+                found.append((node.lineno, name, id(node) in top))
+    return found
+
+
+def test_the_method_never_imports_the_companion():
+    """The two layers (issue #21): no module outside gigassl/book/ imports it, but for `gigassl run`, the CLI
+    command that runs the book's plan, which imports its runner when (and only when) that command runs."""
+    package = ROOT / "gigassl"
+    offenders = {}
+    for path in sorted(package.rglob("*.py")):
+        if path.relative_to(package).parts[0] == "book":
+            continue
+        found = _book_imports(path)
+        if path.name == "cli.py" and path.parent == package:
+            assert [(name, top) for _, name, top in found] == [(".book.runner", False)], found
+            continue
+        if found:
+            offenders[str(path.relative_to(ROOT))] = found
+    assert not offenders, offenders
+
+
+def test_the_layer_check_sees_an_import_of_the_companion(tmp_path):
+    bad = tmp_path / "bad.py"
+    bad.write_text("from .book.figures import table2\n\ndef f():\n    from gigassl.book import runner\n")
+    assert [(name, top) for _, name, top in _book_imports(bad)] == [(".book.figures", True), ("gigassl.book", False)]

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 from sklearn.linear_model import LogisticRegression
 
-from gigassl.logistic import balanced_weights, logistic_path, predict_proba
+from gigassl.evaluation.logistic import balanced_weights, logistic_path, predict_proba
 
 
 def data(n, d, k, seed=0):

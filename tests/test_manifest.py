@@ -41,7 +41,7 @@ def test_empty_path_and_bad_mpp_name_the_line(tmp_path):
 
 
 def test_without_case_id_each_slide_is_its_own_case_and_splitting_warns(tmp_path):
-    from gigassl.labels import load_labels
+    from gigassl.evaluation.labels import load_labels
 
     rows = [{k: v for k, v in GOOD.items() if k != "case_id"}, {"slide_id": "S2", "path": "s2.tiff", "task": None},
             {"slide_id": "S3", "path": "s3.tiff", "task": "b"}]

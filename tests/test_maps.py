@@ -14,7 +14,7 @@ from gigassl.errors import ConfigError
 from gigassl.bankstore import PackedBank
 from gigassl.maps import (map_units, packed_inference_views, slide_augmentation, to_sites, training_views,
                           transform_coords)
-from gigassl.utils import rng
+from gigassl.seeding import rng
 
 
 def dense_map(sites: np.ndarray, feats: np.ndarray) -> np.ndarray:

@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 from sklearn.metrics import roc_auc_score
 
-from gigassl.metrics import auc_score, binary_auc, bootstrap_ci
+from gigassl.evaluation.metrics import auc_score, binary_auc, bootstrap_ci
 
 
 def test_auc_matches_sklearn_binary_and_multiclass():

@@ -124,13 +124,13 @@ def test_the_rule_accepts_calls_paths_and_a_branch_on_a_parameter():
 
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
 def test_every_page_opens_with_its_finding(path):
-    """The first cell, under the title, holds the finding the notebook glues at its end (gigassl.figures.finding):
+    """The first cell, under the title, holds the finding the notebook glues at its end (gigassl.book.figures.finding):
     a sentence computed from the run, not written by hand."""
     notebook = jupytext.read(path)
     first = notebook.cells[0]
     assert first.cell_type == "markdown" and "{glue:md}`finding`" in first.source.split("\n\n")[1]
     calls = [cell.source for cell in notebook.cells if cell.cell_type == "code" and "finding(" in cell.source]
-    assert calls and "from gigassl.figures import" in path.read_text()
+    assert calls and "from gigassl.book.figures import" in path.read_text()
 
 
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)

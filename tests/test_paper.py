@@ -4,8 +4,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from gigassl import paper, verdicts
-from gigassl.figures import markdown, save_figure, save_table
+from gigassl.book import paper, verdicts
+from gigassl.book.figures import markdown, save_figure, save_table
 
 
 def test_published_tables_are_complete():
@@ -61,7 +61,7 @@ def test_table2_comparison_is_paired_and_computed_from_the_run():
 def test_table2_pairs_every_method_on_the_same_splits_and_labels_what_ran():
     """DeepMIL on 5 splits: Giga-SSL and AverageMIL are compared over those 5 too; the regime says the training
     size that ran beside the paper's; the interval is the corrected one and says so."""
-    from gigassl.compare import corrected_interval
+    from gigassl.evaluation.compare import corrected_interval
 
     claims = paper.table2(_splits(0.05, noise=0.02, deepmil=5))
     assert (claims["n_splits"] == 5).all()
@@ -180,7 +180,7 @@ def test_the_seed_benchmark_is_shown_only_when_recorded_with_the_runs_settings(t
     page refuses it and says how to regenerate it; the same settings show the spread over cohorts."""
     import json
 
-    from gigassl import paper
+    from gigassl.book import paper
 
     csv = tmp_path / "seeds.csv"
     expected = paper.seed_settings("demo", 1800)

@@ -1,4 +1,4 @@
-"""The run plan's contract (gigassl/plan.py): the names and files the pages share, checked against experiments.yml."""
+"""The run plan's contract (gigassl/book/plan.py): the names and files the pages share, checked against experiments.yml."""
 
 import ast
 import shutil
@@ -8,9 +8,9 @@ from pathlib import Path
 import pytest
 import yaml
 
-from gigassl import plan
+from gigassl.book import plan
 from gigassl.errors import ConfigError
-from gigassl.runner import _file_values, load_plan, notebook_defaults, run_plan
+from gigassl.book.runner import _file_values, load_plan, notebook_defaults, run_plan
 
 ROOT = Path(__file__).resolve().parents[1]
 PLAN = yaml.safe_load((ROOT / "experiments.yml").read_text())["executions"]
@@ -35,7 +35,7 @@ def test_renaming_an_execution_fails_at_start_up_naming_both_and_the_fix(tmp_pat
     assert time.monotonic() - started < 1.0
     message = str(err.value)
     assert "no execution 'ssl_full'" in message and "SSL_FULL" in message and "'ssl_main'" in message
-    assert "gigassl/plan.py" in message and "Fix:" in message
+    assert "gigassl/book/plan.py" in message and "Fix:" in message
     assert not (tmp_path / "runs").exists()  # nothing ran
 
 
@@ -43,7 +43,7 @@ def test_a_plan_without_the_pages_that_read_a_name_needs_no_declaration():
     plan.check([{"name": "a", "notebook": "first"}])  # a plan of other notebooks (the runner's own tests)
     entries = [{"name": name, "notebook": "other"} for name in ("cohort", "bank_moco_shared", "ssl_full")]
     entries += [{"name": "mil", "notebook": "16_deepmil"}, {"name": "linear_probe", "notebook": "05_linear_probe"}]
-    with pytest.raises(ConfigError, match=r"no execution 'deepmil', which gigassl/plan.py declares as DEEPMIL and "
+    with pytest.raises(ConfigError, match=r"no execution 'deepmil', which gigassl/book/plan.py declares as DEEPMIL and "
                                           r"05_linear_probe reads. The plan's undeclared executions of "
                                           r"notebooks/16_deepmil.py: \['mil'\]"):
         plan.check(entries)
@@ -70,9 +70,9 @@ def test_the_page_functions_take_names_from_the_contract():
     """No string literal equal to a declared execution name in the modules that read other pages' outputs."""
     declared = {d.name for d in plan.DECLARATIONS} - {plan.DEEPMIL}  # "deepmil" is also a method's name
     for module in ("stages", "experiments", "analyses", "results", "paper"):
-        tree = ast.parse((ROOT / "gigassl" / f"{module}.py").read_text())
+        tree = ast.parse((ROOT / "gigassl" / "book" / f"{module}.py").read_text())
         found = {n.value for n in ast.walk(tree) if isinstance(n, ast.Constant) and n.value in declared}
-        assert not found, f"gigassl/{module}.py spells {found}: use gigassl.plan's constants"
+        assert not found, f"gigassl/book/{module}.py spells {found}: use gigassl.book.plan's constants"
 
 
 def test_grid_runs_and_values(tmp_path):

@@ -5,8 +5,8 @@ from sklearn.preprocessing import StandardScaler, normalize
 from sklearn.utils.estimator_checks import parametrize_with_checks
 
 from gigassl.errors import ConfigError
-from gigassl.metrics import auc_score
-from gigassl.probe import LinearProbe, TunedLinearProbe, _preprocess
+from gigassl.evaluation.metrics import auc_score
+from gigassl.evaluation.probe import LinearProbe, TunedLinearProbe, _preprocess
 
 
 @parametrize_with_checks([LinearProbe(), LinearProbe(preprocessing="standard"), LinearProbe(preprocessing="none")])

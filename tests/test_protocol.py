@@ -4,9 +4,9 @@ import pytest
 
 from gigassl.config import ProbeConfig
 from gigassl.errors import ManifestError
-from gigassl.metrics import summarize
-from gigassl.protocol import COLUMNS, probe_runs, run_probe
-from gigassl.splits import Split, write_splits
+from gigassl.evaluation.metrics import summarize
+from gigassl.evaluation.protocol import COLUMNS, probe_runs, run_probe
+from gigassl.evaluation.splits import Split, write_splits
 
 from .test_probe import data
 
@@ -69,8 +69,8 @@ def test_run_probe_test_set_lacking_classes_gives_nan_with_warning():
 
 def test_run_probe_from_files_and_predefined_splits_with_budget(tmp_path):
     from gigassl.io import write_embeddings
-    from gigassl.labels import load_labels
-    from gigassl.splits import make_splits
+    from gigassl.evaluation.labels import load_labels
+    from gigassl.evaluation.splits import make_splits
 
     labels, ids, X = cohort()
     write_embeddings(tmp_path / "emb.h5", ids, X)
@@ -85,14 +85,14 @@ def test_fair_protocol_never_sees_the_test_slides(monkeypatch):
     """The fair protocol's choice on a split depends on the training slides only: replacing every test slide's
     embedding by garbage changes neither the choice nor the fitted probe; and the rows given to the inner fit are
     exactly the split's training slides."""
-    from gigassl import protocol as probe_module
+    from gigassl.evaluation import protocol as probe_module
 
     labels, ids, X = cohort()
     config = ProbeConfig(n_splits=3, budgets=(1.0,), train_sizes=(), Cs=(0.1, 10.0))
     table = run_probe((ids, X), labels, "task", config=config, protocol="fair")
     assert (table.protocol == "fair").all() and table.preprocessing.notna().all()
-    from gigassl.labels import load_labels
-    from gigassl.splits import plan_splits
+    from gigassl.evaluation.labels import load_labels
+    from gigassl.evaluation.splits import plan_splits
 
     plan = plan_splits(load_labels(labels, "task"), n_splits=3, test_fraction=config.test_fraction, budgets=(1.0,),
                        train_sizes=(), seed=config.seed)
@@ -140,8 +140,8 @@ def test_the_probe_table_says_how_splits_were_grouped():
 
 def test_predictions_are_the_fits_of_the_probe_table():
     """The per-slide predictions come from the same splits and fits as run_probe: their AUC per split is the table's."""
-    from gigassl.metrics import auc_score
-    from gigassl.protocol import predictions
+    from gigassl.evaluation.metrics import auc_score
+    from gigassl.evaluation.protocol import predictions
 
     labels, ids, X = cohort()
     config = ProbeConfig(n_splits=3, budgets=(1.0,), train_sizes=())

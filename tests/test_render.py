@@ -1,4 +1,4 @@
-"""Tests of gigassl.render: one slide drawn in memory, its pixels deterministic and H&E-like."""
+"""Tests of gigassl.cohorts.render: one slide drawn in memory, its pixels deterministic and H&E-like."""
 
 from __future__ import annotations
 
@@ -7,8 +7,8 @@ import dataclasses
 import numpy as np
 
 from gigassl.config import get_profile
-from gigassl.render import TASKS, SlideSpec, render_slide, task_effects
-from gigassl.synth import center_styles
+from gigassl.cohorts.render import TASKS, SlideSpec, render_slide, task_effects
+from gigassl.cohorts.synth import center_styles
 
 CONFIG = dataclasses.replace(get_profile("smoke").synth, width=320, height=256, seed=2, n_centers=2)
 

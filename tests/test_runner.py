@@ -7,7 +7,7 @@ import pytest
 import yaml
 
 from gigassl.errors import ConfigError
-from gigassl.runner import ExecutionFailed, load_plan, notebook_parameters, run_plan
+from gigassl.book.runner import ExecutionFailed, load_plan, notebook_parameters, run_plan
 
 NOTEBOOK = """\
 # %% [markdown]
@@ -210,7 +210,7 @@ def test_editing_a_manifest_in_place_reruns_the_notebooks_that_read_it(tmp_path)
 def test_parameters_sweep_a_grid_and_override_a_page(tmp_path):
     """``gigassl run -p``: a list sweeps a grid's parameter (one execution per value), a value overrides the
     parameters cell of the --only pages; unknown names and lists for one-value parameters are refused."""
-    from gigassl.runner import parameter_overrides, parse_parameters
+    from gigassl.book.runner import parameter_overrides, parse_parameters
 
     root = _project(tmp_path, PLAN)
     path, notebooks = root / "experiments.yml", root / "notebooks"

@@ -9,7 +9,7 @@ import torch
 from gigassl.errors import SlideError
 from gigassl.slides import (TileDataset, TileReader, best_level, open_slide, read_tiles, recorded_mpp, slide_info,
                             slide_mpp)
-from gigassl.tiff import write_pyramid_tiff
+from gigassl.cohorts.tiff import write_pyramid_tiff
 
 
 def test_slide_info_of_the_aperio_slide(cmu_slide):

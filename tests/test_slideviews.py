@@ -1,4 +1,4 @@
-"""Pictures on the slides (gigassl.slideviews), drawn from a real synthetic cohort read through OpenSlide."""
+"""Pictures on the slides (gigassl.book.slideviews), drawn from a real synthetic cohort read through OpenSlide."""
 
 import matplotlib
 
@@ -7,7 +7,8 @@ matplotlib.use("Agg")
 import numpy as np
 import pandas as pd
 
-from gigassl import io, slideviews
+from gigassl import io
+from gigassl.book import slideviews
 from gigassl.manifest import read_manifest, task_columns
 from gigassl.tiling import tissue_layers, tissue_mask
 

@@ -9,16 +9,9 @@ import torch
 import torch.nn.functional as F
 
 from gigassl.errors import ConfigError
-from gigassl.sparse import (
-    SparseAvgPool2d,
-    SparseConv2d,
-    SparseTensor,
-    SubMConv2d,
-    global_average,
-    set_backend,
-    valid_spatial_size,
-)
-from gigassl.utils import torch_seeded
+from gigassl.sparse import (SparseAvgPool2d, SparseConv2d, SparseTensor, SubMConv2d, global_average, set_backend,
+                            valid_spatial_size)
+from gigassl.seeding import torch_seeded
 
 BACKENDS = ["torch", "spconv"]
 C_IN, C_OUT = 5, 7

@@ -7,11 +7,9 @@ import pandas as pd
 import pytest
 
 from gigassl.errors import ConfigError, ManifestError
-from gigassl.labels import load_labels
-from gigassl.splits import (
-    Split, budget_split, case_overlap, check_ids, check_splits, make_splits, plan_splits, read_splits,
-    validation_split, write_splits,
-)
+from gigassl.evaluation.labels import load_labels
+from gigassl.evaluation.splits import (Split, budget_split, case_overlap, check_ids, check_splits, make_splits,
+                                       plan_splits, read_splits, validation_split, write_splits)
 
 
 def cohort(n_cases=80, two_slide=0.3, classes=("a", "b", "c"), weights=(0.5, 0.3, 0.2), seed=0) -> pd.DataFrame:

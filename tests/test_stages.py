@@ -1,4 +1,4 @@
-"""The stage pages' functions (gigassl.stages): what each page shows, on small real files."""
+"""The stage pages' functions (gigassl.book.stages): what each page shows, on small real files."""
 
 import json
 import math
@@ -7,7 +7,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from gigassl import io, stages
+from gigassl import io
+from gigassl.book import stages
 from gigassl.config import get_profile
 from gigassl.errors import ConfigError
 

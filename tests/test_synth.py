@@ -1,4 +1,4 @@
-"""Tests of gigassl.synth: real (tiny) cohorts written in tmp_path and opened with OpenSlide."""
+"""Tests of gigassl.cohorts.synth: real (tiny) cohorts written in tmp_path and opened with OpenSlide."""
 
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ import pytest
 from gigassl.config import get_profile
 from gigassl.errors import ConfigError
 from gigassl.manifest import read_manifest
-from gigassl.synth import COLUMNS, PRIORS, TASKS, plan_cohort, synthesize
+from gigassl.cohorts.synth import COLUMNS, PRIORS, TASKS, plan_cohort, synthesize
 
 TINY = dataclasses.replace(get_profile("smoke").synth, n_slides=6, n_centers=3, width=512, height=512, n_levels=2,
                            seed=3, workers=1, pool_slides=0)

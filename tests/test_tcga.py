@@ -4,10 +4,9 @@ import numpy as np
 import pytest
 
 from gigassl.errors import ConfigError, ManifestError
-from gigassl.splits import check_splits
-from gigassl.tcga import (
-    TASKS, match_ids, released_ids, run_tcga, run_tcga_baseline, tcga_budgets, tcga_labels, tcga_protocol,
-)
+from gigassl.evaluation.splits import check_splits
+from gigassl.evaluation.tcga import (TASKS, match_ids, released_ids, run_tcga, run_tcga_baseline, tcga_budgets,
+                                     tcga_labels, tcga_protocol)
 
 
 def test_released_ids_have_the_tables_format():

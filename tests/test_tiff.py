@@ -1,4 +1,4 @@
-"""Tests of gigassl.tiff: pyramidal TIFFs written in tmp_path and opened with OpenSlide."""
+"""Tests of gigassl.cohorts.tiff: pyramidal TIFFs written in tmp_path and opened with OpenSlide."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import openslide
 import pytest
 
 from gigassl.errors import ConfigError
-from gigassl.tiff import halve, write_pyramid_tiff
+from gigassl.cohorts.tiff import halve, write_pyramid_tiff
 
 
 def _level(path: str, level: int) -> np.ndarray:

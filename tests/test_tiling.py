@@ -13,7 +13,7 @@ from gigassl import cli, io
 from gigassl.config import TileConfig
 from gigassl.errors import ManifestError, SlideError
 from gigassl.manifest import read_manifest
-from gigassl.tiff import write_pyramid_tiff
+from gigassl.cohorts.tiff import write_pyramid_tiff
 from gigassl.tiling import otsu_threshold, tile_cohort, tile_slide, tissue_mask
 
 from .conftest import TINY_TILE

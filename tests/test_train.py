@@ -11,7 +11,7 @@ from gigassl.bank import bank_slide_ids
 from gigassl.config import MapConfig, TrainConfig
 from gigassl.errors import ConfigError
 from gigassl.train import Monitor, collapse_indicator, learning_rate, load_checkpoint, train
-from gigassl.utils import load_checkpoint_file
+from gigassl.checkpoints import load_checkpoint_file
 
 CONFIG = TrainConfig(epochs=6, batch_size=8, warmup_epochs=1, checkpoint_every=2, device="cpu",
                      maps=MapConfig(downsample="tile"))

@@ -10,13 +10,13 @@ import time
 import numpy as np
 import pytest
 
-from gigassl.utils import rng
+from gigassl.seeding import rng
 
 # a parent that starts a pool worker with die_with_parent, prints the worker's pid, then sleeps until killed
 PARENT = textwrap.dedent("""
     import multiprocessing, os, sys, time
     from concurrent.futures import ProcessPoolExecutor
-    from gigassl.utils import die_with_parent
+    from gigassl.devices import die_with_parent
 
     if __name__ == "__main__":
         pool = ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn"), initializer=die_with_parent)
@@ -57,7 +57,7 @@ def test_rng_is_keyed_by_integers():
 
 
 def test_clean_temporaries_removes_what_dead_processes_left_and_keeps_live_ones(tmp_path):
-    from gigassl.utils import _owner, atomic_path, clean_temporaries, temporary_path
+    from gigassl.files import _owner, atomic_path, clean_temporaries, temporary_path
 
     dead = subprocess.Popen([sys.executable, "-c", "pass"])
     dead.wait()
@@ -86,7 +86,7 @@ def test_an_output_folder_that_cannot_be_written_is_refused_before_any_work(tmp_
     import pytest
 
     from gigassl.errors import ConfigError
-    from gigassl.utils import ensure_writable
+    from gigassl.files import ensure_writable
 
     assert ensure_writable(tmp_path / "new" / "out").is_dir()
     blocker = tmp_path / "a_file"
@@ -98,16 +98,16 @@ def test_an_output_folder_that_cannot_be_written_is_refused_before_any_work(tmp_
 def test_mps_before_torch_2_5_runs_without_autocast(monkeypatch):
     import torch
 
-    from gigassl import utils
+    from gigassl import devices
     from gigassl.errors import ConfigError
 
-    monkeypatch.setattr(utils, "torch_version", lambda: (2, 4))
-    assert utils.autocast_dtype("mps", "auto") is None
+    monkeypatch.setattr(devices, "torch_version", lambda: (2, 4))
+    assert devices.autocast_dtype("mps", "auto") is None
     with pytest.raises(ConfigError, match="MPS needs torch >= 2.5"):
-        utils.autocast_dtype("mps", "bf16")
-    monkeypatch.setattr(utils, "torch_version", lambda: (2, 5))
-    assert utils.autocast_dtype("mps", "auto") is torch.bfloat16
-    assert utils.autocast_dtype("cuda", "fp32") is None
+        devices.autocast_dtype("mps", "bf16")
+    monkeypatch.setattr(devices, "torch_version", lambda: (2, 5))
+    assert devices.autocast_dtype("mps", "auto") is torch.bfloat16
+    assert devices.autocast_dtype("cuda", "fp32") is None
 
 
 def test_resize_is_torchs_bilinear_kernel_bit_for_bit():
@@ -116,7 +116,7 @@ def test_resize_is_torchs_bilinear_kernel_bit_for_bit():
     import torch
     import torch.nn.functional as F
 
-    from gigassl.utils import resize
+    from gigassl.devices import resize
 
     x = torch.rand(2, 3, 40, 40)
     for size in (32, 64):
@@ -125,7 +125,7 @@ def test_resize_is_torchs_bilinear_kernel_bit_for_bit():
 
 
 def test_format_ids_gives_the_count_the_first_ids_and_how_many_more():
-    from gigassl.utils import format_ids
+    from gigassl.errors import format_ids
 
     assert format_ids(["a", "b"]) == "2: 'a', 'b'"
     assert format_ids([f"s{i}" for i in range(12)]) == "12: " + ", ".join(f"'s{i}'" for i in range(10)) + " and 2 more"

@@ -1,4 +1,4 @@
-"""The verdict rule of the results page (gigassl.verdicts): one test per case, the p-values against the intervals,
+"""The verdict rule of the results page (gigassl.book.verdicts): one test per case, the p-values against the intervals,
 Holm's correction against a direct computation."""
 
 import numpy as np
@@ -6,8 +6,8 @@ import pandas as pd
 import pytest
 from scipy.stats import t
 
-from gigassl import verdicts as v
-from gigassl.compare import t_interval
+from gigassl.book import verdicts as v
+from gigassl.evaluation.compare import t_interval
 
 M = v.EQUIVALENCE_MARGIN
 

@@ -1,0 +1,199 @@
+"""The results page and each page's finding: every comparison of the run with the paper, and one sentence per page
+computed from the run (the line that opens the page, :func:`gigassl.book.figures.finding`)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import pandas as pd
+
+from ..book import plan
+from ..evaluation.compare import common_splits, paired
+from ..config import Profile
+from .experiments import IndependentCentres, _boot, read_splits
+from ..evaluation.metrics import summarize
+from ..evaluation.probe import PROTOCOLS
+from ..evaluation.splits import budget_name
+
+
+@dataclass(frozen=True)
+class Results:
+    """Every comparison of the run with the paper (the results page): the run's Table 2 beside the paper's (every
+    method over the same splits), the claims of each artefact under both protocols, the plain-features row beyond
+    the paper, the time of each method, and the verdicts: raw, and after Holm's correction across the page
+    (:mod:`gigassl.book.verdicts`)."""
+
+    side_by_side: pd.DataFrame
+    claims: pd.DataFrame
+    no_tile_aug: pd.DataFrame
+    speed: pd.DataFrame
+
+    def of(self, artefact: str) -> pd.DataFrame:
+        """The claims of one artefact (``Table 2``, ``Fig. 2``, ``Table 3``, ``Table 4``, ``Fig. 3``, ``Speed``)."""
+        return self.claims[self.claims["artefact"].str.startswith(artefact)].reset_index(drop=True)
+
+    def under(self, protocol: str) -> pd.DataFrame:
+        """The claims under one probe protocol."""
+        return self.claims[self.claims["protocol"] == protocol]
+
+    def table(self) -> pd.DataFrame:
+        """Every claim with the columns of ``figures/results_claims.csv`` (:data:`CLAIM_COLUMNS` first): the interval
+        and the variance sources it holds, the raw and Holm-corrected verdicts, whether the row is counted."""
+        first = [c for c in CLAIM_COLUMNS if c in self.claims]
+        return self.claims[first + [c for c in self.claims if c not in first]]
+
+    def verdicts(self) -> pd.DataFrame:
+        """Per protocol and correction (``raw``, ``holm``): of the counted comparisons, how many agree with the paper,
+        show its direction at another size, disagree or are undecided; how many are not testable or have no
+        number (not counted)."""
+        from .paper import verdict_counts
+
+        return pd.DataFrame([{"protocol": p, "verdicts": name, **verdict_counts(self.under(p), column)}
+                             for p in PROTOCOLS for name, column in VERDICT_COLUMNS.items()])
+
+    def sentence(self, protocol: str) -> str:
+        """The verdict counts under ``protocol`` in one sentence, raw and after Holm's correction."""
+        from .paper import verdict_counts, verdict_sentence
+
+        part = self.under(protocol)
+        return verdict_sentence(verdict_counts(part), protocol, verdict_counts(part, "corrected_verdict"))
+
+
+VERDICT_COLUMNS = {"raw": "verdict", "holm": "corrected_verdict"}
+CLAIM_COLUMNS = ("artefact", "comparison", "task", "regime", "protocol", "paper_claim", "run", "ci_low", "ci_high",
+                 "variance_sources", "verdict", "corrected_verdict", "counted", "not_testable", "p_value", "p_holm",
+                 "n_splits", "arms", "agreement")
+# The training run of each arm of a claim, whose label-free diagnostics (figures/representations.csv) say whether it
+# collapsed; as the experiment pages' parameters name them (05_linear_probe: train; 07: variants; 10: runs; 11:
+# models). Fig. 3A's T<k> and Fig. 3C's last epoch are resolved by :func:`arm_run`.
+ARM_RUNS = {
+    "Table 2": {"gigassl": plan.SSL_FULL, "averagemil": "averagemil"},
+    "Fig. 2": {"gigassl": plan.SSL_FULL},
+    "Fig. 3B": {"R": plan.SSL_FULL},
+    "Table 3": {"full": plan.SSL_REF, "no_slide_aug": plan.SSL_NO_SLIDE_AUG, "ns": plan.SSL_NS,
+                "imagenet": plan.SSL_IMAGENET, "imagenet_ns": plan.SSL_IMAGENET_NS},
+    "Table 4": {"full": plan.SSL_REF, "independent": plan.SSL_INDEPENDENT_CENTRES},
+    "Fig. 3C": {"sparseconv": plan.SSL_REF, "attention": plan.SSL_ATTENTION},
+}
+
+
+def arm_run(artefact: str, arm: str, reference_tiles: int, last_epochs: dict | None = None) -> str | None:
+    """The training run of ``arm`` of a claim of ``artefact`` (:data:`ARM_RUNS`), None when no diagnosed run is that
+    arm (DeepMIL; a monitored epoch before the last, ``last_epochs``: {aggregator: last epoch}). Fig. 3A: ``T<k>`` is
+    ``ssl_ref`` when k is the profile's ``reference_tiles``, else ``ssl_T<k>``."""
+    name, _, epoch = arm.partition("@")
+    if artefact == "Fig. 3A":
+        return plan.SSL_REF if name == f"T{reference_tiles}" else plan.SSL_TILES.format(tiles_per_view=name[1:])
+    if artefact == "Fig. 3C" and str((last_epochs or {}).get(name)) != epoch:
+        return None
+    if artefact == "Fig. 3B":
+        name = name[:1]
+    return ARM_RUNS.get(artefact, {}).get(name)
+
+
+def results(config: Profile, run_dir, figures_dir) -> Results:
+    """The paper's Tables 2-4 and Fig. 2-3 claims against the run's, from the per-split tables the experiment pages
+    wrote (``<run_dir>/<page>/splits.csv``) and the tables of ``figures_dir`` (``speed``, ``representations``);
+    each difference paired over splits with the corrected interval, under both protocols (:mod:`gigassl.book.paper`);
+    rows with an arm at chance or collapsed marked not testable, and Holm's correction across the page
+    (:mod:`gigassl.book.verdicts`)."""
+    from ..book import paper, verdicts
+
+    small = budget_name(size=min(config.probe.train_sizes))
+    figures = Path(figures_dir)
+    read = {name: read_splits(run_dir, name) for name in (  # each page's per-split table, read once
+        plan.LINEAR_PROBE, plan.TINY_DATASETS, plan.ABLATION_AUGMENTATION, plan.INDEPENDENT_CENTRES,
+        plan.ABLATION_TILES, plan.ABLATION_VIEWS, plan.ABLATION_DEEPMIL_AGGREGATOR)}
+    side = paper.side_by_side(summarize(common_splits(read[plan.LINEAR_PROBE]), n_bootstrap=0))
+    small4 = small if small in set(read[plan.INDEPENDENT_CENTRES]["budget"]) else None
+    speed = pd.read_csv(plan.table_path(figures, plan.SPEED))
+    fraction = config.probe.test_fraction
+    fig3 = dict(tiles=read[plan.ABLATION_TILES], views=read[plan.ABLATION_VIEWS],
+                aggregator=read[plan.ABLATION_DEEPMIL_AGGREGATOR], plan_ratio=fraction / (1.0 - fraction))
+    claims = [paper.table2(read[plan.LINEAR_PROBE], protocol=p) for p in PROTOCOLS]
+    claims += [paper.fig2(read[plan.TINY_DATASETS], protocol=p) for p in PROTOCOLS]
+    claims += [paper.table3(read[plan.ABLATION_AUGMENTATION], small, protocol=p) for p in PROTOCOLS]
+    claims += [paper.table4(read[plan.INDEPENDENT_CENTRES], small4, protocol=p) for p in PROTOCOLS]
+    claims += [paper.fig3(**fig3, protocol=p) for p in PROTOCOLS]
+    claims.append(paper.speed_claim(read[plan.LINEAR_PROBE], protocol="fair"))
+    monitored = read[plan.ABLATION_DEEPMIL_AGGREGATOR]["method"].str.partition("@")
+    last = monitored.assign(epoch=monitored[2].astype(int)).groupby(0)["epoch"].max().astype(str).to_dict()
+    diagnostics = pd.read_csv(plan.table_path(figures, plan.REPRESENTATIONS))
+    claims = verdicts.not_testable(pd.concat(claims, ignore_index=True), diagnostics, lambda artefact, arm: arm_run(
+        artefact, arm, config.embed.tiles_per_view, last))
+    no_tile_aug = paired(read[plan.ABLATION_AUGMENTATION], "no_tile_aug", "full", **_boot(config))
+    return Results(side, verdicts.correct(claims), no_tile_aug, speed)
+
+
+def explain(results: Results, figures_dir, protocol: str) -> str:
+    """Why the run agrees with the paper or not (:func:`gigassl.book.paper.explain`), from the tables of the
+    representations, MoCo and DeepMIL pages in ``figures_dir``."""
+    from .paper import explain as sentences
+
+    figures = Path(figures_dir)
+    return sentences(pd.read_csv(plan.table_path(figures, plan.REPRESENTATIONS)), results.claims, protocol,
+                     retrieval=pd.read_csv(plan.table_path(figures, plan.MOCO_RETRIEVAL)),
+                     deepmil=pd.read_csv(plan.table_path(figures, plan.DEEPMIL_VS_AVERAGEMIL)))
+
+
+def pairs_finding(pairs: pd.DataFrame, protocol: str = "fair") -> str:
+    """Paired comparisons (:func:`gigassl.evaluation.compare.paired`) in one sentence per pair of methods: how many are decided
+    above 0, below 0 or undecided, and their mean difference, under ``protocol``."""
+    part = pairs[pairs["protocol"] == protocol] if "protocol" in pairs else pairs
+    said = []
+    for (a, b), rows in part.groupby(["a", "b"], sort=False):
+        above = int((rows["ci_low"] > 0).sum())
+        below = int((rows["ci_high"] < 0).sum())
+        said.append(f"{a} minus {b} is above 0 in {above}, below 0 in {below} and undecided in "
+                    f"{len(rows) - above - below} of {len(rows)} comparisons "
+                    f"(mean {rows['difference'].mean():+.3f} AUC)")
+    return f"Under the {protocol} protocol, " + "; ".join(said) + "." if said else "No paired comparison."
+
+
+def curve_finding(table: pd.DataFrame, x: str, protocol: str = "fair") -> str:
+    """An AUC curve (:func:`tiles_ablation`, :func:`views_ablation`) in one sentence: per task, the AUC at the
+    smallest and at the largest ``x``, under ``protocol``."""
+    part = table[table["protocol"] == protocol].sort_values(x)
+    said = [f"{task} {rows['auc_mean'].iloc[0]:.3f} at {x} = {rows[x].iloc[0]} and {rows['auc_mean'].iloc[-1]:.3f} "
+            f"at {rows[x].iloc[-1]}" for task, rows in part.groupby("task", sort=False)]
+    return f"Linear AUC under the {protocol} protocol: " + "; ".join(said) + "."
+
+
+def aggregator_finding(per_epoch: pd.DataFrame, protocol: str = "paper") -> str:
+    """The monitored AUC of each aggregator at its first and last monitored epoch (mean over splits)."""
+    part = per_epoch[per_epoch["protocol"] == protocol].sort_values("epoch")
+    said = [f"{name}: {rows['auc_mean'].iloc[0]:.3f} at epoch {int(rows['epoch'].iloc[0])}, "
+            f"{rows['auc_mean'].iloc[-1]:.3f} at epoch {int(rows['epoch'].iloc[-1])}"
+            for name, rows in part.groupby("aggregator", sort=False)]
+    return f"Linear AUC during SSL ({protocol} protocol): " + "; ".join(said) + "."
+
+
+def centres_finding(result: IndependentCentres, protocol: str = "fair") -> str:
+    """The independent-centre model minus the model trained on every slide, per task and regime."""
+    wide = result.wide()
+    said = [f"{task} at {regime}: {row['independent'] - row['full']:+.3f}"
+            for (p, task, regime), row in wide.iterrows() if p == protocol]
+    return (result.describe() + f". Independent minus all slides ({protocol} protocol, mean AUC): " + "; ".join(said)
+            + ".")
+
+
+def retrieval_finding(precision: pd.DataFrame, k: int = 5) -> str:
+    """Retrieval by each attribute at ``k`` neighbours, Giga-SSL against AverageMIL and chance."""
+    part = precision[precision["k"] == k].pivot_table(index="attribute", columns="representation",
+                                                      values="precision")
+    chance = precision[precision["k"] == k].groupby("attribute")["chance"].first()
+    said = [f"{attribute} {row.get('gigassl', float('nan')):.2f} against {row.get('averagemil', float('nan')):.2f} "
+            f"(chance {chance[attribute]:.2f})" for attribute, row in part.iterrows()]
+    return f"Precision at {k} of slide retrieval, Giga-SSL against AverageMIL: " + "; ".join(said) + "."
+
+
+def representations_finding(table: pd.DataFrame) -> str:
+    """Centre accuracy and effective rank of the main Giga-SSL run against AverageMIL."""
+    rows = table.set_index("representation")
+    if not {plan.SSL_FULL, "averagemil"} <= set(rows.index):
+        return f"{len(rows)} representations diagnosed."
+    g, a = rows.loc[plan.SSL_FULL], rows.loc["averagemil"]
+    return (f"The centre is predicted from the main Giga-SSL embeddings with balanced accuracy "
+            f"{g['centre_accuracy']:.2f} and from AverageMIL with {a['centre_accuracy']:.2f} (chance "
+            f"{g['centre_chance']:.2f}); effective rank {g['effective_rank']:.1f} against {a['effective_rank']:.1f}.")
