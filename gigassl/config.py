@@ -38,6 +38,8 @@ PREPROCESSING = ("l2", "standard", "l2+standard", "none")
 MECHANISMS = ("M0", "M1", "M2", "M3", "M4")  # the label mechanisms of gigassl.cohorts.featsim
 MECHANISM_CLASSES = {"M0": 1, "M1": 1, "M2": 1, "M3": 3, "M4": 2}  # the tissue classes each mechanism owns
 SAMPLINGS = ("random", "local")  # how a view draws its T tiles (gigassl.maps)
+PROBE_PROTOCOLS = ("paper", "fair")  # gigassl.evaluation.probe.make_probe
+FEW_SHOT_CLASSIFIERS = ("logistic", "knn", "prototype")  # gigassl.evaluation.fewshot
 
 
 # ------------------------------------------------------------------------------------------------ validation
@@ -680,6 +682,50 @@ class FeatSimConfig:
 
 
 @dataclass(frozen=True)
+class EvaluateConfig:
+    """Any slide embeddings, head to head (``gigassl evaluate``, issue #26): the settings every set is evaluated with.
+
+    Every set gets the same splits and draws, made from the labels and ``seed`` only
+    (:mod:`gigassl.evaluation.headtohead`).
+
+    Attributes:
+        n_splits: random splits (case-grouped, stratified) of the linear probe and the patient-level evaluation (the
+            paper's 10, Sec. 4.2).
+        test_fraction: fraction of the slides in a random split's test part (0.25, as the probe's).
+        protocol: the linear probe on the random splits: fair (preprocessing and C chosen by inner cross-validation
+            on each split's training slides, the same procedure for every set) | paper (l2 and C = 10, the paper's
+            probe of Giga-SSL embeddings).
+        shots: few-shot training slides per class, K (1 2 4 8 16: issue #26, the few-shot settings of UNI, Chen et
+            al. 2024).
+        draws: few-shot draws per K (20: issue #26).
+        classifiers: few-shot classifiers: logistic | knn | prototype (UNI's three).
+        neighbours: k of the few-shot kNN (20: UNI's eval_knn default, capped at the training slides).
+        top_k: retrieval: the k of accuracy at top-k (1 3 5: TITAN's slide retrieval, Acc@1/3/5).
+        n_bootstrap: bootstrap resamples of the intervals over draws.
+        seed: random seed of every split and draw (the same for every set).
+    """
+
+    n_splits: int = 10
+    test_fraction: float = 0.25
+    protocol: str = "fair"
+    shots: tuple[int, ...] = (1, 2, 4, 8, 16)
+    draws: int = 20
+    classifiers: tuple[str, ...] = FEW_SHOT_CLASSIFIERS
+    neighbours: int = 20
+    top_k: tuple[int, ...] = (1, 3, 5)
+    n_bootstrap: int = 2000
+    seed: int = 0
+
+    def __post_init__(self):
+        _validate(self, {
+            "n_splits": _int(1), "test_fraction": _real(0, 1, open_low=True, open_high=True),
+            "protocol": _one_of(PROBE_PROTOCOLS), "shots": _each(_int(1)), "draws": _int(1),
+            "classifiers": _each(_one_of(FEW_SHOT_CLASSIFIERS)), "neighbours": _int(1), "top_k": _each(_int(1)),
+            "n_bootstrap": _int(0), "seed": _int(0),
+        })
+
+
+@dataclass(frozen=True)
 class Profile:
     """A named set of every stage's parameters (the sections of a ``--config`` file are its fields but ``name``).
 
@@ -696,6 +742,7 @@ class Profile:
         probe: the linear probe (gigassl probe; the training monitor's probe).
         deepmil: the DeepMIL baseline (gigassl probe --method deepmil).
         featsim: the feature-level cohort of known mechanisms (gigassl simulate).
+        evaluate: any slide embeddings head to head (gigassl evaluate).
     """
 
     name: str
@@ -710,6 +757,7 @@ class Profile:
     probe: ProbeConfig
     deepmil: DeepMILConfig
     featsim: FeatSimConfig = field(default_factory=FeatSimConfig)
+    evaluate: EvaluateConfig = field(default_factory=EvaluateConfig)
 
 
 _PAPER = Profile(
@@ -775,6 +823,7 @@ _SMOKE = Profile(
     probe=ProbeConfig(n_splits=3, test_fraction=0.5, budgets=(1.0, 0.5), train_sizes=(4,), n_bootstrap=200),
     deepmil=DeepMILConfig(max_steps=6, eval_every=2, patience=4, batch_size=4, device="cpu"),
     featsim=FeatSimConfig(n_train=8, n_test=8, n_pool=2, tiles_per_slide=48, focal_tiles=4),
+    evaluate=EvaluateConfig(n_splits=3, test_fraction=0.5, shots=(1, 2), draws=3, n_bootstrap=200),
 )
 
 PROFILES: dict[str, Profile] = {p.name: p for p in (_SMOKE, _DEMO, _PAPER)}
