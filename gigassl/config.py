@@ -834,20 +834,54 @@ def get_profile(name: str) -> Profile:
     return PROFILES[choice(name, tuple(PROFILES), "profile", "Pass one of them to --profile.")]
 
 
+def _reachable(config) -> dict[str, tuple[str, ...]]:
+    """{name: path} of every field :func:`override` reaches in ``config``: its own fields (path ``(name,)``), then
+    the fields of its nested configs by their own names (``slide_aug`` -> ``("maps", "slide_aug")``), as the command
+    line flattens them. A nested name the config itself has, or that two nested configs share, is not reached by
+    its own name (the config's own field wins; pass the nested config whole, ``maps=``)."""
+    own = {f.name: (f.name,) for f in dataclasses.fields(config)}
+    seen: dict[str, list[tuple[str, ...]]] = {}
+    for name in own:
+        value = getattr(config, name)
+        if dataclasses.is_dataclass(value) and not isinstance(value, type):
+            for inner, path in _reachable(value).items():
+                seen.setdefault(inner, []).append((name, *path))
+    return {**{n: paths[0] for n, paths in seen.items() if len(paths) == 1 and n not in own}, **own}
+
+
 def override(config, **changes):
-    """Return ``config`` with the non-``None`` ``changes`` applied (a CLI option left unset keeps the profile's value).
+    """Return ``config`` with ``changes`` applied: the one way a caller's values (a CLI option, a notebook parameter,
+    a stage function's keyword) meet a profile's.
+
+    A change given as ``None`` (an option or a parameter left unset) keeps the config's value; any other value
+    replaces it, checked as the config checks itself. A field of a nested config is reached by its own name, as on
+    the command line: ``override(train, slide_aug=False)`` is ``replace(train, maps=replace(train.maps,
+    slide_aug=False))``. A value cannot be set back to ``None`` this way: use :func:`dataclasses.replace`.
 
     Raises:
-        ConfigError: a change names a field the config does not have.
-    """
-    names = {f.name for f in dataclasses.fields(config)}
-    unknown = sorted(set(changes) - names)
-    if unknown:
-        raise ConfigError(
-            f"{type(config).__name__} has no field(s) {unknown}; allowed: {sorted(names)}."
-        )
-    return dataclasses.replace(config, **{k: v for k, v in changes.items() if v is not None})
+        ConfigError: a change names a field the config (and its nested configs) does not have, even when given as
+            ``None`` (a misspelt parameter is an error, not a silent default); the error lists the allowed names.
+            Or a value the config refuses (:func:`_validate`).
 
+    >>> override(TrainConfig(), bn_views=None, aggregator="mean", slide_aug=False).maps.slide_aug
+    False
+    """
+    reachable = _reachable(config)
+    unknown = sorted(set(changes) - set(reachable))
+    if unknown:
+        raise refused(f"{type(config).__name__} field name", unknown[0] if len(unknown) == 1 else unknown,
+                      _one_of_text(sorted(reachable)), "Check the spelling, or pass the value where it belongs "
+                      "(a page parameter that is not a config field goes to the page function by its own name).")
+    return _apply_paths(config, {reachable[k]: v for k, v in changes.items() if v is not None})
+
+
+def _apply_paths(config, changes: dict):
+    """``config`` with ``changes`` ({path: value}) applied, each nested config rebuilt once (and so validated)."""
+    direct = {path[0]: value for path, value in changes.items() if len(path) == 1}
+    for name in {path[0] for path in changes if len(path) > 1}:
+        inner = {path[1:]: value for path, value in changes.items() if len(path) > 1 and path[0] == name}
+        direct[name] = _apply_paths(direct.get(name, getattr(config, name)), inner)
+    return dataclasses.replace(config, **direct) if direct else config
 
 
 # the command line's own starting values over a profile's (profile < these < --config file < options): the command

@@ -56,3 +56,46 @@ def test_the_cli_refuses_bad_options_before_any_work(tmp_path, capsys, monkeypat
     assert f"argument {flag}" in err
     assert option in err and "Traceback" not in err
     assert not (tmp_path / "o").exists()  # nothing written
+
+
+# ------------------------------------------------------------------------------------- override: one way to change
+def test_override_keeps_the_value_of_a_change_given_as_none_and_replaces_the_others():
+    from gigassl.config import get_profile, override
+
+    train = get_profile("demo").train
+    assert override(train) == train
+    assert override(train, bn_views=None, steps=None, aggregator=None, slide_aug=None) == train
+    assert override(train, bn_views="joint", steps=None, epochs=3) == dataclasses.replace(train, bn_views="joint",
+                                                                                        epochs=3)
+    # a nested config's field by its own name, as on the command line (--no-slide-aug), with the outer ones
+    maps = dataclasses.replace(train.maps, slide_aug=False, scale=(0.7, 1.3))
+    assert override(train, slide_aug=False, scale=(0.7, 1.3), aggregator="mean") == dataclasses.replace(
+        train, maps=maps, aggregator="mean")
+    # a whole nested config, then one of its fields over it
+    other = MapConfig(downsample=448)
+    assert override(train, maps=other, slide_aug=False) == dataclasses.replace(
+        train, maps=dataclasses.replace(other, slide_aug=False))
+    assert override(train, slide_aug=False).maps.downsample == "tile"  # the demo's other map fields kept
+
+
+def test_override_refuses_an_unknown_name_even_as_none_and_lists_the_allowed_ones():
+    from gigassl.config import get_profile, override
+
+    train = get_profile("demo").train
+    for change in ({"bn_view": "joint"}, {"bn_view": None}):
+        with pytest.raises(ConfigError) as err:
+            override(train, **change)
+        text = str(err.value)
+        assert "TrainConfig field name='bn_view' is not allowed" in text
+        assert "'bn_views'" in text and "'slide_aug'" in text and "'epochs'" in text  # own and nested fields
+        assert "Check the spelling" in text
+    with pytest.raises(ConfigError, match=r"TrainConfig.bn_views='both' is not allowed"):
+        override(train, bn_views="both")  # a value is checked as the config checks itself
+    with pytest.raises(ConfigError, match=r"MapConfig.scale=\(2.0, 0.5\) is not allowed"):
+        override(train, scale=(2.0, 0.5))
+    # a name two nested configs share is reached through its own config only (Profile: train's and embed's T)
+    profile = get_profile("smoke")
+    with pytest.raises(ConfigError, match="'tiles_per_view'"):
+        override(profile, tiles_per_view=3)
+    assert override(profile, train=override(profile.train, tiles_per_view=3)).train.tiles_per_view == 3
+    assert override(profile, mode="independent").augment.mode == "independent"  # a name only one of them has
