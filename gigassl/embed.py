@@ -156,7 +156,7 @@ class GigaSSLEmbedder:
         try:
             features = validate.features(features, f"transform: the features of {name}", fix, self.in_dim)
             coords = validate.coords(coords, f"transform: the coords of {name}", fix)
-            validate.paired(features, coords, f"transform ({name})", fix)
+            validate.same_tile_count(features, coords, f"transform ({name})", fix)
         except GigasslError as err:  # a bad argument of the in-memory API: a usage error of the caller
             raise ConfigError(str(err)) from None
         if not len(coords):

@@ -215,7 +215,7 @@ def write_features(path: str | os.PathLike, features: np.ndarray, coords: np.nda
     chunked by row and resizable. Read back by :func:`read_features`."""
     features = validate.features(features, f"The tile features written to {path}")
     coords = validate.coords(coords, f"The tile coordinates written to {path}")
-    validate.paired(features, coords, str(path))
+    validate.same_tile_count(features, coords, str(path))
     with atomic_path(path) as tmp:
         with h5py.File(tmp, "w", track_order=True) as fh:
             for name, data, attrs in (("features", features, feature_attrs), ("coords", coords, coord_attrs)):
@@ -247,7 +247,7 @@ def read_features(path: str | os.PathLike) -> tuple[np.ndarray, np.ndarray, dict
     if feats.size == 0:
         feats = feats.reshape(0, feats.shape[-1] if feats.ndim == 2 else 0)
     feats = validate.features(feats, f"The 'features' dataset of {path}", FEATURES_FIX)
-    validate.paired(feats, coords, str(path), FEATURES_FIX)
+    validate.same_tile_count(feats, coords, str(path), FEATURES_FIX)
     if attrs.get("encoder") in (None, "", "None"):
         attrs["encoder"] = "external"
     try:
@@ -316,7 +316,7 @@ def read_bank(path: str | os.PathLike, augmented: bool = True) -> Bank:
             fix = "Run `gigassl bank` for this slide again (delete its file first) or move it out of the folder."
             plain = validate.features(fh["plain_features"][()], f"The 'plain_features' of the bank {path}", fix)
             plain_coords = validate.coords(fh["plain_coords"][()], f"The 'plain_coords' of the bank {path}", fix)
-            validate.paired(plain, plain_coords, f"The bank {path}", fix)
+            validate.same_tile_count(plain, plain_coords, f"The bank {path}", fix)
             feats = coords = None
             if augmented and "features" in fh:
                 what = f"The augmented 'features' of the bank {path}"

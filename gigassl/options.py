@@ -127,14 +127,14 @@ def _hint(section: str, path: tuple):
     return hint
 
 
-def show(value) -> str:
+def typed(value) -> str:
     """A value as it is typed on the command line (``0.5 2.0``, ``none``, ``on``)."""
     if value is None:
         return "none"
     if isinstance(value, bool):
         return "on" if value else "off"
     if isinstance(value, (tuple, list)):
-        return " ".join(map(show, value)) if value else "(empty)"
+        return " ".join(map(typed, value)) if value else "(empty)"
     return str(value)
 
 
@@ -393,9 +393,9 @@ class CommandConfig:
                 groups[title] = parser.add_argument_group(f"{title} ({owner.__name__})", summary.replace("%", "%%"))
             values = [_get(getattr(profiles[p], option.section), option.path) for p in order]
             if all(v == values[0] for v in values):
-                default = f"default: {show(values[0])}"
+                default = f"default: {typed(values[0])}"
             else:
-                default = "default: " + " | ".join(f"{p} {show(v)}" for p, v in zip(order, values))
+                default = "default: " + " | ".join(f"{p} {typed(v)}" for p, v in zip(order, values))
             text = field_help(owner).get(option.path[-1], "")
             help_ = f"{text.rstrip('.')} ({default})".replace("%", "%%")
             kind = _kind(_hint(option.section, option.path))

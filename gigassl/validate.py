@@ -69,7 +69,7 @@ def features(array, what: str, fix: str = "", dim: int | None = None) -> np.ndar
     return finite(a.astype(np.float32, copy=False), what, fix, "tile")
 
 
-def paired(feats: np.ndarray, tile_coords: np.ndarray, what: str, fix: str = "") -> None:
+def same_tile_count(feats: np.ndarray, tile_coords: np.ndarray, what: str, fix: str = "") -> None:
     """Refuse features and coordinates of different tile counts."""
     if len(feats) != len(tile_coords):
         raise DataError(f"{what}: features of {len(feats)} tiles (shape {feats.shape}) but coordinates of "

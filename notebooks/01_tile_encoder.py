@@ -35,7 +35,7 @@ from pathlib import Path
 import pandas as pd
 
 from gigassl.config import get_profile
-from gigassl.book.figures import finding, moco_heldout as heldout_curves, moco_loss, save_figure, save_table, show_table
+from gigassl.book.figures import finding, moco_loss, plot_moco_heldout, save_figure, save_table, show_table
 from gigassl.book.plan import MOCO_RETRIEVAL
 from gigassl.book.stages import encoder_comparison, moco_finding, moco_heldout, pretrain
 
@@ -63,7 +63,7 @@ save_figure(moco_loss(pd.read_csv(Path(out_dir) / "moco" / "steps.csv"), smoothi
 # %%
 curve, n_heldout = moco_heldout(config, run_dir, out_dir)
 save_table(curve.drop(columns="weights"), MOCO_RETRIEVAL, figures_dir)
-save_figure(heldout_curves(curve), "moco_heldout", figures_dir)
+save_figure(plot_moco_heldout(curve), "moco_heldout", figures_dir)
 show_table(curve.drop(columns="weights"))
 
 # %% [markdown]

@@ -41,19 +41,19 @@ confusion_task = "rcc_like"  # the task whose confusion matrix is drawn (the thr
 # %%
 import pandas as pd
 
-from gigassl.book.analyses import heat_maps, main_predictions
+from gigassl.book.analyses import heat_map_values, main_predictions
 from gigassl.book.charts import confusion_matrices, roc_curves, split_strips
 from gigassl.config import get_profile
-from gigassl.book.experiments import calibration_history, deepmil_finding, table2
+from gigassl.book.experiments import calibration_table, deepmil_finding, run_table2
 from gigassl.book.figures import (auc_bars_by_protocol, finding, paired_forest, save_figure, save_figures, save_table,
                                   show_table)
 from gigassl.book.plan import DEEPMIL_FEW_TILES, DEEPMIL_VS_AVERAGEMIL, SPEED, table_path
 from gigassl.book.results import pairs_finding
-from gigassl.book.slideviews import heat_maps as heat_pictures
+from gigassl.book.slideviews import draw_heat_maps
 from gigassl.book.stages import cohort_manifest
 
 config = get_profile(profile)
-result = table2(config, run_dir, out_dir, tasks=tasks, train=train, bank=bank)
+result = run_table2(config, run_dir, out_dir, tasks=tasks, train=train, bank=bank)
 save_table(result.table, "table2_linear_probe", figures_dir)
 
 # %%
@@ -87,8 +87,8 @@ save_figure(confusion_matrices(scores, confusion_task), "table2_confusion", figu
 # carry the class the probe learnt.
 
 # %%
-save_figure(heat_pictures(heat_maps(config, run_dir, heat_task, train=train, bank=bank), cohort_manifest(run_dir),
-                          config.tile.thumbnail_px), "heat_maps", figures_dir)
+heat = heat_map_values(config, run_dir, heat_task, train=train, bank=bank)
+save_figure(draw_heat_maps(heat, cohort_manifest(run_dir), config.tile.thumbnail_px), "heat_maps", figures_dir)
 
 # %% [markdown]
 # ## Paired differences
@@ -128,7 +128,7 @@ print(deepmil_finding(few_tiles, result.deepmil_vs_averagemil))
 # synthetic cohort; on your own slides it only reports).
 
 # %%
-show_table(calibration_history())
+show_table(calibration_table())
 
 # %%
 save_table(result.calibration, "calibration", figures_dir)

@@ -27,7 +27,7 @@ tasks = None
 train = "ssl_full"
 
 # %%
-from gigassl.book.charts import fig2
+from gigassl.book.charts import plot_fig2
 from gigassl.config import get_profile
 from gigassl.book.experiments import tiny_datasets
 from gigassl.book.figures import finding, gain_curves, save_figure, save_figures, save_table, show_table
@@ -50,7 +50,7 @@ show_table(result.claims)
 # band: the std over splits), and the gain beneath (each task with its paired interval, and their mean).
 
 # %%
-save_figure(fig2(result.splits, result.gains, protocol="fair"), "fig2_curves", figures_dir)
+save_figure(plot_fig2(result.splits, result.gains, protocol="fair"), "fig2_curves", figures_dir)
 
 # %%
 finding(pairs_finding(result.gains))

@@ -45,7 +45,7 @@ from IPython.display import Markdown, display
 
 from gigassl.book import paper, verdicts
 from gigassl.config import get_profile
-from gigassl.book.figures import agreement_plot, finding, save_figure, save_table, show, show_table
+from gigassl.book.figures import agreement_plot, finding, save_figure, save_table, show_images, show_table
 from gigassl.book.results import explain, results
 
 config = get_profile(profile)
@@ -69,7 +69,7 @@ show_table(result.of("Table 2"))
 # ## Fig. 2: tiny training sets
 
 # %%
-show(figures / f"fig2_tiny_datasets_{verdict_protocol}.png")
+show_images(figures / f"fig2_tiny_datasets_{verdict_protocol}.png")
 show_table(result.of("Fig. 2"))
 
 # %% [markdown]
@@ -97,7 +97,7 @@ show_table(result.of("Table 4"))
 # ## Fig. 3: tiles per view, views at inference, the aggregator
 
 # %%
-show(figures / f"fig3a_tiles_{verdict_protocol}.png", figures / f"fig3b_views_{verdict_protocol}.png",
+show_images(figures / f"fig3a_tiles_{verdict_protocol}.png", figures / f"fig3b_views_{verdict_protocol}.png",
      figures / "fig3c_aggregator.png")
 show_table(result.of("Fig. 3"))
 

@@ -26,14 +26,14 @@ figures_dir = "figures"
 # %%
 from pathlib import Path
 
-from gigassl.book.experiments import resources as recorded
-from gigassl.book.figures import finding, resources, save_figure, save_table
+from gigassl.book.experiments import resources
+from gigassl.book.figures import finding, plot_resources, save_figure, save_table
 
-frame, said = recorded(run_dir, profile, exclude=Path(out_dir).name)
+frame, said = resources(run_dir, profile, exclude=Path(out_dir).name)
 save_table(frame, "resources", figures_dir)
 
 # %%
-save_figure(resources(frame), "resources", figures_dir)
+save_figure(plot_resources(frame), "resources", figures_dir)
 
 # %%
 finding(said)

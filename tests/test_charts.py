@@ -54,7 +54,7 @@ def test_split_strips_and_fig2_draw_each_cell():
 
     gains = paired(tiny, "gigassl", "deepmil", n_bootstrap=50)
     gains = gains.assign(train_size=gains["budget"].astype(int))
-    fig = charts.fig2(tiny, gains, protocol="fair")
+    fig = charts.plot_fig2(tiny, gains, protocol="fair")
     top, bottom = fig.axes
     assert len(top.get_lines()) == 2 and bottom.get_ylabel() == "gain (AUC)"
     mean_line = [line for line in bottom.get_lines() if line.get_label() == "mean over tasks"][0]

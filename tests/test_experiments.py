@@ -49,7 +49,7 @@ def test_tiles_ablation_names_runs_by_their_T_and_writes_the_splits(run_dir):
     good = table[(table["tiles_per_view"] == 5) & (table["protocol"] == "paper")]["auc_mean"].iloc[0]
     noise = table[(table["tiles_per_view"] == 10) & (table["protocol"] == "paper")]["auc_mean"].iloc[0]
     assert good > 0.9 and noise < good
-    splits = experiments.read_splits(run_dir, "ablation_tiles")
+    splits = experiments.split_table(run_dir, "ablation_tiles")
     assert set(splits["method"]) == {"T5", "T10"} and set(splits["protocol"]) == {"paper", "fair"}
     wide = experiments.by_task(table, "tiles_per_view")
     assert list(wide.index) == [5, 10] and ("paper", "t") in wide.columns

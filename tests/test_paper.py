@@ -128,7 +128,7 @@ def test_explain_states_the_run_numbers():
         {"representation": "averagemil", "alignment": 0.01, "uniformity": -0.1, "mean_cosine": 0.9,
          "effective_rank": 2.0, "centre_accuracy": 0.5, "centre_chance": 0.125}])
     claims = paper.table2(_splits(0.05))
-    text = paper.explain(diagnostics, claims, protocol="paper")
+    text = paper.explain_verdicts(diagnostics, claims, protocol="paper")
     assert "0.950" in text and "0.900" in text and "more organised by centre" in text
     assert "12 of 12 comparisons are decided" in text
     retrieval = pd.DataFrame({"epoch": [0, 10], "top1": [0.009, 0.015], "infonce": [5.9, 5.6], "chance_top1": 1 / 2048,
@@ -136,11 +136,11 @@ def test_explain_states_the_run_numbers():
                               "ci_high": [0.0, 0.01], "verdict": ["", "trained better"]})
     deepmil = pd.DataFrame({"task": ["a", "b"], "budget": "full", "difference": [-0.2, 0.01], "ci_low": [-0.3, -0.05],
                             "ci_high": [-0.1, 0.06], "verdict": ["averagemil better", "undecided"]})
-    text = paper.explain(diagnostics, claims, "paper", retrieval=retrieval, deepmil=deepmil)
+    text = paper.explain_verdicts(diagnostics, claims, "paper", retrieval=retrieval, deepmil=deepmil)
     assert "0.0150 against 0.0090" in text and "from 5.900 (random init) to 5.600" in text
     assert "learnt invariances its random initialisation lacks" in text and "stays below AverageMIL on a" in text
     behind = retrieval.assign(ci_low=[0.0, -0.001])
-    assert "not ahead of a random network" in paper.explain(diagnostics, claims, "paper", retrieval=behind)
+    assert "not ahead of a random network" in paper.explain_verdicts(diagnostics, claims, "paper", retrieval=behind)
 
 
 def test_tables_and_figures_are_written(tmp_path):

@@ -89,7 +89,7 @@ class HeatMaps:
     positive: str
 
 
-def heat_maps(config: Profile, run_dir, task: str, train: str = SSL_FULL, bank: str = BANK_MOCO_SHARED,
+def heat_map_values(config: Profile, run_dir, task: str, train: str = SSL_FULL, bank: str = BANK_MOCO_SHARED,
               shown: int = 2) -> HeatMaps:
     """Tile-level pictures of the two slide-level models on ``task`` (binary), trained on the first split of the
     linear-probe page at 100% of the labels (same plan, seed and fits):

@@ -103,7 +103,7 @@ def confusion_matrices(predictions: pd.DataFrame, task: str):
     return fig
 
 
-def fig2(splits: pd.DataFrame, gains: pd.DataFrame, protocol: str = "fair"):
+def plot_fig2(splits: pd.DataFrame, gains: pd.DataFrame, protocol: str = "fair"):
     """Fig. 2 as the paper draws it: above, the AUC of Giga-SSL and of DeepMIL against the training-set size (mean
     over tasks; band: std over splits of that mean); beneath, Giga-SSL's gain (mean over tasks) with the paired 95%
     intervals of each task. ``splits``: the tiny-datasets page's per-split table; ``gains``: its paired gains."""

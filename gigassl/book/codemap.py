@@ -30,7 +30,7 @@ the training loop | train.train | TrainConfig | Sec. 4.2
 R-view inference of slide embeddings | embed.embed_slides | EmbedConfig | Sec. 4.2
 the linear probe and its protocols | evaluation.probe.LinearProbe | ProbeConfig | Sec. 4.2
 the baselines (AverageMIL, DeepMIL) | evaluation.baselines.run_deepmil | DeepMILConfig | Table 2
-a page's experiment (Table 2, Fig. 2, the ablations) | book.experiments.table2 | ProbeConfig | Sec. 4.3, Sec. 5
+a page's experiment (Table 2, Fig. 2, the ablations) | book.experiments.run_table2 | ProbeConfig | Sec. 4.3, Sec. 5
 pictures on slides (tiling, a view, heat maps) | book.slideviews.view_pictures | MapConfig | Sec. 3.1, Steps 3-4
 """
 WHERE = tuple(tuple(part.strip() for part in line.split("|")) for line in _WHERE.strip().splitlines())

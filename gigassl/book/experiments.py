@@ -47,7 +47,7 @@ def _label(pairs: pd.DataFrame, head: pd.Series, *columns: str) -> pd.DataFrame:
     return pairs.assign(comparison=label)
 
 
-def read_splits(run_dir, name: str) -> pd.DataFrame:
+def split_table(run_dir, name: str) -> pd.DataFrame:
     """The per-split table an experiment page wrote (``<run_dir>/<name>/splits.csv``), budgets as strings."""
     return pd.read_csv(Path(run_dir) / name / SPLITS, dtype={"budget": str})
 
@@ -73,7 +73,7 @@ class Table2:
     speed: pd.DataFrame
 
 
-def table2(config: Profile, run_dir, out_dir, tasks=None, train: str = SSL_FULL,
+def run_table2(config: Profile, run_dir, out_dir, tasks=None, train: str = SSL_FULL,
            bank: str = BANK_MOCO_SHARED) -> Table2:
     """Giga-SSL's linear probe (``<run_dir>/<train>/embeddings.h5``), AverageMIL (the mean of the plain tile
     embeddings of ``<run_dir>/<bank>``) and DeepMIL (the DeepMIL page's splits) at the profile's label budgets,
@@ -116,7 +116,7 @@ def deepmil_finding(few_tiles: pd.DataFrame, versus: pd.DataFrame) -> str:
                         for r in versus[versus["budget"] == "full"].itertuples()))
 
 
-def calibration_history() -> pd.DataFrame:
+def calibration_table() -> pd.DataFrame:
     """The calibration runs of the synthetic cohort (:func:`gigassl.book.paper.calibration_history`), one row per step,
     generator change and encoder, one column per task (AverageMIL's AUC)."""
     from .paper import calibration_history as history
@@ -343,7 +343,7 @@ def unlabelled_pool(config: Profile, run_dir, out_dir, tasks=None, bank: str = B
 
 # ------------------------------------------------------------------------------------------------ DeepMIL
 @dataclass(frozen=True)
-class DeepMIL:
+class DeepMILPage:
     """The DeepMIL page: per-split AUCs at the label budgets (Table 2) and on tiny training sets (Fig. 2), and the
     learning curves of the Table 2 fits."""
 
@@ -362,7 +362,7 @@ class DeepMIL:
         return self.table2.groupby(["task", "budget"])[["best_step", "steps"]].describe().round(0)
 
 
-def deepmil(config: Profile, run_dir, out_dir, tasks=None, bank: str = BANK_MOCO_SHARED) -> DeepMIL:
+def deepmil(config: Profile, run_dir, out_dir, tasks=None, bank: str = BANK_MOCO_SHARED) -> DeepMILPage:
     """Gated attention MIL trained from scratch on the plain tile embeddings of ``<run_dir>/<bank>`` over the
     probe's splits (``<out_dir>/table2_splits.csv``, ``fig2_splits.csv``, ``deepmil_curves.csv``)."""
     from ..evaluation.baselines import run_deepmil
@@ -380,7 +380,7 @@ def deepmil(config: Profile, run_dir, out_dir, tasks=None, bank: str = BANK_MOCO
     tiny.to_csv(Path(out_dir) / DEEPMIL_FIG2_SPLITS, index=False)
     curves_frame = pd.DataFrame(curves)
     curves_frame.to_csv(Path(out_dir) / "deepmil_curves.csv", index=False)
-    return DeepMIL(table, tiny, curves_frame, config.probe.n_splits)
+    return DeepMILPage(table, tiny, curves_frame, config.probe.n_splits)
 
 
 def deepmil_few_tiles(config: Profile) -> pd.DataFrame:

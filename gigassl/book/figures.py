@@ -164,7 +164,7 @@ def moco_loss(steps: pd.DataFrame, window: int = 25):
     return training_curves({"MoCo v2": steps.assign(**smooth)}, columns=tuple(smooth), x="step")
 
 
-def moco_heldout(curve: pd.DataFrame):
+def plot_moco_heldout(curve: pd.DataFrame):
     """MoCo's label-free check per epoch (:func:`gigassl.book.stages.moco_heldout`): the loss with fixed negatives and the
     top-1 retrieval on held-out tiles, with their chance levels."""
     return training_curves({"MoCo v2, held-out tiles": curve}, columns=("infonce", "top1"), x="epoch",
@@ -347,7 +347,7 @@ def variant_maps(embeddings: dict, variants, columns: list[str] | None = None) -
     return figs
 
 
-def resources(frame: pd.DataFrame):
+def plot_resources(frame: pd.DataFrame):
     """Wall time and peak memory of each execution of a run."""
     fig, axes = plt.subplots(1, 2, figsize=(11, 0.28 * len(frame) + 1.5), sharey=True)
     names = frame["name"].tolist()
@@ -444,7 +444,7 @@ def deepmil_curves(curves_frame: pd.DataFrame, budget: str | None = None):
     return fig
 
 
-def show(*paths: str | os.PathLike) -> None:
+def show_images(*paths: str | os.PathLike) -> None:
     """Show PNGs written earlier (e.g. figures of other pages) in the notebook, in order."""
     try:
         from IPython.display import Image

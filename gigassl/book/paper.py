@@ -47,10 +47,9 @@ def published() -> pd.DataFrame:
         return pd.read_csv(file)
 
 
-def judge(paper: float | str, run: float, low: float = float("nan"), high: float = float("nan")) -> tuple[str, str]:
-    """(verdict, words) of a run's difference with its interval [low, high] against the paper's claim ``paper`` (a
-    difference or a direction): the rule of :mod:`gigassl.book.verdicts` (:func:`gigassl.book.verdicts.judge`)."""
-    return verdicts.judge(paper, run, low, high)
+# (verdict, words) of a run's difference with its interval against the paper's claim: the rule of
+# gigassl.book.verdicts, the one definition, re-exported for the results page
+judge = verdicts.judge
 
 
 VERDICTS = verdicts.VERDICTS
@@ -371,7 +370,7 @@ def _fmt(value: float) -> str:
     return "n/a" if value is None or np.isnan(value) else f"{value:.3f}"
 
 
-def explain(diagnostics: pd.DataFrame, claims: pd.DataFrame, protocol: str = "fair",
+def explain_verdicts(diagnostics: pd.DataFrame, claims: pd.DataFrame, protocol: str = "fair",
             retrieval: pd.DataFrame | None = None, deepmil: pd.DataFrame | None = None) -> str:
     """Why the run agrees with the paper or not, in sentences computed from its diagnostics and verdicts.
 

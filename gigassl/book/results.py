@@ -11,7 +11,7 @@ import pandas as pd
 from ..book import plan
 from ..evaluation.compare import common_splits, paired
 from ..config import Profile
-from .experiments import IndependentCentres, _boot, read_splits
+from .experiments import IndependentCentres, _boot, split_table
 from ..evaluation.metrics import summarize
 from ..evaluation.probe import PROTOCOLS
 from ..evaluation.splits import budget_name
@@ -102,7 +102,7 @@ def results(config: Profile, run_dir, figures_dir) -> Results:
 
     small = budget_name(size=min(config.probe.train_sizes))
     figures = Path(figures_dir)
-    read = {name: read_splits(run_dir, name) for name in (  # each page's per-split table, read once
+    read = {name: split_table(run_dir, name) for name in (  # each page's per-split table, read once
         plan.LINEAR_PROBE, plan.TINY_DATASETS, plan.ABLATION_AUGMENTATION, plan.INDEPENDENT_CENTRES,
         plan.ABLATION_TILES, plan.ABLATION_VIEWS, plan.ABLATION_DEEPMIL_AGGREGATOR)}
     side = paper.side_by_side(summarize(common_splits(read[plan.LINEAR_PROBE]), n_bootstrap=0))
@@ -127,12 +127,12 @@ def results(config: Profile, run_dir, figures_dir) -> Results:
 
 
 def explain(results: Results, figures_dir, protocol: str) -> str:
-    """Why the run agrees with the paper or not (:func:`gigassl.book.paper.explain`), from the tables of the
+    """Why the run agrees with the paper or not (:func:`gigassl.book.paper.explain_verdicts`), from the tables of the
     representations, MoCo and DeepMIL pages in ``figures_dir``."""
-    from .paper import explain as sentences
+    from .paper import explain_verdicts
 
     figures = Path(figures_dir)
-    return sentences(pd.read_csv(plan.table_path(figures, plan.REPRESENTATIONS)), results.claims, protocol,
+    return explain_verdicts(pd.read_csv(plan.table_path(figures, plan.REPRESENTATIONS)), results.claims, protocol,
                      retrieval=pd.read_csv(plan.table_path(figures, plan.MOCO_RETRIEVAL)),
                      deepmil=pd.read_csv(plan.table_path(figures, plan.DEEPMIL_VS_AVERAGEMIL)))
 

@@ -119,9 +119,9 @@ def _tile_values(ax, rgb: np.ndarray, scale: float, tiles: pd.DataFrame, column:
     ax.axis("off")
 
 
-def heat_maps(maps, manifest: pd.DataFrame, thumbnail_px: int = 1024):
+def draw_heat_maps(maps, manifest: pd.DataFrame, thumbnail_px: int = 1024):
     """DeepMIL's attention and Giga-SSL's single-tile probe scores on the thumbnails of a few test slides
-    (:func:`gigassl.book.experiments.heat_maps`), each row titled with the true label and both predictions."""
+    (:func:`gigassl.book.analyses.heat_map_values`), each row titled with the true label and both predictions."""
     paths = manifest.set_index("slide_id")["path"]
     rows = list(maps.slides.itertuples())
     fig, axes = plt.subplots(len(rows), 3, figsize=(13, 3.6 * len(rows)), squeeze=False)
