@@ -90,3 +90,28 @@ def load_labels(labels, task: str) -> pd.DataFrame:
             "a classification needs at least two."
         )
     return out[["slide_id", "case_id", "label", "case_source"]].reset_index(drop=True)
+
+
+def task_table(labels, task: str) -> pd.DataFrame:
+    """The label frame of ``task`` that the evaluations share, with the slides' ``center`` kept where known.
+
+    ``labels``: a frame :func:`load_labels` already returned (columns ``slide_id``, ``case_id``, ``label``, and
+    optionally ``center``), returned as is; or a manifest / label table (path or frame) with the ``task`` column,
+    read by :func:`load_labels` and given the table's ``center`` column when it has one.
+
+    Raises:
+        ManifestError: as :func:`load_labels`.
+    """
+    if isinstance(labels, pd.DataFrame) and "label" in labels.columns and task not in labels.columns:
+        missing = [c for c in ("slide_id", "case_id") if c not in labels.columns]
+        if missing:
+            raise ManifestError(f"The label frame lacks column(s) {missing}; it has {list(labels.columns)}. "
+                                "Pass the frame load_labels returns, or the manifest with the task column.")
+        return labels.reset_index(drop=True)
+    out = load_labels(labels, task)  # a path is checked and read here first
+    frame = pd.read_csv(labels, dtype={"slide_id": str, "case_id": str}) \
+        if isinstance(labels, (str, os.PathLike)) else pd.DataFrame(labels)
+    if "center" in frame.columns:
+        centre_of = dict(zip(frame["slide_id"].astype(str).str.strip(), frame["center"]))
+        out["center"] = [None if pd.isna(centre_of.get(s)) else str(centre_of.get(s)) for s in out["slide_id"]]
+    return out

@@ -100,3 +100,23 @@ def summarize(table: pd.DataFrame, n_bootstrap: int = 2000, level: float = 0.95,
             "device": ",".join(sorted(set(group["device"].astype(str)))),
         })
     return pd.DataFrame(rows)
+
+
+def balanced_accuracy(y_true, y_pred) -> float:
+    """Balanced accuracy: the mean over the classes present in ``y_true`` of the share of their slides predicted as
+    that class (the recall of each class), as ``sklearn.metrics.balanced_accuracy_score``; chance is
+    1 / n_classes whatever the class sizes. Shape: y_true (S,), y_pred (S,) -> float in [0, 1]."""
+    y_true, y_pred = np.asarray(y_true), np.asarray(y_pred)
+    if len(y_true) == 0:
+        return float("nan")
+    return float(np.mean([np.mean(y_pred[y_true == c] == c) for c in np.unique(y_true)]))
+
+
+def classification_scores(y_true, proba, classes, where: str = "") -> dict:
+    """``{"auroc": auc_score(...), "balanced_accuracy": ...}`` of class probabilities (S, n_classes), columns
+    following ``classes``; the predicted class of a slide is its most probable one (the first in ``classes`` on
+    ties)."""
+    proba = np.asarray(proba, dtype=float).reshape(len(y_true), -1)
+    predicted = np.asarray(classes)[np.argmax(proba, axis=1)]
+    return {"auroc": auc_score(y_true, proba, classes, where=where),
+            "balanced_accuracy": balanced_accuracy(y_true, predicted)}
