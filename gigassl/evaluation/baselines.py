@@ -33,7 +33,7 @@ from ..aggregators import GatedAttentionPool
 from ..config import DeepMILConfig, ProbeConfig
 from ..errors import ManifestError, suggest
 from .labels import load_labels
-from .protocol import evaluate, probe_plan, resolve_budgets
+from .protocol import evaluate_splits, probe_plan, resolve_budgets
 from .splits import Split, budget_key, check_ids, plan_splits, validation_split
 from ..errors import format_ids
 from ..devices import limit_threads, resolve_device
@@ -362,7 +362,7 @@ def run_deepmil(bank, labels, task: str, *, splits=None, n_splits: int | None = 
             curves.extend({"task": task, "budget": split.budget, "split": split.name, **row} for row in clf.history_)
         return clf.classes_, proba, {"best_step": clf.best_step_, "steps": clf.steps_}
 
-    table = evaluate(plan, frame, fit_predict, method="deepmil", task=task, device=device,
+    table = evaluate_splits(plan, frame, fit_predict, method="deepmil", task=task, device=device,
                      allow_case_overlap=allow_case_overlap, seed=config.seed)
     if out is not None:
         write_csv_atomic(table, out)

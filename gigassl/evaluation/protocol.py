@@ -1,7 +1,7 @@
 """Running a method over planned splits: the tidy result table of every comparison (Sec. 4.2-4.3).
 
-- :func:`evaluate`: runs any method (a ``fit_predict``) over planned splits and returns the tidy table, one row per
-  (method, task, budget, split) with the columns of :data:`COLUMNS`.
+- :func:`evaluate_splits`: runs any method (a ``fit_predict``) over planned splits and returns the tidy table, one
+  row per (method, task, budget, split) with the columns of :data:`COLUMNS`.
 - :func:`run_probe`: the linear-probe protocol on one embedding (``gigassl probe``); :func:`probe_plan` its core
   on given splits; :func:`probe_runs` several representations over the same splits, tasks, budgets and protocols.
 """
@@ -31,8 +31,9 @@ COLUMNS = (
 )
 
 
-def evaluate(plan: list[Split], labels: pd.DataFrame, fit_predict, *, method: str, task: str, device: str = "cpu",
-             allow_case_overlap: bool = False, seed: int = 0, protocol: str = "paper") -> pd.DataFrame:
+def evaluate_splits(plan: list[Split], labels: pd.DataFrame, fit_predict, *, method: str, task: str,
+                    device: str = "cpu", allow_case_overlap: bool = False, seed: int = 0,
+                    protocol: str = "paper") -> pd.DataFrame:
     """Run one method over planned splits and return the tidy table (columns :data:`COLUMNS`).
 
     Args:
@@ -98,7 +99,7 @@ def load_embeddings(embeddings, ids_path=None) -> tuple[list[str], np.ndarray]:
 
 
 def probe_fit_predict(ids, matrix: np.ndarray, labels: pd.DataFrame, probe):
-    """A ``fit_predict`` for :func:`evaluate`: a fresh clone of ``probe`` (a :class:`LinearProbe` or a
+    """A ``fit_predict`` for :func:`evaluate_splits`: a fresh clone of ``probe`` (a :class:`LinearProbe` or a
     :class:`TunedLinearProbe`) fitted on the training rows of ``matrix`` (looked up by slide id) and applied to the
     test rows. A TunedLinearProbe gets the training slides' cases as inner-CV groups and its choice is returned as
     the extra columns ``preprocessing`` and ``C``; the test rows are read only after the fit."""
@@ -142,14 +143,14 @@ def probe_plan(embeddings, labels: pd.DataFrame, plan: list[Split], *, task: str
         protocol: ``paper`` (``preprocessing`` and C = ``config.C``) or ``fair`` (see :func:`make_probe`).
 
     Raises:
-        ManifestError: split ids absent from the embeddings (listed), or leakage (see :func:`evaluate`).
+        ManifestError: split ids absent from the embeddings (listed), or leakage (see :func:`evaluate_splits`).
     """
     ids, matrix = load_embeddings(embeddings)
     check_ids(plan, set(ids), what="the embeddings")
     probe = make_probe(protocol, preprocessing, config, n_threads)
     fit_predict = probe_fit_predict(ids, matrix, labels, probe)
     with limit_threads(n_threads, "blas"):
-        return evaluate(plan, labels, fit_predict, method=method, task=task, device="cpu",
+        return evaluate_splits(plan, labels, fit_predict, method=method, task=task, device="cpu",
                         allow_case_overlap=allow_case_overlap, seed=config.seed, protocol=protocol)
 
 
