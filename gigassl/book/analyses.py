@@ -46,9 +46,10 @@ def retrieval(run_dir, ks=(1, 5, 10), queries: int = 3, shown: int = 4, train: s
               bank: str = BANK_MOCO_SHARED, seed: int = 0) -> Retrieval:
     """Slide retrieval with Giga-SSL and AverageMIL embeddings (cosine; AverageMIL standard-scaled as its probe sees
     it): for each k of ``ks``, the share of a slide's k nearest neighbours that share each label and the centre
-    (:func:`gigassl.evaluation.diagnostics.neighbour_agreement`), against chance; and the ``shown`` nearest neighbours of
+    (:func:`gigassl.evaluation.retrieval.precision_at_k`), against chance; and the ``shown`` nearest neighbours of
     ``queries`` labelled slides (drawn with ``seed``, one per centre first)."""
-    from ..evaluation.diagnostics import label_agreement_chance, neighbour_agreement, nearest_neighbours
+    from ..evaluation.diagnostics import nearest_neighbours
+    from ..evaluation.retrieval import precision_at_k
     from .stages import run_embeddings, standardized_average
     from ..seeding import rng
 
@@ -59,14 +60,7 @@ def retrieval(run_dir, ks=(1, 5, 10), queries: int = 3, shown: int = 4, train: s
     frame = frame[keep].reset_index(drop=True)
     named = {"gigassl": embeddings.matrix[keep],
              "averagemil": standardized_average(Path(run_dir) / bank, list(frame["slide_id"]))}
-    rows = []
-    for representation, matrix in named.items():
-        for attribute in [*tasks, "center"]:
-            labelled = frame[attribute].notna().to_numpy()
-            for k in ks:
-                rows.append({"representation": representation, "attribute": attribute, "k": int(k),
-                             "precision": neighbour_agreement(matrix[labelled], frame[attribute][labelled], k=k),
-                             "chance": label_agreement_chance(frame[attribute][labelled], k=k)})
+    precision = precision_at_k(named, frame, [*tasks, "center"], ks)
     picks = frame.groupby("center").head(1).index.to_numpy()
     picks = rng(seed).permutation(picks)[:queries]
     shown_rows = []
@@ -76,7 +70,7 @@ def retrieval(run_dir, ks=(1, 5, 10), queries: int = 3, shown: int = 4, train: s
             for rank, row in enumerate([query, *order[query]]):
                 shown_rows.append({"query": frame.loc[query, "slide_id"], "representation": representation,
                                    "rank": rank, **frame.loc[row, ["slide_id", *tasks, "center"]].to_dict()})
-    return Retrieval(pd.DataFrame(rows), pd.DataFrame(shown_rows))
+    return Retrieval(precision, pd.DataFrame(shown_rows))
 
 
 @dataclass(frozen=True)
