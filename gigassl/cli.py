@@ -43,7 +43,11 @@ STAGES = {
     "train": CommandConfig(["train"], metavars={"train.maps.scale": ("LOW", "HIGH")}),
     "embed": CommandConfig(["embed"]),
     "probe": CommandConfig(["probe", Section("deepmil", prefix=True)]),
+    "evaluate": CommandConfig(["evaluate"]),
 }
+# the evaluations of gigassl evaluate (gigassl.evaluation.headtohead.EVALUATIONS; written here so that --help
+# imports no evaluation module; tests/test_headtohead.py checks the two are equal)
+EVALUATIONS = ("random_splits", "few_shot", "retrieval", "patients", "unseen_centres", "survival")
 
 
 def _report(report) -> int:
@@ -216,6 +220,8 @@ def cmd_probe(args, config) -> int:
     from .evaluation.protocol import COLUMNS
     from .validate import refuse_overwrite
 
+    if args.time or args.event:
+        return _survival_probe(args, config)
     if args.out:
         refuse_overwrite(args.out, lambda p: p.is_file() and p.read_text(errors="replace").startswith(",".join(
             COLUMNS[:4])), "a probe table written by gigassl", args.overwrite)
@@ -227,6 +233,53 @@ def cmd_probe(args, config) -> int:
     if args.out:
         print(f"wrote {args.out}")
         return _listed_failures(f"{args.out}.failures.csv")  # the baselines' slides without a usable bank file
+    return 0
+
+
+def _survival_probe(args, config) -> int:
+    """``gigassl probe --time T --event E``: the survival probe on one embeddings file (the probe section's splits
+    and seed)."""
+    import dataclasses
+
+    from .evaluation.headtohead import survival_probe, summarize_runs
+
+    if not (args.time and args.event):
+        args.parser.error("the survival probe needs both --time COLUMN and --event COLUMN (1: the event, 0: censored).")
+    if not (args.embeddings and args.labels):
+        args.parser.error("the survival probe needs --embeddings FILE and --labels CSV.")
+    evaluate = dataclasses.replace(config.evaluate, n_splits=config.probe.n_splits, seed=config.probe.seed,
+                                   test_fraction=config.probe.test_fraction, n_bootstrap=config.probe.n_bootstrap)
+    runs = survival_probe(args.embeddings, args.labels, args.time, args.event, ids_path=args.ids, config=evaluate,
+                          out=args.out)
+    print(summarize_runs(runs, evaluate.n_bootstrap, seed=evaluate.seed).to_string(
+        index=False, float_format=lambda v: f"{v:.3f}"))
+    if args.out:
+        print(f"wrote {args.out}")
+    return 0
+
+
+def cmd_evaluate(args, config) -> int:
+    """Compare sets of slide embeddings head to head: the same evaluations on identical splits and draws.
+
+    Every set given as --embeddings NAME=PATH (gigassl's .h5, CSV, parquet, TRIDENT's slide_features_<encoder>/
+    folder, or a .npy with --ids NAME=IDS.npy) is restricted to the labelled slides all sets share and evaluated on
+    the same random splits (linear probe), few-shot draws, retrieval queries, patients, held-out centres and (with
+    --time and --event) survival splits. Writes OUT/runs.csv (every draw), OUT/pairs.csv (every pair of sets: mean
+    difference, interval over draws, verdict), OUT/coverage.csv, OUT/splits/ and OUT/head_to_head.png (with the
+    book extra).
+    """
+    from .evaluation.headtohead import evaluate, parse_named
+
+    try:
+        paths, ids = parse_named(args.embeddings), parse_named(args.ids or [], "--ids")
+    except ConfigError as err:
+        args.parser.error(str(err))
+    result = evaluate(paths, args.labels, args.task, ids=ids, evaluations=args.evaluations, config=config.evaluate,
+                      time=args.time, event=args.event, out=args.out)
+    columns = ["evaluation", "setting", "metric", "a", "b", "n_draws", "difference", "ci_low", "ci_high", "verdict"]
+    if len(result.pairs):
+        print(result.pairs[columns].to_string(index=False, float_format=lambda v: f"{v:.3f}"))
+    print("wrote " + ", ".join(str(p) for p in result.paths.values()))
     return 0
 
 
@@ -256,6 +309,15 @@ def _budget_options(args) -> dict:
         return {("probe", ("budgets",)): ((), "--train-size"),
                 ("probe", ("train_sizes",)): ((args.train_size,), "--train-size")}
     return {}
+
+
+def _named(text: str) -> str:
+    """argparse type of ``NAME=PATH``: checked when parsed, so a malformed one is a usage error (exit 2)."""
+    name, sep, path = text.partition("=")
+    if not sep or not name.strip() or not path.strip():
+        raise argparse.ArgumentTypeError(f"{text!r} is not NAME=PATH: give each set a name and its file, e.g. "
+                                         "gigassl=embeddings.h5 titan=slide_features_titan")
+    return text
 
 
 def _shard(text: str) -> str:
@@ -379,6 +441,25 @@ def build_parser(require_inputs: bool = True) -> argparse.ArgumentParser:
     p.add_argument("--out", help="tidy CSV of every split's result")
     p.add_argument("--overwrite", action="store_true",
                    help="replace an existing --out that is not a probe table of gigassl")
+    p.add_argument("--time", help="survival probe: the column of the follow-up time (with --event)")
+    p.add_argument("--event", help="survival probe: the column of the event indicator, 1 event, 0 censored")
+    stage(p, progress=False)
+
+    p = command(cmd_evaluate, "--out", **{"--out": "output folder (runs.csv, pairs.csv, coverage.csv, splits/, "
+                                                    "head_to_head.png)"})
+    p.add_argument("--embeddings", nargs="+", type=_named, metavar="NAME=PATH", required=require_inputs,
+                   help="the sets to compare, each a name and its file: gigassl embed's .h5 / .csv / .parquet, "
+                        "TRIDENT's slide_features_<encoder>/ folder, or a .npy with --ids")
+    p.add_argument("--ids", nargs="+", type=_named, metavar="NAME=IDS.npy", help="slide ids (.npy) of a set given "
+                   "as a .npy matrix")
+    p.add_argument("--labels", required=require_inputs,
+                   help="labels CSV: slide_id, case_id, the task column[, center, time and event columns]")
+    p.add_argument("--task", help="classification column (without it: survival only)")
+    p.add_argument("--time", help="survival: the column of the follow-up time (with --event)")
+    p.add_argument("--event", help="survival: the column of the event indicator, 1 event, 0 censored")
+    p.add_argument("--evaluations", nargs="+", choices=EVALUATIONS, metavar="EVALUATION",
+                   help=f"some of {', '.join(EVALUATIONS)} (default: every one the labels allow: unseen_centres "
+                        "with a center column, survival with --time and --event)")
     stage(p, progress=False)
 
     p = command(cmd_run)

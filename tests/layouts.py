@@ -89,3 +89,17 @@ def clam_legacy_bag(save_dir: Path, slide: str, images: np.ndarray, coords_at_le
             imgs.attrs[key] = value
         fh.create_dataset("coords", data=np.asarray(coords_at_level, np.int32), chunks=(1, 2), maxshape=(None, 2))
     return path
+
+
+def trident_slide_features(coords_path: Path, slide_encoder: str, features: np.ndarray) -> Path:
+    """``<coords dir>/slide_features_<slide_encoder>/<slide>.h5`` (TRIDENT extract_slide_features): ``features`` (D,)
+    float32 as the slide encoder's output squeezed, ``coords`` copied with their attributes, ``name``/``savetodir``
+    on features."""
+    with h5py.File(coords_path, "r") as fh:
+        coords, coord_attrs = fh["coords"][()], dict(fh["coords"].attrs)
+    slide = coords_path.name[: -len("_patches.h5")]
+    folder = coords_path.parent.parent / f"slide_features_{slide_encoder}"
+    path = folder / f"{slide}.h5"
+    _save_h5(path, {"features": np.asarray(features, np.float32).reshape(-1), "coords": coords},
+             {"features": {"name": slide, "savetodir": str(folder)}, "coords": coord_attrs})
+    return path

@@ -21,7 +21,10 @@ COMMANDS = {
               "--aggregator-init"],
     "embed": ["--bank", "--checkpoint", "--out", "--views", "--tiles-per-view"],
     "probe": ["--embeddings", "--labels", "--task", "--splits", "--n-splits", "--budget", "--train-size",
-              "--allow-case-overlap", "--method", "--bank", "--ids", "--tcga-task", "--out", "--protocol"],
+              "--allow-case-overlap", "--method", "--bank", "--ids", "--tcga-task", "--out", "--protocol", "--time",
+              "--event"],
+    "evaluate": ["--embeddings", "--ids", "--labels", "--task", "--time", "--event", "--evaluations", "--out",
+                 "--n-splits", "--shots", "--draws", "--classifiers", "--neighbours", "--top-k", "--protocol"],
     "run": ["--profile", "--only", "--force", "--parameter"],
 }
 

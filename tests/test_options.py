@@ -12,7 +12,7 @@ from gigassl import cli, options
 from gigassl.config import PROFILES, MapConfig, Profile, get_profile, override
 
 CONFIG_CLASSES = [typing.get_type_hints(Profile)[s] for s in options.SECTIONS] + [MapConfig, Profile]
-REAL_DATA = ("tile", "pretrain-tiles", "bank", "train", "embed", "probe")
+REAL_DATA = ("tile", "pretrain-tiles", "bank", "train", "embed", "probe", "evaluate")
 
 
 def _subparser(command):

@@ -196,3 +196,106 @@ def summarize_pairs(pairs: pd.DataFrame, by=("protocol", "budget"), n_bootstrap:
                      "difference": float(np.nanmean(d)), "difference_std": float(np.nanstd(d)),
                      "ci_low": low, "ci_high": high})
     return pd.DataFrame(rows)
+
+
+# ------------------------------------------------------------------------------ tidy runs of any evaluation (#26)
+# the tidy table every evaluation of gigassl evaluate returns (gigassl.evaluation.headtohead): one row per (method,
+# draw, metric); two representations pair up on PAIR_KEYS and the draw
+RUN_COLUMNS = ("method", "evaluation", "task", "setting", "draw", "metric", "value")
+PAIR_KEYS = ("evaluation", "task", "setting", "metric")
+# metrics where a lower value is the better one (a loss, an error, a Brier score): the verdict's words follow
+LOWER_IS_BETTER = ("brier", "integrated_brier", "ibs", "log_loss", "loss", "error", "mse")
+# the interval of each evaluation over its draws: "corrected" where the draws are random splits whose training sets
+# overlap (Nadeau & Bengio); the percentile bootstrap where they do not (few-shot training sets of K slides per
+# class, held-out centres) or where the draws are queries of one fixed gallery (retrieval)
+DRAW_INTERVALS = {"random_splits": "corrected", "patients": "corrected", "survival": "corrected",
+                  "few_shot": "bootstrap", "retrieval": "bootstrap", "unseen_centres": "bootstrap"}
+
+
+def higher_is_better(metric: str) -> bool:
+    """False for a metric named in :data:`LOWER_IS_BETTER` (case-insensitive), True for every other (AUC,
+    accuracy, concordance, mAP)."""
+    return str(metric).lower() not in LOWER_IS_BETTER
+
+
+def check_runs(table: pd.DataFrame, where: str = "the runs table") -> pd.DataFrame:
+    """``table`` if it has the columns :data:`RUN_COLUMNS`; else a ConfigError naming the missing ones."""
+    missing = [c for c in RUN_COLUMNS if c not in table.columns]
+    if missing:
+        raise ConfigError(f"{where} lacks the column(s) {missing}; a runs table has {list(RUN_COLUMNS)} "
+                          "(one row per method, draw and metric).")
+    return table
+
+
+def paired_draws(table: pd.DataFrame, a: str, b: str) -> pd.DataFrame:
+    """The values of representations ``a`` and ``b`` side by side on the draws both have.
+
+    ``table``: a runs table (:data:`RUN_COLUMNS`). Returns columns :data:`PAIR_KEYS`, draw, value_a, value_b,
+    difference (a - b), and n_train, n_test (means of the two rows) when the table has them.
+    """
+    check_runs(table)
+    missing = [m for m in (a, b) if m not in set(table["method"])]
+    if missing:
+        raise ConfigError(f"No runs of {missing} to compare; the table has {sorted(set(table['method']))}.")
+    keys = [*PAIR_KEYS, "draw"]
+    sizes = [c for c in ("n_train", "n_test") if c in table.columns]
+    left = table[table["method"] == a][keys + ["value"] + sizes]
+    right = table[table["method"] == b][keys + ["value"] + sizes]
+    both = left.merge(right, on=keys, how="inner", suffixes=("_a", "_b"))
+    for column in sizes:
+        both[column] = (both.pop(f"{column}_a").astype(float) + both.pop(f"{column}_b").astype(float)) / 2.0
+    return both.assign(difference=both["value_a"].astype(float) - both["value_b"].astype(float))
+
+
+def paired_runs(table: pd.DataFrame, a: str, b: str, *, intervals: dict | None = None,
+                test_train_ratio: float | None = None, n_bootstrap: int = 2000, level: float = 0.95,
+                seed: int = 0) -> pd.DataFrame:
+    """Representation ``a`` minus ``b``, paired over draws, one row per (evaluation, task, setting, metric).
+
+    Args:
+        table: a runs table (:data:`RUN_COLUMNS`) of both representations on identical draws.
+        intervals: ``{evaluation: "bootstrap" | "corrected"}`` (default :data:`DRAW_INTERVALS`; an evaluation it
+            does not name: the bootstrap).
+        test_train_ratio: n_test / n_train for the corrected interval of rows without n_train/n_test columns
+            (e.g. test_fraction / (1 - test_fraction)); None: such groups fall back to the bootstrap.
+
+    Columns: PAIR_KEYS, a, b, n_draws, mean_a, mean_b, difference (mean of the per-draw differences),
+    difference_std, interval (its words: :data:`VARIANCE_SOURCES`), ci_low, ci_high, higher_is_better, verdict
+    (:func:`verdict`'s words; for a lower-is-better metric, ``"<a> better"`` when the interval is below 0).
+    Fewer than two draws: no interval, ``undecided``.
+    """
+    intervals = DRAW_INTERVALS if intervals is None else intervals
+    pairs = paired_draws(table, a, b)
+    rows = []
+    for key, group in pairs.groupby(list(PAIR_KEYS), sort=False):
+        d = group["difference"].to_numpy(float)
+        kind = intervals.get(key[0], "bootstrap")
+        ratio = None
+        if kind == "corrected":
+            if {"n_train", "n_test"} <= set(group.columns) and group["n_train"].notna().any():
+                ratio = split_ratio(group)
+            elif test_train_ratio is not None:
+                ratio = float(test_train_ratio)
+            else:
+                kind = "bootstrap"
+        name = "/".join(str(k) for k in (a, b, *key))
+        low, high = _interval(d, kind, ratio, n_bootstrap, level,
+                              seed=int(rng(seed, zlib.crc32(name.encode())).integers(2**31)))
+        up = higher_is_better(key[3])
+        valid = d[~np.isnan(d)]
+        rows.append({**dict(zip(PAIR_KEYS, key)), "a": a, "b": b, "n_draws": len(valid),
+                     "mean_a": float(np.nanmean(group["value_a"])), "mean_b": float(np.nanmean(group["value_b"])),
+                     "difference": float(valid.mean()) if len(valid) else float("nan"),
+                     "difference_std": float(valid.std()) if len(valid) else float("nan"),
+                     "interval": VARIANCE_SOURCES[kind], "ci_low": low, "ci_high": high, "higher_is_better": up,
+                     "verdict": verdict(low, high, a, b) if up else verdict(-high, -low, a, b)})
+    return pd.DataFrame(rows)
+
+
+def head_to_head(table: pd.DataFrame, methods=None, **kwargs) -> pd.DataFrame:
+    """:func:`paired_runs` of every pair of representations (``methods``, default: the table's, in order of first
+    appearance; pair (a, b) with a before b), one table."""
+    check_runs(table)
+    methods = list(dict.fromkeys(table["method"])) if methods is None else list(methods)
+    tables = [paired_runs(table, a, b, **kwargs) for i, a in enumerate(methods) for b in methods[i + 1:]]
+    return pd.concat(tables, ignore_index=True) if tables else pd.DataFrame()
