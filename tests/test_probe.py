@@ -9,7 +9,13 @@ from gigassl.evaluation.metrics import auc_score
 from gigassl.evaluation.probe import LinearProbe, TunedLinearProbe, _preprocess
 
 
-@parametrize_with_checks([LinearProbe(), LinearProbe(preprocessing="standard"), LinearProbe(preprocessing="none")])
+@parametrize_with_checks([
+    LinearProbe(), LinearProbe(preprocessing="standard"), LinearProbe(preprocessing="none"),
+    LinearProbe(preprocessing="l2+standard"),
+    # a small grid: the checks test the estimator's contract, not the grid (their 300-row blobs cost the kernel-form
+    # inner CV an O((3n)^3) solve per Newton step: 17 s a check with the default grid, see benchmarks/logistic.py)
+    TunedLinearProbe(Cs=(0.1, 10.0), preprocessings=("l2", "standard"), inner_splits=2),
+])
 def test_sklearn_conformance(estimator, check):
     check(estimator)
 
@@ -85,3 +91,43 @@ def test_tuned_probe_choice_matches_sklearn_inner_fits():
             model = LogisticRegression(C=row["C"], class_weight="balanced", tol=1e-10, max_iter=10_000).fit(a, y[train])
             aucs.append(auc_score(y[test], model.predict_proba(b), model.classes_))
         assert abs(row["score"] - np.mean(aucs)) < 1e-3
+
+
+def duplicated_cases(seed=1, n_cases=30, dims=100):
+    """Each case's row three times (a little noise), random case labels, more dims than cases: an inner CV that
+    splits a case puts copies of its test rows in training and memorises them."""
+    g = np.random.default_rng(seed)
+    y_case = g.integers(0, 2, n_cases)
+    y_case[:2] = [0, 1]
+    cases = np.repeat(np.arange(n_cases), 3)
+    X = g.normal(size=(n_cases, dims))[cases] + 0.01 * g.normal(size=(len(cases), dims))
+    return X, y_case[cases], cases
+
+
+def test_tuned_probe_inner_folds_keep_a_case_together():
+    X, y, cases = duplicated_cases()
+    grouped = TunedLinearProbe(Cs=(1.0, 100.0)).fit(X, y, groups=cases)
+    leaky = TunedLinearProbe(Cs=(1.0, 100.0)).fit(X, y)
+    assert leaky.best_score_ > 0.95  # copies of the test rows in training: memorised
+    assert grouped.best_score_ < 0.85  # random labels per case: near chance once cases stay whole
+    with pytest.raises(ValueError, match=r"groups has shape \(89,\); it must be \(90,\)"):
+        TunedLinearProbe().fit(X, y, groups=cases[:-1])
+
+
+def test_tuned_probe_gets_groups_by_metadata_routing():
+    """Inside cross_validate with metadata routing, the requested groups reach fit (the inner folds)."""
+    import sklearn
+    from sklearn.exceptions import UnsetMetadataPassedError
+    from sklearn.model_selection import GroupKFold, cross_validate
+
+    X, y, cases = duplicated_cases()
+    outer = GroupKFold(n_splits=3)
+    with sklearn.config_context(enable_metadata_routing=True):
+        probe = TunedLinearProbe(Cs=(1.0, 100.0)).set_fit_request(groups=True)
+        routed = cross_validate(probe, X, y, cv=outer, params={"groups": cases}, return_estimator=True)
+        with pytest.raises(UnsetMetadataPassedError, match="set_fit_request"):
+            cross_validate(TunedLinearProbe(), X, y, cv=outer, params={"groups": cases})
+    for fitted, (train, _) in zip(routed["estimator"], outer.split(X, y, cases)):
+        direct = TunedLinearProbe(Cs=(1.0, 100.0)).fit(X[train], y[train], groups=cases[train])
+        assert fitted.cv_results_ == direct.cv_results_
+        assert fitted.best_score_ < 0.95  # not the leaky, ungrouped inner CV

@@ -149,7 +149,18 @@ class TunedLinearProbe(ClassifierMixin, BaseEstimator):
         seed: the inner folds' shuffle.
 
     Attributes: best_params_ ({"preprocessing", "C"}), best_score_, cv_results_ (one dict per candidate),
-        best_estimator_ (the refitted :class:`LinearProbe`), classes_.
+        best_estimator_ (the refitted :class:`LinearProbe`), classes_, n_features_in_, n_iter_ (the refit's lbfgs
+        iterations, (1,)).
+
+    Groups, the scikit-learn way: ``fit(X, y, groups=cases)`` directly; inside a scikit-learn meta-estimator
+    (``cross_validate``, a ``Pipeline``) with metadata routing enabled, ``groups`` reaches ``fit`` once requested,
+    as for any consumer of fit metadata (the same array can also feed the outer splitter)::
+
+        sklearn.set_config(enable_metadata_routing=True)
+        probe = TunedLinearProbe().set_fit_request(groups=True)
+        cross_validate(probe, X, y, cv=GroupKFold(5), params={"groups": cases})
+
+    It passes scikit-learn's estimator checks (``tests/test_probe.py``).
     """
 
     def __init__(self, Cs=(0.01, 0.1, 1.0, 10.0, 100.0, 1000.0), preprocessings=("l2", "standard", "l2+standard"),
@@ -162,6 +173,9 @@ class TunedLinearProbe(ClassifierMixin, BaseEstimator):
         from sklearn.model_selection import StratifiedGroupKFold
 
         groups = np.arange(len(y)) if groups is None else np.asarray(groups)
+        if groups.shape != (len(y),):
+            raise ValueError(f"TunedLinearProbe.fit: groups has shape {groups.shape}; it must be ({len(y)},), one "
+                             "group (case) per row of X. Pass the cases of the training rows, or groups=None.")
         _, counts = np.unique(y, return_counts=True)
         n = int(min(self.inner_splits, len(np.unique(groups)), counts.max()))
         if n < 2:
@@ -219,9 +233,11 @@ class TunedLinearProbe(ClassifierMixin, BaseEstimator):
         self.best_estimator_ = LinearProbe(C=best[1], preprocessing=best[0], class_weight=self.class_weight,
                                            max_iter=self.max_iter, n_threads=self.n_threads).fit(X, y)
         self.classes_ = self.best_estimator_.classes_
+        self.n_iter_ = self.best_estimator_.n_iter_
         return self
 
     def decision_function(self, X) -> np.ndarray:
+        """Scores of the refitted probe: (S,) for two classes (of ``classes_[1]``), else (S, n_classes)."""
         check_is_fitted(self)
         return self.best_estimator_.decision_function(X)
 
@@ -231,6 +247,7 @@ class TunedLinearProbe(ClassifierMixin, BaseEstimator):
         return self.best_estimator_.predict_proba(X)
 
     def predict(self, X) -> np.ndarray:
+        """Most probable class of each row (S,), by the refitted probe."""
         check_is_fitted(self)
         return self.best_estimator_.predict(X)
 
