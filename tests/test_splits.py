@@ -166,3 +166,59 @@ def test_a_budget_too_small_for_the_classes_asks_for_a_larger_one():
         budget_split(split, labels, fraction=0.01)
     with pytest.raises(ConfigError, match="Choose a smaller --train-size/--budget."):
         budget_split(split, labels, size=31)
+
+
+# ------------------------------------------------------------------------------------------------ unseen centres
+def centred(n_cases=60, seed=0):
+    gen = np.random.default_rng(seed)
+    rows = []
+    for case in range(n_cases):
+        label, centre = "ab"[case % 2], f"c{(case // 2) % 4}"
+        for _ in range(2 if gen.random() < 0.3 else 1):
+            rows.append((f"s{len(rows):03d}", f"case{case:03d}", label, centre))
+    frame = pd.DataFrame(rows, columns=["slide_id", "case_id", "y", "center"])
+    return frame
+
+
+def test_centre_splits_hold_out_each_centre_in_turn():
+    from gigassl.evaluation.labels import task_table
+    from gigassl.evaluation.splits import centre_splits
+
+    frame = centred()
+    frame.loc[0, "center"] = "c1"  # case000's first slide in c1, its second (if any) stays in c0
+    frame.loc[1, "case_id"] = frame.loc[0, "case_id"]  # and a patient with slides in c1 and c0 for sure
+    frame.loc[1, "center"] = "c0"
+    labels = task_table(frame, "y")
+    splits, skipped = centre_splits(labels)
+    assert [s.name for s in splits] == ["held_out:c0", "held_out:c1", "held_out:c2", "held_out:c3"] and not skipped
+    centre = dict(zip(labels.slide_id, labels.center))
+    for split in splits:
+        name = split.name.split(":")[1]
+        assert sorted(split.test_ids) == sorted(s for s in labels.slide_id if centre[s] == name)
+        assert not {centre[s] for s in split.train_ids} & {name}
+        assert not case_overlap(split, dict(zip(labels.slide_id, labels.case_id)))
+        test_cases = set(labels.case_id[labels.slide_id.isin(split.test_ids)])
+        assert sorted(split.train_ids) == sorted(s for s, c in zip(labels.slide_id, labels.case_id)
+                                                 if centre[s] != name and c not in test_cases)
+    assert frame.loc[0, "slide_id"] not in splits[0].train_ids  # its patient is tested on c0
+
+
+def test_centre_splits_skip_a_one_class_centre_with_the_reason():
+    from gigassl.evaluation.labels import task_table
+    from gigassl.evaluation.splits import centre_splits
+
+    frame = centred()
+    frame.loc[frame.center == "c3", "y"] = "a"
+    frame.loc[frame.index[frame.center == "c2"][0], "y"] = "a"
+    frame.loc[frame.center == "c2", "y"] = ["a"] + ["b"] * (int((frame.center == "c2").sum()) - 1)
+    splits, skipped = centre_splits(task_table(frame, "y"))
+    assert "held_out:c3" not in [s.name for s in splits] and "fewer than two classes" in skipped["c3"]
+    assert "held_out:c2" in [s.name for s in splits]
+    splits, skipped = centre_splits(task_table(frame, "y"), min_per_class=2)
+    assert set(skipped) == {"c2", "c3"}  # c2 holds a single slide of class a
+    with pytest.raises(ConfigError, match="min_per_class"):
+        centre_splits(task_table(frame, "y"), min_per_class=0)
+    with pytest.raises(ManifestError, match="at least two centres"):
+        centre_splits(task_table(frame.drop(columns="center"), "y"))
+    with pytest.raises(ManifestError, match="at least two centres"):
+        centre_splits(task_table(frame.assign(center="c0"), "y"))

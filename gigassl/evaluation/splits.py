@@ -409,3 +409,49 @@ def check_splits(splits: list[Split], labels: pd.DataFrame, allow_case_overlap: 
             )
         counts.append(len(cases))
     return counts
+
+
+# ------------------------------------------------------------------------------------------------ unseen centres
+def centre_splits(labels: pd.DataFrame, min_per_class: int = 1) -> tuple[list[Split], dict[str, str]]:
+    """Site-preserved splits: each centre held out in turn (train on the other centres, test on it).
+
+    Split ``held_out:<centre>`` tests on every labelled slide of the centre and trains on the slides of the other
+    centres, less those of a patient who also has a slide in the held-out centre (no patient on both sides). A
+    centre is skipped, with the reason recorded, when its slides hold fewer than two classes with at least
+    ``min_per_class`` slides each (the AUROC would be undefined or rest on fewer slides than asked), or when the
+    other centres hold fewer than two classes. Centres in sorted order; the splits draw nothing.
+
+    Args:
+        labels: a label frame with a ``center`` column (:func:`gigassl.evaluation.labels.task_table` keeps it);
+            slides with no centre take part in no test set but train every split.
+
+    Returns: (splits, {skipped centre: reason}).
+
+    Raises:
+        ConfigError: min_per_class < 1. ManifestError: no ``center`` column, or fewer than two centres.
+    """
+    if int(min_per_class) < 1:
+        raise ConfigError(f"min_per_class must be >= 1; got {min_per_class}. 1 keeps every centre whose AUROC is "
+                          "defined.")
+    if "center" not in labels.columns or labels["center"].dropna().nunique() < 2:
+        found = sorted(labels["center"].dropna().astype(str).unique()) if "center" in labels.columns else None
+        raise ManifestError(suggest(
+            f"Unseen-centre splits need a `center` column with at least two centres; the label table has "
+            f"{'no such column' if found is None else found}.",
+            "pass the manifest (slide_id, case_id, center, task) or a frame from labels.task_table"))
+    centre = labels["center"].where(labels["center"].notna(), None).map(lambda c: None if c is None else str(c))
+    slides, cases, classes = (labels[c].astype(str).to_numpy() for c in ("slide_id", "case_id", "label"))
+    splits, skipped = [], {}
+    for name in sorted(set(centre.dropna())):
+        test = (centre == name).to_numpy()
+        counts = Counter(classes[test])
+        enough = sorted(c for c, n in counts.items() if n >= int(min_per_class))
+        train = ~test & ~np.isin(cases, cases[test])
+        if len(enough) < 2:
+            skipped[name] = (f"its {int(test.sum())} slides hold {dict(sorted(counts.items()))}: fewer than two "
+                             f"classes with at least {int(min_per_class)} slide(s)")
+        elif len(set(classes[train])) < 2:
+            skipped[name] = f"the other centres hold a single class ({sorted(set(classes[train]))})"
+        else:
+            splits.append(Split(tuple(slides[train]), tuple(slides[test]), f"held_out:{name}", "full"))
+    return splits, skipped
