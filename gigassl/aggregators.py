@@ -15,6 +15,8 @@ Aggregators:
 - ``SparseConvAggregator`` (``sparseconv``, the paper's): ResNet18 ``layer4`` as a sparse network on the map;
 - ``AttentionAggregator`` (``attention``, Fig. 3C ablation): gated attention MIL over the tiles, no coordinates;
 - ``MeanAggregator`` (``mean``): the average of the tile embeddings, no parameters;
+- ``ResidualMLPAggregator``: a residual MLP per tile then the mean (the authors' released "mlp" variant, loaded by
+  :mod:`gigassl.released`; not built by ``gigassl train``);
 - ``GatedAttentionPool``: gated attention MIL pooling (Ilse et al. 2018), shared by the ``attention``
   aggregator and the DeepMIL baseline (:mod:`gigassl.evaluation.baselines`).
 
@@ -265,6 +267,46 @@ class MeanAggregator(nn.Module):
         weights = views.valid().to(views.features.dtype)
         total = torch.einsum("bt,btf->bf", weights, views.features)
         return total / weights.sum(1, keepdim=True).clamp(min=1.0)
+
+
+class ResidualMLPAggregator(nn.Module):
+    """A residual MLP applied to every tile, then the mean over the tiles: the authors' released "mlp" Giga-SSL
+    variant (a coordinate-free alternative to the sparse CNN; not in the paper). Loaded by
+    :func:`gigassl.released.load_released`; it is not one of the aggregators ``gigassl train`` builds.
+
+    Each block: ``h = BN(ReLU(Linear(x)))``, ``h = BN(Linear(h))``, ``out = ReLU(h + skip(x))`` where ``skip`` is
+    ``BN(Linear(x))`` in the first block (``in_dim -> width``) and the identity in the others. With
+    ``batchnorm=False`` the BNs are identities. Dropout (inactive at inference) is left out.
+
+    Shape:
+        Views (B, T, in_dim) -> (B, width).
+    """
+
+    def __init__(self, in_dim: int = 256, width: int = 512, n_blocks: int = 2, batchnorm: bool = True):
+        super().__init__()
+        norm = (lambda n: nn.BatchNorm1d(n)) if batchnorm else (lambda n: nn.Identity())
+        self.blocks = nn.ModuleList()
+        for i in range(int(n_blocks)):
+            c_in = int(in_dim) if i == 0 else int(width)
+            block = nn.Module()
+            block.fc1, block.bn1 = nn.Linear(c_in, width), norm(width)
+            block.fc2, block.bn2 = nn.Linear(width, width), norm(width)
+            block.skip = nn.Sequential(nn.Linear(c_in, width), norm(width)) if i == 0 else nn.Identity()
+            self.blocks.append(block)
+        self.in_dim, self.out_dim = int(in_dim), int(width)
+
+    def tiles(self, x: torch.Tensor) -> torch.Tensor:
+        """The MLP on each tile. Shape: (n, in_dim) -> (n, width)."""
+        for b in self.blocks:
+            h = b.bn2(b.fc2(b.bn1(torch.relu(b.fc1(x)))))
+            x = torch.relu(h + b.skip(x))
+        return x
+
+    def forward(self, views: Views) -> torch.Tensor:
+        b, t, f = views.features.shape
+        h = self.tiles(views.features.reshape(b * t, f)).view(b, t, -1)
+        weights = views.valid().to(h.dtype)
+        return torch.einsum("bt,btf->bf", weights, h) / weights.sum(1, keepdim=True).clamp(min=1.0)
 
 
 def build_aggregator(name: str, in_dim: int = 256, backend: str = "torch") -> nn.Module:

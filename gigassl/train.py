@@ -159,7 +159,12 @@ class Monitor:
 
 def load_checkpoint(path: str | os.PathLike, device: str = "cpu", backend: str | None = None):
     """(model in eval mode, checkpoint dict) from a ``gigassl train`` checkpoint; ``backend`` overrides the
-    sparse backend (the weights do not depend on it)."""
+    sparse backend (the weights do not depend on it). One of the authors' released files loads through
+    :func:`gigassl.released.load_released_checkpoint` (their map origin)."""
+    from .released import is_released, load_released_checkpoint
+
+    if is_released(path):
+        return load_released_checkpoint(path, device, backend)
     state = load_checkpoint_file(path, ("gigassl",))
     config = TrainConfig(**{**state["config"], "maps": MapConfig(**state["config"]["maps"])})
     if backend is not None:
