@@ -1,8 +1,9 @@
 """Frozen configuration of every stage, and the three run profiles ``smoke``, ``demo`` and ``paper``.
 
 This is the one place where parameter values live. Each stage function takes its own config; a notebook's
-``parameters`` cell and the CLI options map onto these fields, and override them with
-:func:`dataclasses.replace`. Profiles are named instances of :class:`Profile`:
+``parameters`` cell and the CLI options map onto these fields by name, and change them with :func:`override` (a
+value left at None keeps the profile's; the book's page functions in :mod:`gigassl.book.stages` take their changes
+the same way). Profiles are named instances of :class:`Profile`:
 
 - ``smoke``: a handful of tiny slides; every stage takes seconds (used by the tests);
 - ``demo``: the default of ``make book``; the synthetic cohort, sized for a 2-core CPU;

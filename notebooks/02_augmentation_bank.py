@@ -25,12 +25,13 @@ profile = "demo"
 run_dir = "runs/demo"
 out_dir = "runs/demo/bank_moco_shared"
 figures_dir = "figures"
-encoder = "moco"  # moco | imagenet
-mode = "shared"  # shared | independent
-pool = False  # True: also the slides of the unlabelled pool (SSL only)
-plain_from = None  # under run_dir: a bank of the same encoder whose plain embeddings are reused
-first_slide = 0  # row of the manifest whose tiles are drawn
-tiles_shown = 8
+encoder = "moco"  # page parameter: the tile embedder, moco | imagenet (gigassl.book.stages.bank_encoder)
+pool = False  # page parameter: True: also the slides of the unlabelled pool (SSL only)
+plain_from = None  # page parameter: under run_dir, a bank of the same encoder whose plain embeddings are reused
+first_slide = 0  # page parameter: row of the manifest whose tiles are drawn
+tiles_shown = 8  # page parameter: tiles drawn
+# AugmentConfig fields (gigassl.config), by their names; None: the profile's value (gigassl.config.override)
+mode = None  # shared (the paper) | independent (NS, Table 3)
 
 # %%
 from pathlib import Path

@@ -24,20 +24,21 @@ profile = "demo"
 run_dir = "runs/demo"
 out_dir = "runs/demo/ssl_full"
 figures_dir = "figures"
-bank = "bank_moco_shared"  # execution whose bank to train on
-pool = 0  # unlabelled pool slides added to the labelled cohort for SSL (None: the whole pool of the bank)
-steps = None  # optimizer steps; None: the profile's epochs
-tiles_per_view = None  # T; None: the profile's (paper: 5)
-aggregator = "sparseconv"  # sparseconv | attention | mean
-aggregator_init = "tile_embedder"  # tile_embedder (the paper) | random
-bn_views = "per_view"  # per_view (the authors' code) | joint
-schedule_epochs = None  # cosine horizon; None: the training length (the authors': 3000)
-slide_aug = True  # False: the "w/o slide-aug" ablation
-monitor_every = 0  # every k epochs: probe the monitor task and compute the diagnostics (0: never)
-monitor_task = "nsclc_like"
-exclude_probe_centres = False  # True: train only on centres absent from the probe slides (Table 4)
-encoder_weights = "tile_encoder/moco/checkpoint.pt"  # under run_dir: the tile embedder whose layer4 starts the
-#                                                      aggregator; None for a bank of another encoder
+bank = "bank_moco_shared"  # page parameter: the execution whose bank to train on
+pool = 0  # page parameter: unlabelled pool slides added to the labelled cohort (None: the whole pool of the bank)
+monitor_task = "nsclc_like"  # page parameter: the label column the monitor probes
+exclude_probe_centres = False  # page parameter: True: train only on centres absent from the probe slides (Table 4)
+encoder_weights = "tile_encoder/moco/checkpoint.pt"  # page parameter: under run_dir, the tile embedder whose layer4
+#                                                      starts the aggregator; None for a bank of another encoder
+# TrainConfig fields (gigassl.config), by their names; None: the profile's value (gigassl.config.override)
+steps = None  # optimizer steps; None: the profile's (none: its epochs decide)
+tiles_per_view = None  # T (paper: 5)
+aggregator = None  # sparseconv | attention | mean
+aggregator_init = None  # tile_embedder (the paper) | random
+bn_views = None  # per_view (the authors' code) | joint
+schedule_epochs = None  # cosine horizon (the authors': 3000); the profile's none: the training length
+slide_aug = None  # TrainConfig.maps.slide_aug; False: the "w/o slide-aug" ablation
+monitor_every = None  # every k epochs: probe the monitor task and compute the diagnostics (0: never)
 
 # %%
 from pathlib import Path
@@ -49,11 +50,10 @@ from gigassl.book.figures import finding, monitor_curves, save_figure, show_tabl
 from gigassl.book.stages import monitor_over_training, train_ssl, training_finding
 
 config = get_profile(profile)
-run = train_ssl(config, run_dir, out_dir, bank, pool=pool, steps=steps, tiles_per_view=tiles_per_view,
-                aggregator=aggregator, aggregator_init=aggregator_init, bn_views=bn_views,
-                schedule_epochs=schedule_epochs, slide_aug=slide_aug, monitor_every=monitor_every,
-                monitor_task=monitor_task, exclude_probe_centres=exclude_probe_centres,
-                encoder_weights=encoder_weights)
+run = train_ssl(config, run_dir, out_dir, bank, pool=pool, monitor_task=monitor_task,
+                exclude_probe_centres=exclude_probe_centres, encoder_weights=encoder_weights, steps=steps,
+                tiles_per_view=tiles_per_view, aggregator=aggregator, aggregator_init=aggregator_init,
+                bn_views=bn_views, schedule_epochs=schedule_epochs, slide_aug=slide_aug, monitor_every=monitor_every)
 print(f"{run.slides}\ncheckpoint {run.checkpoint}\nembeddings {run.embeddings}")
 
 # %% [markdown]
@@ -75,7 +75,7 @@ show_table(log.tail())
 # predicted (the shortcut indicator).
 
 # %%
-if monitor_every:
+if run.config.monitor_every:
     over_training = monitor_over_training(out_dir)
     save_figure(monitor_curves(over_training, Path(out_dir).name), f"{Path(out_dir).name}_monitor", figures_dir)
     show_table(over_training)

@@ -30,7 +30,7 @@ tasks = None
 variants = {"full": "ssl_ref", "no_slide_aug": "ssl_no_slide_aug", "ns": "ssl_ns",
             "no_tile_aug": "ssl_no_tile_aug", "imagenet": "ssl_imagenet", "imagenet_ns": "ssl_imagenet_ns", "bn_joint": "ssl_bn_joint",
             "random_init": "ssl_random_init"}
-neighbours = 5  # nearest neighbours of the centre-shortcut measure
+shortcut_neighbours = 5  # page parameter: the nearest neighbours of the centre-shortcut measure
 mapped = ["full", "ns"]  # variants drawn in PCA
 mapped_columns = None  # colours of the maps; None: the centre and the first task
 
@@ -50,7 +50,7 @@ from gigassl.book.figures import finding, paired_forest, save_figure, save_figur
 from gigassl.book.results import pairs_finding
 
 config = get_profile(profile)
-result = augmentation_ablation(config, run_dir, out_dir, variants, tasks=tasks, neighbours=neighbours)
+result = augmentation_ablation(config, run_dir, out_dir, variants, tasks=tasks, neighbours=shortcut_neighbours)
 save_table(result.table, "table3_ablation_augmentation", figures_dir)
 show_table(result.wide(variants))
 

@@ -23,7 +23,7 @@ run_dir = "runs/demo"
 out_dir = "runs/demo/ablation_views"
 figures_dir = "figures"
 tasks = None
-views = [1, 2, 5, 10, 25, 50]
+view_counts = [1, 2, 5, 10, 25, 50]  # page parameter: the numbers of views R compared (each one EmbedConfig.views)
 train = "ssl_full"
 bank = "bank_moco_shared"
 
@@ -34,7 +34,7 @@ from gigassl.book.figures import curves_by_protocol, finding, save_figures, save
 from gigassl.book.results import curve_finding
 
 config = get_profile(profile)
-fig3b = views_ablation(config, run_dir, out_dir, views, tasks=tasks, train=train, bank=bank)
+fig3b = views_ablation(config, run_dir, out_dir, view_counts, tasks=tasks, train=train, bank=bank)
 save_table(fig3b, "fig3b_views", figures_dir)
 show_table(by_task(fig3b, "views"))
 

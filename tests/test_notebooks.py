@@ -148,3 +148,115 @@ def test_every_name_a_notebook_uses_is_bound(path):
             bound.add(node.id)
     used = {node.id for node in ast.walk(tree) if isinstance(node, ast.Name) and isinstance(node.ctx, ast.Load)}
     assert not used - bound, f"{path.name} uses names it never binds: {sorted(used - bound)}"
+
+
+# ---------------------------------------------------------------------- parameters map onto the configs by name
+ROOT = Path(__file__).resolve().parents[1]
+RUN_CELL = {"02_augmentation_bank": "bank", "03_train_gigassl": "train"}  # the stage call each page makes first
+
+
+def config_fields() -> set[str]:
+    """The names of every field of a profile's stage configs (nested ones flattened: ``slide_aug``)."""
+    import dataclasses
+
+    from gigassl.config import get_profile
+
+    def names(config):
+        for f in dataclasses.fields(config):
+            value = getattr(config, f.name)
+            yield from names(value) if dataclasses.is_dataclass(value) else (f.name,)
+
+    profile = get_profile("demo")
+    return {name for f in dataclasses.fields(profile) if dataclasses.is_dataclass(getattr(profile, f.name))
+            for name in names(getattr(profile, f.name))}
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
+def test_a_parameter_named_like_a_config_field_defaults_to_the_profiles_value(path):
+    """A parameter named like a config field is that field: None (the profile's value, gigassl.config.override)
+    unless the plan sets it; a page's own parameter takes another name (09's ``view_counts``, not ``views``)."""
+    from gigassl.book.runner import notebook_defaults
+
+    defaults = notebook_defaults(path)
+    named = sorted(set(defaults) & config_fields())
+    assert all(defaults[name] is None for name in named), {name: defaults[name] for name in named}
+
+
+def run_stage_cell(path: Path, parameters: dict) -> dict:
+    """Run a notebook's parameters cell, then ``parameters`` (as papermill injects them), then the cell after it
+    (the page's stage call); returns the notebook's names."""
+    cells = [c for c in jupytext.read(path).cells if c.cell_type == "code"]
+    index = next(i for i, c in enumerate(cells) if "parameters" in c.metadata.get("tags", []))
+    namespace: dict = {}
+    exec(cells[index].source, namespace)
+    namespace.update(parameters)
+    exec(cells[index + 1].source, namespace)
+    return namespace
+
+
+@pytest.mark.parametrize("notebook", sorted(RUN_CELL))
+def test_a_parameter_left_at_none_takes_the_profiles_value(monkeypatch, tmp_path, notebook):
+    """The page run with its parameters cell as it is, on a profile whose training and augmentation fields all
+    differ from the former literals of the cell: the training (the bank) receives the profile's config."""
+    from tests.test_stages import VARIANT, fake_run
+
+    seen = fake_run(monkeypatch, tmp_path)
+    monkeypatch.setattr("gigassl.config.get_profile", lambda name: VARIANT)
+    run_stage_cell(ROOT / "notebooks" / f"{notebook}.py",
+                   {"profile": "smoke", "run_dir": str(tmp_path), "out_dir": str(tmp_path / "out")})
+    if notebook == "03_train_gigassl":
+        assert seen["train"] == VARIANT.train  # bn_views joint, aggregator attention, no slide augmentation, ...
+        assert seen["monitor_maps"] == VARIANT.train.maps  # the profile's monitor_every (2) started the monitor
+    else:
+        assert seen["bank"][5] == VARIANT.augment  # mode independent
+
+
+# what the pages did before #21 item 4, rewritten: the cell's literals, then the plan's values, replaced the profile's
+FORMER_TRAIN_CELL = {"steps": None, "tiles_per_view": None, "aggregator": "sparseconv",
+                     "aggregator_init": "tile_embedder", "bn_views": "per_view", "schedule_epochs": None,
+                     "slide_aug": True, "monitor_every": 0}
+
+
+def former_train_config(train, parameters: dict, n_slides: int):
+    import dataclasses
+
+    p = {**FORMER_TRAIN_CELL, **{k: v for k, v in parameters.items() if k in FORMER_TRAIN_CELL}}
+    config = dataclasses.replace(
+        train, tiles_per_view=p["tiles_per_view"] or train.tiles_per_view, aggregator=p["aggregator"],
+        steps=p["steps"], aggregator_init=p["aggregator_init"], bn_views=p["bn_views"],
+        schedule_epochs=p["schedule_epochs"], monitor_every=p["monitor_every"],
+        maps=dataclasses.replace(train.maps, slide_aug=p["slide_aug"]))
+    return dataclasses.replace(config, batch_size=min(config.batch_size, n_slides))
+
+
+@pytest.mark.parametrize("profile", ["smoke", "demo", "paper"])
+def test_every_execution_of_the_plan_trains_and_banks_with_the_configs_it_had_before(monkeypatch, tmp_path, profile):
+    """The book's numbers do not move: for each training and bank execution of experiments.yml, the config the
+    page now builds (the profile's, then the plan's values through override) equals the one the former cells built
+    (their literals and the plan's values over the profile's)."""
+    import dataclasses
+
+    from gigassl.book.runner import load_plan, notebook_parameters
+    from gigassl.config import get_profile
+    from tests.test_stages import fake_run
+
+    config = get_profile(profile)
+    seen = fake_run(monkeypatch, tmp_path)
+    changed = []
+    for execution in load_plan(ROOT / "experiments.yml", profile):
+        if execution.notebook not in RUN_CELL:
+            continue
+        path = ROOT / "notebooks" / f"{execution.notebook}.py"
+        declared = notebook_parameters(path)
+        given = {k: v for k, v in execution.parameters.items() if k in declared}
+        run_stage_cell(path, {**given, "profile": profile, "run_dir": str(tmp_path),
+                              "out_dir": str(tmp_path / execution.name)})
+        if execution.notebook == "03_train_gigassl":
+            before = former_train_config(config.train, given, len(seen["train_kwargs"]["slide_ids"]))
+            assert seen.pop("train") == before, execution.name
+            changed += [execution.name] if before != dataclasses.replace(config.train, batch_size=before.batch_size) \
+                else []
+        else:
+            assert seen.pop("bank")[5] == dataclasses.replace(config.augment, mode=given.get("mode", "shared")), \
+                execution.name
+    assert {"ssl_bn_joint", "ssl_random_init", "ssl_no_slide_aug", "ssl_attention"} <= set(changed)  # not vacuous

@@ -20,7 +20,7 @@ import pandas as pd
 
 from .. import io
 from .plan import COHORT, MANIFEST, MOCO_CHECKPOINT
-from ..config import EncoderConfig, Profile, TrainConfig
+from ..config import EncoderConfig, Profile, TrainConfig, override
 from ..manifest import labelled_ids, pool_ids, task_columns
 
 
@@ -180,16 +180,24 @@ def bank_encoder(config: Profile, encoder: str, run_dir: str | os.PathLike) -> E
 
 
 def make_bank(config: Profile, run_dir: str | os.PathLike, out_dir: str | os.PathLike, encoder: str = "moco",
-              mode: str = "shared", pool: bool = False, plain_from: str | None = None):
-    """Sec. 3.2: the augmentation bank of the cohort (the labelled slides, and the unlabelled pool with ``pool``),
-    with ``mode`` ``shared`` (the paper) or ``independent`` (NS); ``plain_from``: an execution under ``run_dir``
-    whose plain embeddings (same encoder) are reused. Returns the :class:`gigassl.batch.BatchReport`."""
+              pool: bool = False, plain_from: str | None = None, **augment):
+    """Sec. 3.2: the augmentation bank of the cohort (the labelled slides, and the unlabelled pool with ``pool``).
+
+    Args:
+        encoder: the page's tile embedder, ``moco`` or ``imagenet`` (:func:`bank_encoder`).
+        pool: also the slides of the unlabelled pool (SSL only).
+        plain_from: an execution under ``run_dir`` whose plain embeddings (same encoder) are reused.
+        **augment: :class:`gigassl.config.AugmentConfig` fields over the profile's (:func:`gigassl.config.override`:
+            None keeps the profile's value), e.g. ``mode="independent"`` (NS, Table 3).
+
+    Returns: the :class:`gigassl.batch.BatchReport`.
+    """
     from ..bank import build_bank
 
     cohort = Path(run_dir) / COHORT
     manifest = cohort_manifest(run_dir)
     return build_bank(cohort / "manifest.csv", cohort / "coords", out_dir, config.bank,
-                      bank_encoder(config, encoder, run_dir), dataclasses.replace(config.augment, mode=mode),
+                      bank_encoder(config, encoder, run_dir), override(config.augment, **augment),
                       progress=False, slide_ids=None if pool else labelled_ids(manifest),
                       plain_from=plain_from and Path(run_dir) / plain_from)
 
@@ -224,21 +232,21 @@ class TrainingRun:
 
 
 def train_ssl(config: Profile, run_dir: str | os.PathLike, out_dir: str | os.PathLike, bank: str,
-              pool: int | None = 0, steps: int | None = None, tiles_per_view: int | None = None,
-              aggregator: str = "sparseconv", aggregator_init: str = "tile_embedder", bn_views: str = "per_view",
-              schedule_epochs: int | None = None, slide_aug: bool = True, monitor_every: int = 0,
-              monitor_task: str = "nsclc_like", exclude_probe_centres: bool = False,
-              encoder_weights: str | None = MOCO_CHECKPOINT) -> TrainingRun:
+              pool: int | None = 0, monitor_task: str = "nsclc_like", exclude_probe_centres: bool = False,
+              encoder_weights: str | None = MOCO_CHECKPOINT, **train_changes) -> TrainingRun:
     """Sec. 3.1 Steps 3-6 and Sec. 4.2: Giga-SSL trained on the bank ``<run_dir>/<bank>``, then every labelled slide
     embedded (R views of T plain tiles).
 
     Args:
-        pool: unlabelled pool slides added to the labelled cohort (None: the bank's whole pool).
-        steps, tiles_per_view, aggregator, aggregator_init, bn_views, schedule_epochs, slide_aug, monitor_every:
-            the :class:`gigassl.config.TrainConfig` fields an ablation changes (None: the profile's).
-        exclude_probe_centres: train only on the centres absent from the probe slides (Table 4,
+        pool: page parameter: unlabelled pool slides added to the labelled cohort (None: the bank's whole pool).
+        monitor_task: page parameter: the label column the monitor probes (with ``monitor_every``).
+        exclude_probe_centres: page parameter: train only on the centres absent from the probe slides (Table 4,
             :func:`gigassl.evaluation.centres.centre_holdout`).
-        encoder_weights: under ``run_dir``, the tile embedder whose layer4 starts the aggregator (None: none).
+        encoder_weights: page parameter: under ``run_dir``, the tile embedder whose layer4 starts the aggregator
+            (None: none).
+        **train_changes: :class:`gigassl.config.TrainConfig` fields, and those of its ``maps``, over the profile's
+            (:func:`gigassl.config.override`: None keeps the profile's value; an unknown name is a ConfigError), e.g.
+            ``steps``, ``tiles_per_view``, ``aggregator``, ``bn_views``, ``slide_aug``: what an ablation changes.
 
     The batch size is the profile's, or the number of slides when there are fewer.
     """
@@ -248,11 +256,7 @@ def train_ssl(config: Profile, run_dir: str | os.PathLike, out_dir: str | os.Pat
     from ..evaluation.centres import centre_holdout
     from ..train import train
 
-    train_config = dataclasses.replace(
-        config.train, tiles_per_view=tiles_per_view or config.train.tiles_per_view, aggregator=aggregator,
-        steps=steps, aggregator_init=aggregator_init, bn_views=bn_views, schedule_epochs=schedule_epochs,
-        monitor_every=monitor_every, maps=dataclasses.replace(config.train.maps, slide_aug=slide_aug),
-    )
+    train_config = override(config.train, **train_changes)
     bank_dir = Path(run_dir) / bank
     manifest = cohort_manifest(run_dir)
     excluded = centre_holdout(manifest, seed=config.probe.seed) if exclude_probe_centres else ()
@@ -261,7 +265,7 @@ def train_ssl(config: Profile, run_dir: str | os.PathLike, out_dir: str | os.Pat
     said = (f"SSL on {len(slides)} slides ({len(set(slides) - set(labelled_ids(manifest)))} of them from the "
             f"unlabelled pool){'; probe centres ' + str(list(excluded)) + ' excluded' if excluded else ''}")
     watch = None
-    if monitor_every:
+    if train_config.monitor_every:
         watch = training_monitor(manifest, [monitor_task], train_config.maps, views=max(1, config.embed.views // 5),
                                  tiles=train_config.tiles_per_view, probe=config.probe, seed=config.embed.seed,
                                  device=train_config.device)
