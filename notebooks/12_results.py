@@ -34,7 +34,7 @@ run_dir = "runs/demo"
 out_dir = "runs/demo/results"
 figures_dir = "figures"
 verdict_protocol = "fair"  # the protocol whose verdicts the summary counts
-seeds_csv = "benchmarks/results/seeds.csv"  # the recorded output of benchmarks/seeds.py
+seeds_csv = "benchmarks/results/seeds.csv"  # the recorded output of benchmarks/seeds.py, under the project root
 seeds_steps = 1800  # the main run's SSL steps (ssl_full), which benchmarks/seeds.py repeats on each cohort
 
 # %%
@@ -44,6 +44,7 @@ import pandas as pd
 from IPython.display import Markdown, display
 
 from gigassl.book import paper, verdicts
+from gigassl.book.plan import project_root
 from gigassl.config import get_profile
 from gigassl.book.figures import agreement_plot, finding, save_figure, save_table, show_images, show_table
 from gigassl.book.results import explain, results
@@ -137,7 +138,7 @@ show_table(pd.read_csv(figures / "representations.csv"))
 # settings; a record of other settings is refused and the sentence below says so.
 
 # %%
-spread, spread_note = paper.seed_spread(seeds_csv, paper.seed_settings(profile, seeds_steps))
+spread, spread_note = paper.seed_spread(seeds_csv, paper.seed_settings(profile, seeds_steps), project_root(run_dir))
 display(Markdown(spread_note))
 show_table(spread)
 

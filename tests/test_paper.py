@@ -186,19 +186,43 @@ def test_the_seed_benchmark_is_shown_only_when_recorded_with_the_runs_settings(t
     expected = paper.seed_settings("demo", 1800)
     assert expected == paper.seed_settings("demo", 1800) and expected != paper.seed_settings("demo", 900)
     assert expected["digest"] != paper.seed_settings("smoke", 1800)["digest"]
-    table, note = paper.seed_spread(csv, expected)
+    table, note = paper.seed_spread(csv, expected, tmp_path)
     assert table.empty and "No recorded output" in note
     pd.DataFrame({"seed": [0, 1, 0, 1], "protocol": "fair", "method": ["gigassl"] * 2 + ["averagemil"] * 2,
                   "task": "nsclc_like", "budget": "full", "auc_mean": [0.8, 0.7, 0.75, 0.74],
                   "auc_std": [0.05, 0.06, 0.04, 0.05]}).to_csv(csv, index=False)
-    table, note = paper.seed_spread(csv, expected)
+    table, note = paper.seed_spread(csv, expected, tmp_path)
     assert table.empty and "no record of its settings" in note and "benchmarks/seeds.py" in note
     csv.with_suffix(".json").write_text(json.dumps({"commit": "abc1234",
                                                     "settings": paper.seed_settings("demo", 900)}))
-    table, note = paper.seed_spread(csv, expected)
+    table, note = paper.seed_spread(csv, expected, tmp_path)
     assert table.empty and "abc1234" in note and "is not shown" in note
     csv.with_suffix(".json").write_text(json.dumps({"commit": "abc1234", "settings": expected}))
-    table, note = paper.seed_spread(csv, expected)
+    table, note = paper.seed_spread(csv, expected, tmp_path)
     row = table.set_index("method").loc["gigassl"]
     assert row.seeds == 2 and abs(row.auc_mean - 0.75) < 1e-12 and abs(row.std_over_seeds - 0.0707) < 1e-3
     assert "abc1234" in note and "[0, 1]" in note
+
+
+def test_the_seed_benchmark_is_read_under_the_project_root_not_the_working_directory(tmp_path, monkeypatch):
+    """The results page names the recorded CSV relative to the project (``benchmarks/results/seeds.csv``): it is
+    read under the root of the run (:func:`gigassl.book.plan.project_root`), whatever the working directory."""
+    import json
+
+    from gigassl.book import paper
+    from gigassl.book.plan import project_root
+
+    expected = paper.seed_settings("smoke", None)
+    for folder, auc in ((tmp_path / "project", 0.8), (tmp_path / "elsewhere", 0.6)):  # the second: a decoy
+        (folder / "benchmarks").mkdir(parents=True)
+        csv = folder / "benchmarks" / "seeds.csv"
+        pd.DataFrame({"seed": [0, 1], "protocol": "fair", "method": "gigassl", "task": "nsclc_like",
+                      "budget": "full", "auc_mean": [auc, auc], "auc_std": 0.05}).to_csv(csv, index=False)
+        csv.with_suffix(".json").write_text(json.dumps({"commit": "abc1234", "settings": expected}))
+    monkeypatch.chdir(tmp_path / "elsewhere")
+    root = project_root(tmp_path / "project" / "runs" / "smoke")
+    assert root == tmp_path / "project"
+    table, _ = paper.seed_spread("benchmarks/seeds.csv", expected, root)
+    assert abs(table["auc_mean"].iloc[0] - 0.8) < 1e-12
+    table, _ = paper.seed_spread(tmp_path / "elsewhere" / "benchmarks" / "seeds.csv", expected, root)
+    assert abs(table["auc_mean"].iloc[0] - 0.6) < 1e-12  # an absolute path is read as it is

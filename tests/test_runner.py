@@ -118,6 +118,23 @@ def test_a_changed_parameter_reruns_only_what_depends_on_it(tmp_path):
     assert state["c"]["seconds"] > 0 and state["c"]["peak_memory_mb"] > 0
 
 
+def test_run_plan_parses_the_plan_file_once(tmp_path, monkeypatch):
+    """The overrides (-p), the executions and the shared parameters all come from one parse of the plan, and the
+    one scheduling path runs the executions (here a stand-in for the kernel) in plan order."""
+    import gigassl.book.runner as runner
+
+    root = _project(tmp_path, PLAN)
+    text = (root / "experiments.yml").read_text()
+    parsed, ran = [], []
+    real = runner.yaml.safe_load
+    monkeypatch.setattr(runner.yaml, "safe_load", lambda source: parsed.append(source) or real(source))
+    monkeypatch.setattr(runner, "_run_one", lambda execution, *args: ran.append(execution.name) or {
+        "status": "ok", "seconds": 0.0, "peak_memory_mb": 0.0})
+    records = run_plan("demo", root, only=["c"], parameters={"fail": False}, progress=False)
+    assert ran == [r["name"] for r in records] == ["a", "b_2", "b_3", "c"]
+    assert sum(source == text for source in parsed) == 1
+
+
 def test_a_failing_notebook_names_the_cell_and_stops(tmp_path):
     plan = {"executions": [{"name": "ok", "notebook": "first"},
                            {"name": "broken", "notebook": "second", "parameters": {"fail": True}},

@@ -15,6 +15,7 @@ molecular, mHRD, tHRD) have no synthetic counterpart.
 from __future__ import annotations
 
 import importlib.resources
+import os
 
 import numpy as np
 import pandas as pd
@@ -477,7 +478,7 @@ def seed_settings(profile: str, steps: int | None) -> dict:
     return {"profile": profile, "steps": steps, "digest": digest}
 
 
-def seed_spread(path: str, expected: dict) -> tuple[pd.DataFrame, str]:
+def seed_spread(path: str | os.PathLike, expected: dict, root: str | os.PathLike) -> tuple[pd.DataFrame, str]:
     """The recorded output of ``benchmarks/seeds.py`` (one row per cohort seed, protocol, method, task and budget: AUC
     mean and std over splits; method ``gigassl - averagemil`` is their paired difference), summarised over seeds:
     the mean over seeds, the std over seeds (cohort to cohort) and the mean of the per-seed std over splits; and a
@@ -485,14 +486,16 @@ def seed_spread(path: str, expected: dict) -> tuple[pd.DataFrame, str]:
 
     The record (``<path>`` with ``.json``: the commit and :func:`seed_settings`) must match ``expected`` (the
     settings of the run on the page): a CSV without a record, or recorded with other settings, is refused (an empty
-    table, and the sentence says why and how to regenerate it).
+    table, and the sentence says why and how to regenerate it). A relative ``path`` lies under ``root`` (the project
+    whose ``benchmarks/seeds.py`` wrote it: :func:`gigassl.book.plan.project_root` of a run), never under the
+    working directory; an absolute one is read as it is.
     """
     import json
     from pathlib import Path
 
     empty = pd.DataFrame(columns=["protocol", "method", "task", "budget", "seeds", "auc_mean", "std_over_seeds",
                                   "std_over_splits"])
-    path = Path(path)
+    path = Path(root) / path  # an absolute path stays itself
     rerun = (f"Regenerate it with `python benchmarks/seeds.py --out /tmp/seeds --seeds 0 1 2` (profile "
              f"{expected['profile']}, about an hour a seed on 2 cores).")
     if not path.is_file():

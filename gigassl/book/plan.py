@@ -62,6 +62,14 @@ def table_path(figures_dir: str | os.PathLike, name: str) -> Path:
     """Where a page's table ``name`` (e.g. :data:`SPEED`) lies: ``<figures_dir>/<name>.csv``."""
     return Path(figures_dir) / f"{name}.csv"
 
+
+def project_root(run_dir: str | os.PathLike) -> Path:
+    """The project a run folder belongs to: ``gigassl run`` lays runs out as ``<root>/runs/<profile>`` (the
+    ``run_dir`` every execution receives), and ``<root>`` holds ``experiments.yml``, ``notebooks/`` and the files
+    the plan's ``inputs`` name (e.g. ``benchmarks/results/seeds.csv``)."""
+    return Path(run_dir).parent.parent
+
+
 @dataclass(frozen=True)
 class Declaration:
     """A name of :mod:`gigassl.book.plan`: the notebook whose executions it names (``writer``) and the notebooks that read

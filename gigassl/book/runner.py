@@ -24,6 +24,7 @@ as what it needs is done. ``gigassl run -p NAME=VALUE`` overrides a parameter (a
 
 from __future__ import annotations
 
+import concurrent.futures as futures
 import dataclasses
 import hashlib
 import itertools
@@ -70,26 +71,40 @@ def _format(template: str, values: dict) -> str:
         raise ConfigError(f"Name template {template!r} uses {err} which the grid does not define.") from None
 
 
-def load_plan(path: str | os.PathLike, profile: str, grids: dict | None = None) -> list[Execution]:
+def read_plan(path: str | os.PathLike) -> dict:
+    """The run plan file (``experiments.yml``) parsed: a mapping with a list ``executions`` (and optionally
+    ``profiles``). :func:`run_plan` reads it once and hands the mapping to :func:`load_plan` and
+    :func:`parameter_overrides`.
+
+    Raises:
+        ConfigError: the file is not such a mapping.
+    """
+    plan = yaml.safe_load(Path(path).read_text())
+    if not isinstance(plan, dict) or not isinstance(plan.get("executions"), list):
+        raise ConfigError(f"{path}: expected a mapping with a list `executions`.")
+    return plan
+
+
+def load_plan(path: str | os.PathLike, profile: str, grids: dict | None = None,
+              plan: dict | None = None) -> list[Execution]:
     """The executions of ``profile`` in plan order, grids expanded.
 
     A grid entry's ``name`` is a template (``ssl_T{tiles_per_view}``) and its ``group`` (default: the template) is
     the name by which later entries ``need`` all of its executions. ``grids`` ({parameter: values}, from
-    ``gigassl run -p``) replaces the values of every grid over that parameter.
+    ``gigassl run -p``) replaces the values of every grid over that parameter. ``plan``: the file already parsed
+    (:func:`read_plan`); without it ``path`` is read.
 
     Raises:
         ConfigError: unknown profile, malformed entry, duplicate name, a ``needs`` that is not earlier in the plan,
             or a name that :mod:`gigassl.book.plan` declares and the plan lacks (:func:`gigassl.book.plan.check`).
     """
     choice(profile, tuple(PROFILES), "profile", "Pass one of them to --profile (gigassl run --profile).")
-    plan = yaml.safe_load(Path(path).read_text())
-    if not isinstance(plan, dict) or not isinstance(plan.get("executions"), list):
-        raise ConfigError(f"{path}: expected a mapping with a list `executions`.")
+    plan = read_plan(path) if plan is None else plan
     contract.check(plan["executions"], where=str(path))
     out: list[Execution] = []
     groups: dict[str, list[str]] = {}
     skipped: set[str] = set()
-    shared = ((plan.get("profiles") or {}).get(profile) or {}).get("parameters") or {}
+    shared = _shared_parameters(plan, profile)
     for entry in plan["executions"]:
         if "name" not in entry or "notebook" not in entry:
             raise ConfigError(f"{path}: every execution needs `name` and `notebook`; got {entry}.")
@@ -317,14 +332,15 @@ def run_plan(profile: str, root: str | os.PathLike = ".", only: list[str] | None
     root = Path(root).resolve()
     plan_path = Path(plan_file) if plan_file else root / "experiments.yml"
     notebooks = root / "notebooks"
-    grids, scalars = parameter_overrides(plan_path, profile, notebooks, only, parameters or {})
-    plan = load_plan(plan_path, profile, grids)
+    raw = read_plan(plan_path)  # parsed once: the overrides, the executions and the shared parameters read it
+    grids, scalars = parameter_overrides(plan_path, profile, notebooks, only, parameters or {}, plan=raw)
+    plan = load_plan(plan_path, profile, grids, plan=raw)
     if scalars:
         named = _matches(plan, only) if only else {e.name for e in plan}
         plan = [dataclasses.replace(e, parameters={**e.parameters, **{
             k: v for k, v in scalars.items() if k in notebook_parameters(notebooks / f"{e.notebook}.py")}})
             if e.name in named else e for e in plan]
-    shared = set(_shared_parameters(plan_path, profile))
+    shared = set(_shared_parameters(raw, profile))
     run_dir = root / "runs" / profile
     state_path = run_dir / "runner.json"
     state = json.loads(state_path.read_text()) if state_path.exists() else {}
@@ -388,55 +404,69 @@ def run_plan(profile: str, root: str | os.PathLike = ".", only: list[str] | None
     def ready(item) -> bool:
         return not any(need in pending for need in item[0].needs)
 
-    if jobs == 1:
-        for item in todo:
-            execution, output, parameters, repeated = item
-            bar.set_postfix_str(execution.name)
-            start(execution)
-            result = _run_one(execution, notebooks, output, parameters, root, repeated, None)
-            finish(execution, result)
-            if result["status"] != "ok":
-                raise ExecutionFailed(result["error"])
-            pending.discard(execution.name)
-    else:
-        import concurrent.futures as futures
-        import multiprocessing
-
-        failures: list[str] = []
-        waiting = list(todo)
-        running: dict = {}
-        with futures.ProcessPoolExecutor(max_workers=int(jobs), mp_context=multiprocessing.get_context("spawn"),
-                                         initializer=die_with_parent) as pool:
-            while waiting or running:
-                while not failures and len(running) < int(jobs):
-                    item = next((i for i in waiting if ready(i)), None)
-                    if item is None:
-                        break
-                    waiting.remove(item)
-                    execution, output, parameters, repeated = item
-                    start(execution)
-                    running[pool.submit(_run_one, execution, notebooks, output, parameters, root, repeated,
-                                        threads)] = execution
-                    bar.set_postfix_str(", ".join(e.name for e in running.values()))
-                if not running:
-                    break  # a failure left executions that cannot start
-                done, _ = futures.wait(running, return_when=futures.FIRST_COMPLETED)
-                for future in done:
-                    execution = running.pop(future)
-                    result = future.result()
-                    finish(execution, result)
-                    if result["status"] != "ok":
-                        failures.append(result["error"])
-                    else:
-                        pending.discard(execution.name)
-        if failures:
-            raise ExecutionFailed("\n".join(failures))
+    # one scheduling path: each execution starts, in plan order, as soon as what it needs is done and fewer than
+    # ``jobs`` run; ``jobs == 1`` runs each in this process, one after the other, ``jobs > 1`` in worker processes
+    failures: list[str] = []
+    waiting = list(todo)
+    running: dict = {}
+    with _executor(int(jobs)) as pool:
+        while waiting or running:
+            while not failures and len(running) < int(jobs):
+                item = next((i for i in waiting if ready(i)), None)
+                if item is None:
+                    break
+                waiting.remove(item)
+                execution, output, parameters, repeated = item
+                start(execution)
+                bar.set_postfix_str(", ".join([e.name for e in running.values()] + [execution.name]))
+                running[pool.submit(_run_one, execution, notebooks, output, parameters, root, repeated,
+                                    threads)] = execution
+            if not running:
+                break  # a failure left executions that cannot start
+            done, _ = futures.wait(running, return_when=futures.FIRST_COMPLETED)
+            for future in done:
+                execution = running.pop(future)
+                result = future.result()
+                finish(execution, result)
+                if result["status"] != "ok":
+                    failures.append(result["error"])
+                else:
+                    pending.discard(execution.name)
+    if failures:  # on a failure no new execution started; those running finished
+        raise ExecutionFailed("\n".join(failures))
     bar.close()
     return [records[e.name] for e in plan if e.name in records]
 
 
-def _shared_parameters(path: Path, profile: str) -> dict:
-    plan = yaml.safe_load(path.read_text())
+class _InProcess:
+    """The executor of ``jobs=1``: a submitted call runs at once, in this process, and its future is done when
+    ``submit`` returns (an exception other than a notebook's failure, e.g. an interrupt, propagates as it is)."""
+
+    def __enter__(self) -> "_InProcess":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        return None
+
+    def submit(self, fn, *args) -> futures.Future:
+        future = futures.Future()
+        future.set_result(fn(*args))
+        return future
+
+
+def _executor(jobs: int):
+    """Where executions run: in this process for one job, else in ``jobs`` worker processes (spawned, each ending
+    with this process)."""
+    if jobs == 1:
+        return _InProcess()
+    import multiprocessing
+
+    return futures.ProcessPoolExecutor(max_workers=jobs, mp_context=multiprocessing.get_context("spawn"),
+                                       initializer=die_with_parent)
+
+
+def _shared_parameters(plan: dict, profile: str) -> dict:
+    """The plan's ``profiles.<profile>.parameters``: values for every execution whose notebook declares them."""
     return ((plan.get("profiles") or {}).get(profile) or {}).get("parameters") or {}
 
 
@@ -510,10 +540,11 @@ def parse_parameters(items: list[str] | None) -> dict:
 
 
 def parameter_overrides(path: Path, profile: str, notebooks: Path, only: list[str] | None,
-                        parameters: dict) -> tuple[dict, dict]:
+                        parameters: dict, plan: dict | None = None) -> tuple[dict, dict]:
     """Split ``gigassl run -p`` values into grid values ({parameter: list}, for :func:`load_plan`) and values set on
     the executions ``only`` names (every execution without ``only``) whose notebook declares them. A list is
     refused for a parameter whose default is a number, a bool or a string (not a grid's: it would not sweep).
+    ``plan``: the file already parsed (:func:`read_plan`); without it ``path`` is read.
 
     Raises:
         ConfigError: a parameter the runner sets, one neither a grid of the plan nor a parameter of those pages
@@ -525,16 +556,16 @@ def parameter_overrides(path: Path, profile: str, notebooks: Path, only: list[st
         if name in RUNNER_PARAMETERS:
             raise ConfigError(f"-p {name}: the runner sets {', '.join(RUNNER_PARAMETERS)} itself. Fix: choose the "
                               f"profile with --profile and the project with --root.")
-    plan = load_plan(path, profile)
+    raw = read_plan(path) if plan is None else plan
+    plan = load_plan(path, profile, plan=raw)
     targets = _matches(plan, only) if only else {e.name for e in plan}
     if not targets:
         _select(plan, only)  # raises, naming the executions
     pages = sorted({e.notebook for e in plan if e.name in targets})
     defaults = {page: notebook_defaults(notebooks / f"{page}.py") for page in pages}
     declared = {page: set(defaults[page]) - set(RUNNER_PARAMETERS) for page in pages}
-    entries = yaml.safe_load(path.read_text())["executions"]
     grid_of = {}
-    for entry in entries:
+    for entry in raw["executions"]:
         per_profile = (entry.get("profiles") or {}).get(profile) or {}
         for key in {**(entry.get("grid") or {}), **(per_profile.get("grid") or {})}:
             grid_of.setdefault(key, []).append(str(entry.get("group", entry["name"])))
