@@ -180,7 +180,7 @@ def test_paired_runs_use_the_corrected_interval_over_random_splits_and_the_boots
     assert compare.paired_runs(_runs(a, b, sizes=False), "a", "b").iloc[0]["interval"] == \
         compare.VARIANCE_SOURCES["bootstrap"]
     one = compare.paired_runs(_runs(a[:1], b[:1]), "a", "b").iloc[0]
-    assert np.isnan(one["ci_low"]) and one["verdict"] == compare.UNDECIDED
+    assert np.isnan(one["ci_low"]) and one["verdict"] == compare.UNDECIDED and one["interval"] == "none (one draw)"
 
 
 def test_head_to_head_pairs_every_two_sets_in_order():
@@ -236,3 +236,41 @@ def test_no_figure_without_matplotlib_names_the_extra(cohort, tmp_path, monkeypa
     runs = _runs([0.8, 0.9], [0.7, 0.6])
     assert headtohead.figure(runs, tmp_path / "f.png") is None and not (tmp_path / "f.png").exists()
     assert 'pip install "gigassl[book]"' in capsys.readouterr().out
+
+
+@pytest.fixture(scope="module")
+def survival_labels(cohort, tmp_path_factory):
+    g = np.random.default_rng(3)
+    # follow-up capped at 40 months (about 10 slides at the cap), so that every split's training part reaches the
+    # largest test time (Uno's censoring estimate is fitted on the training part)
+    labels = cohort["labels"].assign(months=np.minimum(g.exponential(30, N_SLIDES).round(1) + 0.5, 40.0),
+                                     death=g.integers(0, 2, N_SLIDES))
+    path = tmp_path_factory.mktemp("survival") / "labels.csv"
+    labels.to_csv(path, index=False)
+    return path
+
+
+def test_every_evaluation_scores_two_copies_of_one_set_identically(cohort, survival_labels):
+    """Draws made from the labels and the seed only: a copy of a set gets every value of the original, in every
+    evaluation this version has (a draw that depended on the representation would make the copies differ)."""
+    named = {"a": (cohort["slides"], cohort["signal"]), "copy": (list(cohort["slides"]), cohort["signal"].copy()),
+             "b": (cohort["slides"], cohort["other"])}
+    config = EvaluateConfig(n_splits=3, test_fraction=0.3, shots=(1, 2), draws=3, n_bootstrap=100)
+    result = headtohead.evaluate(named, survival_labels, "subtype", config=config, time="months", event="death")
+    assert set(result.runs["evaluation"]) == set(headtohead.available())
+    copies = result.pairs[(result.pairs["a"] == "a") & (result.pairs["b"] == "copy")]
+    assert len(copies) == len(result.pairs) / 3 and (copies["difference"].fillna(0) == 0).all()
+    assert (copies["verdict"] == compare.UNDECIDED).all()
+    assert result.pairs[result.pairs["b"] == "b"]["difference"].abs().max() > 0.05
+
+
+def test_gigassl_probe_time_event_runs_the_survival_probe_on_one_file(cohort, survival_labels, tmp_path, capsys):
+    out = tmp_path / "survival.csv"
+    argv = ["probe", "--profile", "smoke", "--embeddings", str(cohort["root"] / "gigassl.h5"), "--labels",
+            str(survival_labels), "--time", "months", "--event", "death", "--out", str(out)]
+    assert cli.main(argv) == 0
+    runs = pd.read_csv(out)
+    assert set(runs["evaluation"]) == {"survival"} and runs["draw"].nunique() == 3 and "c_index" in set(runs["metric"])
+    with pytest.raises(SystemExit) as exit_:
+        cli.main(argv[:-6] + ["--time", "months"])
+    assert exit_.value.code == 2 and "--event" in capsys.readouterr().err

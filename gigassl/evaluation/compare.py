@@ -262,7 +262,7 @@ def paired_runs(table: pd.DataFrame, a: str, b: str, *, intervals: dict | None =
     Columns: PAIR_KEYS, a, b, n_draws, mean_a, mean_b, difference (mean of the per-draw differences),
     difference_std, interval (its words: :data:`VARIANCE_SOURCES`), ci_low, ci_high, higher_is_better, verdict
     (:func:`verdict`'s words; for a lower-is-better metric, ``"<a> better"`` when the interval is below 0).
-    Fewer than two draws: no interval, ``undecided``.
+    Fewer than two draws (retrieval's one gallery, a held-out centre): no interval, ``undecided``.
     """
     intervals = DRAW_INTERVALS if intervals is None else intervals
     pairs = paired_draws(table, a, b)
@@ -287,7 +287,8 @@ def paired_runs(table: pd.DataFrame, a: str, b: str, *, intervals: dict | None =
                      "mean_a": float(np.nanmean(group["value_a"])), "mean_b": float(np.nanmean(group["value_b"])),
                      "difference": float(valid.mean()) if len(valid) else float("nan"),
                      "difference_std": float(valid.std()) if len(valid) else float("nan"),
-                     "interval": VARIANCE_SOURCES[kind], "ci_low": low, "ci_high": high, "higher_is_better": up,
+                     "interval": VARIANCE_SOURCES[kind] if len(valid) > 1 else "none (one draw)",
+                     "ci_low": low, "ci_high": high, "higher_is_better": up,
                      "verdict": verdict(low, high, a, b) if up else verdict(-high, -low, a, b)})
     return pd.DataFrame(rows)
 

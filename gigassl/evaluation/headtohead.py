@@ -189,6 +189,25 @@ def _runner(evaluation: str):
                            f"{' '.join(e for e in EVALUATIONS if e != evaluation)}).") from None
 
 
+def _run(evaluation: str, named: dict, labels: pd.DataFrame, task, settings: dict, seed: int) -> pd.DataFrame:
+    """One evaluation's runs: its runner called with the settings it takes (by their names in its signature)."""
+    runner = _runner(evaluation)
+    accepted = inspect.signature(runner).parameters
+    return runner(named, labels, task, **{k: v for k, v in settings.items() if k in accepted}, seed=seed)
+
+
+def available() -> tuple[str, ...]:
+    """The evaluations whose runner this version of gigassl has (:data:`RUNNERS`)."""
+    out = []
+    for evaluation in EVALUATIONS:
+        try:
+            _runner(evaluation)
+        except GigasslError:
+            continue
+        out.append(evaluation)
+    return tuple(out)
+
+
 def _settings(evaluation: str, config: EvaluateConfig, time, event) -> dict:
     """The keyword arguments of an evaluation's runner, from the config (the runner's own names)."""
     probe = ProbeConfig(seed=config.seed)
@@ -256,7 +275,8 @@ def evaluate(named_paths: dict, labels, task: str | None, *, ids: dict | None = 
             optionally ``center`` and the survival ``time``/``event`` columns.
         task: the classification column (None: survival only).
         ids: ``{name: ids.npy}`` for the sets given as ``.npy`` matrices.
-        evaluations: a subset of :data:`EVALUATIONS`; None: every one the labels allow (:func:`applicable`).
+        evaluations: a subset of :data:`EVALUATIONS`; None: every one the labels allow (:func:`applicable`) and
+            this version has (:func:`available`).
         config: the settings of every evaluation (:class:`gigassl.config.EvaluateConfig`).
         out: a folder for runs.csv, pairs.csv, coverage.csv, splits/ and the figure.
 
@@ -267,8 +287,9 @@ def evaluate(named_paths: dict, labels, task: str | None, *, ids: dict | None = 
     """
     table = _read_label_table(labels)
     allowed = applicable(table, time, event)
-    if evaluations is None:
-        evaluations = allowed if task else tuple(e for e in allowed if e == "survival")
+    if evaluations is None:  # every one the labels allow and this version has
+        have = available()
+        evaluations = tuple(e for e in allowed if e in have and (task or e == "survival"))
     for evaluation in evaluations:
         choice(evaluation, EVALUATIONS, "evaluation", "Pass some of them to --evaluations.")
         if evaluation not in allowed or (evaluation != "survival" and not task):
@@ -281,7 +302,7 @@ def evaluate(named_paths: dict, labels, task: str | None, *, ids: dict | None = 
     files = {n: p for n, p in named_paths.items() if not isinstance(p, tuple)}
     named = read_sets(named_paths, ids)
     named, table, coverage = shared_slides(named, table, files)
-    tables = [_runner(e)(named, table, task, **_settings(e, config, time, event), seed=config.seed)
+    tables = [_run(e, named, table, None if e == "survival" else task, _settings(e, config, time, event), config.seed)
               for e in evaluations]
     runs = pd.concat(tables, ignore_index=True)
     ratio = config.test_fraction / (1.0 - config.test_fraction)
