@@ -183,3 +183,74 @@ def test_ssl_slides_skip_unavailable_ones():
                           "center": "C0", "t": ["x", "y", None, None, None]})
     assert ssl_slide_ids(frame, pool=2) == ["S1", "S2", "U1", "U2"]
     assert ssl_slide_ids(frame, pool=2, available=["S1", "S2", "U2", "U3"]) == ["S1", "S2", "U2", "U3"]
+
+
+# ----------------------------------------------------------------------------------------- the survival outcome
+# sha256 of plan_cohort(...).to_csv(index=False) and of the centre signatures, taken before the survival outcome was
+# added (commit ada89f7): drawing it must leave every existing draw of the cohort bit-identical
+_PLANS = [
+    (dict(n_slides=8, n_centers=2, pool_slides=2, width=768, height=512, n_levels=2),
+     "07ab56ff1a66c9ce685b9f7e0dedac4809902ab76aaf7dbd75cb83e115bf3841",
+     "eadd10451a4b2d52b7ab8ae0bf9f9bb71c94acc1f8a8e39236b392f724a6c915"),
+    (dict(n_slides=120, n_centers=8, pool_slides=240, seed=3),
+     "9b9f3b5a05844486144f1c46a94d45a8d3d7136410bcae621db2c3a81fa440ae",
+     "1cebf2bd7138f08d9c8c7b4afba0a980a1c3a010a1dcf8a4c8c5f0b803aae04a"),
+]
+
+
+@pytest.mark.parametrize("fields, plan_hash, centre_hash", _PLANS)
+def test_the_survival_outcome_leaves_the_cohort_bit_identical(fields, plan_hash, centre_hash):
+    import hashlib
+
+    from gigassl.cohorts.synth import center_styles, plan_survival
+    from gigassl.config import SynthConfig
+
+    config = SynthConfig(**fields)  # every field that decides the plan given explicitly (not a profile's)
+    frame = plan_cohort(config)
+    plan_survival(config, frame)
+    assert hashlib.sha256(frame.to_csv(index=False).encode()).hexdigest() == plan_hash
+    styles = json.dumps([dataclasses.asdict(s) for s in center_styles(config)])
+    assert hashlib.sha256(styles.encode()).hexdigest() == centre_hash
+
+
+def test_survival_csv_is_written_beside_the_manifest_one_draw_per_case(cohort):
+    from gigassl.cohorts.synth import SURVIVAL_FILE, plan_survival
+
+    survival = pd.read_csv(cohort.parent / SURVIVAL_FILE, dtype={"slide_id": str, "case_id": str})
+    manifest = pd.read_csv(cohort)
+    assert list(survival.columns) == ["slide_id", "case_id", "time", "event"]
+    assert list(manifest.columns) == list(COLUMNS)  # the outcome is no manifest column (those are tasks)
+    assert survival.slide_id.tolist() == manifest.slide_id.tolist()
+    assert survival.case_id.tolist() == manifest.case_id.tolist()
+    assert (survival.groupby("case_id")[["time", "event"]].nunique() == 1).all().all()  # a case's slides share it
+    assert (survival.time > 0).all() and set(survival.event) <= {0, 1}
+    again = plan_survival(TINY)
+    pd.testing.assert_frame_equal(survival, again, check_dtype=False)
+    other = plan_survival(dataclasses.replace(TINY, seed=TINY.seed + 1))
+    assert not np.allclose(other.time, again.time)
+
+
+def test_the_hazard_rises_with_nuclear_size_and_censoring_is_as_designed():
+    from sksurv.metrics import concordance_index_censored
+
+    from gigassl.cohorts.synth import (CENSORING_RATIO, SURVIVAL_BETA, SURVIVAL_MEDIAN, draw_survival,
+                                       survival_factor)
+
+    classes = TASKS["rcc_like"]
+    z = survival_factor(classes)
+    assert z[1] > z[2] > z[0]  # large_nuclei > wrinkled_halo > clear_cytoplasm
+    prior = np.array(PRIORS["rcc_like"])
+    assert prior @ z == pytest.approx(0, abs=1e-12) and prior @ z ** 2 == pytest.approx(1)
+    g = np.random.default_rng(0)
+    few = survival_factor(np.array(classes)[g.choice(3, 400, p=prior)])
+    time, event = draw_survival(few, np.random.default_rng(1))
+    assert concordance_index_censored(event, time, few)[0] > 0.6  # the oracle orders the cases
+    many = survival_factor(np.array(classes)[g.choice(3, 4000, p=prior)])
+    time, event = draw_survival(many, np.random.default_rng(2))
+    h0 = np.log(2) / SURVIVAL_MEDIAN
+    rate = h0 * np.exp(SURVIVAL_BETA * many)
+    expected = np.mean(CENSORING_RATIO * h0 / (rate + CENSORING_RATIO * h0))  # P(censoring first), exponentials
+    assert 0.25 < expected < 0.4
+    assert abs((~event).mean() - expected) < 0.03  # about 4 sd of a share over 4000 cases
+    large, clear = np.median(time[many == z[1]]), np.median(time[many == z[0]])
+    assert large < 0.7 * clear

@@ -40,6 +40,25 @@ Difficulty parameters (fields of :class:`gigassl.config.SynthConfig`):
   or black) and out-of-focus region.
 
 ``cohort.json`` beside the manifest records the config, tasks, priors, centre signatures and flipped cases.
+
+Survival outcome (``survival.csv`` beside the manifest: ``slide_id, case_id, time, event``, one row a labelled
+slide; :func:`plan_survival`), a time-to-event label of known mechanism for the survival probe
+(:mod:`gigassl.evaluation.survival`). The design, fixed before any probe was run:
+
+- factor: the nuclear size of the case's true ``rcc_like`` class (the tumour cells' nucleus scale of
+  ``gigassl.cohorts.render._RCC``: 0.80 clear_cytoplasm, 1.30 large_nuclei, 1.00 wrinkled_halo, like nuclear grade
+  in renal carcinoma), standardised with the class priors' mean and sd: ``z`` = -0.83, +1.40, +0.06
+  (:func:`survival_factor`). It follows the morphology (the true class), not the manifest label after label noise.
+- hazard: exponential event times of hazard ``h0 * exp(beta * z)``, ``beta`` = :data:`SURVIVAL_BETA` = 0.8 per sd,
+  ``h0 = ln 2 / 60`` per month (median survival 5 years at ``z = 0``); times in months.
+- censoring at random: independent exponential censoring times of rate ``3/7 * h0`` (30 % of ``z = 0`` cases
+  censored; about 32 % of a cohort); ``time = min(event time, censoring time)``, ``event = 1`` when the event came
+  first.
+- one time and event per case (its one or two slides share them); pool slides have none.
+- ``beta`` was calibrated on the oracle only: the generating factor's own Harrell C is about 0.69 on thousands of
+  cases (ties within a class count half), never on a representation's probe.
+- drawn from the rng stream ``_SURVIVAL`` (5), so slides, pixels, labels and ``manifest.csv`` are bit-identical to
+  a cohort drawn without it; the outcome is not a manifest column (those are read as tasks).
 """
 
 from __future__ import annotations
@@ -55,7 +74,7 @@ import pandas as pd
 from tqdm import tqdm  # not tqdm.auto, which warns in kernels without ipywidgets
 
 from ..config import SynthConfig
-from .render import TASKS, CenterStyle, SlideSpec, render_slide
+from .render import _RCC, TASKS, CenterStyle, SlideSpec, render_slide
 from .tiff import write_pyramid_tiff
 from ..devices import die_with_parent
 from ..seeding import rng
@@ -66,7 +85,12 @@ PRIORS: dict[str, tuple[float, ...]] = {
 }
 COLUMNS = ("slide_id", "path", "case_id", "center", *TASKS)
 
-_COHORT, _CENTERS, _POOL = 1, 2, 4  # rng streams (3: a slide's pixels, gigassl.cohorts.render)
+_COHORT, _CENTERS, _POOL, _SURVIVAL = 1, 2, 4, 5  # rng streams (3: a slide's pixels, gigassl.cohorts.render)
+SURVIVAL_TASK = "rcc_like"  # the survival outcome's factor: the nuclear size of this task's true class
+SURVIVAL_BETA = 0.8  # log hazard ratio per sd of the factor (oracle Harrell C about 0.69)
+SURVIVAL_MEDIAN = 60.0  # months: median event time at factor z = 0 (h0 = ln 2 / SURVIVAL_MEDIAN)
+CENSORING_RATIO = 3 / 7  # censoring rate / h0: 30 % of z = 0 cases censored
+SURVIVAL_FILE = "survival.csv"
 
 
 def plan_cohort(config: SynthConfig) -> pd.DataFrame:
@@ -144,8 +168,47 @@ def center_styles(config: SynthConfig) -> list[CenterStyle]:
     ) for v in u]
 
 
+def survival_factor(classes) -> np.ndarray:
+    """The survival outcome's factor ``z`` of cases of true ``rcc_like`` classes (names): their nuclear size
+    (``_RCC[:, 0]``) standardised with the mean and sd under the class priors. Shape: (n_cases,) -> (n_cases,)."""
+    size = dict(zip(TASKS[SURVIVAL_TASK], _RCC[:, 0]))
+    prior = np.array(PRIORS[SURVIVAL_TASK])
+    levels = _RCC[:, 0]
+    mean = float(prior @ levels)
+    sd = float(np.sqrt(prior @ (levels - mean) ** 2))
+    return (np.array([size[c] for c in classes], float) - mean) / sd
+
+
+def draw_survival(z, generator: np.random.Generator, beta: float = SURVIVAL_BETA) -> tuple[np.ndarray, np.ndarray]:
+    """Times (months) and events of cases of factor ``z`` (module docstring): exponential event times of hazard
+    ``h0 * exp(beta * z)``, independent exponential censoring of rate ``CENSORING_RATIO * h0``; ``event`` is True
+    where the event came first. Drawn from ``generator``: event times, then censoring times.
+    Shape: z (n,) -> time (n,) float, event (n,) bool."""
+    z = np.asarray(z, float)
+    h0 = np.log(2.0) / SURVIVAL_MEDIAN
+    event_time = generator.exponential(1.0 / (h0 * np.exp(beta * z)))
+    censor_time = generator.exponential(1.0 / (CENSORING_RATIO * h0), len(z))
+    time = np.maximum(np.round(np.minimum(event_time, censor_time), 2), 0.01)
+    return time, event_time <= censor_time
+
+
+def plan_survival(config: SynthConfig, frame: pd.DataFrame | None = None) -> pd.DataFrame:
+    """The survival outcome of the labelled slides (module docstring): columns ``slide_id, case_id, time, event``
+    (months; 1 = event, 0 = censored), one row a slide, a case's slides sharing its draw. ``frame`` is
+    :func:`plan_cohort`'s (computed when None). Drawn from ``rng(seed, _SURVIVAL)``: the cohort does not change."""
+    frame = plan_cohort(config) if frame is None else frame
+    labelled = frame.iloc[: config.n_slides]
+    cases = labelled.drop_duplicates("case_id")
+    time, event = draw_survival(survival_factor(cases[f"true_{SURVIVAL_TASK}"]), rng(config.seed, _SURVIVAL))
+    index = {case: i for i, case in enumerate(cases["case_id"])}
+    rows = [index[c] for c in labelled["case_id"]]
+    return pd.DataFrame({"slide_id": labelled["slide_id"].to_numpy(), "case_id": labelled["case_id"].to_numpy(),
+                         "time": time[rows], "event": event[rows].astype(int)})
+
+
 def synthesize(out_dir, config: SynthConfig, progress: bool = True) -> Path:
-    """Write ``out_dir/slides/*.tiff``, ``out_dir/manifest.csv`` and ``out_dir/cohort.json``; return the manifest path.
+    """Write ``out_dir/slides/*.tiff``, ``out_dir/manifest.csv``, ``out_dir/cohort.json`` and ``out_dir/survival.csv``
+    (:func:`plan_survival`); return the manifest path.
 
     Slides are drawn in ``config.workers`` processes; every random draw comes from ``rng(seed, stream, index)``,
     so the same config gives byte-identical files whatever the scheduling. A stopped run resumes: when
@@ -187,6 +250,7 @@ def synthesize(out_dir, config: SynthConfig, progress: bool = True) -> Path:
                     raise
     manifest = out / "manifest.csv"
     write_csv_atomic(frame[list(COLUMNS)], manifest)
+    write_csv_atomic(plan_survival(config, frame), out / SURVIVAL_FILE)
     info = {"config": dataclasses.asdict(config), "tasks": TASKS, "priors": PRIORS,
             "centers": {f"C{i:02d}": dataclasses.asdict(s) for i, s in enumerate(styles)},
             "flipped_cases": {t: sorted(set(frame.case_id[frame[t] != frame[f"true_{t}"]])) for t in TASKS}}
