@@ -26,7 +26,7 @@ from .aggregators import Views
 from .config import EmbedConfig, MapConfig
 from .errors import ConfigError, GigasslError
 from .bankstore import PackedBank
-from .maps import packed_inference_views
+from .maps import packed_case_views, packed_inference_views
 from .train import load_checkpoint
 from .files import ensure_writable, sha256_file
 from .devices import resolve_device
@@ -60,6 +60,37 @@ def embed_bank(model, bank: PackedBank, indices: np.ndarray, views: int, tiles: 
     if pending:
         out.append(_mean_view_embedding(model, pending, views, device))
     return torch.cat(out).numpy() if out else np.empty((0, 0), np.float32)
+
+
+@torch.inference_mode()
+def embed_cases(model, bank: PackedBank, case_slides: dict, views: int, tiles: int, maps: MapConfig, seed: int,
+                batch_views: int = 4096, device: str = "cpu", progress: bool = False) -> tuple[list[str], np.ndarray]:
+    """Patient embeddings by early fusion (issue #26 item 3, beyond the paper): each of the R views of a case draws
+    its T tiles across all of the case's slides (:func:`gigassl.maps.packed_case_views`: the slides side by side on
+    one sparse map), then the mean over the R views, L2-normalised, as :func:`embed_bank` does for a slide.
+
+    Args:
+        case_slides: {case id: [bank slide index, ...]}. A case of one slide gets exactly that slide's row of
+            :func:`embed_bank` (same views, tiles, maps and seed); a case of several is keyed by
+            ``gigassl.bank.slide_key(case id)``.
+
+    Returns: (case ids in the order of ``case_slides``, (C, D) float32).
+    """
+    from .bank import slide_key
+
+    if views < 1 or tiles < 1:
+        raise ConfigError(f"views ({views}) and tiles per view ({tiles}) must both be >= 1.")
+    model.eval()
+    names, out, pending = [str(c) for c in case_slides], [], []
+    per_batch = max(1, batch_views // views)
+    for case, indices in tqdm(case_slides.items(), desc="embed cases", unit="case", disable=not progress):
+        pending.append(packed_case_views(bank, indices, views, tiles, maps, seed, slide_key(str(case))))
+        if len(pending) == per_batch:
+            out.append(_mean_view_embedding(model, pending, views, device))
+            pending = []
+    if pending:
+        out.append(_mean_view_embedding(model, pending, views, device))
+    return names, (torch.cat(out).numpy() if out else np.empty((0, 0), np.float32))
 
 
 def check_bank(bank: PackedBank, state: dict, bank_dir, checkpoint) -> None:

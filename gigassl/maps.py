@@ -190,3 +190,44 @@ def inference_views(plain: np.ndarray, coords: np.ndarray, patch_size_level0: in
     sites = np.stack([to_sites(map_units(np.asarray(coords)[p], config.downsample, patch_size_level0)) for p in pick])
     return Views(torch.from_numpy(np.asarray(plain[pick.ravel()], np.float32).reshape(views, tiles, -1)),
                  torch.from_numpy(sites))
+
+
+def packed_case_views(bank: PackedBank, indices, views: int, tiles: int, config: MapConfig, seed: int,
+                      key: int) -> Views:
+    """R views of T tiles drawn across all the slides ``indices`` of one patient (early fusion, beyond the paper).
+
+    The slides' plain tile features are concatenated and each view samples its T tiles among all of them, as
+    :func:`inference_views` samples one slide's (keyed by ``(seed, key)``, without slide augmentation). The slides
+    are laid side by side on one sparse map: each slide's coordinates are put in map units (its own level-0 tile
+    size with ``downsample='tile'``), then shifted by whole sites, the first not at all, each next one so that its
+    leftmost tile lies at least 2 map units right of the previous slide's rightmost tile and its top row level with
+    the first slide's; so tiles of different slides never share a site (an empty column of sites at least between
+    them) and each slide keeps its own arrangement. Local views (``config.sampling == "local"``) pick neighbourhoods
+    on that layout, so a neighbourhood near a slide's edge may reach into the next slide.
+
+    A single slide gives exactly :func:`packed_inference_views` of it (same call; ``key`` is then unused).
+
+    Shape: -> features (R, T, F) float32, coords (R, T, 2) int64.
+    """
+    from dataclasses import replace
+
+    indices = [int(i) for i in indices]
+    if not indices:
+        raise ConfigError("packed_case_views needs at least one slide index of the case; got none.")
+    if len(indices) == 1:
+        return packed_inference_views(bank, indices[0], views, tiles, config, seed)
+    features, units, right, top = [], [], None, None
+    for i in indices:
+        plain, coords = bank.plain(i)
+        if config.downsample == "tile" and bank.patch_size_level0[i] <= 0:
+            _sites(bank, i, coords[:1], config, None)  # the error that names the slide and the fix
+        c = map_units(coords, config.downsample, int(bank.patch_size_level0[i]))
+        if right is None:
+            top = math.floor(c[:, 1].min())
+        else:
+            c = c + np.array([math.ceil(right + 2 - c[:, 0].min()), top - math.floor(c[:, 1].min())], np.float64)
+        right = float(c[:, 0].max())
+        features.append(np.asarray(plain))
+        units.append(c)
+    return inference_views(np.concatenate(features), np.concatenate(units), 1, views, tiles,
+                           replace(config, downsample=1), seed, int(key))

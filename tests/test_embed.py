@@ -221,3 +221,67 @@ def test_the_monitor_on_a_small_labelled_set_uses_fewer_folds_and_says_so(synthe
     diagnostics = [r for r in rows if r["kind"] == "diagnostics"]
     assert len(diagnostics) == 1 and 0 <= diagnostics[0]["centre_accuracy"] <= 1
     assert "2 folds instead of 5 (the largest centre has 2 slides" in caplog.text
+
+
+# ------------------------------------------------------------------------------------------ early fusion (cases)
+class _TwoSlides:
+    """A bank-like pair of slides whose tiles overlap in level-0 coordinates (both start at (0, 0)); feature 0 says
+    which slide a tile comes from, feature 1 its row in that slide."""
+
+    def __init__(self, patch=64):
+        g = np.random.default_rng(0)
+        self.ids, self.keys, self.bank_dir = ["A", "B"], np.array([11, 12]), "fake"
+        self.patch_size_level0 = np.array([patch, patch])
+        self._plain = []
+        for s, n in enumerate((9, 14)):
+            coords = np.stack([np.arange(n) % 4, np.arange(n) // 4], 1) * patch
+            feats = np.concatenate([np.full((n, 1), float(s)), np.arange(n, dtype=np.float32)[:, None],
+                                    g.normal(size=(n, 6))], 1).astype(np.float32)
+            self._plain.append((feats, coords.astype(np.int64)))
+
+    def plain(self, i):
+        return self._plain[i]
+
+
+def test_case_views_lay_slides_side_by_side_without_collisions():
+    from gigassl.maps import packed_case_views, to_sites
+
+    bank = _TwoSlides()
+    maps = MapConfig(downsample="tile")
+    views = packed_case_views(bank, [0, 1], views=40, tiles=12, config=maps, seed=3, key=99)
+    feats, sites = views.features.numpy(), views.coords.numpy()
+    slide, row = feats[..., 0].astype(int), feats[..., 1].astype(int)
+    assert set(np.unique(slide)) == {0, 1}  # the views draw from both slides
+    for r in range(40):
+        a = {tuple(s) for s in sites[r][slide[r] == 0]}
+        b = {tuple(s) for s in sites[r][slide[r] == 1]}
+        assert not a & b  # tiles of different slides never share a site
+        if a and b:  # slide B to the right of slide A with an empty column of sites between them
+            assert min(x for x, _ in b) >= max(x for x, _ in a) + 2
+        for s in (0, 1):  # each slide keeps its own arrangement (whole-site shifts only)
+            mine = slide[r] == s
+            own = to_sites(bank.plain(s)[1][row[r][mine]] / 64.0)
+            np.testing.assert_array_equal(sites[r][mine] - sites[r][mine].min(0), own - own.min(0))
+    again = packed_case_views(bank, [0, 1], views=40, tiles=12, config=maps, seed=3, key=99)
+    np.testing.assert_array_equal(again.coords.numpy(), sites)
+    with pytest.raises(ConfigError, match="at least one slide"):
+        packed_case_views(bank, [], views=2, tiles=2, config=maps, seed=0, key=0)
+
+
+def test_a_one_slide_case_is_embedded_as_its_slide_and_a_two_slide_case_from_both(synthetic_bank):
+    from gigassl.bankstore import PackedBank
+    from gigassl.embed import embed_bank, embed_cases
+    from gigassl.train import build_model
+
+    bank = PackedBank(synthetic_bank)
+    maps = MapConfig(downsample="tile")
+    model = build_model(TrainConfig(maps=maps), bank.feature_dim).eval()
+    slides = embed_bank(model, bank, np.arange(4), views=4, tiles=5, maps=maps, seed=2)
+    names, cases = embed_cases(model, bank, {"p0": [0], "p1": [1], "p2": [2, 3], "p3": [3]}, views=4, tiles=5,
+                               maps=maps, seed=2)
+    assert names == ["p0", "p1", "p2", "p3"] and cases.shape == (4, slides.shape[1])
+    np.testing.assert_allclose(cases[[0, 1, 3]], slides[[0, 1, 3]], rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(np.linalg.norm(cases, axis=1), 1.0, rtol=1e-5)
+    assert not np.allclose(cases[2], slides[2], atol=1e-4) and not np.allclose(cases[2], slides[3], atol=1e-4)
+    _, again = embed_cases(model, bank, {"p2": [2, 3]}, views=4, tiles=5, maps=maps, seed=2, batch_views=4)
+    np.testing.assert_allclose(again[0], cases[2], rtol=1e-5, atol=1e-6)
