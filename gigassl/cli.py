@@ -181,7 +181,7 @@ def cmd_train(args, config) -> int:
         raise ConfigError(f"--monitor-task {args.monitor_task[0]} needs --monitor-labels CSV (the labels of that task, "
                           "with slide_id and case_id); give it, or drop --monitor-task.")
     if args.monitor_labels:
-        from .embed import training_monitor
+        from .evaluation.monitor import training_monitor
         from .devices import resolve_device
 
         monitor = training_monitor(args.monitor_labels, args.monitor_task, config.train.maps, config.embed.views,

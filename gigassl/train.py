@@ -15,8 +15,8 @@ Outputs in ``out_dir``: ``checkpoint.pt`` (the last, with the optimizer state, t
 ``checkpoint_eNNNN.pt`` every ``checkpoint_every`` epochs (the model only, to embed with),
 ``log.csv`` (epoch, step, loss, collapse = std of the L2-normalised projections, the batch diagnostics alignment,
 uniformity, mean_cosine, effective_rank (:func:`batch_diagnostics`), lr, seconds), ``steps.csv`` (the loss of every
-step) and, with a monitor, ``monitor.csv`` (the rows of :func:`gigassl.embed.training_monitor`: per-split probe AUCs,
-the data of Fig. 3C, and slide-embedding diagnostics), written by the epoch loop shared with MoCo
+step) and, with a monitor, ``monitor.csv`` (the rows of :func:`gigassl.evaluation.monitor.training_monitor`:
+per-split probe AUCs, the data of Fig. 3C, and slide-embedding diagnostics), written by the epoch loop shared with MoCo
 (:class:`gigassl.loop.TrainingLoop`: resume, atomic checkpoints, logs, progress).
 
 Distributed: under ``torchrun --nproc_per_node K gigassl train ...`` each rank takes B/K slides of every global

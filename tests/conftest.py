@@ -27,8 +27,8 @@ from gigassl.config import get_profile  # noqa: E402
 NUMERIC_MODULES = {
     "test_aggregators", "test_augment", "test_bank", "test_baselines", "test_compare", "test_diagnostics",
     "test_dist", "test_embed", "test_encoders", "test_featsim", "test_logistic", "test_loop", "test_loss",
-    "test_maps", "test_metrics", "test_moco", "test_probe", "test_protocol", "test_sparse", "test_survival",
-    "test_torchrun", "test_train", "test_train_ddp",
+    "test_maps", "test_metrics", "test_moco", "test_monitor", "test_probe", "test_protocol", "test_sparse",
+    "test_survival", "test_torchrun", "test_train", "test_train_ddp",
 }
 
 

@@ -61,24 +61,6 @@ def test_cli_embed_and_errors(synthetic_bank, checkpoint, tmp_path):
         embed_slides(synthetic_bank, checkpoint, out, EmbedConfig(views=0, device="cpu"), progress=False)
 
 
-def test_training_monitor_resolves_auto_device(synthetic_bank):
-    """The paper profile's device is "auto": the monitor must move tensors to a real device, not to "auto"."""
-    from gigassl.config import MapConfig, ProbeConfig, TrainConfig
-    from gigassl.embed import training_monitor
-    from gigassl.bankstore import PackedBank
-    from gigassl.train import build_model
-
-    bank = PackedBank(synthetic_bank)
-    labels = pd.DataFrame({"slide_id": bank.ids, "case_id": bank.ids, "center": ["C0", "C1"] * 8,
-                           "t": ["a", "b"] * 8})
-    monitor = training_monitor(labels, ["t"], MapConfig(downsample="tile"), views=2, tiles=3,
-                               probe=ProbeConfig(n_splits=2, Cs=(1.0,)), device="auto")
-    model = build_model(TrainConfig(aggregator="mean"), bank.feature_dim).eval()
-    rows = monitor.fn(model, bank, 1)
-    kinds = [r["kind"] for r in rows]
-    assert kinds.count("probe") == 4 and kinds.count("diagnostics") == 1  # 2 protocols x 2 splits, 1 diagnostics row
-
-
 def test_a_bank_from_another_tile_size_or_encoder_is_refused(tmp_path):
     from .conftest import write_synthetic_bank
 
@@ -187,40 +169,6 @@ def test_embed_replaces_its_own_output_and_refuses_anyone_elses(synthetic_bank, 
     with h5py.File(theirs) as fh:
         assert list(fh) == ["precious"]  # untouched
     assert cli.main(args + ["--overwrite"]) == 0 and io.read_embeddings(theirs)[1].shape == (16, 512)
-
-
-def test_the_monitor_names_a_missing_task_and_checks_its_labels_before_training(tmp_path):
-    from gigassl.embed import training_monitor
-    from gigassl.errors import GigasslError, ManifestError
-
-    labels = pd.DataFrame({"slide_id": [f"S{i:03d}" for i in range(8)], "case_id": [f"C{i}" for i in range(8)],
-                           "center": list("AABBCCDD"), "t": ["a"] * 7 + ["b"]})
-    with pytest.raises(ConfigError, match="needs the task columns to probe.*--monitor-task COLUMN"):
-        training_monitor(labels, [], MapConfig(), views=2, tiles=3)
-    with pytest.raises(ManifestError, match="single case"):  # not an error after the first epoch
-        training_monitor(labels, ["t"], MapConfig(), views=2, tiles=3)
-    with pytest.raises(GigasslError, match="Monitor label table .*none.csv does not exist"):
-        training_monitor(tmp_path / "none.csv", ["t"], MapConfig(), views=2, tiles=3)
-
-
-def test_the_monitor_on_a_small_labelled_set_uses_fewer_folds_and_says_so(synthetic_bank, caplog):
-    """#20: 4 slides per class in 4 centres of 2 slides: centre predictability's 5 folds cannot be made."""
-    from gigassl.bankstore import PackedBank
-    from gigassl.config import ProbeConfig
-    from gigassl.embed import training_monitor
-    from gigassl.train import build_model
-
-    bank = PackedBank(synthetic_bank)
-    ids = bank.ids[:8]
-    labels = pd.DataFrame({"slide_id": ids, "case_id": ids, "center": list("AABBCCDD"), "t": ["a", "b"] * 4})
-    monitor = training_monitor(labels, ["t"], MapConfig(downsample="tile"), views=2, tiles=3,
-                               probe=ProbeConfig(n_splits=2, Cs=(1.0,)), device="cpu")
-    model = build_model(TrainConfig(aggregator="mean"), bank.feature_dim).eval()
-    with caplog.at_level("WARNING"):
-        rows = monitor.fn(model, bank, 1)
-    diagnostics = [r for r in rows if r["kind"] == "diagnostics"]
-    assert len(diagnostics) == 1 and 0 <= diagnostics[0]["centre_accuracy"] <= 1
-    assert "2 folds instead of 5 (the largest centre has 2 slides" in caplog.text
 
 
 # ------------------------------------------------------------------------------------------ early fusion (cases)

@@ -126,7 +126,7 @@ def fake_run(monkeypatch, run_dir: Path, labelled: int = 40, pool: int = 10) -> 
 
     monkeypatch.setattr("gigassl.train.train", train)
     monkeypatch.setattr("gigassl.embed.embed_slides", embed_slides)
-    monkeypatch.setattr("gigassl.embed.training_monitor", training_monitor)
+    monkeypatch.setattr("gigassl.evaluation.monitor.training_monitor", training_monitor)
     monkeypatch.setattr("gigassl.bank.bank_slide_ids", lambda bank_dir: sorted(ids))
     monkeypatch.setattr("gigassl.bank.build_bank", lambda *args, **kwargs: seen.update(bank=args) or Report())
     return seen

@@ -256,7 +256,7 @@ def views_ablation(config: Profile, run_dir, out_dir, views, tasks=None, train: 
 def aggregator_ablation(run_dir, out_dir, runs: dict) -> tuple[pd.DataFrame, dict]:
     """Fig. 3C: the monitors of SSL runs with different aggregators (``{aggregator: run}``): the mean probe AUC per
     protocol, epoch and task (per-split rows to ``<out_dir>/splits.csv``), and each run's training log."""
-    from ..embed import monitor_table
+    from ..evaluation.monitor import monitor_table
 
     per_split, per_epoch = zip(*(monitor_table(pd.read_csv(Path(run_dir) / run / "monitor.csv"), aggregator)
                                  for aggregator, run in runs.items()))
@@ -398,12 +398,34 @@ def deepmil_few_tiles(config: Profile) -> pd.DataFrame:
 
 
 # ----------------------------------------------------------------------------------------- representations
+def run_diagnostics(run_dir: str | os.PathLike, slide_ids, centres=None, groups=None, device: str = "cpu",
+                    seed: int = 0) -> dict:
+    """The diagnostics (:func:`gigassl.evaluation.diagnostics.diagnose`) of a training run's slide embeddings
+    (``run_dir/embeddings.h5``) on ``slide_ids``, the alignment measured against a second embedding of the same
+    slides with the same R and T and another view seed (:func:`gigassl.embed.embed_bank`).
+    """
+    from ..bankstore import PackedBank
+    from ..config import MapConfig
+    from ..embed import embed_bank
+    from ..evaluation.diagnostics import diagnose
+    from ..train import load_checkpoint
+
+    run_dir = Path(run_dir)
+    ids, emb, attrs = io.read_embeddings(run_dir / EMBEDDINGS)
+    model, state = load_checkpoint(run_dir / "checkpoint.pt", device)
+    bank = PackedBank(state["bank"]["dir"])
+    position = {sid: i for i, sid in enumerate(ids)}
+    rows = [position[s] for s in slide_ids]
+    second = embed_bank(model, bank, bank.indices(list(slide_ids)), int(attrs["views"]), int(attrs["tiles_per_view"]),
+                        MapConfig(**state["config"]["maps"]), int(attrs["seed"]) + 1, device=device)
+    return diagnose(emb[rows], second, centres, groups, seed=seed)
+
+
 def representations(config: Profile, run_dir, runs, bank: str = BANK_MOCO_SHARED) -> pd.DataFrame:
     """The label-free diagnostics (:func:`gigassl.evaluation.diagnostics.diagnose`) of AverageMIL and of every training run of
     ``runs`` that exists, on the labelled slides: one row per representation."""
     from ..evaluation.baselines import average_embeddings, average_halves, load_bags
     from ..evaluation.diagnostics import alignment, diagnose
-    from ..embed import run_diagnostics
 
     manifest = cohort_manifest(run_dir)
     ids = labelled_ids(manifest)

@@ -251,7 +251,8 @@ def train_ssl(config: Profile, run_dir: str | os.PathLike, out_dir: str | os.Pat
     The batch size is the profile's, or the number of slides when there are fewer.
     """
     from ..bank import bank_slide_ids
-    from ..embed import embed_slides, training_monitor
+    from ..embed import embed_slides
+    from ..evaluation.monitor import training_monitor
     from ..manifest import ssl_slide_ids
     from ..evaluation.centres import centre_holdout
     from ..train import train
