@@ -214,7 +214,7 @@ def test_the_stage_functions_get_the_values_the_hand_written_cli_gave(monkeypatc
     assert seen["args"][2] == override(smoke.tile, target_mpp=0.5, tile_px=48, min_tissue=0.3, mpp=0.25,
                                        force_mpp=True, workers=2)
 
-    seen = _capture(monkeypatch, "synth", "synthesize")
+    seen = _capture(monkeypatch, "cohorts.synth", "synthesize")
     _run(["synth", "--out", "o", "--profile", "smoke", "--slides", "3", "--pool-slides", "1", "--seed", "2"])
     assert seen["args"][1] == override(smoke.synth, n_slides=3, pool_slides=1, seed=2)
     _run(["synth", "--out", "o"])
@@ -237,7 +237,7 @@ def test_the_stage_functions_get_the_values_the_hand_written_cli_gave(monkeypatc
     assert seen["args"][3] == override(smoke.embed, views=3, tiles_per_view=4, device="cpu", seed=1)
     assert seen["kwargs"]["backend"] == "torch"
 
-    seen = _capture(monkeypatch, "protocol", "run_probe")
+    seen = _capture(monkeypatch, "evaluation.protocol", "run_probe")
     for extra, budgets, sizes in ((["--budget", "0.5"], (0.5,), ()), (["--train-size", "10"], (), (10,)),
                                   ([], (1.0,), ())):
         _run(["probe", "--embeddings", "e.h5", "--labels", "l.csv", "--task", "y", "--profile", "demo",
