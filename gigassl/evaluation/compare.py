@@ -15,6 +15,11 @@ Two intervals are offered (``interval=`` of :func:`paired` and :func:`summarize_
   (ddof 1). The term n_test/n_train accounts for the correlation of estimates from overlapping random splits
   (:func:`corrected_interval`, :func:`corrected_t`). The results page uses it.
 
+The evaluations of ``gigassl evaluate`` (:mod:`gigassl.evaluation.headtohead`) return one tidy runs table
+(:data:`RUN_COLUMNS`, one row per method, draw and metric); :func:`paired_runs` and :func:`head_to_head` pair its
+representations on (evaluation, task, setting, metric, draw), with the interval :data:`DRAW_INTERVALS` names per
+evaluation and the verdict's words turned for metrics where lower is better (:data:`LOWER_IS_BETTER`).
+
 Neither holds the variance of the SSL training seed or of the cohort: the cohort-to-cohort spread is measured by
 ``benchmarks/seeds.py`` (BENCHMARKS.md). :data:`VARIANCE_SOURCES` names what each interval holds.
 """
@@ -132,7 +137,8 @@ def paired_interval(differences, n_bootstrap: int = 2000, level: float = 0.95, s
 def per_split(table: pd.DataFrame, a: str, b: str, by=("protocol", "task", "budget")) -> pd.DataFrame:
     """The per-split AUCs of methods ``a`` and ``b`` side by side, on the splits both have.
 
-    ``table``: the tidy table of :func:`gigassl.evaluation.protocol.evaluate` (columns method, split, auc and ``by``).
+    ``table``: the tidy table of :func:`gigassl.evaluation.protocol.evaluate_splits` (columns method, split, auc and
+    ``by``).
     Returns columns ``by``, split, auc_a, auc_b, difference (a - b).
     """
     by = [c for c in by if c in table.columns]
