@@ -18,7 +18,7 @@ from ..config import ProbeConfig
 from ..errors import ManifestError
 from ..manifest import labelled_ids
 from ..seeding import rng
-from .fewshot import COLUMNS, select_rows
+from .fewshot import COLUMNS, method_rows
 from .labels import task_table
 from .metrics import classification_scores
 from .probe import LinearProbe
@@ -89,10 +89,8 @@ def unseen_centre_runs(named: dict, labels, task: str, *, min_per_class: int = 1
             plan.append((centre, f"random:{centre}", draw, random_split))
     label_of = dict(zip(frame["slide_id"], frame["label"].astype(str)))
     rows = []
-    for method, (ids, matrix) in named.items():
-        prep = preprocessing.get(method, "l2") if isinstance(preprocessing, dict) else preprocessing
-        x = select_rows(ids, matrix, list(frame["slide_id"]), method)
-        index = {s: i for i, s in enumerate(frame["slide_id"])}
+    index = {s: i for i, s in enumerate(frame["slide_id"])}
+    for method, prep, x in method_rows(named, frame, preprocessing):
         for centre, setting, draw, split in plan:
             train, test = [index[s] for s in split.train_ids], [index[s] for s in split.test_ids]
             probe = LinearProbe(C=config.C, max_iter=config.max_iter, preprocessing=prep)

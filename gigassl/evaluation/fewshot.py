@@ -119,6 +119,16 @@ def select_rows(ids, matrix, wanted, method: str) -> np.ndarray:
     return np.asarray(matrix, dtype=np.float64)[[row[s] for s in wanted]]
 
 
+def method_rows(named: dict, frame: pd.DataFrame, preprocessing="l2"):
+    """For each representation of ``named`` ({method: (ids, (S, D) matrix)}): (method, its probe preprocessing,
+    its rows in the order of ``frame["slide_id"]``, (len(frame), D) float64 by :func:`select_rows`).
+    ``preprocessing``: one name for all, or {method: name} (``"l2"`` for a method it lacks)."""
+    wanted = list(frame["slide_id"])
+    for method, (ids, matrix) in named.items():
+        prep = preprocessing.get(method, "l2") if isinstance(preprocessing, dict) else preprocessing
+        yield method, prep, select_rows(ids, matrix, wanted, method)
+
+
 def fewshot_draws(labels, task: str, ks=KS, n_draws: int = N_DRAWS, seed: int = 0) -> list[Split]:
     """Training sets of K slides per class and their test sets, ``n_draws`` per K, from the labels and seed only.
 
@@ -198,10 +208,8 @@ def fewshot_runs(named: dict, labels, task: str, *, ks=KS, n_draws: int = N_DRAW
     draws = fewshot_draws(frame, task, ks, n_draws, seed)
     label_of = dict(zip(frame["slide_id"], frame["label"].astype(str)))
     rows = []
-    for method, (ids, matrix) in named.items():
-        prep = preprocessing.get(method, "l2") if isinstance(preprocessing, dict) else preprocessing
-        x = select_rows(ids, matrix, list(frame["slide_id"]), method)
-        index = {s: i for i, s in enumerate(frame["slide_id"])}
+    index = {s: i for i, s in enumerate(frame["slide_id"])}
+    for method, prep, x in method_rows(named, frame, preprocessing):
         for split in draws:
             train = [index[s] for s in split.train_ids]
             test = [index[s] for s in split.test_ids]

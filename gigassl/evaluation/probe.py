@@ -141,7 +141,8 @@ class TunedLinearProbe(ClassifierMixin, BaseEstimator):
     (the first in grid order on ties: preprocessings, then Cs) is refitted on all of them; when no inner fold
     holds two classes (a handful of training slides), the first preprocessing with the paper's C = 10 is used.
     Nothing outside the
-    rows passed to ``fit`` enters the choice, so under :func:`evaluate` the test slides of a split never do.
+    rows passed to ``fit`` enters the choice, so under :func:`gigassl.evaluation.protocol.evaluate_splits` the test
+    slides of a split never do.
 
     Args:
         Cs: candidate inverse regularisation strengths. preprocessings: candidates (see :class:`LinearProbe`).
