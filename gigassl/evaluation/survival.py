@@ -142,9 +142,13 @@ def uno_c(train_time, train_event, time, event, risk, tau: float | None = None) 
     from sksurv.metrics import concordance_index_ipcw
 
     tau = float(np.max(train_time)) if tau is None else float(tau)
-    event = np.asarray(event, bool)
-    if len(event) < 2 or not (event & (np.asarray(time, float) < tau)).any():  # no comparable pair
+    event, time = np.asarray(event, bool), np.asarray(time, float)
+    if len(event) < 2 or not (event & (time < tau)).any():  # no comparable pair
         return float("nan")
+    # follow-up beyond tau is censored at tau (administrative censoring): it changes no comparable pair (their
+    # shorter time is an event before tau) and keeps the censoring distribution from being read where it is unknown
+    beyond = time >= tau
+    time, event = np.where(beyond, tau, time), event & ~beyond
     try:
         return float(concordance_index_ipcw(surv(train_time, train_event), surv(time, event),
                                             np.asarray(risk, float), tau=tau)[0])
