@@ -9,11 +9,36 @@ the ``--config`` file, the options given (:meth:`CommandConfig.resolve`); an opt
 below it. The configs validate themselves when built; a refused value is reported with the option or the file key
 it came from (:class:`ConfigUsageError`).
 
-Why argparse and dataclasses and no jsonargparse or simple_parsing: the configs are flat frozen dataclasses of
-scalars and tuples (one nested level), which these two modules of the standard library cover in about 300 lines;
-no dependency enters the lock and the wheels of a GPU site; and validation stays in one place, the configs'
-``__post_init__`` (a library would bring its own type checks, a second place of validation with its own
-messages), so a notebook, a Python call and the command line get the same error for the same value.
+Why argparse by hand and no library (issue #21 item 6; tried 2026-12 on TrainConfig + EncoderConfig + EmbedConfig,
+each library installed outside the venv). What every one of them lacks, and this module's tests require:
+
+- every profile's default in the help (``default: paper 1000 | smoke 3 | demo 60``): each shows the one default
+  of the instance it was given, and a ``--profile`` that changes the other options' defaults needs a second parse;
+- a refused value as a usage error (exit 2) naming its option or file key: all three parse ``--epochs 0`` and then
+  let the config's ``ConfigError`` from ``__post_init__`` escape as a traceback, so the mapping stays ours;
+- a YAML key given twice is refused (jsonargparse and simple-parsing keep the last silently).
+
+And each one's own gaps:
+
+- jsonargparse 4.53.0 (+ docstring-parser, typeshed-client): options are ``--train.epochs``,
+  ``--train.maps.slide_aug {true,false}``; without the prefix, ``seed`` of two sections is a ValueError, and
+  ``add_class_arguments`` has no per-field rename or alias (``--slides``, ``--encoder``), so the old names go;
+  ``--config`` is applied where it stands (``--epochs 9 --config f.yaml`` takes the file's epochs), while here
+  options always win.
+- tyro 1.0.16 (+ typeguard, docstring-parser): ``--train.epochs``; ``OmitArgPrefixes`` fails with "Name conflict"
+  on the shared ``seed``; renames and aliases need ``Annotated[..., tyro.conf.arg(...)]`` in :mod:`gigassl.config`
+  (the method's configs would import the CLI library); profiles become positional subcommands
+  (``overridable_config_cli``: ``gigassl train demo``), not ``--profile``; no ``--config`` file at all.
+- simple-parsing 0.1.9 (+ docstring-parser): the closest (flat ``--epochs``, a shared field renamed in both
+  sections, ``--train.seed``/``--encoder.seed``, where ours keeps the command's ``--seed`` and adds
+  ``--encoder-seed``; options over ``--config_path``), but a bool is ``--slide-aug false``
+  (``--no-slide-aug`` is refused), an unknown file key is a RuntimeError traceback, and aliases need
+  ``simple_parsing.field(alias=...)`` in the configs.
+
+So a library would replace the type-to-argparse mapping (:func:`_kind`, :meth:`CommandConfig.add_to`: about 100
+lines) and keep the rest here (the help's profile defaults, the layers and their origins, the file's checks), add
+2-4 packages to the lock, and rename options users type; validation stays in one place, the configs'
+``__post_init__``, so a notebook, a Python call and the command line get the same error for the same value.
 """
 
 from __future__ import annotations
