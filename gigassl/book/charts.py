@@ -169,3 +169,81 @@ def neighbours_gallery(neighbours: pd.DataFrame, thumbnails_dir: str | os.PathLi
         axes[r, 0].set_ylabel(f"{representation}\nquery", fontsize=7)
     fig.tight_layout()
     return fig
+
+
+def fewshot_curves(curves: pd.DataFrame, metric: str = "AUROC"):
+    """Few-shot curves (issue #26): the mean over draws against K training slides per class, one panel per task and
+    classifier, one line per representation, the band one standard deviation of the draws.
+    ``curves``: :func:`gigassl.book.evaluations.fewshot_curve_table`."""
+    tasks, classifiers = list(dict.fromkeys(curves["task"])), list(dict.fromkeys(curves["classifier"]))
+    fig, axes = plt.subplots(len(classifiers), len(tasks), figsize=(3.4 * len(tasks), 2.6 * len(classifiers)),
+                             squeeze=False, sharex=True, sharey=True)
+    for r, classifier in enumerate(classifiers):
+        for c, task in enumerate(tasks):
+            ax = axes[r, c]
+            for method, part in curves[(curves["task"] == task) & (curves["classifier"] == classifier)].groupby(
+                    "method", sort=False):
+                part = part.sort_values("K")
+                colour = METHOD_COLOURS.get(method, "#333333")
+                ax.plot(part["K"], part["mean"], marker="o", color=colour, label=method)
+                ax.fill_between(part["K"], part["mean"] - part["std"], part["mean"] + part["std"], color=colour,
+                                alpha=0.15)
+            ax.set_xscale("log", base=2)
+            ax.axhline(0.5, color="#999999", lw=0.8, ls=":")
+            ax.set_title(f"{task}, {classifier}", fontsize=9)
+            ax.set_xlabel("K slides per class" if r == len(classifiers) - 1 else "")
+            ax.set_ylabel(metric if c == 0 else "")
+    axes[0, 0].legend(fontsize=8)
+    fig.tight_layout()
+    return fig
+
+
+def kaplan_meier_curves(curves: pd.DataFrame, tests: pd.DataFrame):
+    """Kaplan-Meier curves of the predicted low- and high-risk groups of the test slides, one panel per
+    representation, with the median log-rank p-value over splits. ``curves``, ``tests``:
+    :func:`gigassl.book.evaluations.kaplan_meier_table`."""
+    if curves.empty:  # a cohort without a survival outcome
+        fig, ax = plt.subplots(figsize=(5, 1.2))
+        ax.text(0.5, 0.5, "no survival outcome in this cohort", ha="center", va="center")
+        ax.axis("off")
+        return fig
+    methods = list(dict.fromkeys(curves["method"]))
+    fig, axes = plt.subplots(1, len(methods), figsize=(3.8 * len(methods), 3.0), squeeze=False, sharey=True)
+    for ax, method in zip(axes[0], methods):
+        for group, part in curves[curves["method"] == method].groupby("group"):
+            ax.step(np.r_[0, part["time"]], np.r_[1, part["survival"]], where="post",
+                    label="high risk" if group else "low risk", color="#c0392b" if group else "#2e86c1")
+        p = tests.loc[tests["method"] == method, "p_value"]
+        ax.set_title(f"{method}: log-rank p median {p.median():.2g} ({int((p < 0.05).sum())}/{len(p)} splits < 0.05)",
+                     fontsize=8)
+        ax.set_xlabel("months")
+        ax.set_ylim(0, 1.02)
+    axes[0, 0].set_ylabel("survival")
+    axes[0, 0].legend(fontsize=8)
+    fig.tight_layout()
+    return fig
+
+
+def unseen_centre_strips(runs: pd.DataFrame):
+    """Unseen centres: each held-out centre's AUROC (dots) per representation beside the mean of the random splits
+    of the same sizes (crosses), one panel per task. ``runs``: the evaluations page's runs table."""
+    part = runs[(runs["evaluation"] == "unseen_centres") & (runs["metric"] == "auroc")
+                & (runs["setting"] != "held_out:all")].dropna(subset=["value"])
+    part = part.assign(kind=part["setting"].str.split(":").str[0])
+    tasks, methods = list(dict.fromkeys(part["task"])), list(dict.fromkeys(part["method"]))
+    fig, axes = plt.subplots(1, len(tasks), figsize=(3.6 * len(tasks), 3.0), squeeze=False, sharey=True)
+    for ax, task in zip(axes[0], tasks):
+        for m, method in enumerate(methods):
+            mine = part[(part["task"] == task) & (part["method"] == method)]
+            colour = METHOD_COLOURS.get(method, "#333333")
+            held = mine[mine["kind"] == "held_out"]["value"].to_numpy()
+            random = mine[mine["kind"] == "random"].groupby("centre")["value"].mean().to_numpy()
+            ax.scatter(np.full(len(held), m - 0.12), held, color=colour, s=16, label=f"{method}, held out")
+            ax.scatter(np.full(len(random), m + 0.12), random, color=colour, marker="x", s=16,
+                       label=f"{method}, random")
+        ax.set_xticks(range(len(methods)), methods, fontsize=8)
+        ax.axhline(0.5, color="#999999", lw=0.8, ls=":")
+        ax.set_title(task, fontsize=9)
+    axes[0, 0].set_ylabel("AUROC per centre")
+    fig.tight_layout()
+    return fig

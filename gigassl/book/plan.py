@@ -45,6 +45,7 @@ SSL_ATTENTION = "ssl_attention"
 # ------------------------------------------------------------------------- files a page writes for another
 MANIFEST = f"{COHORT}/manifest.csv"  # every page after the cohort
 COORDS = f"{COHORT}/coords"  # the tiles' coordinates and thumbnails
+SURVIVAL = f"{COHORT}/survival.csv"  # the synthetic cohort's survival outcome (gigassl synth): the evaluations page
 MOCO_CHECKPOINT = f"{TILE_ENCODER}/moco/checkpoint.pt"  # the tile embedder of the MoCo banks and the SSL runs
 SPLITS = "splits.csv"  # an experiment page's per-split table, in its own folder
 DEEPMIL_TABLE2_SPLITS = "table2_splits.csv"  # in the DeepMIL page's folder: read by the linear-probe page
@@ -84,14 +85,15 @@ class Declaration:
 _STAGES = ("01_tile_encoder", "02_augmentation_bank", "03_train_gigassl", "04_slide_embeddings", "05_linear_probe",
            "06_tiny_datasets", "07_ablation_augmentation", "08_ablation_tiles", "09_ablation_views",
            "10_ablation_deepmil_aggregator", "11_independent_centres", "14_unlabelled_pool", "15_representations",
-           "16_deepmil")
+           "16_deepmil", "18_evaluations")
 _TRAIN = "03_train_gigassl"
 DECLARATIONS = (
     Declaration("COHORT", COHORT, "00_cohort", _STAGES),
     Declaration("TILE_ENCODER", TILE_ENCODER, "01_tile_encoder", ("02_augmentation_bank", _TRAIN)),
     Declaration("BANK_MOCO_SHARED", BANK_MOCO_SHARED, "02_augmentation_bank", _STAGES[3:]),
     Declaration("SSL_FULL", SSL_FULL, _TRAIN, ("04_slide_embeddings", "05_linear_probe", "06_tiny_datasets",
-                                               "09_ablation_views", "12_results", "15_representations")),
+                                               "09_ablation_views", "12_results", "15_representations",
+                                               "18_evaluations")),
     Declaration("SSL_REF", SSL_REF, _TRAIN, ("08_ablation_tiles", "12_results", "14_unlabelled_pool")),
     Declaration("SSL_TILES", SSL_TILES, _TRAIN, ("08_ablation_tiles",)),
     Declaration("SSL_POOL", SSL_POOL, _TRAIN, ("14_unlabelled_pool",)),
