@@ -24,6 +24,7 @@ EXPECTED = {
                  "data_path_ratio"],
     "probe.py": ["cpu_seconds", "deepmil_cpu_seconds"],
     "fair_probe.py": ["kernel_seconds", "sklearn_seconds", "speedup"],
+    "logistic.py": ["kernel_seconds", "lbfgs_seconds", "newton_cholesky_seconds", "logregcv_seconds"],
     "seeds.py": [],
 }
 
