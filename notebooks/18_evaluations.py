@@ -92,8 +92,9 @@ save_figure(unseen_centre_strips(result.runs), "evaluations_unseen_centres", fig
 # ## Every comparison, paired
 #
 # Each row pairs two representations on the same splits or draws (`difference` = a - b), with the interval's
-# sources named (`interval`) and the verdict: decided only when the interval excludes 0. No multiplicity correction
-# is applied on this page: read the number of decided rows against the number of rows. What was not run, and why:
+# sources named (`interval`) and the verdict: decided only when the interval excludes 0; `corrected_verdict` keeps a
+# decision only where Holm's correction across every pair of the page (`p_holm`, from the pair's t statistic:
+# corrected where its interval is) still rejects at 0.05. What was not run, and why:
 
 # %%
 show_table(result.not_run)

@@ -75,3 +75,21 @@ def test_summary_table_one_column_per_method():
     table = summary_table(_centre_runs().dropna())
     assert {"gigassl", "averagemil"} <= set(table.columns)
     assert summary_table(_centre_runs().iloc[0:0]).empty
+
+
+def test_holm_keeps_a_clear_difference_and_drops_a_marginal_one():
+    from gigassl.book.evaluations import holm_pairs
+
+    rows = []
+    for d in range(10):
+        for method, clear, marginal in (("a", 0.8 + 0.001 * d, 0.6 + (0.02 if d % 2 else -0.005)), ("b", 0.6, 0.6)):
+            rows.append({"method": method, "evaluation": "few_shot", "task": "t", "setting": "clear", "draw": d,
+                         "metric": "auroc", "value": clear})
+            rows.append({"method": method, "evaluation": "few_shot", "task": "t", "setting": "marginal", "draw": d,
+                         "metric": "auroc", "value": marginal})
+    runs = pd.DataFrame(rows)
+    pairs = holm_pairs(runs, head_to_head(runs, ["a", "b"], n_bootstrap=500), test_train_ratio=1 / 3)
+    clear, marginal = (pairs[pairs["setting"] == s].iloc[0] for s in ("clear", "marginal"))
+    assert clear["corrected_verdict"] == "a better" and clear["p_holm"] < 1e-6
+    assert marginal["p_value"] > 0.01 and marginal["corrected_verdict"] == "undecided"
+    assert marginal["p_holm"] == pytest.approx(marginal["p_value"])  # Holm: the larger of two p-values times 1

@@ -18,7 +18,7 @@ import pandas as pd
 
 from ..config import Profile
 from ..errors import ManifestError
-from ..evaluation.compare import head_to_head
+from ..evaluation.compare import DRAW_INTERVALS, UNDECIDED, corrected_t, head_to_head, paired_draws
 from ..evaluation.headtohead import evaluate
 from ..evaluation.labels import task_table
 from ..evaluation.patients import case_labels, patient_runs
@@ -60,7 +60,7 @@ class FieldEvaluations:
     def pair_table(self) -> pd.DataFrame:
         """Every pair, with the columns a reader needs."""
         return self.pairs[["evaluation", "task", "setting", "metric", "a", "b", "n_draws", "mean_a", "mean_b",
-                           "difference", "ci_low", "ci_high", "interval", "verdict"]]
+                           "difference", "ci_low", "ci_high", "interval", "verdict", "p_holm", "corrected_verdict"]]
 
 
 def page_labels(run_dir) -> pd.DataFrame:
@@ -147,8 +147,39 @@ def field_evaluations(config: Profile, run_dir, tasks=None, train: str = SSL_FUL
     ratio = config.evaluate.test_fraction / (1.0 - config.evaluate.test_fraction)
     pairs = head_to_head(table, ["gigassl", "averagemil", "deepmil"], test_train_ratio=ratio,
                          n_bootstrap=config.evaluate.n_bootstrap, seed=config.evaluate.seed)
+    pairs = holm_pairs(table, pairs, ratio)
     not_run = pd.DataFrame([{"method": m, "evaluation": e, "why": why} for (m, e), why in NOT_RUN.items()])
     return FieldEvaluations(table, pairs, pd.concat(risks, ignore_index=True) if risks else pd.DataFrame(), not_run)
+
+
+def holm_pairs(runs: pd.DataFrame, pairs: pd.DataFrame, test_train_ratio: float, alpha: float = 0.05) -> pd.DataFrame:
+    """``pairs`` with a p-value per pair and Holm's correction across the page (the results page's
+    :func:`gigassl.book.verdicts.holm`): ``p_value`` from the t statistic of the pair's per-draw differences, with
+    the Nadeau-Bengio corrected standard error where the pair's interval is corrected (:data:`DRAW_INTERVALS`) and
+    the plain one (s / sqrt(J)) where it is a bootstrap; NaN with fewer than two draws (never counted).
+    ``corrected_verdict``: the verdict where Holm's adjusted p-value is at most ``alpha``, else undecided."""
+    from scipy import stats
+
+    from .verdicts import holm
+
+    p_values = []
+    for row in pairs.itertuples():
+        draws = paired_draws(runs, row.a, row.b)
+        mine = draws[(draws["evaluation"] == row.evaluation) & (draws["task"] == row.task)
+                     & (draws["setting"] == row.setting) & (draws["metric"] == row.metric)]
+        d = mine["difference"].dropna().to_numpy(float)
+        if len(d) < 2:
+            p_values.append(np.nan)
+            continue
+        if DRAW_INTERVALS.get(row.evaluation, "bootstrap") == "corrected":
+            mean, se, df = corrected_t(d, test_train_ratio)
+        else:
+            mean, se, df = d.mean(), d.std(ddof=1) / np.sqrt(len(d)), len(d) - 1
+        p_values.append(0.0 if se == 0 and mean != 0 else 1.0 if se == 0 else
+                        float(2.0 * stats.t.sf(abs(mean) / se, df)))
+    adjusted = holm(p_values)
+    verdict = [v if (not np.isnan(p) and p <= alpha) else UNDECIDED for v, p in zip(pairs["verdict"], adjusted)]
+    return pairs.assign(p_value=p_values, p_holm=adjusted, corrected_verdict=verdict)
 
 
 def pooled_centres(runs: pd.DataFrame) -> pd.DataFrame:
@@ -212,7 +243,12 @@ def evaluations_finding(pairs: pd.DataFrame, runs: pd.DataFrame) -> str:
     worse = int(verdicts.str.startswith("averagemil").sum())
     text = (f"Giga-SSL against AverageMIL over {len(mine)} paired comparisons (few-shot, retrieval, patients, unseen "
             f"centres, survival): {better} decided for Giga-SSL, {worse} for AverageMIL, "
-            f"{len(mine) - better - worse} undecided.")
+            f"{len(mine) - better - worse} undecided")
+    if "corrected_verdict" in mine.columns:
+        corrected = mine["corrected_verdict"].astype(str)
+        text += (f" ({int(corrected.str.startswith('gigassl').sum())} and "
+                 f"{int(corrected.str.startswith('averagemil').sum())} after Holm's correction across the page)")
+    text += "."
     harrell = runs[(runs["evaluation"] == "survival") & (runs["setting"] == "harrell")]
     if len(harrell):
         means = harrell.groupby("method")["value"].mean()
