@@ -203,7 +203,7 @@ def cmd_embed(args, config) -> int:
     from .embed import embed_slides
 
     path = embed_slides(args.bank, args.checkpoint, args.out, config.embed, backend=args.backend,
-                        progress=not args.no_progress, fmt=args.format, overwrite=args.overwrite)
+                        progress=not args.no_progress, fmt=args.format, overwrite=args.overwrite, cases=args.cases)
     print(f"wrote {path}")
     return _listed_failures(path / "failures.csv" if path.is_dir() else f"{path}.failures.csv")
 
@@ -407,6 +407,8 @@ def build_parser(require_inputs: bool = True) -> argparse.ArgumentParser:
         "--out": "output: .h5, .csv or .parquet file, or a folder (TRIDENT's per-slide slide_features layout); "
                  "slides left out are listed in OUT.failures.csv"})
     p.add_argument("--format", choices=["h5", "csv", "parquet", "trident"], help="output format (default: from --out)")
+    p.add_argument("--cases", help="a CSV with slide_id and case_id (e.g. the manifest): write one embedding per "
+                                   "patient by early fusion (each view draws its tiles across the patient's slides)")
     p.add_argument("--backend", choices=["torch", "spconv"], help="sparse backend (default: the checkpoint's)")
     p.add_argument("--overwrite", action="store_true",
                    help="replace an existing OUT that gigassl did not write (gigassl's own embeddings are replaced "

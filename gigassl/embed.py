@@ -93,6 +93,27 @@ def embed_cases(model, bank: PackedBank, case_slides: dict, views: int, tiles: i
     return names, (torch.cat(out).numpy() if out else np.empty((0, 0), np.float32))
 
 
+def _case_slides(cases, bank: PackedBank, ids: list[str]) -> dict[str, np.ndarray]:
+    """{case id: bank indices of its slides among ``ids``}, cases in sorted order, from a ``slide_id, case_id`` table
+    (the slides of the table that the bank lacks are left out; a case left without slides is dropped)."""
+    import pandas as pd
+
+    table = cases if isinstance(cases, pd.DataFrame) else pd.read_csv(
+        validate.existing_file(cases, "Cases table", "give a CSV with slide_id and case_id (e.g. the manifest)."),
+        dtype={"slide_id": str, "case_id": str})
+    missing = [c for c in ("slide_id", "case_id") if c not in table.columns]
+    if missing:
+        raise ConfigError(f"The cases table {cases if not isinstance(cases, pd.DataFrame) else ''} lacks "
+                          f"{missing}; it needs slide_id and case_id (one row per slide, e.g. the manifest).")
+    present = set(ids)
+    table = table[table["slide_id"].astype(str).isin(present)]
+    if table.empty:
+        raise ConfigError("No slide of the cases table is in the bank: check that its slide_id values are the "
+                          "bank's slide ids.")
+    return {str(case): bank.indices(list(group["slide_id"].astype(str)))
+            for case, group in table.groupby("case_id", sort=True)}
+
+
 def check_bank(bank: PackedBank, state: dict, bank_dir, checkpoint) -> None:
     """Refuse a bank whose tile features are not those the checkpoint was trained on: another encoder, other
     weights, another tile size or feature dimension (the message names both sides)."""
@@ -111,8 +132,12 @@ def check_bank(bank: PackedBank, state: dict, bank_dir, checkpoint) -> None:
 
 def embed_slides(bank_dir: str | os.PathLike, checkpoint: str | os.PathLike, out: str | os.PathLike,
                  config: EmbedConfig, backend: str | None = None, progress: bool = True, slide_ids=None,
-                 fmt: str | None = None, overwrite: bool = False) -> Path:
+                 fmt: str | None = None, overwrite: bool = False, cases=None) -> Path:
     """Embed every slide of a bank (or the bank's slides ``slide_ids``) with a trained checkpoint; write ``out``.
+
+    ``cases`` (``gigassl embed --cases TABLE``): a table (CSV path or frame) with ``slide_id`` and ``case_id``; then
+    ``out`` holds one embedding per case (patient) instead, by early fusion (:func:`embed_cases`: each view draws its
+    tiles across all of the case's slides in the bank), its ids the case ids (attribute ``fusion`` = ``early``).
 
     ``out``: ``.h5`` (ids + (S, D) float32), ``.csv``, ``.parquet``, or a folder (TRIDENT's per-slide layout), see
     :func:`gigassl.io.write_embeddings` (``fmt`` overrides the suffix). Slides asked for that have no file, or
@@ -137,10 +162,18 @@ def embed_slides(bank_dir: str | os.PathLike, checkpoint: str | os.PathLike, out
     ids = [s for s in bank.ids if s in set(wanted)]
     failed = {s: bank.skipped.get(s, f"no bank or tile-features file in {bank_dir}")
               for s in wanted if s not in present}
-    embeddings = embed_bank(model, bank, bank.indices(ids), config.views, config.tiles_per_view, maps,
-                            config.seed, config.batch_views, device, progress)
-    coords = {sid: bank.plain(i)[1] for sid, i in zip(ids, bank.indices(ids))} if kind == "trident" else None
-    io.write_embeddings(out, ids, embeddings, fmt=kind, coords=coords, checkpoint_sha256=sha256_file(checkpoint),
+    fusion = {}
+    if cases is not None:
+        case_slides = _case_slides(cases, bank, ids)
+        ids, embeddings = embed_cases(model, bank, case_slides, config.views, config.tiles_per_view, maps,
+                                      config.seed, config.batch_views, device, progress)
+        fusion = {"fusion": "early"}
+        coords = None
+    else:
+        embeddings = embed_bank(model, bank, bank.indices(ids), config.views, config.tiles_per_view, maps,
+                                config.seed, config.batch_views, device, progress)
+        coords = {sid: bank.plain(i)[1] for sid, i in zip(ids, bank.indices(ids))} if kind == "trident" else None
+    io.write_embeddings(out, ids, embeddings, fmt=kind, coords=coords, **fusion, checkpoint_sha256=sha256_file(checkpoint),
                         views=config.views, tiles_per_view=config.tiles_per_view, seed=config.seed,
                         epoch=int(state["epoch"]), aggregator=state["config"]["aggregator"], bank=str(bank_dir),
                         bank_identity=json.dumps(bank_identity(bank), default=str), version=__version__)

@@ -233,3 +233,26 @@ def test_a_one_slide_case_is_embedded_as_its_slide_and_a_two_slide_case_from_bot
     assert not np.allclose(cases[2], slides[2], atol=1e-4) and not np.allclose(cases[2], slides[3], atol=1e-4)
     _, again = embed_cases(model, bank, {"p2": [2, 3]}, views=4, tiles=5, maps=maps, seed=2, batch_views=4)
     np.testing.assert_allclose(again[0], cases[2], rtol=1e-5, atol=1e-6)
+
+
+def test_cli_embed_cases_writes_one_embedding_per_patient(synthetic_bank, checkpoint, tmp_path):
+    import pandas as pd
+
+    table = tmp_path / "cases.csv"
+    pd.DataFrame({"slide_id": ["S000", "S001", "S002", "S999"], "case_id": ["p1", "p0", "p0", "p2"]}).to_csv(
+        table, index=False)  # S999 is not in the bank: left out, and p2 with it
+    common = ["--bank", str(synthetic_bank), "--checkpoint", str(checkpoint), "--views", "3", "--tiles-per-view", "4",
+              "--profile", "smoke", "--no-progress"]
+    assert cli.main(["embed", *common, "--out", str(tmp_path / "cases.h5"), "--cases", str(table)]) == 0
+    assert cli.main(["embed", *common, "--out", str(tmp_path / "slides.h5")]) == 0
+    ids, cases, attrs = io.read_embeddings(tmp_path / "cases.h5")
+    slide_ids, slides, _ = io.read_embeddings(tmp_path / "slides.h5")
+    assert ids == ["p0", "p1"] and attrs["fusion"] == "early"
+    np.testing.assert_allclose(cases[1], slides[slide_ids.index("S000")], rtol=1e-5, atol=1e-6)  # one slide: itself
+    assert not np.allclose(cases[0], slides[slide_ids.index("S001")], atol=1e-4)  # two slides: both
+    bad = tmp_path / "bad.csv"
+    pd.DataFrame({"slide_id": ["S000"]}).to_csv(bad, index=False)
+    assert cli.main(["embed", *common, "--out", str(tmp_path / "x.h5"), "--cases", str(bad)]) != 0
+    with pytest.raises(ConfigError, match="case_id"):
+        embed_slides(synthetic_bank, checkpoint, tmp_path / "y.h5", EmbedConfig(views=2, device="cpu"),
+                     progress=False, cases=bad)
