@@ -41,6 +41,8 @@ SSL_IMAGENET = "ssl_imagenet"
 SSL_IMAGENET_NS = "ssl_imagenet_ns"
 SSL_INDEPENDENT_CENTRES = "ssl_independent_centres"
 SSL_ATTENTION = "ssl_attention"
+SSL_RANDOM_INIT = "ssl_random_init"  # the MoCo arm whose aggregator starts random, as the ImageNet arm's does
+BANK_IMAGENET_SHARED = "bank_imagenet_shared"  # the ImageNet tile embeddings: AverageMIL on ImageNet features
 
 # ------------------------------------------------------------------------- files a page writes for another
 MANIFEST = f"{COHORT}/manifest.csv"  # every page after the cohort
@@ -107,7 +109,9 @@ DECLARATIONS = (
         ("INDEPENDENT_CENTRES", INDEPENDENT_CENTRES, "11_independent_centres"),
         ("SSL_NO_SLIDE_AUG", SSL_NO_SLIDE_AUG, _TRAIN), ("SSL_NS", SSL_NS, _TRAIN),
         ("SSL_IMAGENET", SSL_IMAGENET, _TRAIN), ("SSL_IMAGENET_NS", SSL_IMAGENET_NS, _TRAIN),
-        ("SSL_INDEPENDENT_CENTRES", SSL_INDEPENDENT_CENTRES, _TRAIN), ("SSL_ATTENTION", SSL_ATTENTION, _TRAIN))),
+        ("SSL_INDEPENDENT_CENTRES", SSL_INDEPENDENT_CENTRES, _TRAIN), ("SSL_ATTENTION", SSL_ATTENTION, _TRAIN),
+        ("SSL_RANDOM_INIT", SSL_RANDOM_INIT, _TRAIN))),
+    Declaration("BANK_IMAGENET_SHARED", BANK_IMAGENET_SHARED, "02_augmentation_bank", ("07_ablation_augmentation",)),
 )
 
 
