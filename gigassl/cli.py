@@ -187,6 +187,12 @@ def cmd_train(args, config) -> int:
         monitor = training_monitor(args.monitor_labels, args.monitor_task, config.train.maps, config.embed.views,
                                    config.train.tiles_per_view, config.probe, config.train.seed,
                                    resolve_device(config.train.device))
+    if args.untrained:
+        from .train import untrained_checkpoint
+
+        path = untrained_checkpoint(args.bank, args.out, config.train, overwrite=args.overwrite)
+        print(f"wrote {path} (untrained: the seeded initialisation of the {config.train.aggregator} aggregator)")
+        return 0
     path = train(args.bank, args.out, config.train, encoder_weights=args.encoder_weights,
                  slide_ids=slide_id_list(args.slides) if args.slides else None, resume=args.resume, monitor=monitor,
                  progress=not args.no_progress, overwrite=args.overwrite)
@@ -400,6 +406,9 @@ def build_parser(require_inputs: bool = True) -> argparse.ArgumentParser:
     p.add_argument("--overwrite", action="store_true",
                    help="start afresh in an OUT that holds a run's checkpoints, replacing them (without it, or "
                         "--resume, such an OUT is refused)")
+    p.add_argument("--untrained", action="store_true",
+                   help="write OUT/checkpoint.pt of the seeded, untrained aggregator (no step; the random-"
+                        "aggregator control), for gigassl embed")
     stage(p)
 
     p = command(cmd_embed, "--bank", "--checkpoint", "--out", **{

@@ -302,6 +302,38 @@ def _train(bank: PackedBank, bank_dir, out_dir: Path, config: TrainConfig, devic
     return loop.finish()
 
 
+def untrained_checkpoint(bank_dir: str | os.PathLike, out_dir: str | os.PathLike, config: TrainConfig,
+                         overwrite: bool = False) -> Path:
+    """Write ``out_dir/checkpoint.pt``: the aggregator and projector of ``config`` at their seeded initialisation
+    (``config.seed``; :func:`build_model` with no layer4), no optimizer step: the "random aggregator" control of
+    issue #24 (what the architecture's nonlinearity gives without SSL), which ``gigassl embed`` then embeds with
+    exactly the code of a trained model (``gigassl train --untrained``). In eval mode its BatchNorm layers hold their
+    initial statistics (mean 0, variance 1). ``bank_dir`` gives the feature dimension and the bank's identity.
+
+    Raises:
+        ConfigError: ``out_dir`` already holds a run's checkpoint and ``overwrite`` is false.
+    """
+    from .files import atomic_path
+
+    out_dir = prepare_out_dir(out_dir)
+    last = out_dir / "checkpoint.pt"
+    if last.exists() and not overwrite:
+        raise ConfigError(f"{out_dir} already holds a checkpoint ({last.name}): writing the untrained aggregator "
+                          "would replace it. Pass --overwrite to replace it, or choose another --out.")
+    bank = PackedBank(bank_dir)
+    model = build_model(config, bank.feature_dim)  # no layer4: the seeded random initialisation
+    inputs = {"bank": bank_identity(bank), "slides": provenance.ids_digest(np.asarray(bank.ids)),
+              "encoder_weights": None}
+    state = {"model": model.state_dict(), "epoch": 0,
+             **plain_values({"log": [], "steps": [], "monitor": [], "untrained": True,
+                             "config": dataclasses.asdict(config), "in_dim": bank.feature_dim,
+                             "bank": {"dir": str(bank.bank_dir), **bank_identity(bank)}, "inputs": inputs,
+                             "version": __version__})}
+    with atomic_path(last) as tmp:
+        torch.save(state, tmp)
+    return last
+
+
 def bank_identity(bank: PackedBank) -> dict:
     """What a Giga-SSL model depends on in a bank: the tile embedder (encoder, weights), the tile size, the feature
     dimension and the augmentation mode (recorded in checkpoints; ``gigassl embed`` checks it)."""
