@@ -1,0 +1,166 @@
+"""The analysis of the study of issue #24 (the design's ``protocol`` and ``comparisons``, studies/mechanisms.yml), on
+the scores table of :func:`gigassl.book.study.run_study` (one row per run and test slide).
+
+- Per cell, pool and method: the ROC AUC of each (generator seed, SSL seed), their mean over SSL seeds then over
+  generator seeds (the cell's AUC), its 95% interval from a bootstrap of the test slides stratified by generator
+  seed (every SSL seed's AUC recomputed on the same resample; :func:`bootstrap_aucs`), and the spread over seeds.
+- Comparisons (:data:`PAIRS`, per cell at its main pool): the difference of AUCs, paired on the same resamples; a
+  two-sided bootstrap p-value; Holm-Bonferroni across every comparison of every cell (one family); verdict
+  ``better`` / ``worse`` when the adjusted p is below 0.05 *and* the difference's interval excludes 0, else
+  ``undecided``.
+- The predictions beside the outcomes, and a paragraph per mechanism: sentences computed from these tables.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+from scipy.stats import rankdata
+
+from .verdicts import holm
+
+ALPHA, CHANCE = 0.05, 0.5
+# (method, against): the design's comparisons, per cell
+PAIRS = [("gigassl", "averagemil"), ("gigassl", "deepmil"), ("gigassl_local", "averagemil"),
+         ("gigassl_local", "deepmil"), ("random_aggregator", "averagemil"), ("random_aggregator", "deepmil"),
+         ("gigassl", "random_aggregator")]
+NAMES = {"oracle": "the oracle", "averagemil": "AverageMIL", "deepmil": "DeepMIL", "gigassl": "Giga-SSL",
+         "gigassl_local": "Giga-SSL with local views", "gigassl_random16": "Giga-SSL with T = 16 random tiles",
+         "random_aggregator": "the untrained aggregator", "random_aggregator_local": "the untrained aggregator with "
+                                                                                    "local views"}
+
+
+def resampled_auc(score: np.ndarray, label: np.ndarray, index: np.ndarray) -> np.ndarray:
+    """ROC AUC (ties count half) of ``score`` against binary ``label`` on each row of resample indices ``index``.
+    Shape: (n,), (n,), (B, n) -> (B,); NaN for a resample with one class only."""
+    s, y = score[index], label[index].astype(bool)
+    ranks = rankdata(s, axis=1)
+    n1 = y.sum(axis=1)
+    n0 = y.shape[1] - n1
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return ((ranks * y).sum(axis=1) - n1 * (n1 + 1) / 2) / (n1 * n0)
+
+
+def bootstrap_aucs(scores: pd.DataFrame, n_bootstrap: int = 2000, seed: int = 0) -> tuple[pd.DataFrame, dict]:
+    """(the AUC table, the bootstrap draws). The table: one row per (cell, mechanism, pool, method) with ``auc``
+    (mean over generator seeds of the mean over SSL seeds), ``low``, ``high`` (2.5 and 97.5 percentiles of the
+    same mean over resamples), ``seed_sd`` (sd of the per-seed AUCs; NaN with one), ``n_runs``. The draws:
+    {(cell, pool, method): (n_bootstrap,) array}. The test slides of each generator seed are resampled with
+    ``rng(seed, generator seed)``, the same indices for every method and SSL seed (so differences are paired)."""
+    from ..seeding import rng
+
+    rows, draws = [], {}
+    for cell, frame in scores.groupby("cell", sort=False):
+        # the test slides of each generator seed (every run of the seed scores the same ones), resampled once
+        resample = {g: rng(seed, int(g)).integers(0, part.slide_id.nunique(), size=(n_bootstrap, part.slide_id.nunique()))
+                    for g, part in frame.groupby("generator_seed")}
+        for (pool, method), arm in frame.groupby(["pool", "method"], sort=False):
+            point, per_g_point, per_g_boot = [], [], []
+            for g, by_g in arm.groupby("generator_seed"):
+                seed_point, seed_boot = [], []
+                for _, run in by_g.groupby("ssl_seed"):
+                    run = run.sort_values("slide_id")
+                    s, y = run.score.to_numpy(float), run.label.to_numpy(int)
+                    seed_point.append(float(resampled_auc(s, y, np.arange(len(s))[None])[0]))
+                    seed_boot.append(resampled_auc(s, y, resample[g]))
+                point += seed_point
+                per_g_point.append(np.mean(seed_point))
+                per_g_boot.append(np.nanmean(seed_boot, axis=0))
+            draw = np.nanmean(per_g_boot, axis=0)
+            draws[(cell, int(pool), method)] = draw
+            rows.append({"cell": cell, "mechanism": frame.mechanism.iloc[0], "pool": int(pool), "method": method,
+                         "auc": float(np.mean(per_g_point)), "low": float(np.nanpercentile(draw, 2.5)),
+                         "high": float(np.nanpercentile(draw, 97.5)),
+                         "seed_sd": float(np.std(point, ddof=1)) if len(point) > 1 else float("nan"),
+                         "n_runs": len(point)})
+    return pd.DataFrame(rows), draws
+
+
+def main_pool(table: pd.DataFrame, cell: str, method: str) -> int | None:
+    """The pool of ``method`` in ``cell`` that the comparisons use: its largest (None: the method did not run)."""
+    rows = table[(table.cell == cell) & (table.method == method)]
+    return int(rows.pool.max()) if len(rows) else None
+
+
+def comparisons(table: pd.DataFrame, draws: dict, pairs=PAIRS, alpha: float = ALPHA) -> pd.DataFrame:
+    """Every pair of :data:`PAIRS` that both ran, in every cell: ``difference`` (AUC of method - AUC of against),
+    ``low``, ``high`` (its paired bootstrap interval), ``p`` (two-sided bootstrap p-value, (k + 1) / (B + 1) on each
+    side), ``p_holm`` (Holm across all the rows: one family), ``verdict`` (better / worse / undecided)."""
+    rows = []
+    for cell in table.cell.unique():
+        for method, against in pairs:
+            pa, pb = main_pool(table, cell, method), main_pool(table, cell, against)
+            if pa is None or pb is None:
+                continue
+            d = draws[(cell, pa, method)] - draws[(cell, pb, against)]
+            d = d[~np.isnan(d)]
+            auc = table.set_index(["cell", "pool", "method"]).auc
+            side = min((np.sum(d <= 0) + 1), (np.sum(d >= 0) + 1)) / (len(d) + 1)
+            rows.append({"cell": cell, "method": method, "against": against,
+                         "difference": float(auc[(cell, pa, method)] - auc[(cell, pb, against)]),
+                         "low": float(np.percentile(d, 2.5)), "high": float(np.percentile(d, 97.5)),
+                         "p": float(min(1.0, 2 * side))})
+    out = pd.DataFrame(rows, columns=["cell", "method", "against", "difference", "low", "high", "p"])
+    out["p_holm"] = holm(out.p.to_numpy()) if len(out) else []
+    out["verdict"] = [verdict(r.difference, r.low, r.high, r.p_holm, alpha) for r in out.itertuples()]
+    return out
+
+
+def verdict(difference: float, low: float, high: float, p_holm: float, alpha: float = ALPHA) -> str:
+    """better / worse when the Holm-adjusted p is below ``alpha`` and the interval [low, high] excludes 0 on the
+    side of the difference; undecided otherwise (an interval that holds 0 is never a win)."""
+    if not p_holm < alpha:
+        return "undecided"
+    if difference > 0 and low > 0:
+        return "better"
+    if difference < 0 and high < 0:
+        return "worse"
+    return "undecided"
+
+
+# ------------------------------------------------------------------------------------------------ words
+def _auc_text(row) -> str:
+    return f"{row.auc:.3f} [{row.low:.3f}, {row.high:.3f}]"
+
+
+def outcome(cell: str, table: pd.DataFrame, pairs: pd.DataFrame) -> str:
+    """What the run shows in ``cell`` (its main pools), in sentences computed from the tables: the order of the
+    methods, those at chance, every comparison's verdict."""
+    rows = [r for r in table[table.cell == cell].itertuples() if r.pool == main_pool(table, cell, r.method)]
+    rows = sorted(rows, key=lambda r: -r.auc)
+    order = "; ".join(f"{NAMES.get(r.method, r.method)} {_auc_text(r)}" for r in rows)
+    chance = [NAMES.get(r.method, r.method) for r in rows if r.low <= CHANCE <= r.high]
+    text = f"AUC (95% interval): {order}. "
+    text += (f"At chance (interval holding 0.5): {', '.join(chance)}. " if chance
+             else "No method's interval holds 0.5. ")
+    mine = pairs[pairs.cell == cell]
+    if len(mine):
+        text += "Comparisons (Holm across all the cells): " + "; ".join(
+            f"{NAMES[r.method]} vs {NAMES[r.against]}: {r.difference:+.3f} [{r.low:+.3f}, {r.high:+.3f}], "
+            f"adjusted p {r.p_holm:.3g}, {r.verdict}" for r in mine.itertuples()) + "."
+    return text
+
+
+def pool_curve_text(cell: str, table: pd.DataFrame) -> str:
+    """How each pool-curve arm's AUC moves with the pool in ``cell`` (empty when it ran at one pool only)."""
+    parts = []
+    for method, rows in table[table.cell == cell].groupby("method"):
+        if rows.pool.nunique() < 2:
+            continue
+        rows = rows.sort_values("pool")
+        first, last = rows.iloc[0], rows.iloc[-1]
+        overlap = first.low <= last.high and last.low <= first.high
+        parts.append(f"{NAMES.get(method, method)} goes from {first.auc:.3f} (pool {first.pool}) to {last.auc:.3f} "
+                     f"(pool {last.pool}), {'within each other' if overlap else 'outside each other'}'s intervals")
+    return ("With the pool, " + "; ".join(parts) + ".") if parts else ""
+
+
+def predictions_table(design: dict, table: pd.DataFrame, pairs: pd.DataFrame) -> pd.DataFrame:
+    """One row per cell of the run: the prediction written before any run (the design's ``predictions``) beside
+    the outcome (:func:`outcome`, plus the pool curves)."""
+    rows = []
+    for cell in table.cell.unique():
+        text = " ".join(t for t in (outcome(cell, table, pairs), pool_curve_text(cell, table)) if t)
+        rows.append({"cell": cell, "prediction": " ".join(str(design["predictions"].get(cell, "")).split()),
+                     "outcome": text})
+    return pd.DataFrame(rows)

@@ -1,0 +1,157 @@
+"""The study runner of issue #24 (gigassl.book.study, gigassl.book.study_analysis): the expansion of the design,
+resumption by cell hash, the analysis (Holm across all the comparisons; an interval holding 0 never a win), and one
+tiny cell end to end through the commands' functions."""
+
+import numpy as np
+import pandas as pd
+import pytest
+import yaml
+from sklearn.metrics import roc_auc_score
+
+from gigassl.book import study, study_analysis
+from gigassl.book.verdicts import holm
+
+TINY = {"cohort": {"n_train": 16, "n_test": 16, "tiles_per_slide": 48, "focal_tiles": 4},
+        "train": {"steps": 2, "batch_size": 8}, "embed": {"views": 4},
+        "deepmil": {"max_steps": 6, "eval_every": 2, "patience": 4, "min_steps": 0, "batch_size": 4}}
+
+
+def tiny_design(tmp_path, **book):
+    design, _ = study.read_design()
+    design["book_grid"] = {"cells": ["M1"], "generator_seeds": [0], "ssl_seeds": [0], "pools": {"M1": [0]},
+                           "methods": ["oracle", "averagemil"], **book}
+    path = tmp_path / "design.yml"
+    path.write_text(yaml.safe_dump(design))
+    return path
+
+
+def test_the_full_grid_expands_to_the_designs_runs_and_trainings():
+    design, _ = study.read_design()
+    runs = study.expand(study.grid_of(design, "full"))
+    # per (cell, generator seed): oracle, AverageMIL, DeepMIL once; 2 untrained arms + the T=16 control x 2 SSL
+    # seeds; gigassl and gigassl_local x pools x 2 SSL seeds (3 pools for M1 and M3, 1 for the 4 others)
+    assert len(runs) == 3 * (2 * (3 + 6 + 2 * 3 * 2) + 4 * (3 + 6 + 2 * 1 * 2)) == 282
+    trainings = [r for r in runs if r.method in study.ARMS and study.ARMS[r.method][2]]
+    assert len(trainings) == 108 + 48  # the design's count: main grid and pool curves
+    assert len(set(runs)) == len(runs)
+    assert {r.pool for r in runs if r.cell == "M3" and r.method == "gigassl"} == {0, 200, 1000}
+    assert {r.pool for r in runs if r.method == "random_aggregator"} == {0}
+
+
+def test_the_book_grid_is_the_files_book_grid():
+    design, _ = study.read_design()
+    runs = study.expand(study.grid_of(design, "book"))
+    book = design["book_grid"]
+    assert {r.cell for r in runs} == set(book["cells"]) and {r.generator_seed for r in runs} == {0}
+    assert sorted(r.method for r in runs) == sorted(book["methods"])
+    assert all(r.ssl_seed in (-1, 0) for r in runs)
+    with pytest.raises(Exception, match="full or book"):
+        study.grid_of(design, "half")
+
+
+def test_a_finished_cell_is_not_rerun_and_a_changed_hash_reruns(tmp_path, monkeypatch):
+    calls = []
+
+    def fake_cell(design, grid, cell, g, work, scale=None, keep=False):
+        calls.append((cell["name"], g))
+        return pd.DataFrame([{**dict(zip(study.COLUMNS, [cell["name"], cell["mechanism"], g, 0, "oracle", -1])),
+                              "slide_id": f"test_{i:05d}", "label": i % 2, "score": float(i)} for i in range(4)])
+
+    monkeypatch.setattr(study, "run_cell", fake_cell)
+    design = tiny_design(tmp_path, cells=["M1", "M3"], pools={"M1": [0], "M3": [0]})
+    first = study.run_study(tmp_path / "out", design, "book", progress=None)
+    assert calls == [("M1", 0), ("M3", 0)] and len(first) == 8
+    again = study.run_study(tmp_path / "out", design, "book", progress=None)
+    assert calls == [("M1", 0), ("M3", 0)]  # both kept
+    pd.testing.assert_frame_equal(again, first, check_dtype=False)
+    study.run_study(tmp_path / "out", design, "book", scale={"cohort": {"n_test": 40}}, progress=None)
+    assert calls[2:] == [("M1", 0), ("M3", 0)]  # another cohort: another hash, rerun
+    (tmp_path / "out" / "cells" / "M3_g0.csv").unlink()
+    study.run_study(tmp_path / "out", design, "book", scale={"cohort": {"n_test": 40}}, progress=None)
+    assert calls[4:] == [("M3", 0)]  # a missing result reruns that cell only
+
+
+def fake_scores(seed=0):
+    """Two generator seeds x (oracle; gigassl with two SSL seeds) on 60 test slides each."""
+    g = np.random.default_rng(seed)
+    rows = []
+    for gen in (0, 1):
+        label = np.arange(60) % 2
+        for method, ssl_seeds, shift in (("oracle", [-1], 1.5), ("gigassl", [0, 1], 0.3)):
+            for s in ssl_seeds:
+                score = g.normal(size=60) + shift * label
+                rows += [{"cell": "M1", "mechanism": "M1", "generator_seed": gen, "pool": 0, "method": method,
+                          "ssl_seed": s, "slide_id": f"test_{i:05d}", "label": label[i], "score": score[i]}
+                         for i in range(60)]
+    return pd.DataFrame(rows)
+
+
+def test_the_cells_auc_is_the_mean_over_seeds_and_its_interval_holds_it():
+    scores = fake_scores()
+    table, draws = study_analysis.bootstrap_aucs(scores, n_bootstrap=300)
+    for method in ("oracle", "gigassl"):
+        arm = scores[scores.method == method]
+        direct = np.mean([np.mean([roc_auc_score(r.label, r.score) for _, r in by_g.groupby("ssl_seed")])
+                          for _, by_g in arm.groupby("generator_seed")])
+        row = table.set_index("method").loc[method]
+        assert row.auc == pytest.approx(direct, abs=1e-9)
+        assert row.low < row.auc < row.high and draws[("M1", 0, method)].shape == (300,)
+    assert table.set_index("method").n_runs.to_dict() == {"oracle": 2, "gigassl": 4}
+
+
+def fake_comparisons(p_side: dict):
+    """A table and draws whose comparisons have known one-sided tail fractions (the differences' draws)."""
+    table_rows, draws = [], {}
+    for cell, methods in p_side.items():
+        for method, values in methods.items():
+            draws[(cell, 0, method)] = np.asarray(values, float)
+            table_rows.append({"cell": cell, "pool": 0, "method": method, "auc": float(np.mean(values))})
+    return pd.DataFrame(table_rows), draws
+
+
+def test_holm_runs_across_every_comparison_of_every_cell_and_an_undecided_interval_is_never_better():
+    b = 999
+    base = np.zeros(b)
+    # gigassl - averagemil: k of the 999 draws at or below 0 -> p = 2 (k + 1) / 1000
+    def above(k, size=0.05):
+        d = np.full(b, size)
+        d[:k] = -0.01
+        return d
+    table, draws = fake_comparisons({
+        "A": {"averagemil": base, "gigassl": above(0)},    # p 0.002: better, also after Holm (x 3)
+        "B": {"averagemil": base, "gigassl": above(14)},   # p 0.03, interval above 0: better alone, not after Holm
+        "C": {"averagemil": base, "gigassl": above(19)},   # p 0.04, interval above 0: the same
+    })
+    pairs = study_analysis.comparisons(table, draws, pairs=[("gigassl", "averagemil")])
+    assert pairs.p.round(6).tolist() == [0.002, 0.03, 0.04]
+    assert (pairs.low > 0).all()
+    np.testing.assert_allclose(pairs.p_holm, holm(pairs.p.to_numpy()))
+    np.testing.assert_allclose(pairs.p_holm, [0.006, 0.06, 0.06])  # one family across the three cells
+    assert pairs.verdict.tolist() == ["better", "undecided", "undecided"]
+    # each cell alone (a family of one, as a per-cell correction would make it): all three "better"
+    alone = [study_analysis.comparisons(table[table.cell == c], draws, pairs=[("gigassl", "averagemil")]).verdict[0]
+             for c in "ABC"]
+    assert alone == ["better"] * 3
+    # an interval that holds 0 is never a win, whatever the p-value; a Holm p at or above 0.05 never decides
+    assert study_analysis.verdict(0.05, 0.01, 0.09, 0.02) == "better"
+    assert study_analysis.verdict(0.05, -0.01, 0.09, 0.001) == "undecided"
+    assert study_analysis.verdict(-0.05, -0.09, -0.01, 0.001) == "worse"
+    assert study_analysis.verdict(-0.05, -0.09, 0.01, 0.001) == "undecided"
+    assert study_analysis.verdict(0.05, 0.01, 0.09, 0.05) == "undecided"
+
+
+def test_one_tiny_cell_end_to_end_through_the_commands(tmp_path):
+    design = tiny_design(tmp_path, methods=["oracle", "averagemil", "gigassl", "random_aggregator"])
+    scores = study.run_study(tmp_path / "out", design, "book", scale=TINY, progress=None)
+    assert set(scores.method) == {"oracle", "averagemil", "gigassl", "random_aggregator"}
+    assert scores.groupby("method").size().eq(16).all() and np.isfinite(scores.score).all()
+    assert not (tmp_path / "out" / "work").exists() or not any((tmp_path / "out" / "work").iterdir())
+    table, draws = study_analysis.bootstrap_aucs(scores, n_bootstrap=200)
+    assert table.auc.between(0, 1).all() and len(table) == 4
+    pairs = study_analysis.comparisons(table, draws)
+    assert {(r.method, r.against) for r in pairs.itertuples()} == {("gigassl", "averagemil"),
+                                                                   ("random_aggregator", "averagemil"),
+                                                                   ("gigassl", "random_aggregator")}
+    words = study_analysis.predictions_table(study.read_design(design)[0], table, pairs)
+    assert words.cell.tolist() == ["M1"] and "AverageMIL" in words.outcome[0] and "diffuse" not in words.outcome[0]
+    assert words.prediction[0].startswith("AverageMIL wins")
