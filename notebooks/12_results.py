@@ -27,6 +27,11 @@
 #
 # The interval is over the splits of one cohort; the spread from one synthetic cohort to another is measured
 # separately (`benchmarks/seeds.py`, in BENCHMARKS.md and at the end of this page).
+#
+# The page opens with what the run can resolve and the counts, then one figure of every claim; each artefact's
+# section has a compact table (claim, regime, the paper's claim, the run's difference with its interval, the raw and
+# the Holm-corrected verdicts). The full rows (variance sources, what else two arms differ in, p-values, arms) are
+# written to `figures/results_claims.csv` and folded at the end of the page.
 
 # %% tags=["parameters"]
 profile = "demo"
@@ -46,12 +51,42 @@ from IPython.display import Markdown, display
 from gigassl.book import paper, verdicts
 from gigassl.book.plan import project_root
 from gigassl.config import get_profile
-from gigassl.book.figures import agreement_plot, finding, save_figure, save_table, show_images, show_table
-from gigassl.book.results import explain, results
+from gigassl.book.figures import (claims_figure, finding, glue_text, save_figure, save_table, show_images,
+                                  show_table)
+from gigassl.book.results import explain, intro_text, resolution_sentence, results
 
 config = get_profile(profile)
 figures = Path(figures_dir)
 result = results(config, run_dir, figures_dir)
+
+# %% [markdown]
+# ## What this run can resolve, and the counts
+# The smallest effect the run could decide is the half-width of a claim's interval (t at 97.5% on its degrees of
+# freedom times its standard error): a difference smaller than it is undecided whatever its sign. Below, its median
+# and range over the counted comparisons, then the counts. Every count leaves out the rows marked *not testable
+# here* (an arm at chance or collapsed) and those without a run number.
+
+# %%
+display(Markdown(resolution_sentence(result.resolution(verdict_protocol), verdict_protocol)))
+display(Markdown(result.sentence(verdict_protocol)))
+save_table(result.verdicts(), "results_verdicts", figures_dir)
+
+# %% [markdown]
+# ## Every claim at a glance
+# One row per claim on the AUC-difference scale, grouped by artefact: the run's difference with its 95% interval,
+# coloured by its verdict (hollow: not counted), and the paper's value (x) where the paper gives a number. The
+# Speed ratio is on another scale: its row is in its own section.
+
+# %%
+save_figure(claims_figure(result.under(verdict_protocol), title=f"Every claim, {verdict_protocol} protocol"),
+            f"results_claims_{verdict_protocol}", figures_dir)
+
+# %% [markdown]
+# The same figure under the paper's protocol (folded).
+
+# %% tags=["hide-output"]
+save_figure(claims_figure(result.under("paper"), title="Every claim, paper protocol"), "results_claims_paper",
+            figures_dir)
 
 # %% [markdown]
 # ## The verdict rule
@@ -61,23 +96,40 @@ display(Markdown(verdicts.rule_markdown()))
 
 # %% [markdown]
 # ## Table 2: linear probes against MIL baselines
+# The run's Table 2 beside the paper's numbers (every method over the same splits) is folded below and written to
+# `figures/results_table2.csv`.
 
 # %%
+show_table(result.compact("Table 2", verdict_protocol))
+
+# %% tags=["hide-output"]
 save_table(result.side_by_side, "results_table2", figures_dir)
-show_table(result.of("Table 2"))
 
 # %% [markdown]
 # ## Fig. 2: tiny training sets
 
 # %%
 show_images(figures / f"fig2_tiny_datasets_{verdict_protocol}.png")
-show_table(result.of("Fig. 2"))
+show_table(result.compact("Fig. 2", verdict_protocol))
 
 # %% [markdown]
 # ## Table 3: ablations of the augmentations (ablation regime)
+# The ImageNet rows are set against the MoCo arm with the same random aggregator start (`ssl_random_init`): the
+# ImageNet tile embedder (EfficientNet-Lite0) has no layer4 to start from. The two arms still differ in the size of
+# their tile features, 1280-d against 256-d (column `also_differs` of the full table).
 
 # %%
-show_table(result.of("Table 3"))
+show_table(result.compact("Table 3", verdict_protocol))
+
+# %% [markdown]
+# ### Beyond the paper: the encoder or SSL?
+# AverageMIL on each encoder's plain tile features, probed on the same splits (the augmentation-ablation page): the
+# tile encoder alone (AverageMIL ImageNet minus AverageMIL MoCo) against SSL on one encoder (Giga-SSL minus
+# AverageMIL on the same tile features), with the corrected interval. The paper has no such rows: they are not
+# counted.
+
+# %%
+show_table(result.controls_table(verdict_protocol))
 
 # %% [markdown]
 # ### Beyond the paper: Giga-SSL on plain tile features (no tile augmentation)
@@ -85,22 +137,25 @@ show_table(result.of("Table 3"))
 # and the slide-level augmentation only. Its AUC minus the full method's (augmented bank), paired over splits; the
 # paper has no such row.
 
-# %%
+# %% tags=["hide-output"]
 save_table(result.no_tile_aug, "results_no_tile_aug", figures_dir)
 
 # %% [markdown]
 # ## Table 4: SSL on independent centres (ablation regime)
+# The independent-centre model trains the profile's epochs on fewer slides, so it also takes fewer optimizer steps.
 
 # %%
-show_table(result.of("Table 4"))
+show_table(result.compact("Table 4", verdict_protocol))
 
 # %% [markdown]
 # ## Fig. 3: tiles per view, views at inference, the aggregator
+# Fig. 3C's two aggregators also start differently: the attention aggregator at random, the sparse CNN from the tile
+# embedder's layer4.
 
 # %%
 show_images(figures / f"fig3a_tiles_{verdict_protocol}.png", figures / f"fig3b_views_{verdict_protocol}.png",
      figures / "fig3c_aggregator.png")
-show_table(result.of("Fig. 3"))
+show_table(result.compact("Fig. 3", verdict_protocol))
 
 # %% [markdown]
 # ## Speed of the linear probe
@@ -109,16 +164,15 @@ show_table(result.of("Fig. 3"))
 
 # %%
 show_table(result.speed)
-show_table(result.of("Speed"))
+show_table(result.compact("Speed", "fair"))
 
 # %% [markdown]
-# ## Every comparison
+# ## Every comparison, in full (folded)
+# Every row under both protocols with the columns of `figures/results_claims.csv`: the interval and the variance
+# sources it holds, what else the two arms differ in, the raw and corrected verdicts, p-values, the arms' AUCs.
 
-# %%
+# %% tags=["hide-output"]
 save_table(result.table(), "results_claims", figures_dir)
-save_figure(agreement_plot(result.under(verdict_protocol)), "results_agreement", figures_dir)
-save_table(result.verdicts(), "results_verdicts", figures_dir)
-display(Markdown(result.sentence(verdict_protocol)))
 
 # %% [markdown]
 # ## Why the demo agrees or not: the diagnostics of this run
@@ -127,6 +181,8 @@ display(Markdown(result.sentence(verdict_protocol)))
 
 # %%
 display(Markdown(explain(result, figures_dir, verdict_protocol)))
+
+# %% tags=["hide-output"]
 show_table(pd.read_csv(figures / "representations.csv"))
 
 # %% [markdown]
@@ -143,4 +199,5 @@ display(Markdown(spread_note))
 show_table(spread)
 
 # %%
-finding(result.sentence(verdict_protocol))
+glue_text("intro", intro_text(result, verdict_protocol))
+finding(resolution_sentence(result.resolution(verdict_protocol), verdict_protocol), result.sentence(verdict_protocol))

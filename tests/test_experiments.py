@@ -39,6 +39,15 @@ def run_dir(tmp_path_factory):
                             tiles_per_view=tiles, seed=0)
     for page in ("ablation_tiles", "ablation_augmentation", "independent_centres"):
         (root / page).mkdir()
+    # two folders of plain tile features (AverageMIL's input): ``bank_signal``'s tiles carry the label, ``bank_flat``'s
+    # do not
+    coords = np.stack(np.meshgrid(np.arange(6), np.arange(1)), -1).reshape(-1, 2).astype(np.int64) * 224
+    for bank, shift in (("bank_signal", 3.0), ("bank_flat", 0.0)):
+        (root / bank).mkdir()
+        for i, sid in enumerate(ids):
+            tiles = gen.normal(size=(len(coords), 8)) + shift * (labels[i] == "y")
+            io.write_features(root / bank / f"{sid}.h5", tiles.astype(np.float32), coords, {},
+                              {"patch_size_level0": 224})
     return root
 
 
@@ -66,6 +75,41 @@ def test_augmentation_ablation_pairs_each_variant_with_the_full_method(run_dir):
     assert shortcut.loc[("full", "t"), "neighbours_sharing_it"] > shortcut.loc[("full", "t"), "chance"]
     assert list(result.wide(["full", "noise"]).columns) == ["full", "noise"]
     assert set(result.embeddings) == {"full", "noise"}
+
+
+def test_the_imagenet_arms_pair_with_the_random_start_and_the_averagemil_controls_tell_encoder_from_ssl(run_dir):
+    """The ImageNet arm is set against the MoCo arm of the same aggregator start (random_init), and says what else
+    differs; AverageMIL on each bank is probed on the same splits and paired as the controls (each difference the
+    mean of the per-split differences of the page's own table)."""
+    variants = {"full": "ssl_good", "random_init": "ssl_good", "imagenet": "ssl_noise"}
+    baselines = {"averagemil_moco": "bank_signal", "averagemil_imagenet": "bank_flat"}
+    result = experiments.augmentation_ablation(_config(), run_dir, run_dir / "ablation_augmentation", variants,
+                                               baselines=baselines)
+    pairs = result.pairs.drop_duplicates("a").set_index("a")
+    assert pairs.loc["imagenet", "b"] == "random_init" and pairs.loc["random_init", "b"] == "full"
+    assert pairs.loc["imagenet", "also_differs"] == experiments.FEATURE_DIMS and "1280-d" in experiments.FEATURE_DIMS
+    assert pairs.loc["random_init", "also_differs"] == ""
+    assert {"averagemil_moco", "averagemil_imagenet"} <= set(result.splits["method"])
+    assert {"averagemil_moco", "averagemil_imagenet"} <= set(result.wide(variants).columns)
+    controls = result.controls
+    assert [(c.a, c.b) for c in experiments.CONTROLS] == list(dict.fromkeys(zip(controls["a"], controls["b"])))
+    encoder = controls[controls["a"] == "averagemil_imagenet"]
+    assert (encoder["difference"] < -0.2).all()  # the flat bank's AverageMIL is below the signal bank's
+    split = result.splits.set_index(["method", "protocol", "task", "budget", "split"])["auc"].sort_index()
+    for row in controls.itertuples():
+        direct = (split.loc[row.a, row.protocol, row.task, row.budget]
+                  - split.loc[row.b, row.protocol, row.task, row.budget]).mean()
+        assert row.difference == pytest.approx(direct, abs=1e-9)
+    assert controls["comparison"].str.startswith("averagemil_imagenet - averagemil_moco | t | ").any()
+    said = experiments.controls_finding(controls)
+    assert said.startswith("Encoder or SSL, under the fair protocol: tile encoder (AverageMIL)")
+    assert experiments.controls_finding(pd.DataFrame()) == "No AverageMIL control was probed."
+
+
+def test_an_imagenet_arm_against_full_says_it_differs_in_two_factors():
+    both = experiments.variant_contrast("imagenet", {"full": "a", "imagenet": "b"})
+    assert both.b == "full" and experiments.AGGREGATOR_START in both.also and experiments.FEATURE_DIMS in both.also
+    assert experiments.variant_contrast("ns", {"full": "a", "ns": "b"}) == experiments.Contrast("ns", "full", "ns")
 
 
 def test_independent_centres_probes_only_the_probe_centres(run_dir):

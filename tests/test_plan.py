@@ -15,7 +15,8 @@ from gigassl.book.runner import _file_values, load_plan, notebook_defaults, run_
 ROOT = Path(__file__).resolve().parents[1]
 PLAN = yaml.safe_load((ROOT / "experiments.yml").read_text())["executions"]
 # the parameters by which a notebook names the executions it reads (values: a name, or "<name>/<file>")
-NAME_PARAMETERS = ("train", "bank", "no_pool", "plain_from", "encoder_weights", "runs", "variants", "models")
+NAME_PARAMETERS = ("train", "bank", "no_pool", "plain_from", "encoder_weights", "runs", "variants", "models",
+                   "baselines")
 
 
 @pytest.mark.parametrize("profile", ["smoke", "demo", "paper"])

@@ -155,21 +155,72 @@ def tiny_datasets(config: Profile, run_dir, out_dir, tasks=None, train: str = SS
 
 
 # ------------------------------------------------------------------------------------------------ Table 3
+# What the ImageNet arm differs in besides its encoder: the encoders' feature sizes (gigassl.encoders).
+FEATURE_DIMS = "tile features 1280-d (EfficientNet-Lite0, ImageNet) vs 256-d (ResNet18 to layer3, MoCo)"
+AGGREGATOR_START = "aggregator start: random vs the tile embedder's layer4"
+
+
+@dataclass(frozen=True)
+class Contrast:
+    """One paired comparison of the augmentation page: ``a`` minus ``b`` (names of the page's arms), the one
+    ``factor`` they are meant to differ in, and what else differs (``also``, empty when nothing)."""
+
+    a: str
+    b: str
+    factor: str
+    also: str = ""
+
+
+# The one-factor reference of a variant when it is not ``full``: the ImageNet arms start their aggregator at random
+# (EfficientNet-Lite0 has no layer4), so they are set against the MoCo arm trained the same way with a random start.
+REFERENCES = {
+    "imagenet": Contrast("imagenet", "random_init", "tile encoder (Giga-SSL, both aggregators start random)",
+                         FEATURE_DIMS),
+    "imagenet_ns": Contrast("imagenet_ns", "random_init", "tile encoder and tile augmentation not shared (the "
+                            "paper's Giga-SSLim NS against Giga-SSL: two factors)", FEATURE_DIMS),
+}
+# AverageMIL on each encoder's plain tile embeddings tells the encoder's part from the SSL's part: the encoder alone
+# (AverageMIL ImageNet - AverageMIL MoCo) and SSL on one encoder (Giga-SSL - AverageMIL, same tile features; both
+# Giga-SSL arms with a random aggregator start).
+CONTROLS = (
+    Contrast("averagemil_imagenet", "averagemil_moco", "tile encoder (AverageMIL)", FEATURE_DIMS),
+    Contrast("imagenet", "averagemil_imagenet", "SSL on the ImageNet tile features",
+             "paper protocol only: L2 vs standard scaling"),
+    Contrast("random_init", "averagemil_moco", "SSL on the MoCo tile features",
+             "paper protocol only: L2 vs standard scaling"),
+)
+
+
+def variant_contrast(variant: str, variants) -> Contrast:
+    """The comparison of ``variant`` on the augmentation page: against its one-factor reference
+    (:data:`REFERENCES`) when that arm is among ``variants``, else against ``full``, with what else differs (an
+    ImageNet arm against ``full`` differs in its encoder and its aggregator start: both are said)."""
+    reference = REFERENCES.get(variant)
+    if reference is None:
+        return Contrast(variant, "full", variant)
+    if reference.b in variants:
+        return reference
+    return Contrast(variant, "full", reference.factor.split(" (")[0], f"{AGGREGATOR_START}; {reference.also}")
+
+
 @dataclass(frozen=True)
 class AugmentationAblation:
-    """The augmentation ablation (Sec. 5, Table 3): per-split AUCs, the table, each variant minus the full method,
-    the centre shortcut (neighbours sharing the centre or a label) and the embeddings of each variant."""
+    """The augmentation ablation (Sec. 5, Table 3): per-split AUCs, the table, each variant minus its reference
+    (``full``, or the arm that differs from it in one factor: :func:`variant_contrast`), the AverageMIL controls
+    (:data:`CONTROLS`), the centre shortcut (neighbours sharing the centre or a label) and the embeddings of each
+    variant."""
 
     splits: pd.DataFrame
     table: pd.DataFrame
     pairs: pd.DataFrame
     shortcut: pd.DataFrame
     embeddings: dict = field(repr=False)
+    controls: pd.DataFrame = field(default_factory=pd.DataFrame)
 
     def wide(self, variants) -> pd.DataFrame:
-        """The AUC table with one column per variant."""
-        return self.table.pivot_table(index=["protocol", "task", "regime"], columns="variant",
-                                      values="auc_mean")[list(variants)]
+        """The AUC table with one column per variant (and per AverageMIL control the page probed)."""
+        wide = self.table.pivot_table(index=["protocol", "task", "regime"], columns="variant", values="auc_mean")
+        return wide[list(variants) + [c for c in wide.columns if c not in variants]]
 
     def shortcut_wide(self, variants) -> pd.DataFrame:
         """The neighbour agreement with one column per variant."""
@@ -177,17 +228,33 @@ class AugmentationAblation:
                                    values="neighbours_sharing_it")[list(variants)]
 
 
+def _contrast_pairs(splits: pd.DataFrame, contrasts, config: Profile) -> pd.DataFrame:
+    """Each contrast's ``a - b`` paired over splits (:func:`gigassl.evaluation.compare.paired`), with its factor
+    and what else differs (columns ``factor``, ``also_differs``)."""
+    frames = [paired(splits, c.a, c.b, **_boot(config)).assign(factor=c.factor, also_differs=c.also)
+              for c in contrasts]
+    return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
+
+
 def augmentation_ablation(config: Profile, run_dir, out_dir, variants: dict, tasks=None,
-                          neighbours: int = 5) -> AugmentationAblation:
+                          neighbours: int = 5, baselines: dict | None = None) -> AugmentationAblation:
     """Each variant (``{variant: training run}``, with ``full`` the reference) probed at 100% of the labels and on
-    the profile's smallest training set; each minus ``full``, paired; and for each, the fraction of each slide's
-    ``neighbours`` nearest neighbours that share its centre or label, against chance."""
+    the profile's smallest training set; each minus its reference (:func:`variant_contrast`), paired; and for each,
+    the fraction of each slide's ``neighbours`` nearest neighbours that share its centre or label, against chance.
+
+    ``baselines``: ``{name: bank}`` (e.g. ``{"averagemil_moco": "bank_moco_shared", "averagemil_imagenet":
+    "bank_imagenet_shared"}``): AverageMIL (the mean of the bank's plain tile embeddings) probed on the same splits,
+    and the contrasts of :data:`CONTROLS` whose two arms the page has (``controls``).
+    """
+    from ..evaluation.baselines import average_embeddings
     from ..evaluation.diagnostics import label_agreement_chance, neighbour_agreement
 
     manifest = cohort_manifest(run_dir)
     tasks = tasks or task_columns(manifest)
     smallest = min(config.probe.train_sizes)
     named = {variant: (Path(run_dir) / run / EMBEDDINGS, "l2") for variant, run in variants.items()}
+    for name, bank in (baselines or {}).items():
+        named[name] = (average_embeddings(Path(run_dir) / bank, labelled_ids(manifest)), "standard")
     splits = probe_runs(named, manifest, tasks, budgets=(1.0,), train_sizes=(smallest,), config=config.probe,
                         n_splits=config.probe.n_splits)
     _write_splits(splits, out_dir)
@@ -195,8 +262,10 @@ def augmentation_ablation(config: Profile, run_dir, out_dir, variants: dict, tas
     table = summary.assign(variant=summary["method"], regime=summary["budget"].map(
         {"full": "100%", budget_name(size=smallest): f"{smallest} WSI"}))  # the paper's smallest: 50 WSI
     table = table[["protocol", "variant", "task", "regime", "n_train", "auc_mean", "auc_std"]]
-    pairs = pd.concat([paired(splits, variant, "full", **_boot(config)) for variant in variants if variant != "full"],
-                      ignore_index=True)
+    pairs = _contrast_pairs(splits, [variant_contrast(v, variants) for v in variants if v != "full"], config)
+    controls = _contrast_pairs(splits, [c for c in CONTROLS if {c.a, c.b} <= set(named)], config)
+    if len(controls):
+        controls = _label(controls, controls["a"] + " - " + controls["b"], "task", "budget", "protocol")
     rows, embeddings = [], {}
     for variant, run in variants.items():
         ids, emb, _ = io.read_embeddings(Path(run_dir) / run / EMBEDDINGS)
@@ -208,8 +277,23 @@ def augmentation_ablation(config: Profile, run_dir, out_dir, variants: dict, tas
             rows.append({"variant": variant, "attribute": column,
                          "neighbours_sharing_it": neighbour_agreement(emb, frame[column], k=neighbours),
                          "chance": label_agreement_chance(frame[column], k=neighbours)})
-    return AugmentationAblation(splits, table, _label(pairs, pairs["a"], "task", "budget", "protocol"),
-                                pd.DataFrame(rows), embeddings)
+    label = pairs["a"].where(pairs["b"] == "full", pairs["a"] + " - " + pairs["b"])
+    return AugmentationAblation(splits, table, _label(pairs, label, "task", "budget", "protocol"),
+                                pd.DataFrame(rows), embeddings, controls)
+
+
+def controls_finding(controls: pd.DataFrame, protocol: str = "fair") -> str:
+    """The AverageMIL controls (:data:`CONTROLS`) in one sentence per contrast under ``protocol``: its factor, the
+    mean difference over tasks and regimes, and how many of its intervals are decided either way."""
+    if controls is None or controls.empty:
+        return "No AverageMIL control was probed."
+    part = controls[controls["protocol"] == protocol]
+    said = []
+    for (factor, a, b), rows in part.groupby(["factor", "a", "b"], sort=False):
+        above, below = int((rows["ci_low"] > 0).sum()), int((rows["ci_high"] < 0).sum())
+        said.append(f"{factor} ({a} - {b}): mean {rows['difference'].mean():+.3f} AUC, above 0 in {above}, below 0 "
+                    f"in {below} of {len(rows)}")
+    return f"Encoder or SSL, under the {protocol} protocol: " + "; ".join(said) + "."
 
 
 # ------------------------------------------------------------------------------------------------- Fig. 3

@@ -63,6 +63,18 @@ def finding(*sentences: str, name: str = "finding") -> None:
     glue(name, Markdown(" ".join(sentences)), display=False)
 
 
+def glue_text(name: str, text: str) -> None:
+    """Record plain ``text`` under ``name`` for another page of the book: a plain Markdown page pastes it with
+    ``{glue:text}`executed/<page>.ipynb::<name>:s``` (myst-nb 1.4 resolves ``path::key`` for ``{glue}`` and
+    ``{glue:text}`` only, not for ``{glue:md}``, so the text carries no Markdown; ``{glue:text}`` needs the format
+    ``:s`` after the key, or it reads the key as a format). Shows nothing."""
+    try:
+        from myst_nb import glue
+    except ImportError:
+        return
+    glue(name, str(text), display=False)
+
+
 def show_table(frame: pd.DataFrame, digits: int = 3) -> None:
     """Show ``frame`` in a notebook with floats rounded to ``digits`` (the paper's AUCs: 3), its index kept when it
     carries labels (a pivot) and hidden when it is a plain row number."""
@@ -360,24 +372,56 @@ def plot_resources(frame: pd.DataFrame):
     return fig
 
 
-def agreement_plot(claims: pd.DataFrame):
-    """Each numeric comparison with the paper: the paper's difference (x) against the run's (y); points in the
-    upper-right and lower-left quadrants show the paper's direction."""
-    numeric = claims.dropna(subset=["paper", "run"])
-    numeric = numeric[numeric["artefact"] != "Speed"]
-    fig, ax = plt.subplots(figsize=(5.6, 4.4))
-    for artefact, part in numeric.groupby("artefact", sort=False):
-        ax.scatter(part["paper"], part["run"], label=artefact, s=28, alpha=0.8)
-    lim = max(0.05, float(np.nanmax(np.abs(numeric[["paper", "run"]].to_numpy()))) * 1.1) if len(numeric) else 0.1
-    ax.axhline(0, color="k", lw=0.6)
+# the colour of each kind of verdict (gigassl.book.verdicts.CATEGORY) in the claims figure
+VERDICT_COLOURS = {"agree": "#2ca02c", "same direction, other size": "#98c16b", "disagree": "#d62728",
+                   "undecided": "#7f7f7f", "not testable here": "#c7c7c7", "no run number": "#c7c7c7"}
+
+
+def claims_figure(claims: pd.DataFrame, title: str = ""):
+    """Every claim on the AUC-difference scale, one row each, grouped by artefact: the run's difference with its 95%
+    interval, coloured by the kind of its verdict (:data:`VERDICT_COLOURS`; hollow: not counted), and the paper's
+    value marked (black x) where the paper gives a number (direction-only claims: the direction in the label).
+    Rows on another scale (the Speed ratio) are left out: the caption says so.
+
+    ``claims``: rows of :func:`gigassl.book.paper.claim_row` under one protocol (artefact, comparison, task, regime,
+    run, ci_low, ci_high, paper, paper_claim, verdict; ``counted`` if present)."""
+    from .verdicts import CATEGORY
+
+    part = claims[claims.get("scale", pd.Series("AUC difference", index=claims.index)) == "AUC difference"]
+    part = part.reset_index(drop=True)
+    fig, ax = plt.subplots(figsize=(7.5, 0.24 * len(part) + 1.6))
+    y = np.arange(len(part))
+    kinds = part["verdict"].map(CATEGORY).fillna("undecided")
+    counted = part["counted"].astype(bool) if "counted" in part else pd.Series(True, index=part.index)
+    for kind, colour in VERDICT_COLOURS.items():
+        rows = (kinds == kind).to_numpy()
+        if not rows.any():
+            continue
+        run, low, high = (part.loc[rows, c].to_numpy(float) for c in ("run", "ci_low", "ci_high"))
+        ax.hlines(y[rows], low, high, color=colour, lw=2)
+        filled = counted[rows].to_numpy()
+        ax.scatter(run[filled], y[rows][filled], color=colour, zorder=3, s=22, label=kind if filled.any() else None)
+        ax.scatter(run[~filled], y[rows][~filled], facecolors="white", edgecolors=colour, zorder=3, s=22,
+                   label=kind if not filled.any() else None)
+    paper = part["paper"].astype(float).to_numpy()
+    marked = np.isfinite(paper)
+    ax.scatter(paper[marked], y[marked], marker="x", color="k", zorder=4, s=26, label="paper")
     ax.axvline(0, color="k", lw=0.6)
-    ax.plot([-lim, lim], [-lim, lim], color="grey", ls="--", lw=0.8, label="run = paper")
-    ax.set_xlim(-lim, lim)
-    ax.set_ylim(-lim, lim)
-    ax.set_xlabel("difference in the paper (AUC)")
-    ax.set_ylabel("same difference in this run (AUC)")
-    ax.legend(fontsize=7, loc="best")
+    labels = [f"{r.comparison} | {r.task} | {r.regime}" + ("" if np.isfinite(p) else f" (paper: {r.paper_claim})")
+              for r, p in zip(part.itertuples(), paper)]
+    ax.set_yticks(y, labels, fontsize=6)
+    starts = part.index[part["artefact"] != part["artefact"].shift()].tolist()
+    for start in starts:
+        if start:
+            ax.axhline(start - 0.5, color="grey", lw=0.5)
+        ax.annotate(part["artefact"].iloc[start], xy=(1.01, start), xycoords=("axes fraction", "data"),
+                    fontsize=8, va="top", weight="bold")
+    ax.set_ylim(len(part) - 0.5, -0.5)
+    ax.set_xlabel("AUC difference (run: mean over splits, 95% corrected interval; x: the paper's value)")
+    ax.set_title(title, fontsize=10)
     fig.tight_layout()
+    fig.legend(*ax.get_legend_handles_labels(), fontsize=7, loc="upper center", bbox_to_anchor=(0.5, 0.0), ncol=4,
+               frameon=False)
     return fig
 
 

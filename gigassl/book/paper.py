@@ -21,8 +21,8 @@ import numpy as np
 import pandas as pd
 
 from ..book import verdicts
-from ..evaluation.compare import (UNDECIDED, VARIANCE_SOURCES, common_splits, corrected_t, per_split, split_ratio,
-                                  t_interval)
+from ..evaluation.compare import (UNDECIDED, VARIANCE_SOURCES, common_splits, corrected_t, paired, per_split,
+                                  split_ratio, t_interval)
 from .plan import SSL_FULL, SSL_REF
 
 TASK_ANALOGUES = {"nsclc_like": "NSCLC subtyping", "rcc_like": "RCC subtyping", "brca_like": "BRCA subtyping"}
@@ -65,13 +65,14 @@ def _arm(values, ratio: float) -> tuple[float, float, float]:
 def claim_row(artefact: str, comparison: str, task: str, regime: str, paper: float | str, run: float,
               se: float = float("nan"), df: int = 0, protocol: str = "paper", n_splits: int = 0, arms=None,
               ratio: float = float("nan"), paper_regime: str = "", scale: str = "AUC difference",
-              low: float | None = None, high: float | None = None) -> dict:
+              low: float | None = None, high: float | None = None, also: str = "") -> dict:
     """One comparison of the results page: ``paper`` the paper's difference, or a direction (increase, decrease, no
     decrease); ``run`` the run's paired mean difference, ``se`` and ``df`` its corrected t statistic
     (:func:`gigassl.evaluation.compare.corrected_t`, n_test / n_train = ``ratio``), from which the 95% interval (unless ``low``
     and ``high`` are given), the verdict (:func:`gigassl.book.verdicts.judge`) and the p-value of its decision
     (:func:`gigassl.book.verdicts.decision_p`) follow. ``arms``: ``{method: (mean AUC, low, high)}`` of the arms the
-    claim depends on; an arm at chance makes the row :data:`gigassl.book.verdicts.NOT_TESTABLE`."""
+    claim depends on; an arm at chance makes the row :data:`gigassl.book.verdicts.NOT_TESTABLE`. ``also``: what the
+    two arms differ in besides the factor the comparison names (column ``also_differs``; empty: nothing)."""
     if low is None or high is None:
         low, high = t_interval(run, se, df, verdicts.LEVEL) if not np.isnan(run) else (float("nan"), float("nan"))
     verdict, words = verdicts.judge(paper, run, low, high)
@@ -79,7 +80,7 @@ def claim_row(artefact: str, comparison: str, task: str, regime: str, paper: flo
     chance = verdicts.at_chance(arms)
     row = {"artefact": artefact, "comparison": comparison, "task": task, "regime": regime,
            "paper_regime": paper_regime or regime, "protocol": protocol, "run": run, "ci_low": low, "ci_high": high,
-           "n_splits": n_splits, "se": se, "df": df, "scale": scale,
+           "n_splits": n_splits, "se": se, "df": df, "scale": scale, "also_differs": also,
            "variance_sources": (f"{VARIANCE_SOURCES['corrected']}, n_test/n_train {ratio:.2f}; not: SSL seed, cohort"
                                 if not np.isnan(ratio) else ""),
            "p_value": verdicts.decision_p(paper, run, se, df),
@@ -105,7 +106,7 @@ def _pick(frame: pd.DataFrame, **where) -> float:
     return float(part["auc_mean"].iloc[0]) if len(part) else float("nan")
 
 
-def _paired_row(artefact, comparison, label, regime, paper_value, splits, a, b, protocol, plan_ratio=None,
+def _paired_row(artefact, comparison, label, regime, paper_value, splits, a, b, protocol, plan_ratio=None, also="",
                 **where) -> dict:
     """A :func:`claim_row` whose run value is ``a - b`` paired over the splits of ``splits`` selected by ``where``,
     with the corrected interval (n_test / n_train of those splits, else ``plan_ratio``) and the arms' AUCs."""
@@ -114,7 +115,7 @@ def _paired_row(artefact, comparison, label, regime, paper_value, splits, a, b, 
         part = part[part[key] == value]
     if not ({a, b} <= set(part["method"])):
         return claim_row(artefact, comparison, label, regime, paper_value, float("nan"), protocol=protocol,
-                         paper_regime=regime)
+                         paper_regime=regime, also=also)
     pairs = per_split(part, a, b, by=())
     rows = part[part["method"].isin([a, b]) & part["split"].isin(set(pairs["split"]))]
     ratio = split_ratio(rows, plan_ratio)
@@ -123,7 +124,7 @@ def _paired_row(artefact, comparison, label, regime, paper_value, splits, a, b, 
     budget = str(where.get("budget", ""))
     return claim_row(artefact, comparison, label, regime_label(regime, n_train, budget), paper_value, run, se, df,
                      protocol, int(pairs["difference"].notna().sum()),
-                     {a: _arm(pairs["auc_a"], ratio), b: _arm(pairs["auc_b"], ratio)}, ratio, regime)
+                     {a: _arm(pairs["auc_a"], ratio), b: _arm(pairs["auc_b"], ratio)}, ratio, regime, also=also)
 
 
 def table2(splits: pd.DataFrame, protocol: str = "paper") -> pd.DataFrame:
@@ -153,22 +154,66 @@ TABLE3_VARIANTS = {"no_slide_aug": "w/o slide-aug", "ns": "NS (tile augmentation
 
 
 def table3(splits: pd.DataFrame, small: str, protocol: str = "paper") -> pd.DataFrame:
-    """Each ablated model minus the full Giga-SSL of the same training budget, per task analogue, at 100% and on
-    the smallest training set (budget ``small``, standing for the paper's 50 WSI), paired over splits.
+    """Each ablated model minus the Giga-SSL of the same training budget that differs from it in the factor the
+    paper names, per task analogue, at 100% and on the smallest training set (budget ``small``, standing for the
+    paper's 50 WSI), paired over splits. The ImageNet arms start their aggregator at random (EfficientNet-Lite0 has
+    no layer4): they are set against ``random_init`` (the MoCo arm with a random start) when the run has it, else
+    against ``full`` and the row says that it differs in two factors
+    (:func:`gigassl.book.experiments.variant_contrast`); column ``also_differs`` names what else differs (the tile
+    features' size: 1280-d against 256-d).
 
-    ``splits``: per-split table whose ``method`` is the variant (full, no_slide_aug, ns, imagenet, imagenet_ns).
+    ``splits``: per-split table whose ``method`` is the variant (full, no_slide_aug, ns, imagenet, imagenet_ns,
+    random_init).
     """
+    from .experiments import variant_contrast
+
     paper = published()
     paper = paper[paper["table"] == 3]
     rows = []
     for variant, label in TABLE3_VARIANTS.items():
+        contrast = variant_contrast(variant, set(splits["method"]))
+        reference = "Giga-SSL" if contrast.b == "full" else "Giga-SSL, random aggregator start"
         for task, name in TASK_ANALOGUES.items():
             for regime, budget in (("100%", "full"), ("50 WSI", small)):
                 theirs = _pick(paper, task=name, data_regime=regime, method=label) - _pick(
                     paper, task=name, data_regime=regime, method="Giga-SSL")
-                rows.append(_paired_row("Table 3", f"{label} - Giga-SSL", task, regime, theirs, splits, variant,
-                                        "full", protocol, task=task, budget=budget))
+                rows.append(_paired_row("Table 3", f"{label} - {reference}", task, regime, theirs, splits, variant,
+                                        contrast.b, protocol, also=contrast.also, task=task, budget=budget))
     return pd.DataFrame(rows)
+
+
+def encoder_or_ssl(splits: pd.DataFrame, small: str | None = None) -> pd.DataFrame:
+    """Beyond the paper, beside Table 3's ImageNet rows: the AverageMIL controls of the augmentation page
+    (:data:`gigassl.book.experiments.CONTROLS`): the tile encoder alone (AverageMIL ImageNet - AverageMIL MoCo) and
+    SSL on one encoder (Giga-SSL - AverageMIL on the same tile features), per protocol, task and regime, paired over
+    splits with the corrected interval (Nadeau & Bengio, 2003). No paper number: not a claim, not counted.
+
+    ``splits``: the augmentation page's per-split table (methods of its variants and AverageMIL arms); ``small``:
+    the budget standing for 50 WSI. Columns: factor, comparison, protocol, task, regime, a, b, n_splits, auc_a,
+    auc_b, run, ci_low, ci_high, verdict, also_differs, variance_sources.
+    """
+    from .experiments import CONTROLS
+
+    columns = ["factor", "comparison", "protocol", "task", "regime", "a", "b", "n_splits", "auc_a", "auc_b", "run",
+               "ci_low", "ci_high", "verdict", "also_differs", "variance_sources"]
+    frames = []
+    for contrast in CONTROLS:
+        if not {contrast.a, contrast.b} <= set(splits["method"]):
+            continue
+        pairs = paired(splits, contrast.a, contrast.b, interval="corrected")
+        frames.append(pairs.assign(factor=contrast.factor, comparison=f"{contrast.a} - {contrast.b}",
+                                   also_differs=contrast.also, variance_sources=VARIANCE_SOURCES["corrected"]))
+    if not frames:
+        return pd.DataFrame(columns=columns)
+    out = pd.concat(frames, ignore_index=True).rename(columns={"difference": "run"})
+    out["regime"] = out["budget"].map({"full": "100%", **({small: f"{small} slides"} if small else {})})
+    return out[columns]
+
+
+# the independent-centre run trains the profile's epochs on fewer slides: fewer optimizer steps than ssl_ref
+TABLE4_ALSO = "same epochs on fewer slides, so fewer optimizer steps"
+# Fig. 3C's two aggregators also start differently (gigassl.train: only the sparse CNN takes the tile embedder's layer4)
+FIG3C_ALSO = "aggregator start: attention random, sparse CNN from the tile embedder's layer4"
 
 
 def table4(splits: pd.DataFrame, small: str | None, task: str = "nsclc_like", protocol: str = "paper") -> pd.DataFrame:
@@ -187,7 +232,7 @@ def table4(splits: pd.DataFrame, small: str | None, task: str = "nsclc_like", pr
         indep = paper[(paper["data_regime"] == regime) & paper["method"].str.contains("independent")]["auc_mean"]
         rows.append(_paired_row("Table 4", "independent centres - all slides", task, regime,
                                 float(indep.iloc[0] - full.iloc[0]), splits, "independent", "full", protocol,
-                                task=task, budget=budget))
+                                also=TABLE4_ALSO, task=task, budget=budget))
     return pd.DataFrame(rows)
 
 
@@ -276,8 +321,8 @@ def fig3(tiles: pd.DataFrame | None = None, views: pd.DataFrame | None = None,
             methods = sorted((m for m in set(aggregator["method"]) if m.startswith(f"{name}@")), key=number)
             if len(methods) >= 2:
                 rows.append(_paired_row("Fig. 3C", f"{name}: AUC(last monitored epoch) - AUC(first)", task, "100%",
-                                        sign, aggregator, methods[-1], methods[0], protocol, plan_ratio, task=task,
-                                        budget="full"))
+                                        sign, aggregator, methods[-1], methods[0], protocol, plan_ratio,
+                                        also=FIG3C_ALSO, task=task, budget="full"))
     return pd.DataFrame(rows)
 
 

@@ -3,8 +3,10 @@ computed from the run (the line that opens the page, :func:`gigassl.book.figures
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
+
+import numpy as np
 
 import pandas as pd
 
@@ -22,12 +24,14 @@ class Results:
     """Every comparison of the run with the paper (the results page): the run's Table 2 beside the paper's (every
     method over the same splits), the claims of each artefact under both protocols, the plain-features row beyond
     the paper, the time of each method, and the verdicts: raw, and after Holm's correction across the page
-    (:mod:`gigassl.book.verdicts`)."""
+    (:mod:`gigassl.book.verdicts`); ``controls``: the encoder-or-SSL rows beside Table 3's ImageNet rows
+    (:func:`gigassl.book.paper.encoder_or_ssl`, not claims of the paper, not counted)."""
 
     side_by_side: pd.DataFrame
     claims: pd.DataFrame
     no_tile_aug: pd.DataFrame
     speed: pd.DataFrame
+    controls: pd.DataFrame = field(default_factory=pd.DataFrame)
 
     def of(self, artefact: str) -> pd.DataFrame:
         """The claims of one artefact (``Table 2``, ``Fig. 2``, ``Table 3``, ``Table 4``, ``Fig. 3``, ``Speed``)."""
@@ -52,6 +56,26 @@ class Results:
         return pd.DataFrame([{"protocol": p, "verdicts": name, **verdict_counts(self.under(p), column)}
                              for p in PROTOCOLS for name, column in VERDICT_COLUMNS.items()])
 
+    def compact(self, artefact: str, protocol: str) -> pd.DataFrame:
+        """The claims of ``artefact`` under ``protocol`` in the few columns that fit the page (:func:`compact`)."""
+        return compact(self.of(artefact).query("protocol == @protocol"))
+
+    def controls_table(self, protocol: str) -> pd.DataFrame:
+        """The encoder-or-SSL rows (``controls``) under ``protocol`` in few columns: factor, comparison, task,
+        regime, the run's difference with its corrected interval, what else differs."""
+        part = self.controls[self.controls["protocol"] == protocol] if len(self.controls) else self.controls
+        if part.empty:
+            return pd.DataFrame(columns=["factor", "comparison", "task", "regime", "run [95% interval]",
+                                         "also differs"])
+        run = [f"{r.run:+.3f} [{r.ci_low:+.3f}, {r.ci_high:+.3f}]" for r in part.itertuples()]
+        return pd.DataFrame({"factor": part["factor"].to_numpy(), "comparison": part["comparison"].to_numpy(),
+                             "task": part["task"].to_numpy(), "regime": part["regime"].to_numpy(),
+                             "run [95% interval]": run, "also differs": part["also_differs"].to_numpy()})
+
+    def resolution(self, protocol: str) -> dict:
+        """What the run could decide under ``protocol``: :func:`smallest_decidable` over its counted claims."""
+        return smallest_decidable(self.under(protocol))
+
     def sentence(self, protocol: str) -> str:
         """The verdict counts under ``protocol`` in one sentence, raw and after Holm's correction."""
         from .paper import verdict_counts, verdict_sentence
@@ -62,7 +86,7 @@ class Results:
 
 VERDICT_COLUMNS = {"raw": "verdict", "holm": "corrected_verdict"}
 CLAIM_COLUMNS = ("artefact", "comparison", "task", "regime", "protocol", "paper_claim", "run", "ci_low", "ci_high",
-                 "variance_sources", "verdict", "corrected_verdict", "counted", "not_testable", "p_value", "p_holm",
+                 "variance_sources", "also_differs", "verdict", "corrected_verdict", "counted", "not_testable", "p_value", "p_holm",
                  "n_splits", "arms", "agreement")
 # The training run of each arm of a claim, whose label-free diagnostics (figures/representations.csv) say whether it
 # collapsed; as the experiment pages' parameters name them (05_linear_probe: train; 07: variants; 10: runs; 11:
@@ -72,7 +96,7 @@ ARM_RUNS = {
     "Fig. 2": {"gigassl": plan.SSL_FULL},
     "Fig. 3B": {"R": plan.SSL_FULL},
     "Table 3": {"full": plan.SSL_REF, "no_slide_aug": plan.SSL_NO_SLIDE_AUG, "ns": plan.SSL_NS,
-                "imagenet": plan.SSL_IMAGENET, "imagenet_ns": plan.SSL_IMAGENET_NS},
+                "imagenet": plan.SSL_IMAGENET, "imagenet_ns": plan.SSL_IMAGENET_NS, "random_init": plan.SSL_RANDOM_INIT},
     "Table 4": {"full": plan.SSL_REF, "independent": plan.SSL_INDEPENDENT_CENTRES},
     "Fig. 3C": {"sparseconv": plan.SSL_REF, "attention": plan.SSL_ATTENTION},
 }
@@ -123,7 +147,92 @@ def results(config: Profile, run_dir, figures_dir) -> Results:
     claims = verdicts.not_testable(pd.concat(claims, ignore_index=True), diagnostics, lambda artefact, arm: arm_run(
         artefact, arm, config.embed.tiles_per_view, last))
     no_tile_aug = paired(read[plan.ABLATION_AUGMENTATION], "no_tile_aug", "full", **_boot(config))
-    return Results(side, verdicts.correct(claims), no_tile_aug, speed)
+    controls = paper.encoder_or_ssl(read[plan.ABLATION_AUGMENTATION], small)
+    return Results(side, verdicts.correct(claims), no_tile_aug, speed, controls)
+
+
+# ------------------------------------------------------------------------------------ reading the page at a glance
+COMPACT_COLUMNS = ("claim", "regime", "paper", "run [95% interval]", "verdict", "Holm")
+
+
+def compact(claims: pd.DataFrame) -> pd.DataFrame:
+    """Claims in the six columns of :data:`COMPACT_COLUMNS`, small enough for the page: the comparison and task, the
+    regime that ran, the paper's claim, the run's difference with its interval, the raw and the Holm-corrected
+    verdicts (the full rows: ``figures/results_claims.csv``)."""
+    if claims.empty:
+        return pd.DataFrame(columns=list(COMPACT_COLUMNS))
+    run = [("n/a" if np.isnan(r.run) else f"{r.run:+.3f} [{r.ci_low:+.3f}, {r.ci_high:+.3f}]")
+           if r.scale != "log ratio" else f"{r.run:.0f}x [{r.ci_low:.0f}x, {r.ci_high:.0f}x]"
+           for r in claims.assign(scale=claims.get("scale", "AUC difference")).itertuples()]
+    holm = claims["corrected_verdict"] if "corrected_verdict" in claims else claims["verdict"]
+    return pd.DataFrame({"claim": (claims["comparison"] + " | " + claims["task"]).to_numpy(),
+                         "regime": claims["regime"].to_numpy(), "paper": claims["paper_claim"].to_numpy(),
+                         "run [95% interval]": run, "verdict": claims["verdict"].to_numpy(),
+                         "Holm": holm.to_numpy()})
+
+
+def smallest_decidable(claims: pd.DataFrame) -> dict:
+    """The smallest effect the run could decide, per counted claim on the AUC scale: the half-width of its interval,
+    t_{(1+LEVEL)/2, df} * se (the same corrected t statistic its verdict uses; a difference is decided only when it
+    is larger). Returns n (claims), median, low and high (range) of the half-widths, and how many of those claims
+    have a paper effect (a number) smaller than their half-width (``paper_below``, of ``paper_numeric``): effects
+    the run could not have decided even if they hold. Rows not counted (not testable, no number) and the Speed row
+    (log scale) are left out."""
+    from .verdicts import LEVEL
+    from ..evaluation.compare import t_interval
+
+    part = claims[claims["counted"].astype(bool)] if "counted" in claims else claims
+    if "scale" in part:
+        part = part[part["scale"] == "AUC difference"]
+    part = part[np.isfinite(part["se"].astype(float)) & (part["df"].astype(float) > 0)]
+    half = np.array([t_interval(0.0, float(se), int(df), LEVEL)[1] for se, df in zip(part["se"], part["df"])])
+    numeric = part["paper"].astype(float).abs().to_numpy()
+    has = np.isfinite(numeric)
+    if not len(half):
+        return {"n": 0, "median": float("nan"), "low": float("nan"), "high": float("nan"), "paper_numeric": 0,
+                "paper_below": 0, "paper_median": float("nan")}
+    return {"n": int(len(half)), "median": float(np.median(half)), "low": float(half.min()),
+            "high": float(half.max()), "paper_numeric": int(has.sum()),
+            "paper_below": int((numeric[has] < half[has]).sum()),
+            "paper_median": float(np.median(numeric[has])) if has.any() else float("nan")}
+
+
+def resolution_sentence(resolution: dict, protocol: str) -> str:
+    """What the run can and cannot resolve (:func:`smallest_decidable`), in two sentences."""
+    r = resolution
+    if not r["n"]:
+        return f"Under the {protocol} protocol no counted comparison has an interval: the run resolves nothing here."
+    said = (f"At its sample size and split-to-split variance, this run decides an AUC difference only when it is "
+            f"larger than the half-width of its 95% interval: {r['median']:.3f} AUC at the median over the "
+            f"{r['n']} counted comparisons under the {protocol} protocol (from {r['low']:.3f} to {r['high']:.3f}).")
+    if r["paper_numeric"]:
+        said += (f" For {r['paper_below']} of the {r['paper_numeric']} whose paper claim is a number, the paper's "
+                 f"effect (median {r['paper_median']:.3f} AUC) is smaller than that: the run could not decide it "
+                 f"even if it holds.")
+    return said + (" The intervals hold the variance from split to split (corrected for their overlap), not that of "
+                   "the SSL training seed or of the cohort: an effect of that size may still move with either.")
+
+
+def intro_text(results: Results, protocol: str) -> str:
+    """The two sentences of the book's first page, plain text (glued by the results page, pasted by
+    ``book/intro.md``): what the run found (the counts of its counted comparisons, raw and after Holm's
+    correction) and what it cannot resolve (:func:`smallest_decidable`)."""
+    from .paper import verdict_counts
+
+    part = results.under(protocol)
+    raw, holm = verdict_counts(part), verdict_counts(part, "corrected_verdict")
+    r = smallest_decidable(part)
+    found = (f"Of the {raw['counted']} comparisons with the paper that this run can test ({protocol} probe protocol), "
+             f"{raw['agree']} agree, {raw['same direction, other size']} show the paper's direction at another "
+             f"size, {raw['disagree']} are decided against it and {raw['undecided']} are undecided "
+             f"({holm['agree']}, {holm['same direction, other size']}, {holm['disagree']} and {holm['undecided']} "
+             f"after Holm's correction; {raw['not testable here']} more are not testable here).")
+    if not r["n"]:
+        return found + " No counted comparison has an interval, so the run resolves no effect size."
+    cannot = (f" It cannot resolve an AUC difference smaller than about {r['median']:.3f} (the median half-width "
+              f"of its intervals, {r['low']:.3f} to {r['high']:.3f}), larger than the paper's own effect in "
+              f"{r['paper_below']} of the {r['paper_numeric']} numeric claims.")
+    return found + cannot + " Its intervals hold the split-to-split variance only, not the SSL seed's or the cohort's."
 
 
 def explain(results: Results, figures_dir, protocol: str) -> str:
