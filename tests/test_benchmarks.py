@@ -26,6 +26,7 @@ EXPECTED = {
     "fair_probe.py": ["kernel_seconds", "sklearn_seconds", "speedup"],
     "logistic.py": ["kernel_seconds", "lbfgs_seconds", "newton_cholesky_seconds", "logregcv_seconds"],
     "seeds.py": [],
+    "study.py": ["cells", "seconds"],
 }
 
 
