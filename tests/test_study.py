@@ -155,3 +155,20 @@ def test_one_tiny_cell_end_to_end_through_the_commands(tmp_path):
     words = study_analysis.predictions_table(study.read_design(design)[0], table, pairs)
     assert words.cell.tolist() == ["M1"] and "AverageMIL" in words.outcome[0] and "diffuse" not in words.outcome[0]
     assert words.prediction[0].startswith("AverageMIL wins")
+
+
+def test_the_pages_figures_draw_the_pool_curves_only_when_an_arm_ran_at_several_pools():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from gigassl.book import study_page
+
+    table = pd.DataFrame([{"cell": "M1", "mechanism": "M1", "pool": p, "method": m, "auc": a, "low": a - 0.05,
+                           "high": a + 0.05} for m, p, a in (("averagemil", 0, 0.8), ("gigassl", 0, 0.6),
+                                                            ("gigassl", 200, 0.65), ("gigassl", 1000, 0.7))])
+    assert study_page.pool_curves(table) is not None
+    assert study_page.pool_curves(table[(table.method != "gigassl") | (table.pool == 1000)]) is None
+    fig = study_page.regime_map(table)
+    assert [t.get_text() for t in fig.axes[0].get_yticklabels()] == ["AverageMIL", "Giga-SSL"]
+    # the map shows each method at its main pool: Giga-SSL's point is the pool-1000 AUC
+    assert study_analysis.main_pool(table, "M1", "gigassl") == 1000

@@ -118,9 +118,10 @@ def expand(grid: dict) -> list[Run]:
 def cohort_config(design: dict, cell: dict, generator_seed: int, n_pool: int, scale: dict | None = None) -> FeatSimConfig:
     """The FeatSimConfig of a cell: the design's ``cohort`` settings, the cell's own, the seed and the pool;
     ``scale`` (smoke runs only) replaces cohort fields."""
-    fields = {**design["cohort"], **{k: v for k, v in cell.items() if k not in ("name",)}, **(scale or {})}
+    fields = {"n_pool": int(n_pool), **design["cohort"], **{k: v for k, v in cell.items() if k != "name"},
+              **(scale or {}), "seed": int(generator_seed)}
     fields["share_range"] = tuple(fields["share_range"])
-    return FeatSimConfig(**fields, n_pool=int(n_pool), seed=int(generator_seed))
+    return FeatSimConfig(**fields)
 
 
 def train_config(design: dict, method: str, ssl_seed: int, scale: dict | None = None) -> TrainConfig:

@@ -1,0 +1,146 @@
+"""The page of the study of issue #24 (notebooks/19_mechanisms.py): the design file and its sha256, the run of the
+book's grid (:func:`gigassl.book.study.run_study`), the regime map (mechanism x method, AUC with intervals), the
+pool-size curves, the predictions beside the outcomes and a paragraph per mechanism, all computed from the run; the
+full grid's table (``benchmarks/results/study.csv`` of ``benchmarks/study.py``) beside it when it is recorded.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import pandas as pd
+
+from . import study, study_analysis
+
+MECHANISM_WORDS = {"M0": "null: the label is independent of the slide",
+                   "M1": "diffuse proportion: the share of one tissue class",
+                   "M2": "focal presence: a few tiles of a class that label 0 never has",
+                   "M3": "heterogeneity: the same mean tile, a different within-slide spread",
+                   "M4": "arrangement: the same composition, intermixed or segregated"}
+
+
+@dataclass
+class MechanismsPage:
+    """What the page shows: ``design_text`` and ``design_sha256`` (the file as committed), ``grid`` (the grid run),
+    ``scores`` (per test slide), ``table`` (AUCs), ``pairs`` (comparisons), ``predictions`` (prediction beside
+    outcome), ``benchmark`` (the full grid's recorded AUC table, or None)."""
+
+    design_text: str
+    design_sha256: str
+    grid: str
+    scores: pd.DataFrame
+    table: pd.DataFrame
+    pairs: pd.DataFrame
+    predictions: pd.DataFrame
+    benchmark: pd.DataFrame | None
+
+    def paragraphs(self) -> str:
+        """One paragraph per cell run (markdown): its mechanism, the outcome in numbers, the prediction."""
+        out = []
+        for row in self.predictions.itertuples():
+            mechanism = self.table.loc[self.table.cell == row.cell, "mechanism"].iloc[0]
+            out.append(f"**{row.cell}** ({MECHANISM_WORDS.get(mechanism, mechanism)}). {row.outcome} "
+                       f"*Predicted before any run:* {row.prediction}")
+        return "\n\n".join(out)
+
+    def finding(self) -> str:
+        """The page's opening sentence, computed: the cells run, and per cell whether Giga-SSL beat the mean."""
+        seeds = sorted(self.scores.generator_seed.unique().tolist())
+        parts = []
+        for cell in self.table.cell.unique():
+            against = self.pairs[(self.pairs.cell == cell) & (self.pairs.method == "gigassl")
+                                 & (self.pairs.against == "averagemil")]
+            if len(against):
+                r = against.iloc[0]
+                parts.append(f"in {cell}, Giga-SSL against AverageMIL: {r.difference:+.3f} AUC, {r.verdict} "
+                             f"(Holm across the {len(self.pairs)} comparisons)")
+        where = f"the book's grid ({', '.join(self.table.cell.unique())}; generator seed(s) {seeds})"
+        return (f"On {where}, " + "; ".join(parts) + "." if parts
+                else f"On {where}: no Giga-SSL against AverageMIL comparison ran.")
+
+
+def mechanisms_page(out_dir: str | Path, design_path: str | Path = study.DESIGN, grid: str = "book",
+                    scale: dict | None = None, n_bootstrap: int = 2000, benchmark: str | Path | None = None,
+                    progress=print) -> MechanismsPage:
+    """Run (or resume) the grid ``grid`` of the design into ``out_dir`` and analyse it (``n_bootstrap`` resamples;
+    ``scale``: smoke runs only, :func:`gigassl.book.study.run_study`); ``benchmark``: the full grid's recorded
+    AUC table when the file exists."""
+    design, digest = study.read_design(design_path)
+    scores = study.run_study(out_dir, design_path, grid, scale, progress)
+    table, draws = study_analysis.bootstrap_aucs(scores, n_bootstrap)
+    pairs = study_analysis.comparisons(table, draws)
+    recorded = pd.read_csv(benchmark) if benchmark is not None and Path(benchmark).is_file() else None
+    return MechanismsPage(Path(design_path).read_text(), digest, grid, scores, table, pairs,
+                          study_analysis.predictions_table(design, table, pairs), recorded)
+
+
+def regime_map(table: pd.DataFrame, title: str = "AUC by mechanism and method (95% interval)"):
+    """The regime map: one row of points per method, one column per cell (main pools), AUC with its interval and
+    the chance line."""
+    import matplotlib.pyplot as plt
+
+    cells = list(table.cell.unique())
+    methods = [m for m in study_analysis.NAMES if m in set(table.method)]
+    fig, axes = plt.subplots(1, len(cells), figsize=(3.2 * len(cells) + 1.5, 0.45 * len(methods) + 1.6),
+                             sharey=True, squeeze=False)
+    for ax, cell in zip(axes[0], cells):
+        for y, method in enumerate(methods):
+            pool = study_analysis.main_pool(table, cell, method)
+            if pool is None:
+                continue
+            r = table[(table.cell == cell) & (table.method == method) & (table.pool == pool)].iloc[0]
+            ax.errorbar(r.auc, y, xerr=[[r.auc - r.low], [r.high - r.auc]], fmt="o", color="C0" if method.startswith(
+                "gigassl") else "C1" if method.startswith("random") else "0.3", capsize=3)
+        ax.axvline(study_analysis.CHANCE, color="0.6", ls="--", lw=1)
+        ax.set_title(cell)
+        ax.set_xlabel("AUC")
+    axes[0][0].set_yticks(range(len(methods)), [study_analysis.NAMES[m] for m in methods])
+    axes[0][0].invert_yaxis()
+    fig.suptitle(title)
+    fig.tight_layout()
+    return fig
+
+
+def pool_curves(table: pd.DataFrame):
+    """AUC against the unlabelled pool for the arms that ran at several pools, beside the flat pool-free methods;
+    None when no arm ran at more than one pool."""
+    import matplotlib.pyplot as plt
+
+    curves = table.groupby(["cell", "method"]).pool.nunique()
+    cells = sorted({cell for (cell, _), n in curves.items() if n > 1})
+    if not cells:
+        return None
+    fig, axes = plt.subplots(1, len(cells), figsize=(4.5 * len(cells), 3.4), squeeze=False)
+    for ax, cell in zip(axes[0], cells):
+        for method, rows in table[table.cell == cell].groupby("method"):
+            rows = rows.sort_values("pool")
+            if len(rows) > 1:
+                ax.errorbar(rows.pool, rows.auc, yerr=[rows.auc - rows.low, rows.high - rows.auc], marker="o",
+                            capsize=3, label=study_analysis.NAMES.get(method, method))
+            else:
+                ax.axhline(rows.auc.iloc[0], ls=":", lw=1, label=study_analysis.NAMES.get(method, method))
+        ax.set_title(cell)
+        ax.set_xlabel("unlabelled pool (slides)")
+        ax.set_ylabel("AUC")
+        ax.legend(fontsize=7)
+    fig.tight_layout()
+    return fig
+
+
+def optional_figures(page: MechanismsPage) -> tuple[dict, str]:
+    """({suffix: figure} of the figures this run can draw, a note on those it cannot): the full grid's map (when the
+    benchmark's table is recorded) and the pool-size curves (when an arm ran at several pools)."""
+    figures, notes = {}, []
+    if page.benchmark is not None:
+        figures["full_grid"] = regime_map(page.benchmark, "The full grid (benchmarks/study.py)")
+    else:
+        notes.append("The full grid's table (benchmarks/results/study.csv) is not recorded on this checkout: the "
+                     "full grid has not been run (python benchmarks/study.py).")
+    curves = pool_curves(page.table)
+    if curves is not None:
+        figures["pool_curves"] = curves
+    else:
+        notes.append("No Giga-SSL arm ran at more than one pool in this grid: the pool-size curves are the full "
+                     "grid's.")
+    return figures, " ".join(notes)

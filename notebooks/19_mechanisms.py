@@ -1,0 +1,100 @@
+# ---
+# jupyter:
+#   jupytext:
+#     formats: py:percent
+#   kernelspec:
+#     display_name: Python 3
+#     language: python
+#     name: python3
+# ---
+
+# %% [markdown]
+# # When can slide-level SSL beat the mean of tiles? A study with known mechanisms
+#
+# **In this run:** {glue:md}`finding`
+#
+# The demo's three tasks are diffuse shifts of first moments, for which the mean of tile embeddings is close to a
+# sufficient statistic: Giga-SSL's inference (the mean over R views of a function of T tiles) then has AverageMIL as
+# its ceiling. This page asks for which kinds of slide-level signal slide-level SSL adds something to the mean, to
+# attention MIL, and when it loses (issue #24). Its cohorts are feature-level simulations whose label comes from one
+# known mechanism (`gigassl simulate`, `gigassl.cohorts.featsim`): M0 null, M1 diffuse proportion, M2 focal
+# presence, M3 heterogeneity at an equal mean, M4 arrangement at an equal composition. The methods run through the
+# real commands' functions (`gigassl train` on the features folder then `gigassl embed`; `gigassl train --untrained`
+# for the untrained aggregator; AverageMIL; DeepMIL; the oracle, the statistic that made the label), all probed by
+# one protocol (a TunedLinearProbe fitted on the 100 training slides, AUC on the cell's own test set;
+# `gigassl.book.study`, `gigassl.book.study_analysis`).
+#
+# The design, its effect sizes (calibrated on the oracle alone) and a prediction per mechanism were committed
+# before any method ran; the book runs the design's `book_grid` (one cell: the 6-minute budget, measured and
+# written in the file before any run), the full grid is `benchmarks/study.py`'s.
+
+# %% tags=["parameters"]
+profile = "demo"
+run_dir = "runs/demo"
+out_dir = "runs/demo/mechanisms"
+figures_dir = "figures"
+design = "studies/mechanisms.yml"  # under the project root
+grid = "book"  # book: the design's book_grid; full: every cell (the benchmark's hours)
+shrink = None  # smoke runs only: {cohort|train|embed|deepmil: field changes} (recorded in each cell's hash)
+resamples = 2000  # bootstrap resamples of the test slides (the design's 2,000)
+benchmark = "benchmarks/results/study.csv"  # the full grid's recorded table (benchmarks/study.py), when present
+
+# %%
+from gigassl.book.figures import finding, glue_text, save_figure, save_figures, save_table, show_table
+from gigassl.book.plan import project_root
+from gigassl.book.study_page import mechanisms_page, optional_figures, regime_map
+
+root = project_root(run_dir)
+page = mechanisms_page(out_dir, root / design, grid, shrink, resamples, root / benchmark)
+finding(page.finding())
+
+# %% [markdown]
+# ## The design, as committed
+#
+# Its sha256 below; any change after the first run shows as another hash and a commit.
+
+# %%
+glue_text("design_sha256", page.design_sha256)
+print(f"sha256 {page.design_sha256}\n")
+print(page.design_text)
+
+# %% [markdown]
+# ## The regime map
+#
+# Each cell's AUC (mean over the seeds run) with its 95% interval, a bootstrap of the test slides stratified by
+# generator seed; the dashed line is chance.
+
+# %%
+save_table(page.table, "mechanisms_auc", figures_dir)
+save_figure(regime_map(page.table), "mechanisms_regime_map", figures_dir)
+
+# %% [markdown]
+# ## The full grid and the pool-size curves
+#
+# The full grid's map (6 cells, 3 generator seeds, 2 SSL seeds), read from the benchmark's recorded table when it
+# exists (`python benchmarks/study.py`; BENCHMARKS.md gives its command, commit and machine), and the Giga-SSL arms
+# that ran at several unlabelled pools (M1 and M3 in the full grid) beside the pool-free methods.
+
+# %%
+figures, note = optional_figures(page)
+save_figures(figures, "mechanisms", figures_dir)
+print(note)
+
+# %% [markdown]
+# ## Comparisons
+#
+# The design's pairs, each a difference of AUC paired on the same bootstrap resamples; Holm-Bonferroni across every
+# comparison of every cell (one family); "better" or "worse" only when the adjusted p is below 0.05 and the
+# interval excludes 0.
+
+# %%
+save_table(page.pairs, "mechanisms_pairs", figures_dir)
+show_table(page.pairs)
+
+# %% [markdown]
+# ## Predictions beside outcomes, and a paragraph per mechanism
+
+# %%
+save_table(page.predictions, "mechanisms_predictions", figures_dir)
+glue_text("mechanism_paragraphs", page.paragraphs())
+print(page.paragraphs())
