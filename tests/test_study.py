@@ -133,11 +133,11 @@ def test_holm_runs_across_every_comparison_of_every_cell_and_an_undecided_interv
              for c in "ABC"]
     assert alone == ["better"] * 3
     # an interval that holds 0 is never a win, whatever the p-value; a Holm p at or above 0.05 never decides
-    assert study_analysis.verdict(0.05, 0.01, 0.09, 0.02) == "better"
-    assert study_analysis.verdict(0.05, -0.01, 0.09, 0.001) == "undecided"
-    assert study_analysis.verdict(-0.05, -0.09, -0.01, 0.001) == "worse"
-    assert study_analysis.verdict(-0.05, -0.09, 0.01, 0.001) == "undecided"
-    assert study_analysis.verdict(0.05, 0.01, 0.09, 0.05) == "undecided"
+    assert study_analysis.cell_verdict(0.05, 0.01, 0.09, 0.02) == "better"
+    assert study_analysis.cell_verdict(0.05, -0.01, 0.09, 0.001) == "undecided"
+    assert study_analysis.cell_verdict(-0.05, -0.09, -0.01, 0.001) == "worse"
+    assert study_analysis.cell_verdict(-0.05, -0.09, 0.01, 0.001) == "undecided"
+    assert study_analysis.cell_verdict(0.05, 0.01, 0.09, 0.05) == "undecided"
 
 
 def test_one_tiny_cell_end_to_end_through_the_commands(tmp_path):
@@ -166,8 +166,8 @@ def test_the_pages_figures_draw_the_pool_curves_only_when_an_arm_ran_at_several_
     table = pd.DataFrame([{"cell": "M1", "mechanism": "M1", "pool": p, "method": m, "auc": a, "low": a - 0.05,
                            "high": a + 0.05} for m, p, a in (("averagemil", 0, 0.8), ("gigassl", 0, 0.6),
                                                             ("gigassl", 200, 0.65), ("gigassl", 1000, 0.7))])
-    assert study_page.pool_curves(table) is not None
-    assert study_page.pool_curves(table[(table.method != "gigassl") | (table.pool == 1000)]) is None
+    assert study_page.study_pool_curves(table) is not None
+    assert study_page.study_pool_curves(table[(table.method != "gigassl") | (table.pool == 1000)]) is None
     fig = study_page.regime_map(table)
     assert [t.get_text() for t in fig.axes[0].get_yticklabels()] == ["AverageMIL", "Giga-SSL"]
     # the map shows each method at its main pool: Giga-SSL's point is the pool-1000 AUC

@@ -102,11 +102,11 @@ def comparisons(table: pd.DataFrame, draws: dict, pairs=PAIRS, alpha: float = AL
                          "p": float(min(1.0, 2 * side))})
     out = pd.DataFrame(rows, columns=["cell", "method", "against", "difference", "low", "high", "p"])
     out["p_holm"] = holm(out.p.to_numpy()) if len(out) else []
-    out["verdict"] = [verdict(r.difference, r.low, r.high, r.p_holm, alpha) for r in out.itertuples()]
+    out["verdict"] = [cell_verdict(r.difference, r.low, r.high, r.p_holm, alpha) for r in out.itertuples()]
     return out
 
 
-def verdict(difference: float, low: float, high: float, p_holm: float, alpha: float = ALPHA) -> str:
+def cell_verdict(difference: float, low: float, high: float, p_holm: float, alpha: float = ALPHA) -> str:
     """better / worse when the Holm-adjusted p is below ``alpha`` and the interval [low, high] excludes 0 on the
     side of the difference; undecided otherwise (an interval that holds 0 is never a win)."""
     if not p_holm < alpha:

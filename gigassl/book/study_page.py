@@ -102,7 +102,7 @@ def regime_map(table: pd.DataFrame, title: str = "AUC by mechanism and method (9
     return fig
 
 
-def pool_curves(table: pd.DataFrame):
+def study_pool_curves(table: pd.DataFrame):
     """AUC against the unlabelled pool for the arms that ran at several pools, beside the flat pool-free methods;
     None when no arm ran at more than one pool."""
     import matplotlib.pyplot as plt
@@ -137,7 +137,7 @@ def optional_figures(page: MechanismsPage) -> tuple[dict, str]:
     else:
         notes.append("The full grid's table (benchmarks/results/study.csv) is not recorded on this checkout: the "
                      "full grid has not been run (python benchmarks/study.py).")
-    curves = pool_curves(page.table)
+    curves = study_pool_curves(page.table)
     if curves is not None:
         figures["pool_curves"] = curves
     else:
