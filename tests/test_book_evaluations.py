@@ -93,3 +93,18 @@ def test_holm_keeps_a_clear_difference_and_drops_a_marginal_one():
     assert clear["corrected_verdict"] == "a better" and clear["p_holm"] < 1e-6
     assert marginal["p_value"] > 0.01 and marginal["corrected_verdict"] == "undecided"
     assert marginal["p_holm"] == pytest.approx(marginal["p_value"])  # Holm: the larger of two p-values times 1
+
+
+def test_page_labels_merge_the_synthetic_survival_outcome(tmp_path):
+    from gigassl.book.evaluations import page_labels
+    from gigassl.book.plan import MANIFEST, SURVIVAL
+
+    (tmp_path / SURVIVAL).parent.mkdir(parents=True)
+    pd.DataFrame({"slide_id": ["a", "b", "u"], "path": "x", "case_id": ["p", "q", "r"], "center": "C0",
+                  "t": ["0", "1", None]}).to_csv(tmp_path / MANIFEST, index=False)  # u: the unlabelled pool
+    pd.DataFrame({"slide_id": ["a", "b"], "case_id": ["p", "q"], "time": [3.0, 5.0], "event": [1, 0]}).to_csv(
+        tmp_path / SURVIVAL, index=False)
+    labels = page_labels(tmp_path)
+    assert list(labels["slide_id"]) == ["a", "b"] and list(labels["time"]) == [3.0, 5.0]
+    (tmp_path / SURVIVAL).unlink()
+    assert "time" not in page_labels(tmp_path).columns

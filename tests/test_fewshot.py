@@ -158,3 +158,23 @@ def test_a_representation_missing_a_labelled_slide_is_refused():
     ids, x = embeddings(frame)
     with pytest.raises(ManifestError, match="no embedding of 1 labelled"):
         fewshot_runs({"m": (ids[1:], x[1:])}, frame, "y", ks=(1,), n_draws=1)
+
+
+def test_a_k_the_smallest_class_cannot_afford_is_left_out_with_a_warning():
+    import warnings as _warnings
+
+    from gigassl.evaluation.fewshot import affordable_ks, fewshot_runs
+
+    frame = pd.DataFrame({"slide_id": [f"s{i}" for i in range(14)], "case_id": [f"p{i}" for i in range(14)],
+                          "t": ["a"] * 10 + ["b"] * 4})  # class b: 4 patients, so K <= 3
+    assert affordable_ks(frame, "t", (1, 2, 4, 8)) == ((1, 2), (4, 8))
+    g = np.random.default_rng(0)
+    named = {"x": (list(frame["slide_id"]), g.normal(size=(14, 3)))}
+    with pytest.warns(UserWarning, match=r"K=\[4, 8\] left out"):
+        runs = fewshot_runs(named, frame, "t", ks=(1, 2, 4, 8), n_draws=2, classifiers=("prototype",))
+    assert sorted(runs["k"].unique()) == [1, 2]
+    with _warnings.catch_warnings():
+        _warnings.simplefilter("error")  # every K affordable: no warning
+        fewshot_runs(named, frame, "t", ks=(1, 2), n_draws=2, classifiers=("prototype",))
+    with pytest.raises(ManifestError, match="use K <= 3"):
+        fewshot_runs(named, frame, "t", ks=(4, 8), n_draws=2, classifiers=("prototype",))

@@ -65,7 +65,8 @@ class FieldEvaluations:
 
 def page_labels(run_dir) -> pd.DataFrame:
     """The labelled slides of the cohort (``slide_id, case_id, center`` and the tasks) with the survival outcome
-    ``time, event`` of ``<run_dir>/cohort/survival.csv`` when the cohort has one (the synthetic cohort does)."""
+    ``time, event`` of the synthetic cohort's ``survival.csv`` (:data:`gigassl.book.plan.SURVIVAL`) when the cohort has
+    one (a cohort of your own slides has none: the page says so)."""
     manifest = cohort_manifest(run_dir)
     labelled = manifest[manifest["slide_id"].isin(set(labelled_ids(manifest)))]
     path = Path(run_dir) / SURVIVAL
@@ -250,7 +251,9 @@ def evaluations_finding(pairs: pd.DataFrame, runs: pd.DataFrame) -> str:
                  f"{int(corrected.str.startswith('averagemil').sum())} after Holm's correction across the page)")
     text += "."
     harrell = runs[(runs["evaluation"] == "survival") & (runs["setting"] == "harrell")]
-    if len(harrell):
+    if harrell.empty:
+        text += " No survival outcome in this cohort: survival was not evaluated."
+    else:
         means = harrell.groupby("method")["value"].mean()
         text += " Survival (Harrell's C, mean over splits): " + ", ".join(
             f"{m} {v:.3f}" for m, v in means.items()) + "."

@@ -47,7 +47,7 @@ BANK_IMAGENET_SHARED = "bank_imagenet_shared"  # the ImageNet tile embeddings: A
 # ------------------------------------------------------------------------- files a page writes for another
 MANIFEST = f"{COHORT}/manifest.csv"  # every page after the cohort
 COORDS = f"{COHORT}/coords"  # the tiles' coordinates and thumbnails
-SURVIVAL = f"{COHORT}/survival.csv"  # the synthetic cohort's survival outcome (gigassl synth): the evaluations page
+SURVIVAL = f"{COHORT}/synthetic/survival.csv"  # the synthetic cohort's survival outcome (gigassl synth): evaluations page
 MOCO_CHECKPOINT = f"{TILE_ENCODER}/moco/checkpoint.pt"  # the tile embedder of the MoCo banks and the SSL runs
 SPLITS = "splits.csv"  # an experiment page's per-split table, in its own folder
 DEEPMIL_TABLE2_SPLITS = "table2_splits.csv"  # in the DeepMIL page's folder: read by the linear-probe page

@@ -19,6 +19,8 @@ same draws; :func:`fewshot_runs` returns the tidy table of the shared evaluation
 
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 import pandas as pd
 from sklearn.base import BaseEstimator, ClassifierMixin, clone
@@ -186,6 +188,14 @@ def fewshot_draws(labels, task: str, ks=KS, n_draws: int = N_DRAWS, seed: int = 
     return draws
 
 
+def affordable_ks(labels, task: str, ks=KS) -> tuple[tuple[int, ...], tuple[int, ...]]:
+    """(the K of ``ks`` the task affords, those it does not): a class needs K + 1 patients (K to train, one to test),
+    so K must be below the smallest class's number of patients (:func:`fewshot_draws`)."""
+    frame = task_table(labels, task)
+    fewest = int(frame.groupby("label")["case_id"].nunique().min())
+    return tuple(int(k) for k in ks if int(k) < fewest), tuple(int(k) for k in ks if int(k) >= fewest)
+
+
 def fewshot_runs(named: dict, labels, task: str, *, ks=KS, n_draws: int = N_DRAWS, classifiers=CLASSIFIERS,
                  preprocessing="l2", neighbours: int = KNN_NEIGHBOURS, config: ProbeConfig | None = None,
                  seed: int = 0) -> pd.DataFrame:
@@ -198,6 +208,9 @@ def fewshot_runs(named: dict, labels, task: str, *, ks=KS, n_draws: int = N_DRAW
             for Giga-SSL, ``"standard"`` for AverageMIL), one string or {representation name: string}.
         neighbours: the kNN's k (capped at the number of training slides). config: C and max_iter of the probe.
 
+    A K the task cannot afford (:func:`affordable_ks`) is left out with a warning, so the curve stops where the
+    smallest class runs out of patients; when no K is affordable the draws are refused.
+
     Returns: the tidy table (:data:`COLUMNS` + ``classifier, k, n_train, n_test``), ``evaluation="few_shot"``,
         ``setting`` ``"<classifier>:K=<k>"``, ``draw`` the draw index, metrics ``auroc`` and ``balanced_accuracy``.
     """
@@ -205,6 +218,11 @@ def fewshot_runs(named: dict, labels, task: str, *, ks=KS, n_draws: int = N_DRAW
         if name not in CLASSIFIERS:
             raise refused("few-shot classifier", name, "one of " + ", ".join(CLASSIFIERS), "")
     frame = task_table(labels, task)
+    kept, dropped = affordable_ks(frame, task, ks)
+    if dropped and kept:  # the curve stops where the smallest class runs out of patients (none kept: refused below)
+        warnings.warn(f"Few-shot on {task!r}: K={list(dropped)} left out, its smallest class has too few patients "
+                      f"(a class needs K + 1); the curve stops at K={max(kept)}.", stacklevel=2)
+        ks = kept
     draws = fewshot_draws(frame, task, ks, n_draws, seed)
     label_of = dict(zip(frame["slide_id"], frame["label"].astype(str)))
     rows = []
