@@ -241,3 +241,12 @@ def test_load_survival_reads_named_columns_and_drops_unlabelled_rows(tmp_path):
                                      "time": [3.0, 3.0, 7.5], "event": [1, 1, 0]}
     with pytest.raises(ManifestError, match="has no column 'time'.*--time COLUMN --event COLUMN"):
         load_survival(path)
+
+
+def test_logrank_is_nan_where_the_test_is_undefined():
+    from gigassl.evaluation.survival import logrank
+
+    # group 0 leaves the risk set before the first event: the statistic's variance is singular
+    assert np.isnan(logrank([1, 2, 3, 4], [0, 0, 1, 1], [0, 0, 1, 1]))
+    assert np.isnan(logrank([1, 2, 3, 4], [0, 0, 0, 0], [0, 1, 0, 1]))  # no event
+    assert 0 < logrank([1, 2, 3, 4, 5, 6], [1, 1, 1, 1, 0, 1], [0, 1, 0, 1, 0, 1]) <= 1

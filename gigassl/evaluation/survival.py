@@ -177,13 +177,18 @@ def kaplan_meier(time, event) -> tuple[np.ndarray, np.ndarray]:
 
 def logrank(time, event, groups) -> float:
     """Two-sided p-value of the log-rank test that the groups' survival curves are equal (chi-square with
-    n_groups - 1 degrees of freedom); NaN with fewer than two groups. Shape: (n,) each."""
+    n_groups - 1 degrees of freedom); NaN where the test is undefined: fewer than two groups, no event, or a
+    singular covariance (e.g. a group whose slides all leave the risk set before the first event). Shape: (n,)
+    each."""
     from sksurv.compare import compare_survival
 
     groups = np.asarray(groups)
-    if len(np.unique(groups)) < 2:
+    if len(np.unique(groups)) < 2 or not np.asarray(event, bool).any():
         return float("nan")
-    return float(compare_survival(surv(time, event), groups)[1])
+    try:
+        return float(compare_survival(surv(time, event), groups)[1])
+    except np.linalg.LinAlgError:  # the variance of the statistic is singular: no test
+        return float("nan")
 
 
 # ---------------------------------------------------------------------------------------------- estimator
