@@ -23,7 +23,7 @@ ROOT = Path(__file__).resolve().parents[1]
 def built(tmp_path_factory):
     """A copy of the book's sources, run under smoke and built; returns its root."""
     root = tmp_path_factory.mktemp("companion")
-    for item in ("notebooks", "book"):
+    for item in ("notebooks", "book", "studies"):  # studies/: the mechanisms page's design file
         shutil.copytree(ROOT / item, root / item, ignore=shutil.ignore_patterns("executed", "*.ipynb"))
     for item in ("experiments.yml", "_config.yml", "_toc.yml"):
         shutil.copy(ROOT / item, root / item)
