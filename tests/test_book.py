@@ -151,7 +151,7 @@ def test_rerun_skips_everything_and_a_changed_parameter_reruns_its_dependents(bu
     assert all(r["skipped"] for r in run_plan("smoke", built, progress=False))
     plan = yaml.safe_load((built / "experiments.yml").read_text())
     entry = next(e for e in plan["executions"] if e["name"] == "ablation_views")
-    entry["parameters"] = {"views": [1, 3]}
+    entry["parameters"] = {"view_counts": [1, 3]}
     (built / "experiments.yml").write_text(yaml.safe_dump(plan, sort_keys=False))
     ran = [r["name"] for r in run_plan("smoke", built, progress=False) if not r["skipped"]]
     assert ran == ["ablation_views", "results", "resources"]

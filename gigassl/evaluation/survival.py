@@ -127,8 +127,9 @@ def harrell_c(time, event, risk) -> float:
     event = np.asarray(event, bool)
     if len(event) < 2 or not event.any():  # no comparable pair (scikit-survival raises)
         return float("nan")
-    try:
-        return float(concordance_index_censored(event, np.asarray(time, float), np.asarray(risk, float))[0])
+    try:  # no comparable pair left (e.g. every event at the largest time): 0/0, NaN without numpy's warning
+        with np.errstate(invalid="ignore", divide="ignore"):
+            return float(concordance_index_censored(event, np.asarray(time, float), np.asarray(risk, float))[0])
     except NoComparablePairException:
         return float("nan")
 
@@ -150,8 +151,9 @@ def uno_c(train_time, train_event, time, event, risk, tau: float | None = None) 
     beyond = time >= tau
     time, event = np.where(beyond, tau, time), event & ~beyond
     try:
-        return float(concordance_index_ipcw(surv(train_time, train_event), surv(time, event),
-                                            np.asarray(risk, float), tau=tau)[0])
+        with np.errstate(invalid="ignore", divide="ignore"):  # 0/0 -> NaN without numpy's warning
+            return float(concordance_index_ipcw(surv(train_time, train_event), surv(time, event),
+                                                np.asarray(risk, float), tau=tau)[0])
     except NoComparablePairException:
         return float("nan")
 
