@@ -93,7 +93,7 @@ def embed_cases(model, bank: PackedBank, case_slides: dict, views: int, tiles: i
     return names, (torch.cat(out).numpy() if out else np.empty((0, 0), np.float32))
 
 
-def _case_slides(cases, bank: PackedBank, ids: list[str]) -> dict[str, np.ndarray]:
+def case_indices(cases, bank: PackedBank, ids: list[str]) -> dict[str, np.ndarray]:
     """{case id: bank indices of its slides among ``ids``}, cases in sorted order, from a ``slide_id, case_id`` table
     (the slides of the table that the bank lacks are left out; a case left without slides is dropped)."""
     import pandas as pd
@@ -164,7 +164,7 @@ def embed_slides(bank_dir: str | os.PathLike, checkpoint: str | os.PathLike, out
               for s in wanted if s not in present}
     fusion = {}
     if cases is not None:
-        case_slides = _case_slides(cases, bank, ids)
+        case_slides = case_indices(cases, bank, ids)
         ids, embeddings = embed_cases(model, bank, case_slides, config.views, config.tiles_per_view, maps,
                                       config.seed, config.batch_views, device, progress)
         fusion = {"fusion": "early"}

@@ -81,14 +81,13 @@ def _early_fusion(config: Profile, run_dir, train: str, bank: str, labels: pd.Da
     from ..bankstore import PackedBank
     from ..config import MapConfig
     from ..devices import resolve_device
-    from ..embed import embed_cases
+    from ..embed import case_indices, embed_cases
     from ..train import load_checkpoint
 
     device = resolve_device(config.embed.device)
     model, state = load_checkpoint(Path(run_dir) / train / "checkpoint.pt", device)
     packed = PackedBank(Path(run_dir) / bank)
-    index = dict(zip(packed.ids, range(len(packed.ids))))
-    cases = {str(c): [index[s] for s in group["slide_id"]] for c, group in labels.groupby("case_id", sort=True)}
+    cases = case_indices(labels, packed, list(packed.ids))  # the grouping of `gigassl embed --cases`
     return embed_cases(model, packed, cases, config.embed.views, config.embed.tiles_per_view,
                        MapConfig(**state["config"]["maps"]), config.embed.seed, config.embed.batch_views, device)
 
