@@ -104,6 +104,22 @@ class GatedAttentionPool(nn.Module):
             weights = torch.nan_to_num(weights, nan=0.0)
         return torch.einsum("bk,bkh->bh", weights, h), weights
 
+    def forward_packed(self, x: torch.Tensor, sizes: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The same pooling on bags stored end to end (no padding): bag ``b`` is the ``sizes[b]`` rows of ``x``
+        after those of bags ``0 .. b-1``; every bag holds at least one instance. What :meth:`forward` computes
+        on the padded bags, up to floating-point rounding, at the cost of the real instances only (the padded
+        rows of a batch of unequal bags are computed and then discarded by :meth:`forward`).
+
+        Shape: x (N, F), sizes (B,) int64 summing to N -> z (B, hidden), attention weights (N,) (each bag's sum to 1).
+        """
+        h = self.embed(x)
+        scores = self.attention_w(torch.tanh(self.attention_v(h)) * torch.sigmoid(self.attention_u(h))).squeeze(-1)
+        bag = torch.repeat_interleave(torch.arange(len(sizes), device=x.device), sizes)
+        top = scores.new_full((len(sizes),), float("-inf")).scatter_reduce(0, bag, scores.detach(), "amax")
+        e = torch.exp(scores - top[bag])
+        weights = e / e.new_zeros(len(sizes)).index_add(0, bag, e)[bag]
+        return h.new_zeros(len(sizes), h.shape[1]).index_add(0, bag, weights[:, None] * h), weights
+
 
 class _SparseBasicBlock(nn.Module):
     """A ResNet BasicBlock on a sparse map, with torchvision's attribute names.

@@ -34,7 +34,7 @@ from .errors import ConfigError, SlideError, suggest
 from .manifest import read_manifest
 from .provenance import IGNORED, check_folder
 from .slides import read_tiles
-from .seeding import rng, torch_generator
+from .seeding import rng, sample_indices, torch_generator
 
 
 def slide_key(slide_id: str) -> int:
@@ -96,7 +96,7 @@ def embed_slide(
     pending: list[torch.Tensor] = []
     device = torch.device(embedding.device)
     for a in range(config.augmentations):
-        idx = rng(config.seed, key, a).integers(0, len(tiles), n)
+        idx = sample_indices(rng(config.seed, key, a), len(tiles), n, config.replacement)
         draw_coords.append(coords[idx])
         # uint8 tiles to the device (pinned for an asynchronous copy to a GPU), then the augmentation there: its
         # parameters come from the keyed CPU generator, so the draw is the same on every device

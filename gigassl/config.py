@@ -384,18 +384,24 @@ class BankConfig:
 
     Attributes:
         augmentations: A, augmentation draws per slide (0: plain embeddings only).
-        tiles: N, tiles per draw, sampled with replacement.
+        tiles: N, tiles per draw.
         seed: random seed of the draws.
         workers: DataLoader worker processes reading tiles.
+        replacement: a draw's N tiles sampled with replacement (the authors' code: on slides of thousands of tiles
+            repeats are rare) or, off, without while the slide holds at least N tiles (each tile at most once;
+            the demo's small slides, where with replacement a draw of 32 from 22 tiles repeats most of them;
+            gigassl.seeding.sample_indices).
     """
 
     augmentations: int = 50
     tiles: int = 256
     seed: int = 0
     workers: int = 0
+    replacement: bool = True
 
     def __post_init__(self):
-        _validate(self, {"augmentations": _int(0), "tiles": _int(1), "seed": _int(0), "workers": _int(0)})
+        _validate(self, {"augmentations": _int(0), "tiles": _int(1), "seed": _int(0), "workers": _int(0),
+                         "replacement": _BOOL})
 
 
 @dataclass(frozen=True)
@@ -413,6 +419,8 @@ class MapConfig:
             so that the sparse CNN sees an arrangement of tiles; gigassl.maps.local_tiles).
         neighbourhood: local sampling: the tiles nearest the centre (level-0 distance) the T tiles are drawn from
             without replacement; none: exactly the T nearest.
+        replacement: random sampling: a view's T tiles drawn with replacement (the authors' code) or, off, T
+            different tiles whenever the draw (or, at inference, the slide) has at least T.
     """
 
     downsample: int | str = 224
@@ -422,13 +430,14 @@ class MapConfig:
     scale: tuple[float, float] = (0.5, 2.0)
     sampling: str = "random"
     neighbourhood: int | None = None
+    replacement: bool = True
 
     def __post_init__(self):
         _validate(self, {
             "downsample": ((lambda v: v == "tile" or (_real(0, open_low=True)[0](v))),
                            "a positive number of level-0 pixels per site, or 'tile'"),
             "slide_aug": _BOOL, "rotation": _BOOL, "flips": _BOOL, "scale": _interval(0),
-            "sampling": _one_of(SAMPLINGS), "neighbourhood": _optional(_int(1)),
+            "sampling": _one_of(SAMPLINGS), "neighbourhood": _optional(_int(1)), "replacement": _BOOL,
         })
 
 
@@ -779,7 +788,9 @@ _PAPER = Profile(
 
 _DEMO = Profile(
     name="demo",
-    synth=SynthConfig(pool_slides=240),
+    # the unlabelled pool: 120 slides of the labelled slides' size (issue #23: smaller pool slides made the pool
+    # study change two things at once), twice the area of the 240 quarter-size slides it replaces
+    synth=SynthConfig(pool_slides=120, pool_width=2048, pool_height=1536),
     tile=TileConfig(target_mpp=1.0, tile_px=64, thumbnail_px=1024, workers=2),
     encoder=EncoderConfig(batch_size=128, device="cpu"),
     augment=AugmentConfig(),
@@ -789,12 +800,15 @@ _DEMO = Profile(
         epochs=10, tiles_per_slide=40, batch_size=64, lr=0.03, ema=0.99, queue_size=1024, bn_splits=4,
         checkpoint_every=2, heldout_tiles=2048,
     ),
-    bank=BankConfig(augmentations=8, tiles=32),
+    # without replacement (the authors' code draws with it, on slides of thousands of tiles where repeats are
+    # rare): on the demo's slides of tens of tiles, a draw of 32 with replacement repeats tiles, and the two views
+    # of a slide then share tiles (issue #23)
+    bank=BankConfig(augmentations=8, tiles=32, replacement=False),
     # base_lr: the paper's 0.03 (x 32/256) made the demo training diverge, then collapse (loss at log(2B - 1), the
     # collapse indicator at 0.01); 0.01 trains without collapse. Chosen on the SSL loss and collapse curves only.
     train=TrainConfig(
         epochs=60, batch_size=32, base_lr=0.01, warmup_epochs=5, checkpoint_every=20, device="cpu",
-        maps=MapConfig(downsample="tile"),
+        maps=MapConfig(downsample="tile", replacement=False),
     ),
     embed=EmbedConfig(views=50, device="cpu"),
     probe=ProbeConfig(train_sizes=(80, 40, 20)),
@@ -808,17 +822,17 @@ _DEMO = Profile(
 _SMOKE = Profile(
     name="smoke",
     synth=SynthConfig(n_slides=8, n_centers=2, width=768, height=512, n_levels=2, workers=1, pool_slides=2,
-                      pool_width=512, pool_height=384),
+                      pool_width=768, pool_height=512),
     tile=TileConfig(target_mpp=1.0, tile_px=32, thumbnail_px=512),
     encoder=EncoderConfig(batch_size=64, device="cpu"),
     augment=AugmentConfig(),
     moco=MocoConfig(
         epochs=2, tiles_per_slide=8, batch_size=16, queue_size=64, bn_splits=2, checkpoint_every=1, heldout_tiles=32,
     ),
-    bank=BankConfig(augmentations=3, tiles=8),
+    bank=BankConfig(augmentations=3, tiles=8, replacement=False),
     train=TrainConfig(
         epochs=3, batch_size=4, warmup_epochs=1, checkpoint_every=3, device="cpu",
-        maps=MapConfig(downsample="tile"),
+        maps=MapConfig(downsample="tile", replacement=False),
     ),
     embed=EmbedConfig(views=4, device="cpu"),
     probe=ProbeConfig(n_splits=3, test_fraction=0.5, budgets=(1.0, 0.5), train_sizes=(4,), n_bootstrap=200),

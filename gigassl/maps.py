@@ -1,7 +1,7 @@
 """Views of slides and their sparse maps (Sec. 3.1 Steps 3-4, Sec. 3.2), drawn from a packed bank.
 
 - A *view* of a slide (training): pick one augmentation draw of its bank, sample T tiles of that draw with
-  replacement (paper T = 5): :func:`training_views`. At inference the T tiles come from the plain (non-augmented)
+  replacement (paper T = 5; the authors' code) or, ``MapConfig.replacement`` off, T different tiles: :func:`training_views`. At inference the T tiles come from the plain (non-augmented)
   embeddings: :func:`packed_inference_views` (a slide of a :class:`gigassl.bankstore.PackedBank`),
   :func:`inference_views` (any slide's tile features). Beyond the paper, ``MapConfig.sampling = "local"`` draws a
   view's T tiles from one neighbourhood of the slide instead (:func:`local_tiles`), in training and at inference.
@@ -26,7 +26,7 @@ import torch
 from .aggregators import Views
 from .config import MapConfig
 from .errors import ConfigError
-from .seeding import nearest, rng
+from .seeding import nearest, rng, sample_indices
 
 if TYPE_CHECKING:
     from .bankstore import PackedBank
@@ -126,7 +126,8 @@ def training_views(bank: PackedBank, indices: np.ndarray, tiles: int, config: Ma
 
 def view_tiles(bank: PackedBank, i: int, tiles: int, generator: np.random.Generator, config: MapConfig | None = None):
     """Step 3's sampling for one view of slide ``i``: one augmentation draw of the bank, then T tiles of it with
-    replacement (a bank of plain features: T of its plain tiles), drawn from ``generator`` (which the slide
+    replacement (the authors' code), or without when ``config.replacement`` is off (a bank of plain features: T of
+    its plain tiles; :func:`gigassl.seeding.sample_indices`), drawn from ``generator`` (which the slide
     augmentation then continues); with ``config.sampling == "local"``, the T tiles of one neighbourhood instead
     (:func:`local_tiles`). Returns features (T, F), level-0 coords (T, 2) and the draw (None: plain)."""
     local = config is not None and config.sampling == "local"
@@ -136,14 +137,18 @@ def view_tiles(bank: PackedBank, i: int, tiles: int, generator: np.random.Genera
         if local:
             pick = local_tiles(bank.coords[i, draw], tiles, config.neighbourhood, generator)
         else:
-            pick = np.sort(generator.integers(0, n_tiles, tiles))
+            pick = np.sort(sample_indices(generator, n_tiles, tiles, _replacement(config)))
         return bank.features[i, draw][pick], bank.coords[i, draw][pick], draw
     plain, coords = bank.plain(i)
     if local:
         pick = local_tiles(coords, tiles, config.neighbourhood, generator)
     else:
-        pick = np.sort(generator.integers(0, len(plain), tiles))
+        pick = np.sort(sample_indices(generator, len(plain), tiles, _replacement(config)))
     return plain[pick], coords[pick], None
+
+
+def _replacement(config: MapConfig | None) -> bool:
+    return True if config is None else config.replacement
 
 
 def local_tiles(coords: np.ndarray, tiles: int, neighbourhood: int | None,
@@ -176,7 +181,8 @@ def packed_inference_views(bank: PackedBank, i: int, views: int, tiles: int, con
 
 def inference_views(plain: np.ndarray, coords: np.ndarray, patch_size_level0: int, views: int, tiles: int,
                     config: MapConfig, seed: int, key: int = 0) -> Views:
-    """R views of T tiles sampled (with replacement, keyed by ``(seed, key)``; ``key``: :func:`gigassl.bank.slide_key`
+    """R views of T tiles sampled (with replacement, or without when ``config.replacement`` is off and the slide has
+    at least T tiles: :func:`gigassl.seeding.sample_indices`; keyed by ``(seed, key)``; ``key``: :func:`gigassl.bank.slide_key`
     of the slide id; local views with ``config.sampling == "local"``, :func:`local_tiles`) from one slide's plain tile
     features, mapped without slide augmentation (Sec. 4.2).
 
@@ -185,8 +191,10 @@ def inference_views(plain: np.ndarray, coords: np.ndarray, patch_size_level0: in
     g = rng(seed, key)
     if config.sampling == "local":
         pick = np.stack([local_tiles(coords, tiles, config.neighbourhood, g) for _ in range(views)])
-    else:
+    elif config.replacement:
         pick = np.sort(g.integers(0, len(plain), (views, tiles)), axis=1)
+    else:
+        pick = np.sort(np.stack([sample_indices(g, len(plain), tiles, False) for _ in range(views)]), axis=1)
     sites = np.stack([to_sites(map_units(np.asarray(coords)[p], config.downsample, patch_size_level0)) for p in pick])
     return Views(torch.from_numpy(np.asarray(plain[pick.ravel()], np.float32).reshape(views, tiles, -1)),
                  torch.from_numpy(sites))

@@ -10,10 +10,6 @@ from typing import Iterator
 import numpy as np
 
 
-
-
-
-
 def rng(*key: int) -> np.random.Generator:
     """A NumPy generator determined by ``key`` (e.g. ``rng(seed, epoch, slide_index)``).
 
@@ -21,6 +17,17 @@ def rng(*key: int) -> np.random.Generator:
     do not depend on the order of work (workers, ranks, shards, resumed runs).
     """
     return np.random.default_rng([int(k) for k in key])
+
+
+def sample_indices(generator: np.random.Generator, n: int, k: int, replacement: bool = True) -> np.ndarray:
+    """``k`` indices into ``n`` items drawn from ``generator``: with replacement (the authors' bank draws and views,
+    Sec. 3.2), or without while ``n >= k`` (every item at most once; when ``n < k``, every item once in a random
+    order, then ``k - n`` more drawn with replacement). Shape: -> (k,) int64, unsorted."""
+    if replacement:
+        return generator.integers(0, n, k)
+    if n >= k:
+        return generator.choice(n, k, replace=False)
+    return np.concatenate([generator.permutation(n), generator.integers(0, n, k - n)])
 
 
 def nearest(points: np.ndarray, centre: int, n: int, generator: np.random.Generator) -> np.ndarray:

@@ -15,10 +15,15 @@
 #
 # An experiment the paper does not have: the paper trained Giga-SSL on about 11,000 TCGA slides and probed on about
 # 1,000 labelled ones per task. Here Giga-SSL is trained on the labelled cohort plus a growing part of the unlabelled
-# pool (slides with no label, used by SSL only), always for the same number of optimizer steps (the ablation
-# regime's; the point without pool is `ssl_ref`), and probed on the same labelled slides and splits. AverageMIL uses
-# no SSL slide: its AUC is a constant reference. At a fixed number of steps, a larger pool means fewer passes over
-# each slide and more different slides: the curve asks whether diversity helps at a given compute.
+# pool (slides with no label, of the labelled slides' size, used by SSL only), and probed on the same labelled slides
+# and splits. AverageMIL uses no SSL slide: its AUC is a constant reference. The point without pool is `ssl_ref`.
+#
+# Two regimes, so that the pool is the one factor each changes: **same steps** (the ablation regime's 180: a larger
+# pool means fewer passes over each slide; do more slides help at a given compute?) and **same epochs** (the
+# ablation regime's 60: a larger pool means more steps and about the same passes over each slide, not exactly:
+# an epoch drops the last incomplete batch, so the passes are given beside each point). The bank's draws and the
+# views sample their tiles without replacement (`BankConfig.replacement`, `MapConfig.replacement` off in the demo),
+# so the two views of a slide do not share tiles by construction.
 
 # %% tags=["parameters"]
 profile = "demo"
@@ -40,14 +45,14 @@ result = unlabelled_pool(config, run_dir, out_dir, tasks=tasks, bank=bank, no_po
 save_table(result.summary, "unlabelled_pool", figures_dir)
 
 # %% [markdown]
-# Probe AUC of Giga-SSL against the number of unlabelled slides added to the labelled cohort for SSL (band: the std
-# over splits); the dashed lines are AverageMIL on the same splits.
+# Probe AUC of Giga-SSL against the number of unlabelled slides added to the labelled cohort for SSL, one panel per
+# regime (band: the std over splits); the dashed lines are AverageMIL on the same splits.
 
 # %%
 save_figures(pool_curves(result.summary), "unlabelled_pool", figures_dir)
 
 # %% [markdown]
-# The largest pool minus no pool, and the largest pool minus AverageMIL, paired over splits.
+# In each regime, the largest pool minus no pool, and the largest pool minus AverageMIL, paired over splits.
 
 # %%
 save_table(result.gain, "unlabelled_pool_paired", figures_dir)

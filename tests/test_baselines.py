@@ -4,9 +4,10 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
+from torch import nn
 from sklearn.metrics import roc_auc_score
 
-from gigassl.evaluation.baselines import (DeepMIL, DeepMILClassifier, _batch, average_embeddings, load_bags,
+from gigassl.evaluation.baselines import (DeepMIL, DeepMILClassifier, _packed, average_embeddings, load_bags,
                                           run_averagemil, run_deepmil)
 from gigassl.config import DeepMILConfig, ProbeConfig
 from gigassl.errors import ManifestError
@@ -49,18 +50,31 @@ def test_deepmil_learns_key_tile_task_and_is_deterministic():
     np.testing.assert_array_equal(proba, again)
 
 
-def test_padding_mask_matches_single_bags():
+def test_packed_bags_match_padded_bags_and_single_bags():
     with torch.random.fork_rng():
         torch.manual_seed(0)
         model = DeepMIL(8, 3, hidden=16, attention=8, dropout=0.0).eval()
     bags = [torch.randn(m, 8) for m in (3, 7, 5)]
-    x, mask = _batch(bags)
-    assert x.shape == (3, 7, 8) and mask.sum(1).tolist() == [3, 7, 5]
-    with torch.no_grad():
-        padded, attention = model(x, mask)
-        single = torch.cat([model(b[None])[0] for b in bags])
-    torch.testing.assert_close(padded, single)
-    assert float(attention[0, 3:].abs().sum()) == 0.0
+    x, sizes = _packed(bags)
+    assert x.shape == (15, 8) and sizes.tolist() == [3, 7, 5]
+    padded = nn.utils.rnn.pad_sequence(bags, batch_first=True)
+    mask = torch.arange(7)[None] < sizes[:, None]
+    logits, attention = model.forward_packed(x, sizes)
+    reference, padded_attention = model(padded, mask)
+    single = torch.cat([model(b[None])[0] for b in bags])
+    torch.testing.assert_close(logits, reference)
+    torch.testing.assert_close(logits, single)
+    torch.testing.assert_close(attention, padded_attention[mask])  # each bag's weights, in order
+    torch.testing.assert_close(torch.stack([w.sum() for w in attention.split(sizes.tolist())]), torch.ones(3))
+    assert float(padded_attention[0, 3:].detach().abs().sum()) == 0.0
+    # the gradients too (what training uses): the padded rows contribute nothing
+    grads = []
+    for out in (logits, reference):
+        model.zero_grad()
+        (out * torch.arange(9.0).view(3, 3)).sum().backward(retain_graph=True)
+        grads.append([p.grad.clone() for p in model.parameters()])
+    for packed_grad, padded_grad in zip(*grads):
+        torch.testing.assert_close(packed_grad, padded_grad)
 
 
 def cohort(n=40, seed=0):

@@ -173,3 +173,35 @@ def test_each_arm_is_its_training_run():
     assert results.arm_run("Fig. 3C", "attention@1", 5, last) is None  # diagnosed at the last epoch only
     assert results.arm_run("Table 3", "ns", 5) == "ssl_ns" and results.arm_run("Table 4", "independent", 5) == \
         "ssl_independent_centres"
+
+
+def test_the_pool_study_reports_both_regimes_with_their_steps_and_passes(run_dir, tmp_path):
+    import shutil
+
+    root = tmp_path / "run"
+    shutil.copytree(run_dir / "cohort", root / "cohort")
+    shutil.copytree(run_dir / "bank_flat", root / "bank_flat")
+    # ssl_ref: 180 steps on the 40 labelled slides; the pools at the same steps (U) and at the same epochs (E)
+    for name, source, steps in (("ssl_ref", "ssl_noise", 180), ("ssl_pool20", "ssl_noise", 180),
+                                ("ssl_pool10", "ssl_noise", 180), ("ssl_epochs20", "ssl_good", 270)):
+        shutil.copytree(run_dir / source, root / name)
+        pd.DataFrame({"epoch": 1, "step": np.arange(1, steps + 1), "loss": 0.0}).to_csv(root / name / "steps.csv")
+    config = _config()  # batch size 4 (the smoke profile)
+    page = experiments.unlabelled_pool(config, root, tmp_path, bank="bank_flat")
+    summary = page.summary[page.summary["protocol"] == "paper"].set_index(["regime", "method"])
+    assert set(page.summary["regime"].dropna()) == {"same steps", "same epochs"}
+    assert summary.loc[("same steps", "gigassl_U20"), "passes"] == round(180 * 4 / 60, 1)
+    assert summary.loc[("same epochs", "gigassl_E20"), "steps"] == 270
+    assert summary.loc[("same epochs", "gigassl_E20"), "passes"] == round(270 * 4 / 60, 1)
+    # the run without pool is the first point of both regimes
+    assert summary.loc[("same epochs", "gigassl_U0"), "pool"] == 0 == summary.loc[("same steps", "gigassl_U0"), "pool"]
+    gain = page.gain[page.gain["protocol"] == "paper"]
+    assert set(zip(gain["regime"], gain["a"], gain["b"])) == {
+        ("same steps", "gigassl_U20", "gigassl_U0"), ("same steps", "gigassl_U20", "averagemil"),
+        ("same epochs", "gigassl_E20", "gigassl_U0"), ("same epochs", "gigassl_E20", "averagemil")}
+    # the label-carrying run (E20) beats the one without pool
+    assert float(gain[(gain["a"] == "gigassl_E20") & (gain["b"] == "gigassl_U0")]["difference"].iloc[0]) > 0.2
+    from gigassl.book.figures import pool_curves
+
+    figs = pool_curves(page.summary)
+    assert set(figs) == {"paper", "fair"} and all(len(f.axes) == 2 for f in figs.values())

@@ -185,3 +185,38 @@ def test_bad_sampling_settings_are_refused(changes, named):
     with pytest.raises(ConfigError) as err:
         MapConfig(**changes)
     assert all(text in str(err.value) for text in named) and "--" in str(err.value)
+
+
+def test_without_replacement_a_view_never_holds_a_tile_twice(bank_dir):
+    from gigassl.maps import view_tiles
+
+    bank = PackedBank(bank_dir)
+    n_tiles = bank.features.shape[2]
+    for replacement, repeats_seen in ((False, False), (True, True)):
+        config = MapConfig(downsample="tile", replacement=replacement)
+        seen = False
+        for i in range(len(bank)):
+            for view in range(20):
+                _, coords, draw = view_tiles(bank, i, 5, rng(0, i, view), config)
+                unique = len({tuple(c) for c in coords})
+                distinct_in_draw = len({tuple(c) for c in bank.coords[i, draw]})
+                if not replacement and distinct_in_draw == n_tiles:  # a draw of N different tiles
+                    assert unique == 5
+                seen |= unique < 5
+        assert seen == repeats_seen  # with replacement 5 of 8 repeat often (1 - 8*7*6*5*4/8^5 = 79% a view)
+    plain_views = packed_inference_views(bank, 1, views=10, tiles=5,
+                                         config=MapConfig(downsample="tile", replacement=False), seed=0)
+    if len(bank.plain(1)[0]) >= 5:
+        assert all(len({tuple(c) for c in v.tolist()}) == 5 for v in plain_views.coords)
+
+
+def test_the_banks_draws_hold_different_tiles_when_the_slide_has_enough(bank_dir):
+    bank = PackedBank(bank_dir)  # conftest's bank: the smoke profile's BankConfig, replacement off
+    n_tiles = bank.features.shape[2]
+    checked = 0
+    for i in range(len(bank)):
+        if len(bank.plain(i)[0]) >= n_tiles:
+            for draw in range(bank.features.shape[1]):
+                assert len({tuple(c) for c in bank.coords[i, draw]}) == n_tiles
+                checked += 1
+    assert checked > 0

@@ -130,3 +130,17 @@ def test_format_ids_gives_the_count_the_first_ids_and_how_many_more():
     assert format_ids(["a", "b"]) == "2: 'a', 'b'"
     assert format_ids([f"s{i}" for i in range(12)]) == "12: " + ", ".join(f"'s{i}'" for i in range(10)) + " and 2 more"
     assert format_ids(iter(["x", "y", "z"]), show=1) == "3: 'x' and 2 more"
+
+
+def test_sample_indices_without_replacement_repeats_only_what_it_must():
+    from gigassl.seeding import sample_indices
+
+    for n, k in ((40, 8), (8, 8), (200, 32)):
+        pick = sample_indices(rng(0, n), n, k, replacement=False)
+        assert len(pick) == k and len(set(pick.tolist())) == k and pick.min() >= 0 and pick.max() < n
+    pick = sample_indices(rng(1), 5, 12, replacement=False)  # fewer items than asked: each once, then repeats
+    assert len(pick) == 12 and set(pick[:5].tolist()) == set(range(5)) and pick.max() < 5
+    # with replacement: the authors' draw, the generator's integers as before (a draw of 32 of 22 tiles repeats)
+    np.testing.assert_array_equal(sample_indices(rng(2), 22, 32), rng(2).integers(0, 22, 32))
+    assert len(set(sample_indices(rng(2), 22, 32).tolist())) < 22
+    np.testing.assert_array_equal(sample_indices(rng(3), 50, 7, False), sample_indices(rng(3), 50, 7, False))

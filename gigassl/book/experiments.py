@@ -24,7 +24,7 @@ from ..config import Profile
 from ..manifest import labelled_ids, task_columns
 from ..evaluation.metrics import summarize
 from .plan import (BANK_MOCO_SHARED, DEEPMIL, DEEPMIL_FIG2_SPLITS, DEEPMIL_TABLE2_SPLITS, EMBEDDINGS, SPLITS, SSL_FULL,
-                   SSL_POOL, SSL_REF, SSL_TILES, grid_runs, grid_value)
+                   SSL_EPOCHS, SSL_POOL, SSL_REF, SSL_TILES, grid_runs, grid_value)
 from ..evaluation.probe import PROTOCOLS
 from ..evaluation.protocol import probe_runs
 from ..evaluation.splits import budget_name
@@ -393,35 +393,66 @@ def independent_centres(config: Profile, run_dir, out_dir, models: dict, tasks=N
 # ----------------------------------------------------------------------------------------- unlabelled pool
 @dataclass(frozen=True)
 class UnlabelledPool:
-    """The pool page: per-split AUCs, the summary per pool size, and the largest pool against no pool and against
-    AverageMIL, paired."""
+    """The pool page: per-split AUCs, the summary per regime and pool size (with each run's steps and passes over
+    a slide), and, per regime, the largest pool against no pool and against AverageMIL, paired."""
 
     splits: pd.DataFrame
     summary: pd.DataFrame
     gain: pd.DataFrame
 
 
+# the pool study's two regimes: the grid of each, and the name of its methods' suffix
+POOL_REGIMES = {"same steps": (SSL_POOL, "U"), "same epochs": (SSL_EPOCHS, "E")}
+
+
+def _steps_run(run: Path) -> int:
+    """The optimizer steps a training run made (the rows of its ``steps.csv``)."""
+    return len(pd.read_csv(run / "steps.csv", usecols=["step"]))
+
+
 def unlabelled_pool(config: Profile, run_dir, out_dir, tasks=None, bank: str = BANK_MOCO_SHARED,
                     no_pool: str = SSL_REF) -> UnlabelledPool:
-    """Giga-SSL trained with 0 (``no_pool``) and more unlabelled slides (every ``ssl_pool<U>`` run) at the same
-    steps, and AverageMIL, probed on the same labelled slides and splits at 100% of the labels."""
+    """Giga-SSL trained with 0 (``no_pool``) and more unlabelled slides, and AverageMIL, probed on the same labelled
+    slides and splits at 100% of the labels, in two regimes (:data:`POOL_REGIMES`): every ``ssl_pool<U>`` run at
+    the steps of ``no_pool`` (a bigger pool: fewer passes over each slide) and every ``ssl_epochs<U>`` run at its
+    epochs (a bigger pool: more steps, about the same passes). The summary gives each run's steps and passes
+    (steps x batch / slides trained on); the methods are ``gigassl_U<pool>`` and ``gigassl_E<pool>``
+    (``gigassl_U0``: ``no_pool``, in both regimes)."""
     from ..evaluation.baselines import average_embeddings
 
     manifest = cohort_manifest(run_dir)
     tasks = tasks or task_columns(manifest)
-    runs = sorted(grid_runs(run_dir, SSL_POOL), key=lambda p: int(grid_value(p, SSL_POOL)))
-    named = {"gigassl_U0": (Path(run_dir) / no_pool / EMBEDDINGS, "l2")}
-    named.update({f"gigassl_U{grid_value(p, SSL_POOL)}": (p / EMBEDDINGS, "l2") for p in runs})
-    named["averagemil"] = (average_embeddings(Path(run_dir) / bank, labelled_ids(manifest)), "standard")
+    labelled = labelled_ids(manifest)
+    reference = Path(run_dir) / no_pool
+    named = {"gigassl_U0": (reference / EMBEDDINGS, "l2")}
+    runs = {"gigassl_U0": ("", 0, reference)}
+    for regime, (template, letter) in POOL_REGIMES.items():
+        for path in sorted(grid_runs(run_dir, template), key=lambda p: int(grid_value(p, template))):
+            pool = int(grid_value(path, template))
+            named[f"gigassl_{letter}{pool}"] = (path / EMBEDDINGS, "l2")
+            runs[f"gigassl_{letter}{pool}"] = (regime, pool, path)
+    named["averagemil"] = (average_embeddings(Path(run_dir) / bank, labelled), "standard")
     splits = probe_runs(named, manifest, tasks, budgets=(1.0,), train_sizes=(), config=config.probe,
                         n_splits=config.probe.n_splits)
     _write_splits(splits, out_dir)
     summary = summarize(splits, **_boot(config))
-    summary = summary.assign(pool=summary["method"].str.extract(r"_U(\d+)$")[0].astype(float))
-    summary = summary[["protocol", "method", "pool", "task", "auc_mean", "auc_std", "ci_low", "ci_high"]]
-    largest, smallest = list(named)[-2], list(named)[0]
-    gain = pd.concat([paired(splits, largest, smallest, **_boot(config)),
-                      paired(splits, largest, "averagemil", **_boot(config))], ignore_index=True)
+    rows = []
+    for method, (regime, pool, path) in runs.items():
+        steps = _steps_run(path)
+        for r in (POOL_REGIMES if not regime else (regime,)):
+            rows.append({"method": method, "regime": r, "pool": pool, "steps": steps,
+                         "passes": round(steps * config.train.batch_size / (len(labelled) + pool), 1)})
+    summary = summary.merge(pd.DataFrame(rows), on="method", how="left")
+    summary = summary[["protocol", "regime", "method", "pool", "steps", "passes", "task", "auc_mean", "auc_std",
+                       "ci_low", "ci_high"]]
+    gains = []
+    for regime, (_, letter) in POOL_REGIMES.items():
+        members = [m for m, (r, _, _) in runs.items() if r == regime]
+        if members:
+            largest = max(members, key=lambda m: runs[m][1])
+            gains += [paired(splits, largest, "gigassl_U0", **_boot(config)).assign(regime=regime),
+                      paired(splits, largest, "averagemil", **_boot(config)).assign(regime=regime)]
+    gain = pd.concat(gains, ignore_index=True) if gains else pd.DataFrame()
     return UnlabelledPool(splits, summary, gain)
 
 

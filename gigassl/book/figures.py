@@ -327,14 +327,30 @@ def gain_curves(gains: pd.DataFrame) -> dict:
 
 def pool_curves(summary: pd.DataFrame, reference: str = "averagemil") -> dict:
     """Giga-SSL's AUC against the number of unlabelled slides added for SSL (band: std over splits), one line per
-    task, with the ``reference`` method's AUC of each task dashed in the same colour; one figure per protocol."""
+    task, with the ``reference`` method's AUC of each task dashed in the same colour; one figure per protocol, one
+    panel per regime of the summary (``regime``: same steps, same epochs; the passes over a slide in the title)."""
     figs = {}
     for protocol, part in summary.groupby("protocol"):
-        fig = curves(part[part["method"] != reference], x="pool", xlabel="unlabelled slides added for SSL",
-                     title=f"Giga-SSL ({protocol} protocol)")
-        for line, (_, row) in zip(fig.axes[0].get_lines(),
-                                  part[part["method"] == reference].set_index("task").iterrows()):
-            fig.axes[0].axhline(row["auc_mean"], color=line.get_color(), ls="--", lw=1)
+        regimes = [r for r in dict.fromkeys(part["regime"].dropna())]
+        fig, axes = plt.subplots(1, len(regimes), figsize=(5.4 * len(regimes), 3.8), sharey=True, squeeze=False)
+        ref = part[part["method"] == reference].set_index("task")
+        for ax, regime in zip(axes[0], regimes):
+            lines = part[(part["regime"] == regime) & (part["method"] != reference)]
+            for task, rows in lines.groupby("task", sort=False):
+                rows = rows.sort_values("pool")
+                (line,) = ax.plot(rows["pool"], rows["auc_mean"], marker="o", label=str(task))
+                ax.fill_between(rows["pool"], rows["auc_mean"] - rows["auc_std"], rows["auc_mean"] + rows["auc_std"],
+                                alpha=0.15, color=line.get_color())
+                if task in ref.index:
+                    ax.axhline(float(ref.loc[task, "auc_mean"]), color=line.get_color(), ls="--", lw=1)
+            passes = lines.drop_duplicates("pool").sort_values("pool")
+            span = ", ".join(f"{p:g}" for p in passes["passes"])
+            ax.set_title(f"{regime} (passes over a slide: {span})", fontsize=9)
+            ax.set_xlabel("unlabelled slides added for SSL")
+            ax.legend(fontsize=8)
+        axes[0][0].set_ylabel("auc mean")
+        fig.suptitle(f"Giga-SSL ({protocol} protocol); dashed: {reference}", fontsize=10)
+        fig.tight_layout()
         figs[protocol] = fig
     return figs
 

@@ -24,7 +24,8 @@ BANK_MOCO_SHARED = "bank_moco_shared"  # the bank the main run, the baselines an
 SSL_FULL = "ssl_full"  # the main run (the paper's setting)
 SSL_REF = "ssl_ref"  # the reference of the ablations
 SSL_TILES = "ssl_T{tiles_per_view}"  # a grid: one run per T (Fig. 3A)
-SSL_POOL = "ssl_pool{pool}"  # a grid: one run per unlabelled pool size
+SSL_POOL = "ssl_pool{pool}"  # a grid: one run per unlabelled pool size, at the ablation regime's steps
+SSL_EPOCHS = "ssl_epochs{pool}"  # the same pools at the ablation regime's epochs (about equal passes per slide)
 DEEPMIL = "deepmil"
 # the experiment pages whose per-split table (``<run_dir>/<page>/splits.csv``) the results page reads
 LINEAR_PROBE = "linear_probe"
@@ -99,6 +100,7 @@ DECLARATIONS = (
     Declaration("SSL_REF", SSL_REF, _TRAIN, ("08_ablation_tiles", "12_results", "14_unlabelled_pool")),
     Declaration("SSL_TILES", SSL_TILES, _TRAIN, ("08_ablation_tiles",)),
     Declaration("SSL_POOL", SSL_POOL, _TRAIN, ("14_unlabelled_pool",)),
+    Declaration("SSL_EPOCHS", SSL_EPOCHS, _TRAIN, ("14_unlabelled_pool",)),
     Declaration("DEEPMIL", DEEPMIL, "16_deepmil", ("05_linear_probe", "06_tiny_datasets")),
     *(Declaration(constant, name, writer, ("12_results",)) for constant, name, writer in (
         ("LINEAR_PROBE", LINEAR_PROBE, "05_linear_probe"), ("TINY_DATASETS", TINY_DATASETS, "06_tiny_datasets"),

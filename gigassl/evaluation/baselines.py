@@ -173,15 +173,16 @@ class DeepMIL(nn.Module):
         z, attention = self.pool(x, mask)
         return self.classifier(z), attention
 
+    def forward_packed(self, x: torch.Tensor, sizes: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """:meth:`forward` on bags stored end to end (:meth:`GatedAttentionPool.forward_packed`): the same logits
+        at the cost of the real tiles only. Shape: x (N, F), sizes (B,) -> logits (B, n_classes), attention (N,)."""
+        z, attention = self.pool.forward_packed(x, sizes)
+        return self.classifier(z), attention
 
-def _batch(bags: list[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """Pad bags (M_i, F) into (B, K, F) and a mask (B, K) (None when all bags have the same size)."""
-    sizes = [len(b) for b in bags]
-    if min(sizes) == max(sizes):
-        return torch.stack(bags), None
-    x = nn.utils.rnn.pad_sequence(bags, batch_first=True)
-    mask = torch.arange(x.shape[1], device=x.device)[None, :] < torch.tensor(sizes, device=x.device)[:, None]
-    return x, mask
+
+def _packed(bags: list[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+    """Bags (M_i, F) end to end: (sum M_i, F) and their sizes (B,) (:meth:`DeepMIL.forward_packed`)."""
+    return torch.cat(bags), torch.tensor([len(b) for b in bags], device=bags[0].device)
 
 
 class DeepMILClassifier:
@@ -216,9 +217,8 @@ class DeepMILClassifier:
         return [(torch.as_tensor(b, dtype=torch.float32, device=self.device_) - self.mean_) / self.std_ for b in bags]
 
     def _batch_loss(self, model, bags, targets, weights, idx) -> tuple[torch.Tensor, torch.Tensor]:
-        x, mask = _batch([bags[i] for i in idx])
         target = targets[torch.as_tensor(idx, device=targets.device)]
-        logits, _ = model(x, mask)
+        logits, _ = model.forward_packed(*_packed([bags[i] for i in idx]))
         loss = nn.functional.cross_entropy(logits, target, weight=weights, reduction="sum")
         return loss, weights[target].sum()
 
@@ -311,7 +311,7 @@ class DeepMILClassifier:
         with self._threads(self.device_):
             for start in range(0, len(bags), 64):
                 chunk = self._scaled(bags[start:start + 64])
-                logits, _ = self.model_(*_batch(chunk))
+                logits, _ = self.model_.forward_packed(*_packed(chunk))
                 out.append(torch.softmax(logits.float(), dim=1).cpu().numpy())
         return np.concatenate(out).astype(np.float64)
 
