@@ -3,8 +3,12 @@
 For each cohort seed: the demo cohort with that seed (labelled slides and unlabelled pool), tiling, MoCo on the
 labelled slides, the plain and the shared augmented bank, the main Giga-SSL run (the ``ssl_full`` execution of
 ``experiments.yml``: labelled + pool, 1800 steps), R-view inference, and both probe protocols at 100% and 25% of the
-labels. It reports every AUC's mean and std over the splits of its cohort, and the spread of the same number from
-one cohort to another (the variation a second demo run with another seed would show), next to each other.
+labels. Seed s sets every seed of that path (cohort, MoCo, bank draws, SSL, views: :func:`seeded_profile`). It
+reports every AUC's mean and std over the splits of its cohort, the main comparison's corrected standard error
+(what the results page's split interval holds), and the spread of the same numbers from one cohort to another (the
+variation a second demo run with another seed would show), next to each other; and the 3-seed reversal check
+(``seeds_reversals.csv``: each seed's verdict with the split interval alone and widened by the cohort variance of
+the other seeds).
 
 The demo run of ``make book`` is seed 0: ``--reuse runs/demo`` takes its embeddings and bank instead of
 recomputing them (they are identical: every random choice is keyed).
@@ -24,18 +28,19 @@ import subprocess
 import time
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import torch
 
 from gigassl.evaluation.baselines import average_embeddings
 from gigassl.bank import build_bank
-from gigassl.evaluation.compare import paired
+from gigassl.evaluation.compare import corrected_t, per_split, split_ratio, t_interval
 from gigassl.config import get_profile
 from gigassl.embed import embed_slides
 from gigassl.manifest import labelled_ids, task_columns
 from gigassl.moco import pretrain_tiles
 from gigassl.evaluation.metrics import summarize
-from gigassl.book.paper import seed_settings
+from gigassl.book.paper import reversals, seed_settings
 from gigassl.evaluation.protocol import probe_runs
 from gigassl.cohorts.synth import synthesize
 from gigassl.tiling import tile_cohort
@@ -44,18 +49,43 @@ from gigassl.train import train
 from _cohort import dry_run_option, machine
 
 MAIN_STEPS = 1800  # the ssl_full execution of experiments.yml (demo)
+SEEDED = ("synth", "moco", "bank", "train", "embed")  # the sections whose seed a cohort seed sets
+
+
+def seeded_profile(profile, seed: int):
+    """The profile with every seed of the main comparison's path set to ``seed``: the cohort, MoCo, the bank's
+    draws, the SSL training and the inference views (the probe's splits keep theirs). Seed 0 is the profile itself
+    (the ``make book`` run), so the spread over seeds holds the cohort and the training's randomness together."""
+    return dataclasses.replace(profile, **{name: dataclasses.replace(getattr(profile, name), seed=seed)
+                                           for name in SEEDED})
+
+
+def difference_rows(splits: pd.DataFrame, seed: int) -> pd.DataFrame:
+    """The main comparison of one cohort: Giga-SSL minus AverageMIL per protocol, task and budget, its mean and std
+    over splits, and the corrected resampled t statistic (Nadeau & Bengio) the results page uses: se, df and the
+    split-only verdict (above 0, below 0, undecided at 95%)."""
+    rows = []
+    for (protocol, task, budget), part in splits.groupby(["protocol", "task", "budget"]):
+        pairs = per_split(part, "gigassl", "averagemil", by=())
+        mean, se, df = corrected_t(pairs["difference"], split_ratio(part))
+        low, high = t_interval(mean, se, df)
+        verdict = "above 0" if low > 0 else "below 0" if high < 0 else "undecided"
+        rows.append({"seed": seed, "protocol": protocol, "method": "gigassl - averagemil", "task": task,
+                     "budget": budget, "auc_mean": mean, "auc_std": float(pairs["difference"].std(ddof=1)),
+                     "se": se, "df": df, "verdict": verdict})
+    return pd.DataFrame(rows)
 
 
 def run_seed(seed: int, folder: Path, reuse: Path | None, profile_name: str = "demo",
              steps: int | None = MAIN_STEPS) -> tuple[Path, Path, pd.DataFrame]:
     """(embeddings, bank, manifest frame) of the main run on the cohort of ``seed`` (``steps``: None keeps the
     profile's training length)."""
-    profile = get_profile(profile_name)
-    if reuse is not None and seed == profile.synth.seed:
+    profile = seeded_profile(get_profile(profile_name), seed)
+    if reuse is not None and seed == get_profile(profile_name).synth.seed:
         manifest = pd.read_csv(reuse / "cohort" / "manifest.csv", dtype={"slide_id": str, "case_id": str})
         return reuse / "ssl_full" / "embeddings.h5", reuse / "bank_moco_shared", manifest
     folder.mkdir(parents=True, exist_ok=True)
-    manifest_path = synthesize(folder / "cohort", dataclasses.replace(profile.synth, seed=seed), progress=False)
+    manifest_path = synthesize(folder / "cohort", profile.synth, progress=False)
     coords = folder / "coords"
     tile_cohort(manifest_path, coords, profile.tile, progress=False)
     frame = pd.read_csv(manifest_path, dtype={"slide_id": str, "case_id": str})
@@ -101,14 +131,10 @@ def main(argv=None) -> int:
         summary = summarize(splits, n_bootstrap=0)
         rows.append(summary.assign(seed=seed)[["seed", "protocol", "method", "task", "budget", "auc_mean",
                                                "auc_std"]])
-        pairs.append(paired(splits, "gigassl", "averagemil", n_bootstrap=profile.probe.n_bootstrap,
-                            seed=profile.probe.seed).assign(seed=seed))
+        pairs.append(difference_rows(splits, seed))
         print(f"seed {seed}: {time.perf_counter() - start:.0f} s")
     per_seed = pd.concat(rows, ignore_index=True)
-    differences = pd.concat(pairs, ignore_index=True)
-    diff_rows = differences.rename(columns={"difference": "auc_mean", "difference_std": "auc_std"}).assign(
-        method="gigassl - averagemil")[["seed", "protocol", "method", "task", "budget", "auc_mean", "auc_std"]]
-    table = pd.concat([per_seed, diff_rows], ignore_index=True)
+    table = pd.concat([per_seed, pd.concat(pairs, ignore_index=True)], ignore_index=True)
     results = Path(args.results)
     results.parent.mkdir(parents=True, exist_ok=True)
     record = results.with_suffix(".json")
@@ -130,9 +156,14 @@ def main(argv=None) -> int:
         std_over_splits=("auc_std", "mean")).reset_index()
     with pd.option_context("display.width", 200, "display.max_rows", 200):
         print(spread.round(3).to_string(index=False))
-        verdicts = differences.pivot_table(index=["protocol", "task", "budget"], columns="seed", values="verdict",
-                                           aggfunc="first")
-        print(verdicts.to_string())
+        if table["seed"].nunique() > 1 and "se" in table:
+            check = reversals(table)
+            check.to_csv(results.with_name("seeds_reversals.csv"), index=False)
+            print(check.pivot_table(index=["protocol", "task", "budget"], columns="seed",
+                                    values=["splits_only", "with_cohort"], aggfunc="first").to_string())
+            for column in ("splits_only", "with_cohort"):
+                n = int(check.drop_duplicates(["protocol", "task", "budget"])[f"{column}_reverses"].sum())
+                print(f"reversals ({column}): {n} of {check.groupby(['protocol', 'task', 'budget']).ngroups}")
     print(f"wrote {args.results}")
     return 0
 

@@ -25,8 +25,9 @@
 # preprocessing and C chosen on the training slides of each split). The verdicts below use the **fair** protocol;
 # the paper's protocol is reported beside it.
 #
-# The interval is over the splits of one cohort; the spread from one synthetic cohort to another is measured
-# separately (`benchmarks/seeds.py`, in BENCHMARKS.md and at the end of this page).
+# Each interval holds the splits of this cohort (corrected for their overlap) and, when `benchmarks/seeds.py` was
+# recorded with this run's settings, the variance from one synthetic cohort to another with every seed of its
+# training (the end of this page shows that record); the column *variance sources* of every row says which.
 #
 # The page opens with what the run can resolve and the counts, then one figure of every claim; each artefact's
 # section has a compact table (claim, regime, the paper's claim, the run's difference with its interval, the raw and
@@ -57,7 +58,10 @@ from gigassl.book.results import explain, intro_text, resolution_sentence, resul
 
 config = get_profile(profile)
 figures = Path(figures_dir)
-result = results(config, run_dir, figures_dir)
+seed_rows, spread_note = paper.seed_record(seeds_csv, paper.seed_settings(profile, seeds_steps),
+                                            project_root(run_dir))
+seed_extra, seed_components = paper.seed_variance(seed_rows)
+result = results(config, run_dir, figures_dir, seed_extra)
 
 # %% [markdown]
 # ## What this run can resolve, and the counts
@@ -194,9 +198,19 @@ show_table(pd.read_csv(figures / "representations.csv"))
 # settings; a record of other settings is refused and the sentence below says so.
 
 # %%
-spread, spread_note = paper.seed_spread(seeds_csv, paper.seed_settings(profile, seeds_steps), project_root(run_dir))
+spread, _ = paper.seed_spread(seeds_csv, paper.seed_settings(profile, seeds_steps), project_root(run_dir))
 display(Markdown(spread_note))
 show_table(spread)
+
+# %% [markdown]
+# What the intervals above add for the cohort: per protocol, task and budget of the main comparison, the standard
+# deviation of its difference between cohorts (`between_sd`), the mean split standard error of one cohort
+# (`split_se`) and the variance between cohorts beyond it (`extra_variance`); pooled per protocol, the `tau` added
+# to every difference of the page.
+
+# %%
+display(Markdown(paper.seed_extra_sentence(seed_extra)))
+save_table(seed_components, "results_seed_variance", figures_dir)
 
 # %%
 glue_text("intro", intro_text(result, verdict_protocol))

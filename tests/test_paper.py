@@ -196,7 +196,7 @@ def test_the_seed_benchmark_is_shown_only_when_recorded_with_the_runs_settings(t
     csv.with_suffix(".json").write_text(json.dumps({"commit": "abc1234",
                                                     "settings": paper.seed_settings("demo", 900)}))
     table, note = paper.seed_spread(csv, expected, tmp_path)
-    assert table.empty and "abc1234" in note and "is not shown" in note
+    assert table.empty and "abc1234" in note and "is not used" in note
     csv.with_suffix(".json").write_text(json.dumps({"commit": "abc1234", "settings": expected}))
     table, note = paper.seed_spread(csv, expected, tmp_path)
     row = table.set_index("method").loc["gigassl"]
@@ -226,3 +226,38 @@ def test_the_seed_benchmark_is_read_under_the_project_root_not_the_working_direc
     assert abs(table["auc_mean"].iloc[0] - 0.8) < 1e-12
     table, _ = paper.seed_spread(tmp_path / "elsewhere" / "benchmarks" / "seeds.csv", expected, root)
     assert abs(table["auc_mean"].iloc[0] - 0.6) < 1e-12  # an absolute path is read as it is
+
+
+def _seed_rows(differences, se, protocol="fair"):
+    return pd.DataFrame([{"seed": s, "protocol": protocol, "method": "gigassl - averagemil", "task": task,
+                          "budget": "full", "auc_mean": d, "auc_std": 0.1, "se": se, "df": 9}
+                         for task, values in differences.items() for s, d in enumerate(values)])
+
+
+def test_the_cohort_variance_is_the_spread_between_cohorts_beyond_the_split_intervals():
+    from gigassl.book import paper
+
+    rows = _seed_rows({"a": [0.0, 0.1, 0.2], "b": [0.3, 0.3, 0.3]}, se=0.05)
+    extra, table = paper.seed_variance(rows)
+    # a: variance 0.01 between cohorts, 0.0025 held by the splits; b: none between (-0.0025); pooled over 2 x 2 df
+    assert table.set_index("task").loc["a", "extra_variance"] == pytest.approx(0.01 - 0.0025)
+    assert extra["fair"] == (pytest.approx((0.0075 - 0.0025) / 2), 4)
+    assert paper.seed_variance(_seed_rows({"a": [0.1, 0.1, 0.1]}, se=0.05))[0]["fair"][0] == 0.0  # floored
+    assert paper.seed_variance(rows.drop(columns="se"))[0] == {}  # an old record without the split errors
+    assert paper.seed_variance(None)[0] == {}
+    assert "tau 0.050" in paper.seed_extra_sentence(extra)
+
+
+def test_the_reversal_check_flags_a_comparison_decided_both_ways():
+    from gigassl.book import paper
+
+    # task a: clearly above 0 on seeds 0 and 1, clearly below on seed 2 (a reversal on the splits alone);
+    # task b: the same sign everywhere
+    rows = _seed_rows({"a": [0.2, 0.2, -0.2], "b": [0.1, 0.12, 0.11]}, se=0.01)
+    check = paper.reversals(rows)
+    assert len(check) == 6 and set(check["seed"]) == {0, 1, 2}
+    a = check[check["task"] == "a"]
+    assert a["splits_only"].tolist() == ["above 0", "above 0", "below 0"] and a["splits_only_reverses"].all()
+    assert not check[check["task"] == "b"]["splits_only_reverses"].any()
+    # seed 2's widening comes from seeds 0 and 1 only: task a agrees there, b spreads by 0.014
+    assert check[check["seed"] == 2]["tau"].iloc[0] == pytest.approx(np.sqrt(max(0.0, (0.0 - 1e-4 + 2e-4 - 1e-4) / 2)))

@@ -138,3 +138,43 @@ def test_the_page_states_the_rule_with_its_thresholds():
     text = v.rule_markdown()
     for said in ("+-0.02 AUC", "contains 0.5", "below 5", "Nadeau & Bengio", "Holm", "not counted", "counted once"):
         assert said in text, said
+
+
+def _row(run, se, df, protocol="fair", paper=0.05, scale="AUC difference"):
+    from gigassl.book.paper import claim_row
+
+    row = claim_row("Table 2", "a - b", "t", "100%", paper, run, se, df, protocol, df + 1, ratio=0.25)
+    return {**row, "scale": scale}
+
+
+def test_the_cohort_variance_widens_every_difference_and_says_so():
+    claims = pd.DataFrame([_row(0.06, 0.02, 9), _row(0.06, 0.02, 9, protocol="paper"),
+                           _row(0.06, 0.02, 9, paper=0.0)])
+    assert claims["verdict"].tolist() == ["consistent", "consistent", "different"]  # the splits alone decide
+    tau2, df_tau = 0.03 ** 2, 12
+    out = v.inflate(claims, {"fair": (tau2, df_tau)})
+    fair = out.iloc[0]
+    assert fair["se"] == pytest.approx(np.sqrt(0.02 ** 2 + tau2))
+    expected_df = int((0.02 ** 2 + tau2) ** 2 / (0.02 ** 4 / 9 + tau2 ** 2 / df_tau))  # Welch-Satterthwaite
+    assert fair["df"] == expected_df
+    assert (fair["ci_low"], fair["ci_high"]) == pytest.approx(t_interval(0.06, fair["se"], expected_df))
+    assert fair["verdict"] == "undecided" and fair["verdict_splits"] == "consistent"  # no longer decided
+    assert fair["p_value"] > claims.iloc[0]["p_value"]
+    assert "cohort and training seeds (tau 0.030, 12 df" in fair["variance_sources"]
+    assert "not: SSL seed" not in fair["variance_sources"]
+    # a protocol without an estimate keeps its split interval, and says so
+    paper_row = out.iloc[1]
+    assert paper_row["ci_low"] == claims.iloc[1]["ci_low"] and "no matching cohort benchmark" in \
+        paper_row["variance_sources"]
+    # a claim of no difference is judged again too: decided on the splits, undecided with the cohort
+    assert out.iloc[2]["verdict"] == "undecided" and out.iloc[2]["verdict_splits"] == "different"
+    # a zero extra variance changes nothing but the sources
+    same = v.inflate(claims, {"fair": (0.0, 12)})
+    assert same.iloc[0]["ci_low"] == pytest.approx(claims.iloc[0]["ci_low"]) and same.iloc[0]["df"] == 9
+
+
+def test_the_speed_row_and_rows_without_a_standard_error_keep_their_interval():
+    claims = pd.DataFrame([_row(50.0, float("nan"), 0, scale="log ratio"), _row(float("nan"), float("nan"), 0)])
+    out = v.inflate(claims, {"fair": (0.01, 10)})
+    pd.testing.assert_series_equal(out["ci_low"], claims["ci_low"], check_names=False)
+    assert out["verdict"].tolist() == claims["verdict"].tolist()

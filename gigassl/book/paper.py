@@ -523,6 +523,38 @@ def seed_settings(profile: str, steps: int | None) -> dict:
     return {"profile": profile, "steps": steps, "digest": digest}
 
 
+def seed_extra_sentence(extra: dict) -> str:
+    """The cohort variance added to the page's intervals (:func:`seed_variance`), in one sentence."""
+    if not extra:
+        return ("No benchmark record matches this run: the intervals hold the splits only (their *variance sources* "
+                "say so), not the cohort nor the training seeds.")
+    said = "; ".join(f"{protocol}: tau {np.sqrt(tau2):.3f} AUC ({df} df)" for protocol, (tau2, df) in extra.items())
+    return f"Added to every difference of the page, in quadrature with its split standard error: {said}."
+
+
+def seed_record(path: str | os.PathLike, expected: dict, root: str | os.PathLike) -> tuple[pd.DataFrame | None, str]:
+    """The rows of ``benchmarks/seeds.py``'s recorded output when its record matches ``expected`` (else None), and a
+    sentence saying what was recorded when, or why it is refused and how to regenerate it (:func:`seed_spread`)."""
+    import json
+    from pathlib import Path
+
+    path = Path(root) / path  # an absolute path stays itself
+    rerun = (f"Regenerate it with `python benchmarks/seeds.py --out /tmp/seeds --seeds 0 1 2 --reuse runs/demo` "
+             f"(profile {expected['profile']}, about 20 minutes a seed on 2 cores).")
+    if not path.is_file():
+        return None, f"No recorded output of `benchmarks/seeds.py` at `{path}`. {rerun}"
+    record_path = path.with_suffix(".json")
+    record = json.loads(record_path.read_text()) if record_path.is_file() else None
+    if record is None or record.get("settings") != expected:
+        found = "no record of its settings" if record is None else (
+            f"settings {record.get('settings')} at commit {record.get('commit', '?')}")
+        return None, (f"`{path}` is not used: it was recorded with {found}, and this run's settings are "
+                      f"{expected}. A benchmark of other settings says nothing about this run. {rerun}")
+    frame = pd.read_csv(path, dtype={"budget": str})
+    return frame, (f"Recorded at commit {record.get('commit', '?')} with this run's settings ({expected['digest']}), "
+                   f"seeds {sorted(frame['seed'].unique().tolist())}.")
+
+
 def seed_spread(path: str | os.PathLike, expected: dict, root: str | os.PathLike) -> tuple[pd.DataFrame, str]:
     """The recorded output of ``benchmarks/seeds.py`` (one row per cohort seed, protocol, method, task and budget: AUC
     mean and std over splits; method ``gigassl - averagemil`` is their paired difference), summarised over seeds:
@@ -535,26 +567,82 @@ def seed_spread(path: str | os.PathLike, expected: dict, root: str | os.PathLike
     whose ``benchmarks/seeds.py`` wrote it: :func:`gigassl.book.plan.project_root` of a run), never under the
     working directory; an absolute one is read as it is.
     """
-    import json
-    from pathlib import Path
-
     empty = pd.DataFrame(columns=["protocol", "method", "task", "budget", "seeds", "auc_mean", "std_over_seeds",
                                   "std_over_splits"])
-    path = Path(root) / path  # an absolute path stays itself
-    rerun = (f"Regenerate it with `python benchmarks/seeds.py --out /tmp/seeds --seeds 0 1 2` (profile "
-             f"{expected['profile']}, about an hour a seed on 2 cores).")
-    if not path.is_file():
-        return empty, f"No recorded output of `benchmarks/seeds.py` at `{path}`. {rerun}"
-    record_path = path.with_suffix(".json")
-    record = json.loads(record_path.read_text()) if record_path.is_file() else None
-    if record is None or record.get("settings") != expected:
-        found = "no record of its settings" if record is None else (
-            f"settings {record.get('settings')} at commit {record.get('commit', '?')}")
-        return empty, (f"`{path}` is not shown: it was recorded with {found}, and this run's settings are "
-                       f"{expected}. A benchmark of other settings says nothing about this run. {rerun}")
-    frame = pd.read_csv(path, dtype={"budget": str})
+    frame, note = seed_record(path, expected, root)
+    if frame is None:
+        return empty, note
     out = frame.groupby(["protocol", "method", "task", "budget"]).agg(
         seeds=("seed", "nunique"), auc_mean=("auc_mean", "mean"), std_over_seeds=("auc_mean", "std"),
         std_over_splits=("auc_std", "mean")).reset_index()
-    return out, (f"Recorded at commit {record.get('commit', '?')} with this run's settings ({expected['digest']}), "
-                 f"seeds {sorted(frame['seed'].unique().tolist())}.")
+    return out, note
+
+
+MAIN_DIFFERENCE = "gigassl - averagemil"  # the comparison benchmarks/seeds.py repeats on each cohort
+
+
+def seed_variance(frame: pd.DataFrame | None) -> tuple[dict, pd.DataFrame]:
+    """What the cohort (with every seed of its training) adds to a split interval, from ``benchmarks/seeds.py``'s
+    rows (:func:`seed_record`; the difference rows need the column ``se``: the corrected standard error over the
+    splits of each seed).
+
+    Per protocol, task and budget of the main comparison, over the k seeds: the variance of the per-seed mean
+    difference (between cohorts) minus the mean of the squared split standard errors (what the split intervals
+    already hold), k - 1 degrees of freedom. Pooled per protocol (the df-weighted mean, floored at 0): ``tau2``,
+    with the summed degrees of freedom. Returns ({protocol: (tau2, df)} for :func:`gigassl.book.verdicts.inflate`;
+    empty without usable rows) and the per-group table (protocol, task, budget, seeds, between_sd, split_se,
+    extra_variance).
+    """
+    columns = ["protocol", "task", "budget", "seeds", "between_sd", "split_se", "extra_variance"]
+    if frame is None or "se" not in frame or not (frame["method"] == MAIN_DIFFERENCE).any():
+        return {}, pd.DataFrame(columns=columns)
+    rows = []
+    part = frame[(frame["method"] == MAIN_DIFFERENCE) & np.isfinite(frame["se"].astype(float))]
+    for (protocol, task, budget), group in part.groupby(["protocol", "task", "budget"]):
+        if len(group) < 2:
+            continue
+        between = float(group["auc_mean"].var(ddof=1))
+        within = float((group["se"].astype(float) ** 2).mean())
+        rows.append({"protocol": protocol, "task": task, "budget": budget, "seeds": len(group),
+                     "between_sd": np.sqrt(between), "split_se": np.sqrt(within), "extra_variance": between - within})
+    table = pd.DataFrame(rows, columns=columns)
+    extra = {}
+    for protocol, group in table.groupby("protocol"):
+        df = (group["seeds"] - 1).to_numpy(float)
+        extra[protocol] = (max(0.0, float((df * group["extra_variance"]).sum() / df.sum())), int(df.sum()))
+    return extra, table
+
+
+def reversals(frame: pd.DataFrame) -> pd.DataFrame:
+    """The reversal check of ``benchmarks/seeds.py`` (issue #23: a verdict decided one way on one cohort must not be
+    decided the other way on another). Per protocol, task and budget of the main comparison and per seed: its
+    verdict (above 0, below 0, undecided at 95%) with the split-only interval (``splits_only``) and with the interval
+    widened by the cohort variance estimated from the OTHER seeds (``with_cohort``: :func:`seed_variance` leaving
+    that seed out, the arithmetic of :func:`gigassl.book.verdicts.inflate`); ``<column>_reverses``: whether one seed
+    is decided above 0 and another below. ``frame``: the rows of ``seeds.csv`` (the difference rows need ``se`` and
+    ``df``)."""
+    from ..evaluation.compare import t_interval
+
+    def side(low, high):
+        return "above 0" if low > 0 else "below 0" if high < 0 else UNDECIDED
+
+    diff = frame[frame["method"] == MAIN_DIFFERENCE]
+    out = []
+    for seed in sorted(diff["seed"].unique()):
+        extra, _ = seed_variance(diff[diff["seed"] != seed])
+        for row in diff[diff["seed"] == seed].itertuples():
+            se, df = float(row.se), int(row.df)
+            tau2, df_tau = extra.get(row.protocol, (0.0, 0))
+            total = se ** 2 + tau2
+            wide_df = max(1, int(total ** 2 / (se ** 4 / df + (tau2 ** 2 / df_tau if tau2 > 0 else 0.0))))
+            out.append({"protocol": row.protocol, "task": row.task, "budget": row.budget, "seed": seed,
+                        "difference": row.auc_mean, "splits_only": side(*t_interval(row.auc_mean, se, df)),
+                        "with_cohort": side(*t_interval(row.auc_mean, float(np.sqrt(total)), wide_df)),
+                        "tau": float(np.sqrt(tau2))})
+    columns = ["protocol", "task", "budget", "seed", "difference", "splits_only", "with_cohort", "tau"]
+    table = pd.DataFrame(out, columns=columns)
+    keys = ["protocol", "task", "budget"]
+    for column in ("splits_only", "with_cohort"):
+        flips = table.groupby(keys)[column].agg(lambda v: {"above 0", "below 0"} <= set(v))
+        table = table.merge(flips.rename(f"{column}_reverses").reset_index(), on=keys, how="left")
+    return table

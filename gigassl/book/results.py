@@ -116,12 +116,13 @@ def arm_run(artefact: str, arm: str, reference_tiles: int, last_epochs: dict | N
     return ARM_RUNS.get(artefact, {}).get(name)
 
 
-def results(config: Profile, run_dir, figures_dir) -> Results:
+def results(config: Profile, run_dir, figures_dir, seed_extra: dict | None = None) -> Results:
     """The paper's Tables 2-4 and Fig. 2-3 claims against the run's, from the per-split tables the experiment pages
     wrote (``<run_dir>/<page>/splits.csv``) and the tables of ``figures_dir`` (``speed``, ``representations``);
-    each difference paired over splits with the corrected interval, under both protocols (:mod:`gigassl.book.paper`);
-    rows with an arm at chance or collapsed marked not testable, and Holm's correction across the page
-    (:mod:`gigassl.book.verdicts`)."""
+    each difference paired over splits with the corrected interval, under both protocols (:mod:`gigassl.book.paper`),
+    widened by the cohort-to-cohort variance ``seed_extra`` ({protocol: (tau2, df)},
+    :func:`gigassl.book.paper.seed_variance`; None or empty: the splits only, and the rows say so); rows with an arm
+    at chance or collapsed marked not testable, and Holm's correction across the page (:mod:`gigassl.book.verdicts`)."""
     from ..book import paper, verdicts
 
     small = budget_name(size=min(config.probe.train_sizes))
@@ -144,7 +145,8 @@ def results(config: Profile, run_dir, figures_dir) -> Results:
     monitored = read[plan.ABLATION_DEEPMIL_AGGREGATOR]["method"].str.partition("@")
     last = monitored.assign(epoch=monitored[2].astype(int)).groupby(0)["epoch"].max().astype(str).to_dict()
     diagnostics = pd.read_csv(plan.table_path(figures, plan.REPRESENTATIONS))
-    claims = verdicts.not_testable(pd.concat(claims, ignore_index=True), diagnostics, lambda artefact, arm: arm_run(
+    claims = verdicts.inflate(pd.concat(claims, ignore_index=True), seed_extra or {})
+    claims = verdicts.not_testable(claims, diagnostics, lambda artefact, arm: arm_run(
         artefact, arm, config.embed.tiles_per_view, last))
     no_tile_aug = paired(read[plan.ABLATION_AUGMENTATION], "no_tile_aug", "full", **_boot(config))
     controls = paper.encoder_or_ssl(read[plan.ABLATION_AUGMENTATION], small)

@@ -197,6 +197,44 @@ def not_testable(claims: pd.DataFrame, diagnostics: pd.DataFrame | None = None, 
     return out.assign(counted=~out["verdict"].isin([NOT_TESTABLE, NO_RUN]))
 
 
+def inflate(claims: pd.DataFrame, extra: dict) -> pd.DataFrame:
+    """The claims with the variance from one cohort (and its training) to another added to every interval on the
+    AUC-difference scale: ``extra`` is ``{protocol: (tau2, df)}`` (:func:`gigassl.book.paper.seed_variance`: the
+    variance of the main comparison's difference between cohorts beyond what its split intervals hold, and the
+    degrees of freedom of that estimate). A row's standard error becomes sqrt(se^2 + tau2), its degrees of freedom
+    Welch-Satterthwaite's (se^2 + tau2)^2 / (se^4 / df + tau2^2 / df_tau), and its interval, verdict
+    (:func:`judge`) and p-value (:func:`decision_p`) follow. The split-only values stay in ``se_splits``,
+    ``ci_low_splits``, ``ci_high_splits``, ``verdict_splits``; ``variance_sources`` says what each interval holds.
+    Rows of a protocol without an estimate, rows without a standard error and the Speed row (log ratio) keep their
+    interval, and their ``variance_sources`` says so. Apply before :func:`not_testable` and :func:`correct`.
+    """
+    from ..evaluation.compare import t_interval
+
+    out = claims.assign(se_splits=claims["se"], ci_low_splits=claims["ci_low"], ci_high_splits=claims["ci_high"],
+                        verdict_splits=claims["verdict"])
+    for i, row in out.iterrows():
+        se, df = float(row["se"]), int(row["df"]) if np.isfinite(float(row["df"])) else 0
+        if row.get("scale", "AUC difference") != "AUC difference" or not np.isfinite(se) or df < 1:
+            continue
+        if row["protocol"] not in extra:
+            out.at[i, "variance_sources"] = f"{row['variance_sources']} (no matching cohort benchmark)"
+            continue
+        tau2, df_tau = extra[row["protocol"]]
+        total = se ** 2 + tau2
+        new_df = int(total ** 2 / (se ** 4 / df + (tau2 ** 2 / df_tau if tau2 > 0 else 0.0)))
+        new_se = float(np.sqrt(total))
+        low, high = t_interval(float(row["run"]), new_se, max(new_df, 1), LEVEL)
+        paper = _paper_value(row)  # a Series reads like the rows of itertuples
+        verdict, words = judge(paper, float(row["run"]), low, high)
+        for column, value in (("se", new_se), ("df", max(new_df, 1)), ("ci_low", low), ("ci_high", high),
+                              ("verdict", verdict), ("agreement", words),
+                              ("p_value", decision_p(paper, float(row["run"]), new_se, max(new_df, 1)))):
+            out.at[i, column] = value
+        out.at[i, "variance_sources"] = (f"{str(row['variance_sources']).split('; not:')[0]}; cohort and training "
+                                         f"seeds (tau {np.sqrt(tau2):.3f}, {df_tau} df, benchmarks/seeds.py)")
+    return out
+
+
 def _paper_value(row) -> float | str:
     return row.paper_claim if isinstance(row.paper_claim, str) and row.paper_claim in DIRECTIONS else row.paper
 
@@ -253,7 +291,13 @@ def rule_markdown() -> str:
         f"**Intervals.** Every interval is the 95% corrected resampled t-interval of Nadeau & Bengio (2003) over the "
         f"splits both arms share: mean +- t(J-1) * sqrt((1/J + n_test/n_train) * s^2). The term n_test/n_train "
         f"accounts for the overlap of random splits; the column *variance sources* says what each interval holds "
-        f"(\"{VARIANCE_SOURCES['corrected']}\"). It holds neither the SSL training seed nor the cohort.\n\n"
+        f"(\"{VARIANCE_SOURCES['corrected']}\"). To it is added the variance from one synthetic cohort to another, "
+        f"with every seed of its training (MoCo, bank draws, SSL, views), measured by `benchmarks/seeds.py` on the "
+        f"main comparison (Giga-SSL minus AverageMIL) beyond what its split intervals hold, pooled over tasks and "
+        f"budgets per protocol, and added to every difference of the page (an assumption: the other comparisons "
+        f"vary as much from cohort to cohort); the degrees of freedom are Welch-Satterthwaite's. When no benchmark "
+        f"record matches the run's settings, the interval holds the splits only and its *variance sources* say so. "
+        f"The arms' own AUC intervals (the *at chance* check) hold the splits only.\n\n"
         f"**A numeric claim** (the paper's difference, at least {NO_DIFFERENCE} in size): *undecided* when the "
         f"interval contains 0, even if it contains the paper's value too; else *opposite* (decided the other way), "
         f"*consistent* (decided, the paper's value inside), or *same direction, smaller* / *larger* (decided, the "
