@@ -278,3 +278,21 @@ def test_gigassl_run_p_refuses_an_unknown_parameter_naming_the_pages_parameters(
     err = capsys.readouterr().err
     assert "-p speed" in err and "third: ['fail', 'value']" in err and "Fix:" in err
     assert not (root / "runs").exists()
+
+
+def test_a_plan_parameter_no_notebook_declares_is_refused_before_any_work(tmp_path):
+    plan = {"executions": [{"name": "a", "notebook": "first", "parameters": {"value": 1}},
+                           {"name": "b", "notebook": "second", "needs": ["a"], "parameters": {"views": 50}}]}
+    root = _project(tmp_path, plan)
+    with pytest.raises(ConfigError, match=r"'b' sets \['views'\].*notebooks/second.py declares no such parameter"):
+        run_plan("demo", root, progress=False)
+    assert not (root / "runs" / "demo" / "a").exists()  # nothing ran
+    # a grid's parameter must be declared too; the plan's shared parameters need not be
+    plan = {"profiles": {"demo": {"parameters": {"views": 50}}},
+            "executions": [{"name": "a_{tiles}", "group": "a", "notebook": "first", "grid": {"tiles": [1, 2]}}]}
+    (tmp_path / "grid").mkdir()
+    with pytest.raises(ConfigError, match=r"'a_1' sets \['tiles'\]"):
+        run_plan("demo", _project(tmp_path / "grid", plan), progress=False)
+    plan["executions"][0] = {"name": "a_{value}", "group": "a", "notebook": "first", "grid": {"value": [1, 2]}}
+    (tmp_path / "shared").mkdir()
+    run_plan("demo", _project(tmp_path / "shared", plan), progress=False)

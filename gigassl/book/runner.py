@@ -341,6 +341,7 @@ def run_plan(profile: str, root: str | os.PathLike = ".", only: list[str] | None
             k: v for k, v in scalars.items() if k in notebook_parameters(notebooks / f"{e.notebook}.py")}})
             if e.name in named else e for e in plan]
     shared = set(_shared_parameters(raw, profile))
+    check_parameters(plan, notebooks, shared, where=str(plan_path))
     run_dir = root / "runs" / profile
     state_path = run_dir / "runner.json"
     state = json.loads(state_path.read_text()) if state_path.exists() else {}
@@ -463,6 +464,27 @@ def _executor(jobs: int):
 
     return futures.ProcessPoolExecutor(max_workers=jobs, mp_context=multiprocessing.get_context("spawn"),
                                        initializer=die_with_parent)
+
+
+def check_parameters(plan: list[Execution], notebooks: Path, shared: set[str] = frozenset(),
+                     where: str = "experiments.yml") -> None:
+    """Refuse a plan that gives an execution a parameter its notebook's ``parameters`` cell does not declare (papermill
+    would inject it as a new variable that nothing reads: a setting silently without effect). The plan's shared
+    parameters (``profiles.<p>.parameters``) are exempt: they reach only the notebooks that declare them.
+
+    Raises:
+        ConfigError: naming the execution, the parameter, the notebook's parameters and the fix.
+    """
+    declared: dict[str, set[str]] = {}
+    for execution in plan:
+        if execution.notebook not in declared:
+            declared[execution.notebook] = notebook_parameters(notebooks / f"{execution.notebook}.py")
+        unknown = sorted(set(execution.parameters) - declared[execution.notebook] - set(shared))
+        if unknown:
+            raise ConfigError(
+                f"{where}: execution {execution.name!r} sets {unknown} but notebooks/{execution.notebook}.py declares "
+                f"no such parameter (its parameters cell has {sorted(declared[execution.notebook])}). Fix: correct "
+                "the name in the plan, or add it to the notebook's parameters cell and use it there.")
 
 
 def _shared_parameters(plan: dict, profile: str) -> dict:
