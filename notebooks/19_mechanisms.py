@@ -98,3 +98,13 @@ show_table(page.pairs)
 save_table(page.predictions, "mechanisms_predictions", figures_dir)
 glue_text("mechanism_paragraphs", page.paragraphs())
 print(page.paragraphs())
+
+# %% [markdown]
+# ## What the map implies for the demo and for TCGA
+#
+# Which mechanism each of the demo's tasks and of the paper's TCGA tasks is, as far as the cohort's design, the
+# paper and the field say, beside what this run's cells show of that mechanism.
+
+# %%
+glue_text("mechanism_implications", page.implications())
+print(page.implications())

@@ -172,3 +172,20 @@ def test_the_pages_figures_draw_the_pool_curves_only_when_an_arm_ran_at_several_
     assert [t.get_text() for t in fig.axes[0].get_yticklabels()] == ["AverageMIL", "Giga-SSL"]
     # the map shows each method at its main pool: Giga-SSL's point is the pool-1000 AUC
     assert study_analysis.main_pool(table, "M1", "gigassl") == 1000
+
+
+def test_the_implications_quote_this_runs_cells_and_say_which_are_missing():
+    from gigassl.book import study_page
+
+    table = pd.DataFrame([{"cell": "M3", "mechanism": "M3", "pool": p, "method": m, "auc": a, "low": a - 0.04,
+                           "high": a + 0.04} for m, p, a in (("oracle", 0, 0.87), ("averagemil", 0, 0.52),
+                                                            ("gigassl", 1000, 0.476))])
+    pairs = pd.DataFrame([{"cell": "M3", "method": "gigassl", "against": "averagemil", "difference": -0.044,
+                           "low": -0.085, "high": -0.001, "p": 0.046, "p_holm": 0.092, "verdict": "undecided"}])
+    page = study_page.MechanismsPage("", "", "book", pd.DataFrame(), table, pairs, pd.DataFrame(), None)
+    text = page.implications()
+    assert "in this run's M3: the oracle 0.870 [0.830, 0.910], AverageMIL 0.520" in text
+    assert "Giga-SSL 0.476 [0.436, 0.516]; Giga-SSL minus AverageMIL -0.044, undecided after Holm" in text
+    assert "M1 is not in this grid" in text and "M2-10 is not in this grid" in text
+    # the paper's Table 2 gains are computed from the published table, not written in
+    assert "+0.009 to" in text or "over 6 task-regime pairs" in text or "task-regime pairs" in text
