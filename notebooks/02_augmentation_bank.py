@@ -13,8 +13,9 @@
 #
 # **In this run:** {glue:md}`finding`
 #
-# Sec. 3.2, "Freezing the tile encoder": per slide, A augmentation draws; for each, N tiles sampled with replacement
-# and transformed by that one draw (`shared`, the paper's method), or each by its own draw (`independent`, the NS
+# Sec. 3.2, "Freezing the tile encoder": per slide, A augmentation draws; for each, N tiles sampled (with
+# replacement in the authors' code and the paper profile; without, while the slide holds N tiles, in the demo:
+# `BankConfig.replacement`) and transformed by that one draw (`shared`, the paper's method), or each by its own draw (`independent`, the NS
 # ablation of Table 3); all embedded by the frozen tile embedder, plus the plain embedding of every tissue tile.
 # `encoder` is `moco` (the tile embedder of the previous page) or `imagenet` (EfficientNet-Lite0 with ImageNet
 # weights, the Giga-SSLim ablation; the paper's Giga-SSLim used an ImageNet ResNet18, whose weights no package
