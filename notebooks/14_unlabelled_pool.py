@@ -21,7 +21,11 @@
 # Two regimes, so that the pool is the one factor each changes: **same steps** (the ablation regime's 180: a larger
 # pool means fewer passes over each slide; do more slides help at a given compute?) and **same epochs** (the
 # ablation regime's 60: a larger pool means more steps and about the same passes over each slide, not exactly:
-# an epoch drops the last incomplete batch, so the passes are given beside each point). The bank's draws and the
+# an epoch drops the last incomplete batch, so the passes are given beside each point). Each regime holds one
+# thing fixed and not the other: at the same steps the pool is the only change, at a given compute; at the same
+# epochs a bigger pool also trains more steps (420 against 180 for 120 pool slides), so a gain there is the pool and
+# the longer training together. A run trains whole epochs, so a step count that an epoch does not divide is rounded
+# up (the table gives the steps run). The bank's draws and the
 # views sample their tiles without replacement (`BankConfig.replacement`, `MapConfig.replacement` off in the demo),
 # so the two views of a slide do not share tiles by construction.
 
