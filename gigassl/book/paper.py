@@ -634,7 +634,7 @@ def reversals(frame: pd.DataFrame) -> pd.DataFrame:
             se, df = float(row.se), int(row.df)
             tau2, df_tau = extra.get(row.protocol, (0.0, 0))
             total = se ** 2 + tau2
-            wide_df = max(1, int(total ** 2 / (se ** 4 / df + (tau2 ** 2 / df_tau if tau2 > 0 else 0.0))))
+            wide_df = df if tau2 <= 0 else max(1, int(total ** 2 / (se ** 4 / df + tau2 ** 2 / df_tau)))
             out.append({"protocol": row.protocol, "task": row.task, "budget": row.budget, "seed": seed,
                         "difference": row.auc_mean, "splits_only": side(*t_interval(row.auc_mean, se, df)),
                         "with_cohort": side(*t_interval(row.auc_mean, float(np.sqrt(total)), wide_df)),

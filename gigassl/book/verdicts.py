@@ -221,7 +221,7 @@ def inflate(claims: pd.DataFrame, extra: dict) -> pd.DataFrame:
             continue
         tau2, df_tau = extra[row["protocol"]]
         total = se ** 2 + tau2
-        new_df = int(total ** 2 / (se ** 4 / df + (tau2 ** 2 / df_tau if tau2 > 0 else 0.0)))
+        new_df = df if tau2 <= 0 else int(total ** 2 / (se ** 4 / df + tau2 ** 2 / df_tau))
         new_se = float(np.sqrt(total))
         low, high = t_interval(float(row["run"]), new_se, max(new_df, 1), LEVEL)
         paper = _paper_value(row)  # a Series reads like the rows of itertuples
