@@ -41,7 +41,7 @@ from gigassl.manifest import read_manifest
 from gigassl.moco import MoCo, TileSet, _lr
 from gigassl.slides import read_tiles
 from gigassl.devices import autocast_dtype
-from gigassl.seeding import rng, torch_generator
+from gigassl.seeding import rng, sample_indices, torch_generator
 
 from _cohort import demo_cohort, dry_run_option, machine
 
@@ -140,7 +140,7 @@ def profile_bank(profile, manifest, coords_dir, slides: int, device: str, kornia
         features, pending, draw_coords = [], [], []
         for a in range(config.augmentations):
             with watch("draws: gather tiles", n):
-                idx = rng(config.seed, key, a).integers(0, len(tiles), n)
+                idx = sample_indices(rng(config.seed, key, a), len(tiles), n, config.replacement)
                 draw_coords.append(coords[idx])
                 x = torch.from_numpy(tiles[idx])
             with watch("draws: transfer", n):
