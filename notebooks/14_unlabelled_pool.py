@@ -56,7 +56,9 @@ save_table(result.summary, "unlabelled_pool", figures_dir)
 save_figures(pool_curves(result.summary), "unlabelled_pool", figures_dir)
 
 # %% [markdown]
-# In each regime, the largest pool minus no pool, and the largest pool minus AverageMIL, paired over splits.
+# In each regime, the largest pool minus no pool, and the largest pool minus AverageMIL, paired over splits, with the
+# results page's interval (the corrected resampled t-interval of Nadeau & Bengio, which accounts for the overlap of
+# the random splits; the summary's per-method intervals above are bootstraps over splits).
 
 # %%
 save_table(result.gain, "unlabelled_pool_paired", figures_dir)

@@ -417,7 +417,8 @@ def unlabelled_pool(config: Profile, run_dir, out_dir, tasks=None, bank: str = B
     the steps of ``no_pool`` (a bigger pool: fewer passes over each slide) and every ``ssl_epochs<U>`` run at its
     epochs (a bigger pool: more steps, about the same passes). The summary gives each run's steps and passes
     (steps x batch / slides trained on); the methods are ``gigassl_U<pool>`` and ``gigassl_E<pool>``
-    (``gigassl_U0``: ``no_pool``, in both regimes)."""
+    (``gigassl_U0``: ``no_pool``, in both regimes). The paired differences have the results page's interval (the
+    corrected resampled t-interval of Nadeau & Bengio over the overlapping splits)."""
     from ..evaluation.baselines import average_embeddings
 
     manifest = cohort_manifest(run_dir)
@@ -450,8 +451,8 @@ def unlabelled_pool(config: Profile, run_dir, out_dir, tasks=None, bank: str = B
         members = [m for m, (r, _, _) in runs.items() if r == regime]
         if members:
             largest = max(members, key=lambda m: runs[m][1])
-            gains += [paired(splits, largest, "gigassl_U0", **_boot(config)).assign(regime=regime),
-                      paired(splits, largest, "averagemil", **_boot(config)).assign(regime=regime)]
+            gains += [paired(splits, largest, "gigassl_U0", interval="corrected").assign(regime=regime),
+                      paired(splits, largest, "averagemil", interval="corrected").assign(regime=regime)]
     gain = pd.concat(gains, ignore_index=True) if gains else pd.DataFrame()
     return UnlabelledPool(splits, summary, gain)
 
