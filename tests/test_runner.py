@@ -296,3 +296,26 @@ def test_a_plan_parameter_no_notebook_declares_is_refused_before_any_work(tmp_pa
     plan["executions"][0] = {"name": "a_{value}", "group": "a", "notebook": "first", "grid": {"value": [1, 2]}}
     (tmp_path / "shared").mkdir()
     run_plan("demo", _project(tmp_path / "shared", plan), progress=False)
+
+
+def test_an_execution_marked_alone_runs_with_nothing_beside_it(tmp_path):
+    from gigassl.book.runner import Execution, next_to_start
+
+    plan = {"executions": [{"name": "first_alone", "notebook": "first", "alone": True},
+                           {"name": "free", "notebook": "second"},
+                           {"name": "late_alone", "notebook": "third", "alone": True},
+                           {"name": "after", "notebook": "first", "needs": ["first_alone"]}]}
+    root = _project(tmp_path, plan)
+    loaded = load_plan(root / "experiments.yml", "demo")
+    assert [e.alone for e in loaded] == [True, False, True, False]
+    alone, free, late, after = ((e,) for e in loaded)
+    everything = lambda item: True  # noqa: E731 (every item ready)
+    assert next_to_start([alone, free], [], everything) == alone  # nothing runs: the alone one starts
+    assert next_to_start([free, late], [alone[0]], everything) is None  # nothing beside an alone one
+    assert next_to_start([late, after], [free[0]], everything) is None  # it waits for the others, not overtaken
+    assert next_to_start([late, after], [], everything) == late
+    assert next_to_start([free, after], [after[0]], everything) == free  # without the flag: side by side
+    assert next_to_start([after], [], lambda item: False) is None  # nothing ready
+    records = run_plan("demo", root, progress=False, jobs=2)  # the scheduler with the flag, end to end
+    assert [r["name"] for r in records] == ["first_alone", "free", "late_alone", "after"]
+    assert all((root / "runs" / "demo" / n / "value.txt").exists() for n in ("first_alone", "free", "after"))

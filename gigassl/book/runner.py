@@ -3,7 +3,8 @@
 The plan lists executions in order. Each runs one notebook of ``notebooks/`` (a jupytext ``py:percent`` file) with
 parameters; a ``grid`` expands one entry into several executions of the same notebook (an ablation); ``needs``
 names the executions whose outputs it reads; ``profiles`` gives per-profile parameter overrides (and grids); a
-top-level ``profiles.<p>.parameters`` applies to every execution of profile p whose notebook declares it.
+top-level ``profiles.<p>.parameters`` applies to every execution of profile p whose notebook declares it;
+``alone: true`` runs an execution with nothing beside it (one that uses every core itself).
 
 Every execution receives ``profile``, ``run_dir`` (``<root>/runs/<profile>``: the outputs of every execution, in a
 folder named after it), ``out_dir`` (its own folder) and ``figures_dir`` (``<root>/figures``); its executed notebook
@@ -58,6 +59,7 @@ class Execution:
     needs: tuple[str, ...] = ()
     title: str | None = None
     inputs: tuple[str, ...] = ()  # files (relative to the root) the notebook reads: their content enters the hash
+    alone: bool = False  # runs with no other execution beside it (it uses every core itself), whatever --jobs
 
 
 class ExecutionFailed(GigasslError):
@@ -125,7 +127,7 @@ def load_plan(path: str | os.PathLike, profile: str, grids: dict | None = None,
             needs += groups[need]
         if not grid:
             expanded = [Execution(entry["name"], entry["notebook"], params, tuple(needs), title=entry.get("title"),
-                                  inputs=tuple(entry.get("inputs") or ()))]
+                                  inputs=tuple(entry.get("inputs") or ()), alone=bool(entry.get("alone", False)))]
         else:
             keys = list(grid)
             expanded = []
@@ -134,7 +136,8 @@ def load_plan(path: str | os.PathLike, profile: str, grids: dict | None = None,
                 resolved = {k: _format(v, point) if isinstance(v, str) and "{" in v else v for k, v in params.items()}
                 title = _format(entry["title"], point) if entry.get("title") else None
                 expanded.append(Execution(_format(entry["name"], point), entry["notebook"], {**resolved, **point},
-                                          tuple(needs), title=title, inputs=tuple(entry.get("inputs") or ())))
+                                          tuple(needs), title=title, inputs=tuple(entry.get("inputs") or ()),
+                                          alone=bool(entry.get("alone", False))))
         if "group" in entry:  # several entries may share a group: it stands for all of their executions
             groups[entry["group"]] = groups.get(entry["group"], []) + [e.name for e in expanded]
         else:
@@ -406,14 +409,16 @@ def run_plan(profile: str, root: str | os.PathLike = ".", only: list[str] | None
         return not any(need in pending for need in item[0].needs)
 
     # one scheduling path: each execution starts, in plan order, as soon as what it needs is done and fewer than
-    # ``jobs`` run; ``jobs == 1`` runs each in this process, one after the other, ``jobs > 1`` in worker processes
+    # ``jobs`` run; ``jobs == 1`` runs each in this process, one after the other, ``jobs > 1`` in worker processes.
+    # An execution marked ``alone`` (it uses every core itself, e.g. the cohort's synthesis processes) starts only
+    # when nothing runs, and nothing starts beside it; while it waits for the others to end, nothing overtakes it.
     failures: list[str] = []
     waiting = list(todo)
     running: dict = {}
     with _executor(int(jobs)) as pool:
         while waiting or running:
             while not failures and len(running) < int(jobs):
-                item = next((i for i in waiting if ready(i)), None)
+                item = next_to_start(waiting, list(running.values()), ready)
                 if item is None:
                     break
                 waiting.remove(item)
@@ -437,6 +442,16 @@ def run_plan(profile: str, root: str | os.PathLike = ".", only: list[str] | None
         raise ExecutionFailed("\n".join(failures))
     bar.close()
     return [records[e.name] for e in plan if e.name in records]
+
+
+def next_to_start(waiting: list, running: list[Execution], ready) -> tuple | None:
+    """The item of ``waiting`` (tuples whose first element is an :class:`Execution`, in plan order) to start now
+    beside the executions ``running``: the first one ``ready`` accepts, unless an execution marked ``alone`` runs, or
+    that first one is marked ``alone`` and something runs (it then waits, and nothing overtakes it); else None."""
+    item = next((i for i in waiting if ready(i)), None)
+    if item is None or any(e.alone for e in running) or (item[0].alone and running):
+        return None
+    return item
 
 
 class _InProcess:
