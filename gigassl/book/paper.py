@@ -618,7 +618,7 @@ def reversals(frame: pd.DataFrame) -> pd.DataFrame:
     decided the other way on another). Per protocol, task and budget of the main comparison and per seed: its
     verdict (above 0, below 0, undecided at 95%) with the split-only interval (``splits_only``) and with the interval
     widened by the cohort variance estimated from the OTHER seeds (``with_cohort``: :func:`seed_variance` leaving
-    that seed out, the arithmetic of :func:`gigassl.book.verdicts.inflate`); ``<column>_reverses``: whether one seed
+    that seed out, :func:`gigassl.book.verdicts.widened`); ``<column>_reverses``: whether one seed
     is decided above 0 and another below. ``frame``: the rows of ``seeds.csv`` (the difference rows need ``se`` and
     ``df``)."""
     from ..evaluation.compare import t_interval
@@ -633,11 +633,9 @@ def reversals(frame: pd.DataFrame) -> pd.DataFrame:
         for row in diff[diff["seed"] == seed].itertuples():
             se, df = float(row.se), int(row.df)
             tau2, df_tau = extra.get(row.protocol, (0.0, 0))
-            total = se ** 2 + tau2
-            wide_df = df if tau2 <= 0 else max(1, int(total ** 2 / (se ** 4 / df + tau2 ** 2 / df_tau)))
             out.append({"protocol": row.protocol, "task": row.task, "budget": row.budget, "seed": seed,
                         "difference": row.auc_mean, "splits_only": side(*t_interval(row.auc_mean, se, df)),
-                        "with_cohort": side(*t_interval(row.auc_mean, float(np.sqrt(total)), wide_df)),
+                        "with_cohort": side(*t_interval(row.auc_mean, *verdicts.widened(se, df, tau2, df_tau))),
                         "tau": float(np.sqrt(tau2))})
     columns = ["protocol", "task", "budget", "seed", "difference", "splits_only", "with_cohort", "tau"]
     table = pd.DataFrame(out, columns=columns)

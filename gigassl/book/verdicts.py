@@ -197,6 +197,16 @@ def not_testable(claims: pd.DataFrame, diagnostics: pd.DataFrame | None = None, 
     return out.assign(counted=~out["verdict"].isin([NOT_TESTABLE, NO_RUN]))
 
 
+def widened(se: float, df: int, tau2: float, df_tau: int) -> tuple[float, int]:
+    """(standard error, degrees of freedom) of a split interval (``se``, ``df``) widened by an extra variance
+    ``tau2`` estimated on ``df_tau`` degrees of freedom: sqrt(se^2 + tau2) and Welch-Satterthwaite's
+    (se^2 + tau2)^2 / (se^4 / df + tau2^2 / df_tau), at least 1; ``tau2 <= 0`` keeps ``df``."""
+    total = se ** 2 + tau2
+    if tau2 <= 0:
+        return float(np.sqrt(total)), int(df)
+    return float(np.sqrt(total)), max(1, int(total ** 2 / (se ** 4 / df + tau2 ** 2 / df_tau)))
+
+
 def inflate(claims: pd.DataFrame, extra: dict) -> pd.DataFrame:
     """The claims with the variance from one cohort (and its training) to another added to every interval on the
     AUC-difference scale: ``extra`` is ``{protocol: (tau2, df)}`` (:func:`gigassl.book.paper.seed_variance`: the
@@ -220,15 +230,13 @@ def inflate(claims: pd.DataFrame, extra: dict) -> pd.DataFrame:
             out.at[i, "variance_sources"] = f"{row['variance_sources']} (no matching cohort benchmark)"
             continue
         tau2, df_tau = extra[row["protocol"]]
-        total = se ** 2 + tau2
-        new_df = df if tau2 <= 0 else int(total ** 2 / (se ** 4 / df + tau2 ** 2 / df_tau))
-        new_se = float(np.sqrt(total))
-        low, high = t_interval(float(row["run"]), new_se, max(new_df, 1), LEVEL)
+        new_se, new_df = widened(se, df, tau2, df_tau)
+        low, high = t_interval(float(row["run"]), new_se, new_df, LEVEL)
         paper = _paper_value(row)  # a Series reads like the rows of itertuples
         verdict, words = judge(paper, float(row["run"]), low, high)
-        for column, value in (("se", new_se), ("df", max(new_df, 1)), ("ci_low", low), ("ci_high", high),
+        for column, value in (("se", new_se), ("df", new_df), ("ci_low", low), ("ci_high", high),
                               ("verdict", verdict), ("agreement", words),
-                              ("p_value", decision_p(paper, float(row["run"]), new_se, max(new_df, 1)))):
+                              ("p_value", decision_p(paper, float(row["run"]), new_se, new_df))):
             out.at[i, column] = value
         out.at[i, "variance_sources"] = (f"{str(row['variance_sources']).split('; not:')[0]}; cohort and training "
                                          f"seeds (tau {np.sqrt(tau2):.3f}, {df_tau} df, benchmarks/seeds.py)")
