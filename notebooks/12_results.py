@@ -198,9 +198,8 @@ show_table(pd.read_csv(figures / "representations.csv"))
 # settings; a record of other settings is refused and the sentence below says so.
 
 # %%
-spread, _ = paper.seed_spread(seeds_csv, paper.seed_settings(profile, seeds_steps), project_root(run_dir))
 display(Markdown(spread_note))
-show_table(spread)
+show_table(paper.summarize_seeds(seed_rows))  # the record read once, at the top of the page
 
 # %% [markdown]
 # What the intervals above add for the cohort: per protocol, task and budget of the main comparison, the standard

@@ -567,15 +567,18 @@ def seed_spread(path: str | os.PathLike, expected: dict, root: str | os.PathLike
     whose ``benchmarks/seeds.py`` wrote it: :func:`gigassl.book.plan.project_root` of a run), never under the
     working directory; an absolute one is read as it is.
     """
-    empty = pd.DataFrame(columns=["protocol", "method", "task", "budget", "seeds", "auc_mean", "std_over_seeds",
-                                  "std_over_splits"])
     frame, note = seed_record(path, expected, root)
+    return summarize_seeds(frame), note
+
+
+def summarize_seeds(frame: pd.DataFrame | None) -> pd.DataFrame:
+    """The rows of :func:`seed_record` summarised over seeds (:func:`seed_spread`'s table); empty for None."""
     if frame is None:
-        return empty, note
-    out = frame.groupby(["protocol", "method", "task", "budget"]).agg(
+        return pd.DataFrame(columns=["protocol", "method", "task", "budget", "seeds", "auc_mean", "std_over_seeds",
+                                     "std_over_splits"])
+    return frame.groupby(["protocol", "method", "task", "budget"]).agg(
         seeds=("seed", "nunique"), auc_mean=("auc_mean", "mean"), std_over_seeds=("auc_mean", "std"),
         std_over_splits=("auc_std", "mean")).reset_index()
-    return out, note
 
 
 MAIN_DIFFERENCE = "gigassl - averagemil"  # the comparison benchmarks/seeds.py repeats on each cohort

@@ -344,7 +344,7 @@ def run_plan(profile: str, root: str | os.PathLike = ".", only: list[str] | None
             k: v for k, v in scalars.items() if k in notebook_parameters(notebooks / f"{e.notebook}.py")}})
             if e.name in named else e for e in plan]
     shared = set(_shared_parameters(raw, profile))
-    check_parameters(plan, notebooks, shared, where=str(plan_path))
+    declared = check_parameters(plan, notebooks, shared, where=str(plan_path))
     run_dir = root / "runs" / profile
     state_path = run_dir / "runner.json"
     state = json.loads(state_path.read_text()) if state_path.exists() else {}
@@ -369,10 +369,10 @@ def run_plan(profile: str, root: str | os.PathLike = ".", only: list[str] | None
                 and output.exists():
             records[execution.name] = {**previous, "name": execution.name, "skipped": True}
             continue
-        declared = notebook_parameters(notebooks / f"{execution.notebook}.py")
         parameters = {"profile": profile, "run_dir": str(run_dir), "out_dir": str(run_dir / execution.name),
                       "figures_dir": str(root / "figures"),
-                      **{k: v for k, v in execution.parameters.items() if k in declared or k not in shared}}
+                      **{k: v for k, v in execution.parameters.items()
+                         if k in declared[execution.notebook] or k not in shared}}
         todo.append((execution, output, parameters, repeated))
     bar = tqdm(total=len(todo), desc=f"run {profile}", unit="notebook", disable=not progress)
 
@@ -482,10 +482,12 @@ def _executor(jobs: int):
 
 
 def check_parameters(plan: list[Execution], notebooks: Path, shared: set[str] = frozenset(),
-                     where: str = "experiments.yml") -> None:
+                     where: str = "experiments.yml") -> dict[str, set[str]]:
     """Refuse a plan that gives an execution a parameter its notebook's ``parameters`` cell does not declare (papermill
     would inject it as a new variable that nothing reads: a setting silently without effect). The plan's shared
     parameters (``profiles.<p>.parameters``) are exempt: they reach only the notebooks that declare them.
+
+    Returns {notebook: the names its parameters cell declares} (each notebook parsed once), for the run.
 
     Raises:
         ConfigError: naming the execution, the parameter, the notebook's parameters and the fix.
@@ -500,6 +502,7 @@ def check_parameters(plan: list[Execution], notebooks: Path, shared: set[str] = 
                 f"{where}: execution {execution.name!r} sets {unknown} but notebooks/{execution.notebook}.py declares "
                 f"no such parameter (its parameters cell has {sorted(declared[execution.notebook])}). Fix: correct "
                 "the name in the plan, or add it to the notebook's parameters cell and use it there.")
+    return declared
 
 
 def _shared_parameters(plan: dict, profile: str) -> dict:
