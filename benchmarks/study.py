@@ -10,6 +10,11 @@ Usage: ``python benchmarks/study.py --out /tmp/study`` writes ``OUT/cells/*.csv`
 ``study_pairs.csv`` (the comparisons, Holm across all) and ``study.json`` (commit, machine, the design's sha256);
 prints one line per cell and ``cells: N``. ``--dry-run``: one tiny cell (M1, two methods, a few slides), results
 written into ``--out`` only; the test suite runs it.
+
+Two processes on a 2-core machine: ``--shard 0/2`` and ``--shard 1/2`` on the same ``--out`` (one thread each) run
+disjoint halves of the (cell, generator seed) units; each writes the results only when every unit is finished.
+``--analyse``: run nothing; write the tables of the units finished so far into ``--out`` (``study.json`` lists
+them and says ``complete: false``); only a whole grid's tables go to ``benchmarks/results``, which the book reads.
 """
 
 from __future__ import annotations
@@ -33,13 +38,17 @@ TINY = {"cohort": {"n_train": 16, "n_test": 16, "tiles_per_slide": 48, "focal_ti
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--out", default=None, help="work folder (the cells' scores); default: a temporary one")
+    parser.add_argument("--shard", default=None, help="K/N: run only the K-th of N disjoint shares of the units")
+    parser.add_argument("--analyse", action="store_true", help="run nothing; analyse the units finished so far")
     dry_run_option(parser)
     args = parser.parse_args(argv)
+    shard = study.parse_shard(args.shard) if args.shard else None
     out = Path(args.out or tempfile.mkdtemp(prefix="study_"))
     print(f"machine: {machine()}")
     design_path = ROOT / study.DESIGN
     _, digest = study.read_design(design_path)
     start = time.monotonic()
+    commit = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, cwd=ROOT).stdout.strip()
     if args.dry_run:
         import yaml
 
@@ -52,16 +61,34 @@ def main(argv=None) -> int:
         scores = study.run_study(out, design_path, "book", scale=TINY)
         results = out
     else:
-        scores = study.run_study(out, design_path, "full")
+        scores = study.run_study(out, design_path, "full", shard=shard, run=not args.analyse,
+                                 stamp={"commit": commit, "machine": machine()})
         results = ROOT / "benchmarks" / "results"
+    design, _ = study.read_design(design_path)
+    grid = study.grid_of(design, "book" if args.dry_run else "full")
+    expected = {f"{c['name']}_g{g}" for c, g in study.units(grid)}
+    finished = sorted({f"{c}_g{g}" for c, g in zip(scores.cell, scores.generator_seed)})
+    complete = set(finished) == expected
+    if not complete and not args.analyse:
+        print(f"units finished: {len(finished)} of {len(expected)}; results written when all are "
+              "(or now with --analyse)")
+        print(f"seconds: {time.monotonic() - start:.1f}")
+        return 0
+    if scores.empty:
+        print("no unit finished yet: nothing to analyse")
+        return 1
+    if not complete:
+        results = out  # a partial grid's tables stay in the work folder: the book reads only a whole grid's
     table, draws = study_analysis.bootstrap_aucs(scores)
     pairs = study_analysis.comparisons(table, draws)
     results.mkdir(parents=True, exist_ok=True)
     table.to_csv(results / "study.csv", index=False)
     pairs.to_csv(results / "study_pairs.csv", index=False)
-    commit = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, cwd=ROOT).stdout.strip()
+    records = {u: json.loads((out / "cells" / f"{u}.json").read_text()) for u in finished}
     (results / "study.json").write_text(json.dumps({"commit": commit, "machine": machine(), "design_sha256": digest,
-                                                   "dry_run": bool(args.dry_run)}, indent=1))
+                                                   "dry_run": bool(args.dry_run), "complete": complete,
+                                                   "units": {u: {k: r.get(k) for k in ("commit", "machine", "seconds")}
+                                                             for u, r in records.items()}}, indent=1))
     print(table.to_string(index=False))
     print(f"cells: {table.cell.nunique()}")
     print(f"seconds: {time.monotonic() - start:.1f}")

@@ -71,6 +71,48 @@ def test_a_finished_cell_is_not_rerun_and_a_changed_hash_reruns(tmp_path, monkey
     assert calls[4:] == [("M3", 0)]  # a missing result reruns that cell only
 
 
+def test_shards_split_the_units_without_overlap_seed_first_and_refuse_a_bad_share(tmp_path, monkeypatch):
+    calls = []
+
+    def fake_cell(design, grid, cell, g, work, scale=None, keep=False):
+        calls.append((cell["name"], g))
+        return pd.DataFrame([{**dict(zip(study.COLUMNS, [cell["name"], cell["mechanism"], g, 0, "oracle", -1])),
+                              "slide_id": f"test_{i:05d}", "label": i % 2, "score": float(i)} for i in range(4)])
+
+    monkeypatch.setattr(study, "run_cell", fake_cell)
+    design = tiny_design(tmp_path, cells=["M1", "M3"], generator_seeds=[0, 1], pools={"M1": [0], "M3": [0]})
+    grid = study.grid_of(study.read_design(design)[0], "book")
+    assert [(c["name"], g) for c, g in study.units(grid)] == [("M1", 0), ("M3", 0), ("M1", 1), ("M3", 1)]
+    first = study.run_study(tmp_path / "out", design, "book", progress=None, shard=(0, 2))
+    assert calls == [("M1", 0), ("M1", 1)] and set(first.cell) == {"M1"}
+    nothing = study.run_study(tmp_path / "out", design, "book", progress=None, run=False)
+    assert calls == [("M1", 0), ("M1", 1)] and len(nothing) == 8  # run=False: the finished units, nothing run
+    both = study.run_study(tmp_path / "out", design, "book", progress=None, shard=(1, 2))
+    assert calls[2:] == [("M3", 0), ("M3", 1)] and len(both) == 16  # the other half; every finished unit returned
+    assert study.parse_shard("1/2") == (1, 2)
+    for bad in ("2/2", "x", "1/0", "-1/2"):
+        with pytest.raises(Exception, match="K/N with 0 <= K < N"):
+            study.parse_shard(bad)
+
+
+def test_a_cell_stopped_midway_resumes_at_its_first_unfinished_run(tmp_path, monkeypatch):
+    path = tiny_design(tmp_path, methods=["oracle", "averagemil"])
+    design = study.read_design(path)[0]
+    grid = study.grid_of(design, "book")
+    cell = grid["cells"][0]
+    first = study.run_cell(design, grid, cell, 0, tmp_path / "work", TINY, keep=True)
+    assert sorted(p.name for p in (tmp_path / "work" / "runs").iterdir()) == ["averagemil_p0_s-1.csv",
+                                                                           "oracle_p0_s-1.csv"]
+    (tmp_path / "work" / "runs" / "averagemil_p0_s-1.csv").unlink()  # as if stopped after the oracle's run
+    probed = []
+    real = study.probe_scores
+    monkeypatch.setattr(study, "probe_scores", lambda *a: probed.append(1) or real(*a))
+    again = study.run_cell(design, grid, cell, 0, tmp_path / "work", TINY)
+    assert len(probed) == 1  # only AverageMIL ran again
+    pd.testing.assert_frame_equal(again, first, check_dtype=False)
+    assert not (tmp_path / "work").exists()
+
+
 def fake_scores(seed=0):
     """Two generator seeds x (oracle; gigassl with two SSL seeds) on 60 test slides each."""
     g = np.random.default_rng(seed)

@@ -229,7 +229,9 @@ def _embedding(features: Path, work: Path, run: Run, design: dict, ids: list, po
 def run_cell(design: dict, grid: dict, cell: dict, generator_seed: int, work: str | Path,
              scale: dict | None = None, keep: bool = False) -> pd.DataFrame:
     """The scores (:data:`COLUMNS`) of every run of one (cell, generator seed): one row per run and test slide.
-    ``work``: the cohort and the trainings (removed at the end unless ``keep``)."""
+    ``work``: the cohort, the trainings and each finished run's scores (``work/runs/``: a call on the same ``work``
+    after an interruption keeps them and starts at the first unfinished run; the caller names ``work`` after the
+    settings' hash); removed at the end unless ``keep``."""
     from ..cohorts.featsim import simulate
     from ..evaluation.baselines import average_embeddings
 
@@ -245,8 +247,14 @@ def run_cell(design: dict, grid: dict, cell: dict, generator_seed: int, work: st
     pool_ids = table.slide_id[table.split == "pool"].tolist()
     y = dict(zip(table.slide_id, table.true_label.astype(int)))
     y_train, y_test = np.array([y[s] for s in train]), np.array([y[s] for s in test])
+    done = work / "runs"  # each finished run's scores: a cell stopped midway resumes at its next run
+    done.mkdir(parents=True, exist_ok=True)
     rows = []
     for run in runs:
+        finished = done / f"{run.method}_p{run.pool}_s{run.ssl_seed}.csv"
+        if finished.exists():
+            rows.append(pd.read_csv(finished, dtype={"slide_id": str}))
+            continue
         if run.method == "deepmil":
             scores = _deepmil_scores(features, table, train, test, deepmil_config(scale.get("deepmil")))
         else:
@@ -258,39 +266,65 @@ def run_cell(design: dict, grid: dict, cell: dict, generator_seed: int, work: st
                 x = _embedding(features, work, run, design, train + test, pool_ids, train, scale)
             scores = probe_scores(x[:len(train)], y_train, x[len(train):])
         rows.append(pd.DataFrame({**dataclasses.asdict(run), "slide_id": test, "label": y_test, "score": scores}))
+        write_csv_atomic(rows[-1], finished)
     if not keep:
         shutil.rmtree(work, ignore_errors=True)
     return pd.concat(rows, ignore_index=True)[COLUMNS]
 
 
+def units(grid: dict) -> list[tuple[dict, int]]:
+    """The (cell, generator seed) pairs of ``grid`` in the order they run: generator seed first, so that a grid
+    stopped partway holds every cell at its first seeds rather than some cells at every seed."""
+    return [(cell, g) for g in grid["generator_seeds"] for cell in grid["cells"]]
+
+
+def parse_shard(text: str) -> tuple[int, int]:
+    """``"K/N"`` (0 <= K < N) as (K, N): the K-th of N disjoint shares of the grid's units (:func:`units`)."""
+    try:
+        k, n = (int(v) for v in text.split("/"))
+    except ValueError:
+        k = n = -1
+    if not 0 <= k < n:
+        raise refused("shard", text, "K/N with 0 <= K < N (for example 0/2 and 1/2 for two processes)",
+                "give each process its own K of the same N")
+    return k, n
+
+
 def run_study(out_dir: str | Path, design_path: str | Path = DESIGN, grid: str = "book", scale: dict | None = None,
-              progress=print) -> pd.DataFrame:
+              progress=print, shard: tuple[int, int] | None = None, run: bool = True,
+              stamp: dict | None = None) -> pd.DataFrame:
     """Run every (cell, generator seed) of the grid ``grid`` of the design file into ``out_dir/cells/``, skipping
     those whose file exists with the hash of their current settings (:func:`cell_hash`); returns all the scores.
     ``scale``: {"cohort" | "train" | "embed" | "deepmil": field changes} for smoke runs only (recorded in the
-    hash). ``progress``: called with one line per cell (None: silent)."""
+    hash). ``progress``: called with one line per cell (None: silent). ``shard``: (K, N) runs only the units
+    i with i % N == K (:func:`units`; N processes on one ``out_dir`` share the grid without overlap) and returns
+    the scores of every finished unit. ``run``: False runs nothing and returns the finished units' scores.
+    ``stamp``: values written into each finished cell's record beside its hash (the benchmark's commit and machine:
+    a grid run over several sessions says which commit ran each unit)."""
+    import time
+
     design, _ = read_design(design_path)
     chosen = grid_of(design, grid)
     cells = Path(out_dir) / "cells"
     cells.mkdir(parents=True, exist_ok=True)
     frames = []
-    for cell in chosen["cells"]:
-        for g in chosen["generator_seeds"]:
-            name = f"{cell['name']}_g{g}"
-            digest = cell_hash(cell_settings(design, chosen, cell, g, scale))
-            scores, record = cells / f"{name}.csv", cells / f"{name}.json"
-            if scores.exists() and record.exists() and json.loads(record.read_text()).get("design_hash") == digest:
-                frames.append(pd.read_csv(scores, dtype={"slide_id": str}))
-                if progress:
-                    progress(f"{name}: done before (same settings), kept")
-                continue
-            import time
-
-            start = time.monotonic()
-            frame = run_cell(design, chosen, cell, g, Path(out_dir) / "work" / name, scale)
-            write_csv_atomic(frame, scores)
-            record.write_text(json.dumps({"design_hash": digest, "seconds": time.monotonic() - start}, indent=1))
-            frames.append(frame)
-            if progress:
-                progress(f"{name}: {time.monotonic() - start:.0f} s")
+    for i, (cell, g) in enumerate(units(chosen)):
+        name = f"{cell['name']}_g{g}"
+        digest = cell_hash(cell_settings(design, chosen, cell, g, scale))
+        scores, record = cells / f"{name}.csv", cells / f"{name}.json"
+        if scores.exists() and record.exists() and json.loads(record.read_text()).get("design_hash") == digest:
+            frames.append(pd.read_csv(scores, dtype={"slide_id": str}))
+            if progress and run and (shard is None or i % shard[1] == shard[0]):
+                progress(f"{name}: done before (same settings), kept")
+            continue
+        if not run or (shard is not None and i % shard[1] != shard[0]):
+            continue
+        start = time.monotonic()
+        frame = run_cell(design, chosen, cell, g, Path(out_dir) / "work" / f"{name}_{digest[:12]}", scale)
+        write_csv_atomic(frame, scores)
+        record.write_text(json.dumps({"design_hash": digest, "seconds": time.monotonic() - start, **(stamp or {})},
+                                     indent=1))
+        frames.append(frame)
+        if progress:
+            progress(f"{name}: {time.monotonic() - start:.0f} s")
     return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=COLUMNS)
