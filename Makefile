@@ -1,6 +1,8 @@
 # Two commands do everything: `make test` and `make book` (see README.md).
 # Both create .venv when it is missing and install the exact versions of requirements.lock
-# (a no-op when that is already done: the stamp file is newer than the lock and pyproject.toml).
+# (a no-op when that is already done: the stamp file is newer than the lock and pyproject.toml). --no-compile: Python
+# compiles a module when it is first imported, so byte-compiling every installed file up front (about 40 s of an
+# 89 s install here) is skipped.
 
 PYTHON ?= python3.11
 VENV   := .venv
@@ -21,8 +23,8 @@ help:
 
 $(STAMP): requirements.lock pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install --quiet --disable-pip-version-check --no-deps -r requirements.lock
-	$(PY) -m pip install --quiet --disable-pip-version-check --no-deps -e .
+	$(PY) -m pip install --quiet --disable-pip-version-check --no-deps --no-compile -r requirements.lock
+	$(PY) -m pip install --quiet --disable-pip-version-check --no-deps --no-compile -e .
 	@touch $(STAMP)
 
 install: $(STAMP)

@@ -84,6 +84,12 @@ def test_moco_finding_reads_the_curve_and_the_comparison():
     assert "On 64 held-out tiles" in said and "1 of 2 tasks" in said and "trained better" in said
 
 
+def test_pretrain_finding_reads_the_first_and_last_epochs_of_the_log():
+    log = pd.DataFrame({"epoch": [1, 2, 3], "loss": [6.3, 6.0, 6.4]})
+    said = stages.pretrain_finding(log)
+    assert "trained 3 epochs" in said and "6.300 (epoch 1) to 6.400 (epoch 3)" in said
+
+
 def test_run_embeddings_and_the_standardised_average(tmp_path):
     (tmp_path / "cohort").mkdir()
     _frame().to_csv(tmp_path / "cohort" / "manifest.csv", index=False)

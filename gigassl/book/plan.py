@@ -20,6 +20,7 @@ from ..errors import ConfigError
 # ------------------------------------------------------------------------------------------ executions
 COHORT = "cohort"
 TILE_ENCODER = "tile_encoder"
+TILE_ENCODER_CHECKS = "tile_encoder_checks"  # the tile encoder's checks: writes MOCO_RETRIEVAL for the results page
 BANK_MOCO_SHARED = "bank_moco_shared"  # the bank the main run, the baselines and the ablations read
 SSL_FULL = "ssl_full"  # the main run (the paper's setting)
 SSL_REF = "ssl_ref"  # the reference of the ablations
@@ -58,7 +59,7 @@ EMBEDDINGS = "embeddings.h5"  # a training run's slide embeddings, in its own fo
 DEEPMIL_FEW_TILES = "deepmil_few_tiles"  # DeepMIL page -> linear-probe page
 DEEPMIL_VS_AVERAGEMIL = "deepmil_vs_averagemil"  # linear-probe page -> results page
 SPEED = "speed"  # linear-probe page -> results page
-MOCO_RETRIEVAL = "moco_retrieval"  # tile-encoder page -> results page
+MOCO_RETRIEVAL = "moco_retrieval"  # tile-encoder checks page -> results page
 REPRESENTATIONS = "representations"  # representations page -> results page
 
 
@@ -88,11 +89,13 @@ class Declaration:
 _STAGES = ("01_tile_encoder", "02_augmentation_bank", "03_train_gigassl", "04_slide_embeddings", "05_linear_probe",
            "06_tiny_datasets", "07_ablation_augmentation", "08_ablation_tiles", "09_ablation_views",
            "10_ablation_deepmil_aggregator", "11_independent_centres", "14_unlabelled_pool", "15_representations",
-           "16_deepmil", "18_evaluations")
+           "16_deepmil", "18_evaluations", "20_tile_encoder_checks")
 _TRAIN = "03_train_gigassl"
 DECLARATIONS = (
     Declaration("COHORT", COHORT, "00_cohort", _STAGES),
-    Declaration("TILE_ENCODER", TILE_ENCODER, "01_tile_encoder", ("02_augmentation_bank", _TRAIN)),
+    Declaration("TILE_ENCODER", TILE_ENCODER, "01_tile_encoder", ("02_augmentation_bank", _TRAIN,
+                                                                   "20_tile_encoder_checks")),
+    Declaration("TILE_ENCODER_CHECKS", TILE_ENCODER_CHECKS, "20_tile_encoder_checks", ("12_results",)),
     Declaration("BANK_MOCO_SHARED", BANK_MOCO_SHARED, "02_augmentation_bank", _STAGES[3:]),
     Declaration("SSL_FULL", SSL_FULL, _TRAIN, ("04_slide_embeddings", "05_linear_probe", "06_tiny_datasets",
                                                "09_ablation_views", "12_results", "15_representations",

@@ -105,10 +105,10 @@ def pretrain(config: Profile, run_dir: str | os.PathLike, out_dir: str | os.Path
                           config.augment, device=config.encoder.device, progress=False, slide_ids=labelled)
 
 
-def moco_heldout(config: Profile, run_dir: str | os.PathLike, out_dir: str | os.PathLike) -> tuple[pd.DataFrame, int]:
-    """The label-free check of MoCo: for the random init (epoch 0) and every checkpoint, the retrieval of the other
-    augmented view among tiles of slides MoCo never saw (the unlabelled pool; the labelled slides when there is
-    none; :func:`gigassl.moco.retrieval_curve`).
+def moco_heldout(config: Profile, run_dir: str | os.PathLike, encoder_dir: str | os.PathLike) -> tuple[pd.DataFrame, int]:
+    """The label-free check of MoCo: for the random init (epoch 0) and every checkpoint of the tile-encoder execution
+    ``encoder_dir`` (its ``moco/``), the retrieval of the other augmented view among tiles of slides MoCo never saw
+    (the unlabelled pool; the labelled slides when there is none; :func:`gigassl.moco.retrieval_curve`).
 
     Returns: (the curve, one row per epoch, with ``held_out_slides``; the number of held-out tiles).
     """
@@ -120,31 +120,40 @@ def moco_heldout(config: Profile, run_dir: str | os.PathLike, out_dir: str | os.
     labelled, pool = labelled_ids(frame), pool_ids(frame)
     heldout = heldout_tiles(manifest, cohort / "coords", pool or labelled, config.moco.heldout_tiles,
                             config.moco.seed)
-    curve = retrieval_curve(Path(out_dir) / "moco", heldout, config.encoder, config.augment, seed=config.moco.seed,
+    curve = retrieval_curve(Path(encoder_dir) / "moco", heldout, config.encoder, config.augment, seed=config.moco.seed,
                             n_bootstrap=config.probe.n_bootstrap)
     return curve.assign(held_out_slides=bool(pool)), len(heldout)
 
 
-def encoder_comparison(config: Profile, run_dir: str | os.PathLike, out_dir: str | os.PathLike, checkpoint,
-                       tasks=None) -> pd.DataFrame:
-    """AverageMIL with the MoCo tile embedder against its random init: plain embeddings of every tissue tile with
-    each (``<out_dir>/plain_random``, ``plain_moco``; reused by the MoCo banks), probed over the profile's splits at
-    100% of the labels. Returns one row per task: random init, MoCo and their difference (AUC)."""
+def plain_embeddings(config: Profile, run_dir: str | os.PathLike, folder: str | os.PathLike,
+                     weights: str | os.PathLike | None) -> Path:
+    """The plain embeddings (``gigassl bank --augmentations 0``) of every tissue tile of the labelled slides with the
+    profile's tile embedder at ``weights`` (None: its random init) into ``folder``; returns ``folder``. The MoCo ones
+    (``tile_encoder/plain_moco``) are reused by the MoCo banks and by the encoder comparison."""
     from ..bank import build_bank
+
+    cohort = Path(run_dir) / COHORT
+    plain = dataclasses.replace(config.bank, augmentations=0)
+    encoder = dataclasses.replace(config.encoder, weights=None if weights is None else str(weights))
+    build_bank(cohort / "manifest.csv", cohort / "coords", folder, plain, encoder, config.augment, progress=False,
+               slide_ids=labelled_ids(cohort_manifest(run_dir)))
+    return Path(folder)
+
+
+def encoder_comparison(config: Profile, run_dir: str | os.PathLike, out_dir: str | os.PathLike,
+                       moco_plain: str | os.PathLike, tasks=None) -> pd.DataFrame:
+    """AverageMIL with the MoCo tile embedder against its random init: the MoCo plain embeddings ``moco_plain``
+    (:func:`plain_embeddings`, written by the tile-encoder page) and the random init's (``<out_dir>/plain_random``),
+    probed over the profile's splits at 100% of the labels. Returns one row per task: random init, MoCo and their
+    difference (AUC)."""
     from ..evaluation.baselines import run_averagemil
     from ..evaluation.metrics import summarize
 
-    cohort = Path(run_dir) / COHORT
-    manifest = cohort / "manifest.csv"
-    labelled = labelled_ids(cohort_manifest(run_dir))
-    labels = pd.read_csv(manifest)
-    plain = dataclasses.replace(config.bank, augmentations=0)
+    labels = pd.read_csv(Path(run_dir) / COHORT / "manifest.csv")
+    folders = {"random init": plain_embeddings(config, run_dir, Path(out_dir) / "plain_random", None),
+               "MoCo": Path(moco_plain)}
     rows = []
-    for name, weights in (("random init", None), ("MoCo", str(checkpoint))):
-        encoder = dataclasses.replace(config.encoder, weights=weights)
-        folder = Path(out_dir) / f"plain_{name.split()[0].lower()}"
-        build_bank(manifest, cohort / "coords", folder, plain, encoder, config.augment, progress=False,
-                   slide_ids=labelled)
+    for name, folder in folders.items():
         for task in tasks or task_columns(labels):
             table = run_averagemil(folder, labels, task, n_splits=config.probe.n_splits, budgets=(1.0,),
                                    train_sizes=(), config=config.probe)
@@ -154,6 +163,16 @@ def encoder_comparison(config: Profile, run_dir: str | os.PathLike, out_dir: str
     useful = pd.DataFrame(rows).pivot(index="task", columns="encoder", values="auc_mean").reset_index()
     useful["MoCo - random"] = useful["MoCo"] - useful["random init"]
     return useful
+
+
+def pretrain_finding(log: pd.DataFrame) -> str:
+    """The tile-encoder page's finding in one sentence, from MoCo's per-epoch log (``moco/log.csv``: ``epoch``,
+    ``loss``)."""
+    first, last = log.iloc[0], log.iloc[-1]
+    return (f"MoCo trained {int(last.epoch) + 1 - int(first.epoch)} epochs; its mean training loss (against a "
+            f"queue whose negatives get harder) went from {first.loss:.3f} (epoch {int(first.epoch)}) to "
+            f"{last.loss:.3f} (epoch {int(last.epoch)}). Whether the encoder learnt "
+            "is checked on the next page, against fixed negatives on held-out tiles and with labels.")
 
 
 def moco_finding(curve: pd.DataFrame, useful: pd.DataFrame, n_heldout: int) -> str:
