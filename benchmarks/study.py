@@ -26,6 +26,7 @@ import tempfile
 import time
 from pathlib import Path
 
+from gigassl.bank import parse_shard
 from gigassl.book import study, study_analysis
 
 from _cohort import dry_run_option, machine
@@ -42,7 +43,7 @@ def main(argv=None) -> int:
     parser.add_argument("--analyse", action="store_true", help="run nothing; analyse the units finished so far")
     dry_run_option(parser)
     args = parser.parse_args(argv)
-    shard = study.parse_shard(args.shard) if args.shard else None
+    shard = parse_shard(args.shard)
     out = Path(args.out or tempfile.mkdtemp(prefix="study_"))
     print(f"machine: {machine()}")
     design_path = ROOT / study.DESIGN

@@ -278,18 +278,6 @@ def units(grid: dict) -> list[tuple[dict, int]]:
     return [(cell, g) for g in grid["generator_seeds"] for cell in grid["cells"]]
 
 
-def parse_shard(text: str) -> tuple[int, int]:
-    """``"K/N"`` (0 <= K < N) as (K, N): the K-th of N disjoint shares of the grid's units (:func:`units`)."""
-    try:
-        k, n = (int(v) for v in text.split("/"))
-    except ValueError:
-        k = n = -1
-    if not 0 <= k < n:
-        raise refused("shard", text, "K/N with 0 <= K < N (for example 0/2 and 1/2 for two processes)",
-                "give each process its own K of the same N")
-    return k, n
-
-
 def run_study(out_dir: str | Path, design_path: str | Path = DESIGN, grid: str = "book", scale: dict | None = None,
               progress=print, shard: tuple[int, int] | None = None, run: bool = True,
               stamp: dict | None = None) -> pd.DataFrame:
