@@ -27,6 +27,8 @@ EXPECTED = {
     "logistic.py": ["kernel_seconds", "lbfgs_seconds", "newton_cholesky_seconds", "logregcv_seconds"],
     "seeds.py": [],
     "study.py": ["cells", "seconds"],
+    "schedule.py": ["recorded_span_seconds", "replayed_span_seconds", "sum_seconds", "idle_lane_seconds",
+                    "critical_path_seconds"],
 }
 
 

@@ -319,3 +319,19 @@ def test_an_execution_marked_alone_runs_with_nothing_beside_it(tmp_path):
     records = run_plan("demo", root, progress=False, jobs=2)  # the scheduler with the flag, end to end
     assert [r["name"] for r in records] == ["first_alone", "free", "late_alone", "after"]
     assert all((root / "runs" / "demo" / n / "value.txt").exists() for n in ("first_alone", "free", "after"))
+
+
+def test_replay_schedules_as_the_runner_does_needs_lanes_and_alone():
+    from gigassl.book.runner import Execution, replay
+
+    a, b, c = Execution("a", "n"), Execution("b", "n", needs=("a",)), Execution("c", "n", needs=("a",))
+    d = Execution("d", "n", needs=("b", "c"))
+    seconds = {"a": 10, "b": 30, "c": 5, "d": 2}
+    assert replay([a, b, c, d], seconds, jobs=2) == [(0, 10, "a"), (10, 40, "b"), (10, 15, "c"), (40, 42, "d")]
+    assert max(end for _, end, _ in replay([a, b, c, d], seconds, jobs=1)) == 47  # one lane: the sum
+    free, alone = Execution("free", "n"), Execution("alone", "n", alone=True)
+    # the alone one waits for "free" to end and nothing overtakes it or runs beside it
+    assert replay([free, alone, a], {"free": 4, "alone": 3, "a": 1}, jobs=2) == [(0, 4, "free"), (4, 7, "alone"),
+                                                                                 (7, 8, "a")]
+    with pytest.raises(ConfigError, match=r"No recorded time for \['d'\]"):
+        replay([a, b, c, d], {"a": 1, "b": 1, "c": 1}, jobs=2)

@@ -454,6 +454,39 @@ def next_to_start(waiting: list, running: list[Execution], ready) -> tuple | Non
     return item
 
 
+def replay(plan: list[Execution], seconds: dict[str, float], jobs: int = 2) -> list[tuple[float, float, str]]:
+    """The schedule ``gigassl run --jobs jobs`` makes of ``plan`` when each execution takes ``seconds[name]``: the
+    rule of :func:`next_to_start` (plan order, ``needs``, ``alone``) on ``jobs`` lanes, an execution starting the
+    moment one ends. Returns (start, end, name) per execution in starting order; a run's recorded times
+    (``runner.json``) replayed this way give its span, and a changed plan what it would save (benchmarks/schedule.py).
+
+    Raises:
+        ConfigError: an execution of ``plan`` without a time in ``seconds`` (a record of another plan).
+    """
+    missing = [e.name for e in plan if e.name not in seconds]
+    if missing:
+        raise ConfigError(f"No recorded time for {missing}: replay a plan with the record of a run of that plan "
+                          "(runs/<profile>/runner.json after `gigassl run`).")
+    waiting = [(e,) for e in plan]
+    running: list[tuple[float, Execution]] = []
+    done: set[str] = set()
+    now, schedule = 0.0, []
+    while waiting or running:
+        while len(running) < jobs:
+            item = next_to_start(waiting, [e for _, e in running], lambda i: set(i[0].needs) <= done)
+            if item is None:
+                break
+            waiting.remove(item)
+            running.append((now + float(seconds[item[0].name]), item[0]))
+            schedule.append((now, now + float(seconds[item[0].name]), item[0].name))
+        if not running:  # nothing runs and nothing can start: a need that no execution of the plan provides
+            raise ConfigError(f"{[i[0].name for i in waiting]} need executions the plan does not run.")
+        running.sort(key=lambda r: r[0])
+        now, finished = running.pop(0)
+        done.add(finished.name)
+    return schedule
+
+
 class _InProcess:
     """The executor of ``jobs=1``: a submitted call runs at once, in this process, and its future is done when
     ``submit`` returns (an exception other than a notebook's failure, e.g. an interrupt, propagates as it is)."""
