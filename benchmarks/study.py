@@ -88,7 +88,7 @@ def main(argv=None) -> int:
     records = {u: json.loads((out / "cells" / f"{u}.json").read_text()) for u in finished}
     (results / "study.json").write_text(json.dumps({"commit": commit, "machine": machine(), "design_sha256": digest,
                                                    "dry_run": bool(args.dry_run), "complete": complete,
-                                                   "units": {u: {k: r.get(k) for k in ("commit", "machine", "seconds")}
+                                                   "units": {u: {k: r.get(k) for k in ("commit", "machine", "seconds", "resumed")}
                                                              for u, r in records.items()}}, indent=1))
     print(table.to_string(index=False))
     print(f"cells: {table.cell.nunique()}")

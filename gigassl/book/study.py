@@ -307,11 +307,12 @@ def run_study(out_dir: str | Path, design_path: str | Path = DESIGN, grid: str =
             continue
         if not run or (shard is not None and i % shard[1] != shard[0]):
             continue
-        start = time.monotonic()
-        frame = run_cell(design, chosen, cell, g, Path(out_dir) / "work" / f"{name}_{digest[:12]}", scale)
+        start, work = time.monotonic(), Path(out_dir) / "work" / f"{name}_{digest[:12]}"
+        resumed = any((work / "runs").glob("*.csv"))  # then "seconds" is this call's, not the whole cell's
+        frame = run_cell(design, chosen, cell, g, work, scale)
         write_csv_atomic(frame, scores)
-        record.write_text(json.dumps({"design_hash": digest, "seconds": time.monotonic() - start, **(stamp or {})},
-                                     indent=1))
+        record.write_text(json.dumps({"design_hash": digest, "seconds": time.monotonic() - start,
+                                      "resumed": resumed, **(stamp or {})}, indent=1))
         frames.append(frame)
         if progress:
             progress(f"{name}: {time.monotonic() - start:.0f} s")
