@@ -47,13 +47,12 @@ def main(argv=None) -> int:
     out = Path(args.out or tempfile.mkdtemp(prefix="study_"))
     print(f"machine: {machine()}")
     design_path = ROOT / study.DESIGN
-    _, digest = study.read_design(design_path)
+    design, digest = study.read_design(design_path)
     start = time.monotonic()
     commit = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, cwd=ROOT).stdout.strip()
     if args.dry_run:
         import yaml
 
-        design, _ = study.read_design(design_path)
         design["book_grid"] = {"cells": ["M1"], "generator_seeds": [0], "ssl_seeds": [0], "pools": {"M1": [0]},
                                "methods": ["oracle", "gigassl"]}
         out.mkdir(parents=True, exist_ok=True)
@@ -65,7 +64,6 @@ def main(argv=None) -> int:
         scores = study.run_study(out, design_path, "full", shard=shard, run=not args.analyse,
                                  stamp={"commit": commit, "machine": machine()})
         results = ROOT / "benchmarks" / "results"
-    design, _ = study.read_design(design_path)
     grid = study.grid_of(design, "book" if args.dry_run else "full")
     expected = {f"{c['name']}_g{g}" for c, g in study.units(grid)}
     finished = sorted({f"{c}_g{g}" for c, g in zip(scores.cell, scores.generator_seed)})
@@ -85,11 +83,13 @@ def main(argv=None) -> int:
     results.mkdir(parents=True, exist_ok=True)
     table.to_csv(results / "study.csv", index=False)
     pairs.to_csv(results / "study_pairs.csv", index=False)
-    records = {u: json.loads((out / "cells" / f"{u}.json").read_text()) for u in finished}
+    units = {}
+    for u in finished:  # which commit and machine ran each unit (a grid may span sessions)
+        record = json.loads((out / "cells" / f"{u}.json").read_text())
+        units[u] = {k: record.get(k) for k in ("commit", "machine", "seconds", "resumed")}
     (results / "study.json").write_text(json.dumps({"commit": commit, "machine": machine(), "design_sha256": digest,
                                                    "dry_run": bool(args.dry_run), "complete": complete,
-                                                   "units": {u: {k: r.get(k) for k in ("commit", "machine", "seconds", "resumed")}
-                                                             for u, r in records.items()}}, indent=1))
+                                                   "units": units}, indent=1))
     print(table.to_string(index=False))
     print(f"cells: {table.cell.nunique()}")
     print(f"seconds: {time.monotonic() - start:.1f}")
