@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
+import itertools
 import json
 import tempfile
 from pathlib import Path
@@ -77,7 +78,7 @@ def main(argv=None) -> int:
     events = sorted({t for start, end, _ in schedule for t in (start, end)})
     alone = {e.name for e in plan if e.alone}  # it uses every core itself: no lane idles beside it
     idle, beside_idle = 0.0, set()
-    for a, b in zip(events, events[1:]):
+    for a, b in itertools.pairwise(events):
         busy = [name for start, end, name in schedule if start <= a and end >= b]
         free = 0 if alone & set(busy) else args.jobs - len(busy)
         idle += free * (b - a)
