@@ -7,9 +7,11 @@ current settings is kept, so it can be stopped and started again.
 
 Usage: ``python benchmarks/study.py --out /tmp/study`` writes ``OUT/cells/*.csv`` (the scores), then
 ``benchmarks/results/study.csv`` (the AUC table: cell, pool, method, auc, low, high, seed_sd, n_runs),
-``study_pairs.csv`` (the comparisons, Holm across all) and ``study.json`` (commit, machine, the design's sha256);
-prints one line per cell and ``cells: N``. ``--dry-run``: one tiny cell (M1, two methods, a few slides), results
-written into ``--out`` only; the test suite runs it.
+``study_pairs.csv`` (the comparisons, Holm across all), ``study_sensitivity.csv`` and ``study_sensitivity_pairs.csv``
+(the design's sensitivity: the nuisance cells beside the same runs without the nuisance, their own Holm family;
+:func:`gigassl.book.study_analysis.factor_effects`) and ``study.json`` (commit, machine, the design's sha256);
+prints one line per cell and ``cells: N``. ``--dry-run``: one tiny cell (M1, two methods, a few slides) and its
+sensitivity cell (M1 with a centre shift), results written into ``--out`` only; the test suite runs it.
 
 Two processes on a 2-core machine: ``--shard 0/2`` and ``--shard 1/2`` on the same ``--out`` (one thread each) run
 disjoint halves of the (cell, generator seed) units; each writes the results only when every unit is finished.
@@ -50,23 +52,28 @@ def main(argv=None) -> int:
     design, digest = study.read_design(design_path)
     start = time.monotonic()
     commit = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, cwd=ROOT).stdout.strip()
+    main_grid = "book" if args.dry_run else "full"
     if args.dry_run:
         import yaml
 
         design["book_grid"] = {"cells": ["M1"], "generator_seeds": [0], "ssl_seeds": [0], "pools": {"M1": [0]},
                                "methods": ["oracle", "gigassl"]}
+        design["sensitivity"] = {"center_shift": {"cells": ["M1"], "value": 0.5, "generator_seeds": [0],
+                                                  "ssl_seeds": [0], "pool": 0, "methods": ["oracle", "gigassl"]}}
         out.mkdir(parents=True, exist_ok=True)
         design_path = out / "design.yml"
         design_path.write_text(yaml.safe_dump(design))
-        scores = study.run_study(out, design_path, "book", scale=TINY)
-        results = out
+        scale, shard, results = TINY, None, out
     else:
-        scores = study.run_study(out, design_path, "full", shard=shard, run=not args.analyse,
-                                 stamp={"commit": commit, "machine": machine()})
-        results = ROOT / "benchmarks" / "results"
-    grid = study.grid_of(design, "book" if args.dry_run else "full")
-    expected = {f"{c['name']}_g{g}" for c, g in study.units(grid)}
-    finished = sorted({f"{c}_g{g}" for c, g in zip(scores.cell, scores.generator_seed)})
+        scale, results = None, ROOT / "benchmarks" / "results"
+    stamp = {"commit": commit, "machine": machine()}
+    # the main grid's units, then the sensitivity's (the design's nuisance cells): one shard takes the second
+    # while the other finishes the first
+    scores, varied = (study.run_study(out, design_path, grid, scale=scale, shard=shard, run=not args.analyse,
+                                      stamp=stamp) for grid in (main_grid, "sensitivity"))
+    expected = {f"{c['name']}_g{g}" for grid in (main_grid, "sensitivity")
+                for c, g in study.units(study.grid_of(design, grid))}
+    finished = sorted({f"{c}_g{g}" for frame in (scores, varied) for c, g in zip(frame.cell, frame.generator_seed)})
     complete = set(finished) == expected
     if not complete and not args.analyse:
         print(f"units finished: {len(finished)} of {len(expected)}; results written when all are "
@@ -83,6 +90,12 @@ def main(argv=None) -> int:
     results.mkdir(parents=True, exist_ok=True)
     table.to_csv(results / "study.csv", index=False)
     pairs.to_csv(results / "study_pairs.csv", index=False)
+    done = set(zip(scores.cell, scores.generator_seed))  # a varied unit is analysed once its base unit is done
+    varied = varied[[(study.base_cell(c), g) in done for c, g in zip(varied.cell, varied.generator_seed)]]
+    if len(varied):
+        shifted, effects = study_analysis.factor_effects(scores, varied)
+        shifted.to_csv(results / "study_sensitivity.csv", index=False)
+        effects.to_csv(results / "study_sensitivity_pairs.csv", index=False)
     units = {}
     for u in finished:  # which commit and machine ran each unit (a grid may span sessions)
         record = json.loads((out / "cells" / f"{u}.json").read_text())
@@ -91,6 +104,8 @@ def main(argv=None) -> int:
                                                    "dry_run": bool(args.dry_run), "complete": complete,
                                                    "units": units}, indent=1))
     print(table.to_string(index=False))
+    if len(varied):
+        print(effects.to_string(index=False))
     print(f"cells: {table.cell.nunique()}")
     print(f"seconds: {time.monotonic() - start:.1f}")
     return 0

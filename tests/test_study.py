@@ -45,7 +45,7 @@ def test_the_book_grid_is_the_files_book_grid():
     assert {r.cell for r in runs} == set(book["cells"]) and {r.generator_seed for r in runs} == {0}
     assert sorted(r.method for r in runs) == sorted(book["methods"])
     assert all(r.ssl_seed in (-1, 0) for r in runs)
-    with pytest.raises(Exception, match="full or book"):
+    with pytest.raises(Exception, match="full, book or sensitivity"):
         study.grid_of(design, "half")
 
 
@@ -222,8 +222,137 @@ def test_the_implications_quote_this_runs_cells_and_say_which_are_missing():
                            "low": -0.085, "high": -0.001, "p": 0.046, "p_holm": 0.092, "verdict": "undecided"}])
     page = study_page.MechanismsPage("", "", "book", pd.DataFrame(), table, pairs, pd.DataFrame(), None)
     text = page.implications()
-    assert "in this run's M3: the oracle 0.870 [0.830, 0.910], AverageMIL 0.520" in text
+    assert "in M3: the oracle 0.870 [0.830, 0.910], AverageMIL 0.520" in text
     assert "Giga-SSL 0.476 [0.436, 0.516]; Giga-SSL minus AverageMIL -0.044, undecided after Holm" in text
     assert "M1 is not in this grid" in text and "M2-10 is not in this grid" in text
     # the paper's Table 2 gains are computed from the published table, not written in
     assert "+0.009 to" in text or "over 6 task-regime pairs" in text or "task-regime pairs" in text
+
+
+def test_the_sensitivity_grid_varies_one_factor_of_the_named_cells():
+    design, _ = study.read_design()
+    spec = design["sensitivity"]["center_shift"]
+    grid = study.grid_of(design, "sensitivity")
+    assert [c["name"] for c in grid["cells"]] == [f"{n}+center_shift" for n in spec["cells"]]
+    runs = study.expand(grid)
+    assert {r.method for r in runs} == set(spec["methods"]) and {r.pool for r in runs if r.method == "gigassl"} == {
+        spec["pool"]}
+    assert {r.generator_seed for r in runs} == set(spec["generator_seeds"])
+    assert {r.ssl_seed for r in runs if r.method == "gigassl"} == set(spec["ssl_seeds"])
+    full = {c["name"]: c for c in study.grid_of(design, "full")["cells"]}
+    for cell in grid["cells"]:
+        base = study.base_cell(cell["name"])
+        varied = dataclasses_asdict(study.cohort_config(design, cell, 1, spec["pool"]))
+        plain = dataclasses_asdict(study.cohort_config(design, full[base], 1, spec["pool"]))
+        assert {k for k in varied if varied[k] != plain[k]} == {"center_shift"}  # the one factor named
+        assert varied["center_shift"] == spec["value"] and plain["center_shift"] == 0
+    assert study.base_cell("M1") == "M1"
+    with pytest.raises(Exception, match="one factor"):
+        study.grid_of({**design, "sensitivity": {"center_shift": spec, "tile_noise": spec}}, "sensitivity")
+    assert study.grid_of({**design, "sensitivity": None}, "sensitivity")["cells"] == []
+
+
+def dataclasses_asdict(config):
+    import dataclasses
+
+    return dataclasses.asdict(config)
+
+
+def test_a_factors_effect_is_paired_on_the_same_slides_and_is_its_own_holm_family():
+    main = fake_scores(0)
+    main = main.assign(score=lambda t: t.score + 2.0 * t.label * (t.method == "gigassl"))  # AUC about 0.9
+    main = pd.concat([main, main[main.method == "gigassl"].assign(method="averagemil", score=lambda t: -t.score)])
+    keep = main[(main.ssl_seed.isin([-1, 0]))]
+    same = keep.assign(cell="M1+center_shift")  # the factor changed nothing: every difference exactly 0
+    table, effects = study_analysis.factor_effects(main, same, n_bootstrap=200)
+    assert set(table.cell) == {"M1", "M1+center_shift"}
+    factor = effects[effects.kind == "factor"]
+    assert sorted(factor.method) == ["averagemil", "gigassl", "oracle"]
+    assert (factor.difference == 0).all() and (factor.low == 0).all() and (factor.verdict == "undecided").all()
+    # the base arm is the same runs only: SSL seed 0 of gigassl, not the mean over both SSL seeds
+    only0 = table[(table.cell == "M1") & (table.method == "gigassl")].n_runs.iloc[0]
+    assert only0 == 2  # two generator seeds x SSL seed 0
+    # a factor that destroys the signal: gigassl's scores replaced by noise -> lower, decided
+    g = np.random.default_rng(1)
+    broken = same.assign(score=lambda t: np.where(t.method == "gigassl", g.normal(size=len(t)), t.score))
+    _, effects = study_analysis.factor_effects(main, broken, n_bootstrap=400)
+    row = effects[(effects.kind == "factor") & (effects.method == "gigassl")].iloc[0]
+    assert row.difference < -0.25 and row.high < 0 and row.verdict == "worse"
+    inside = effects[effects.kind == "method"]
+    assert inside[["method", "against"]].values.tolist() == [["gigassl", "averagemil"]]
+    np.testing.assert_allclose(effects.p_holm, holm(effects.p.to_numpy()))  # factor and method rows: one family
+    # a varied run on other test slides than its base run is refused, naming the run
+    moved = same.assign(slide_id=lambda t: t.slide_id.str.replace("test_", "other_"))
+    with pytest.raises(ValueError, match="same test slides and labels"):
+        study_analysis.factor_effects(main, moved, n_bootstrap=50)
+
+
+def test_a_centre_shift_cohort_has_its_base_cells_slides_labels_and_centres(tmp_path):
+    from gigassl.cohorts.featsim import simulate
+
+    design, _ = study.read_design()
+    grid = study.grid_of(design, "sensitivity")
+    small = {"n_train": 8, "n_test": 8, "tiles_per_slide": 32}
+    cell = grid["cells"][0]
+    base = {c["name"]: c for c in design["cells"]}[study.base_cell(cell["name"])]
+    tables = [pd.read_csv(simulate(tmp_path / name, study.cohort_config(design, c, 0, 0, small), progress=False))
+              for name, c in (("base", base), ("varied", cell))]
+    columns = ["slide_id", "split", "true_label", "oracle"]
+    pd.testing.assert_frame_equal(tables[0][columns], tables[1][columns])
+    features = [sorted((tmp_path / name / "features_featsim").glob("*.h5")) for name in ("base", "varied")]
+    import h5py
+
+    with h5py.File(features[0][0]) as a, h5py.File(features[1][0]) as b:
+        assert a["features"].shape == b["features"].shape and not np.allclose(a["features"][:], b["features"][:])
+        np.testing.assert_array_equal(a["coords"][:], b["coords"][:])
+
+
+def test_the_page_speaks_of_the_full_grid_once_a_whole_grid_of_this_design_is_recorded(tmp_path):
+    import json
+
+    from gigassl.book import study_page
+
+    def table(cell, gigassl):
+        return [{"cell": cell, "mechanism": cell[:2], "pool": p, "method": m, "auc": a, "low": a - 0.03,
+                 "high": a + 0.03, "seed_sd": 0.01, "n_runs": 6}
+                for m, p, a in (("oracle", 0, 0.85), ("averagemil", 0, 0.6), ("gigassl", 1000, gigassl))]
+
+    full = pd.DataFrame(table("M1", 0.55) + table("M3", 0.7))
+    pairs = pd.DataFrame([{"cell": c, "method": "gigassl", "against": "averagemil", "difference": d,
+                           "low": d - 0.02, "high": d + 0.02, "p": 0.001, "p_holm": 0.004, "verdict": v}
+                          for c, d, v in (("M1", -0.05, "worse"), ("M3", 0.1, "better"))])
+    folder = tmp_path / "results"
+    folder.mkdir()
+    full.to_csv(folder / "study.csv", index=False)
+    pairs.to_csv(folder / "study_pairs.csv", index=False)
+    record = {"design_sha256": "abc", "complete": True, "dry_run": False,
+              "units": {"M1_g0": {"commit": "0123456789", "machine": "x86_64, 2 CPU cores"}}}
+    for changed, usable in (({}, True), ({"complete": False}, False), ({"dry_run": True}, False)):
+        (folder / "study.json").write_text(json.dumps({**record, **changed}))
+        assert (study_page.read_recorded(folder) is not None) is usable
+    (folder / "study.json").write_text(json.dumps(record))
+    recorded = study_page.read_recorded(folder)
+    assert recorded.sensitivity is None and "commit(s) 0123456" in recorded.source()
+    book = pd.DataFrame(table("M3", 0.65))
+    book_pairs = pairs[pairs.cell == "M3"].assign(verdict="undecided")
+    design, _ = study.read_design()
+    page = study_page.MechanismsPage("", "", "book", pd.DataFrame({"generator_seed": [0]}), book, book_pairs,
+                                     study_analysis.predictions_table(design, full, pairs), recorded)
+    pd.testing.assert_frame_equal(page.map_tables()[0], full)
+    assert "loses in M1" in page.finding() and "beats AverageMIL in M3" in page.finding()
+    assert "undecided (Holm" in page.finding()  # the book's own M3 run, said apart
+    words = page.paragraphs()
+    assert words.startswith("On the full grid") and "**M1**" in words and "**M3**" in words
+    text = page.implications()
+    assert "does not beat the mean of tiles in M1 (-0.050, worse after Holm)" in text
+    assert "Giga-SSL minus AverageMIL +0.100, better after Holm" in text and "M4 is not in this grid" in text
+    assert "not recorded" in page.sensitivity()
+    # without a recorded grid the words are the book's run's, and say so
+    alone = dataclasses_replace(page, recorded=None)
+    assert "the book's grid" in alone.map_tables()[2] and "M1 is not in this map" in alone.implications()
+
+
+def dataclasses_replace(page, **changes):
+    import dataclasses
+
+    return dataclasses.replace(page, **changes)

@@ -36,7 +36,7 @@ from ..config import DeepMILConfig, EmbedConfig, FeatSimConfig, MapConfig, Train
 from ..files import write_csv_atomic
 
 DESIGN = Path("studies") / "mechanisms.yml"
-GRIDS = ("full", "book")
+GRIDS = ("full", "book", "sensitivity")
 # the arms of the design (studies/mechanisms.yml, methods): T and sampling of the views, and whether SSL trains
 ARMS = {
     "gigassl": (5, "random", True),
@@ -77,12 +77,16 @@ def grid_of(design: dict, grid: str = "full") -> dict:
     (the ``book_grid`` section's choices over the full grid, each unset one kept from it). Returns a dict with
     ``cells`` (the cell dicts), ``generator_seeds``, ``ssl_seeds``, ``pools`` ({cell name: [pools]}), ``methods``."""
     if grid not in GRIDS:
-        raise refused("study grid", grid, "full or book", "Pass grid='full' (the benchmark) or 'book' (the page).")
+        raise refused("study grid", grid, "full, book or sensitivity",
+                      "Pass grid='full' (the benchmark), 'book' (the page) or 'sensitivity' (the benchmark's "
+                      "nuisance cells).")
     pools = {c["name"]: list(design["pools"].get(c["name"], design["pools"]["default"])) for c in design["cells"]}
     full = {"cells": list(design["cells"]), "generator_seeds": list(design["generator_seeds"]),
             "ssl_seeds": list(design["ssl_seeds"]), "pools": pools, "methods": list(design["methods"])}
     if grid == "full":
         return full
+    if grid == "sensitivity":
+        return sensitivity_grid(design, full)
     book = design.get("book_grid") or {}
     names = book.get("cells", [c["name"] for c in full["cells"]])
     unknown = sorted(set(names) - set(pools))
@@ -93,6 +97,33 @@ def grid_of(design: dict, grid: str = "full") -> dict:
             "ssl_seeds": list(book.get("ssl_seeds", full["ssl_seeds"])),
             "pools": {n: list((book.get("pools") or {}).get(n, pools[n])) for n in names},
             "methods": list(book.get("methods", full["methods"]))}
+
+
+def sensitivity_grid(design: dict, full: dict) -> dict:
+    """The design's ``sensitivity`` section as a grid: for its one factor (a FeatSimConfig field, e.g.
+    ``center_shift``), each named cell again with the factor at ``value``, named ``<cell>+<factor>`` (the same
+    slides, labels and centres as the cell: only the factor differs), at the section's generator seeds, SSL seeds,
+    pool and methods. An empty grid (no cell) when the design has no such section."""
+    section = design.get("sensitivity") or {}
+    if len(section) > 1:
+        raise refused("sensitivity factors", sorted(section), "one factor",
+                      "Give the design's sensitivity section one factor (run another as another design).")
+    if not section:
+        return {"cells": [], "generator_seeds": [], "ssl_seeds": [], "pools": {}, "methods": []}
+    (factor, spec), = section.items()
+    by_name = {c["name"]: c for c in full["cells"]}
+    unknown = sorted(set(spec["cells"]) - set(by_name))
+    if unknown:
+        raise refused("sensitivity cells", unknown, f"cells of the design: {', '.join(by_name)}",
+                      "Fix the design file.")
+    cells = [{**by_name[n], "name": f"{n}+{factor}", factor: spec["value"]} for n in spec["cells"]]
+    return {"cells": cells, "generator_seeds": list(spec["generator_seeds"]), "ssl_seeds": list(spec["ssl_seeds"]),
+            "pools": {c["name"]: [int(spec["pool"])] for c in cells}, "methods": list(spec["methods"])}
+
+
+def base_cell(name: str) -> str:
+    """The cell a sensitivity cell varies (``M1+center_shift`` -> ``M1``); a main cell's own name."""
+    return name.split("+", 1)[0]
 
 
 def expand(grid: dict) -> list[Run]:

@@ -92,18 +92,64 @@ def comparisons(table: pd.DataFrame, draws: dict, pairs=PAIRS, alpha: float = AL
             pa, pb = main_pool(table, cell, method), main_pool(table, cell, against)
             if pa is None or pb is None:
                 continue
-            d = draws[(cell, pa, method)] - draws[(cell, pb, against)]
-            d = d[~np.isnan(d)]
             auc = table.set_index(["cell", "pool", "method"]).auc
-            side = min((np.sum(d <= 0) + 1), (np.sum(d >= 0) + 1)) / (len(d) + 1)
             rows.append({"cell": cell, "method": method, "against": against,
-                         "difference": float(auc[(cell, pa, method)] - auc[(cell, pb, against)]),
-                         "low": float(np.percentile(d, 2.5)), "high": float(np.percentile(d, 97.5)),
-                         "p": float(min(1.0, 2 * side))})
+                         **_paired_row(draws[(cell, pa, method)] - draws[(cell, pb, against)],
+                                       auc[(cell, pa, method)] - auc[(cell, pb, against)])})
     out = pd.DataFrame(rows, columns=["cell", "method", "against", "difference", "low", "high", "p"])
     out["p_holm"] = holm(out.p.to_numpy()) if len(out) else []
     out["verdict"] = [cell_verdict(r.difference, r.low, r.high, r.p_holm, alpha) for r in out.itertuples()]
     return out
+
+
+def _paired_row(d: np.ndarray, difference: float) -> dict:
+    """difference, its paired bootstrap interval and two-sided p ((k + 1) / (B + 1) on each side) from draws ``d``."""
+    d = d[~np.isnan(d)]
+    side = min((np.sum(d <= 0) + 1), (np.sum(d >= 0) + 1)) / (len(d) + 1)
+    return {"difference": float(difference), "low": float(np.percentile(d, 2.5)),
+            "high": float(np.percentile(d, 97.5)), "p": float(min(1.0, 2 * side))}
+
+
+def factor_effects(scores: pd.DataFrame, varied: pd.DataFrame, n_bootstrap: int = 2000, seed: int = 0,
+                   pairs=PAIRS, alpha: float = ALPHA) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """The design's sensitivity: what a nuisance factor changes. ``varied``: the scores of the sensitivity cells
+    (``M1+center_shift``, :func:`gigassl.book.study.sensitivity_grid`); ``scores``: the main grid's, of which only
+    the same runs are kept (the base cell, the varied runs' generator seeds, SSL seeds, pools and methods): the two
+    arms differ in the factor alone, on the same test slides and labels, so their AUCs are paired on the same
+    resamples. Returns (the AUC table of both arms, :func:`bootstrap_aucs`'s columns; the comparisons: per varied
+    cell and method the AUC with the factor minus without (``kind`` factor, ``against`` names the base cell), and
+    the design's pairs inside each varied cell (``kind`` method), with Holm across these rows: a family of its own,
+    apart from the main map's). Raises ValueError when a varied run's test slides or labels are not its base
+    cell's."""
+    from .study import base_cell
+
+    arms = []
+    for cell, part in varied.groupby("cell", sort=False):
+        keys = part[["generator_seed", "pool", "method", "ssl_seed"]].drop_duplicates()
+        base = scores[scores.cell == base_cell(cell)].merge(keys, on=list(keys.columns))
+        for (g, pool, method, s), run in part.groupby(["generator_seed", "pool", "method", "ssl_seed"]):
+            other = base[(base.generator_seed == g) & (base.pool == pool) & (base.method == method)
+                         & (base.ssl_seed == s)]
+            mine = run.sort_values("slide_id")[["slide_id", "label"]].to_numpy()
+            if not np.array_equal(mine, other.sort_values("slide_id")[["slide_id", "label"]].to_numpy()):
+                raise ValueError(f"The {method} run of {cell} at generator seed {g}, SSL seed {s}, pool {pool} "
+                                 f"has no run of {base_cell(cell)} on the same test slides and labels in the main "
+                                 "grid's scores: run the full grid first (benchmarks/study.py).")
+        arms += [base, part]
+    table, draws = bootstrap_aucs(pd.concat(arms, ignore_index=True), n_bootstrap, seed)
+    auc = table.set_index(["cell", "pool", "method"]).auc
+    rows = []
+    for cell in varied.cell.unique():
+        for r in table[table.cell == cell].itertuples():
+            key, other = (cell, r.pool, r.method), (base_cell(cell), r.pool, r.method)
+            rows.append({"kind": "factor", "cell": cell, "method": r.method, "against": f"{r.method} in {other[0]}",
+                         **_paired_row(draws[key] - draws[other], auc[key] - auc[other])})
+        inside = comparisons(table[table.cell == cell], draws, pairs, alpha)
+        rows += [{"kind": "method", **row} for row in inside.drop(columns=["p_holm", "verdict"]).to_dict("records")]
+    out = pd.DataFrame(rows, columns=["kind", "cell", "method", "against", "difference", "low", "high", "p"])
+    out["p_holm"] = holm(out.p.to_numpy()) if len(out) else []
+    out["verdict"] = [cell_verdict(r.difference, r.low, r.high, r.p_holm, alpha) for r in out.itertuples()]
+    return table, out
 
 
 def cell_verdict(difference: float, low: float, high: float, p_holm: float, alpha: float = ALPHA) -> str:

@@ -20,11 +20,54 @@ MECHANISM_WORDS = {"M0": "null: the label is independent of the slide",
                    "M4": "arrangement: the same composition, intermixed or segregated"}
 
 
+@dataclass(frozen=True)
+class Recorded:
+    """The full grid as ``benchmarks/study.py`` recorded it (``benchmarks/results/``): ``table`` (study.csv),
+    ``pairs`` (study_pairs.csv), ``sensitivity`` and ``sensitivity_pairs`` (the design's nuisance cells; None when
+    not recorded), ``record`` (study.json: commit, machine, the design's sha256, each unit's commit and seconds)."""
+
+    table: pd.DataFrame
+    pairs: pd.DataFrame
+    sensitivity: pd.DataFrame | None
+    sensitivity_pairs: pd.DataFrame | None
+    record: dict
+
+    def source(self) -> str:
+        """Where the numbers come from, in words: the command, the commits and machines that ran the units."""
+        units = self.record.get("units") or {}
+        commits = sorted({str(u.get("commit"))[:7] for u in units.values() if u.get("commit")})
+        machines = sorted({u.get("machine") for u in units.values() if u.get("machine")})
+        return (f"`python benchmarks/study.py` ({len(units)} units; commit(s) {', '.join(commits) or 'unrecorded'}; "
+                f"{'; '.join(machines) or 'machine unrecorded'})")
+
+
+def read_recorded(folder: str | Path) -> Recorded | None:
+    """The full grid's recorded tables in ``folder`` (``benchmarks/results``), or None when they are not there, or
+    are a dry run's or a partial grid's (study.json ``dry_run`` / ``complete``), or are of another design
+    (``design_sha256``: the page compares it with the design's own hash)."""
+    import json
+
+    folder = Path(folder)
+    record_path, table_path = folder / "study.json", folder / "study.csv"
+    if not (record_path.is_file() and table_path.is_file()):
+        return None
+    record = json.loads(record_path.read_text())
+    if record.get("dry_run") or not record.get("complete"):
+        return None
+
+    def optional(name):
+        return pd.read_csv(folder / name) if (folder / name).is_file() else None
+
+    return Recorded(pd.read_csv(table_path), pd.read_csv(folder / "study_pairs.csv"),
+                    optional("study_sensitivity.csv"), optional("study_sensitivity_pairs.csv"), record)
+
+
 @dataclass
 class MechanismsPage:
     """What the page shows: ``design_text`` and ``design_sha256`` (the file as committed), ``grid`` (the grid run),
-    ``scores`` (per test slide), ``table`` (AUCs), ``pairs`` (comparisons), ``predictions`` (prediction beside
-    outcome), ``benchmark`` (the full grid's recorded AUC table, or None)."""
+    ``scores`` (per test slide), ``table`` (AUCs), ``pairs`` (comparisons) of the book's run, ``predictions``
+    (prediction beside outcome, on the full grid when recorded, else on the book's run), ``recorded`` (the full
+    grid's recorded tables, :func:`read_recorded`, or None)."""
 
     design_text: str
     design_sha256: str
@@ -33,67 +76,123 @@ class MechanismsPage:
     table: pd.DataFrame
     pairs: pd.DataFrame
     predictions: pd.DataFrame
-    benchmark: pd.DataFrame | None
+    recorded: Recorded | None
+
+    @property
+    def benchmark(self) -> pd.DataFrame | None:
+        """The full grid's AUC table, when recorded."""
+        return None if self.recorded is None else self.recorded.table
+
+    def map_tables(self) -> tuple[pd.DataFrame, pd.DataFrame, str]:
+        """(AUC table, comparisons, where from) of the regime map the words speak of: the full grid's when recorded,
+        else the book's run."""
+        if self.recorded is not None:
+            return self.recorded.table, self.recorded.pairs, f"the full grid, {self.recorded.source()}"
+        return self.table, self.pairs, "the book's grid (the full grid is not recorded on this checkout)"
 
     def paragraphs(self) -> str:
-        """One paragraph per cell run (markdown): its mechanism, the outcome in numbers, the prediction."""
-        out = []
+        """One paragraph per cell of the map (markdown): its mechanism, the outcome in numbers, the prediction."""
+        table, _, source = self.map_tables()
+        out = [f"On {source}:"]
         for row in self.predictions.itertuples():
-            mechanism = self.table.loc[self.table.cell == row.cell, "mechanism"].iloc[0]
+            mechanism = table.loc[table.cell == row.cell, "mechanism"].iloc[0]
             out.append(f"**{row.cell}** ({MECHANISM_WORDS.get(mechanism, mechanism)}). {row.outcome} "
                        f"*Predicted before any run:* {row.prediction}")
         return "\n\n".join(out)
 
+    def sensitivity(self) -> str:
+        """What the design's nuisance factor (a per-centre affine change of the features) changes, in sentences
+        computed from the recorded tables; says so when they are not recorded."""
+        rec = self.recorded
+        if rec is None or rec.sensitivity_pairs is None:
+            return ("The sensitivity cells (the design's `sensitivity`: M1 and M3 with a per-centre affine change of "
+                    "the features) are the benchmark's; they are not recorded on this checkout.")
+        pairs = rec.sensitivity_pairs
+        parts = []
+        for cell, rows in pairs.groupby("cell", sort=False):
+            factor = rows[rows.kind == "factor"]
+            inside = rows[rows.kind == "method"]
+            said = "; ".join(f"{study_analysis.NAMES.get(r.method, r.method)} {r.difference:+.3f} "
+                             f"[{r.low:+.3f}, {r.high:+.3f}], {r.verdict}" for r in factor.itertuples())
+            text = f"**{cell}** against {study.base_cell(cell)} (the same slides, labels and runs): {said}."
+            if len(inside):
+                text += " Inside the cell: " + "; ".join(
+                    f"{study_analysis.NAMES[r.method]} vs {study_analysis.NAMES[r.against]} {r.difference:+.3f} "
+                    f"[{r.low:+.3f}, {r.high:+.3f}], {r.verdict}" for r in inside.itertuples()) + "."
+            parts.append(text)
+        return ("AUC with the nuisance minus without (Holm across these comparisons: a family of its own, apart from "
+                "the map's; \"better\" means a higher AUC with the nuisance). " + " ".join(parts))
+
+    def _said(self, cell: str) -> str:
+        """A cell of the map in numbers: each method's AUC [interval] at its main pool and Giga-SSL minus
+        AverageMIL with its verdict after Holm; says so when the cell is not in the map."""
+        table, _, _ = self.map_tables()
+        rows = table[table.cell == cell]
+        if rows.empty:
+            return f"{cell} is not in this grid (the full grid's: `benchmarks/study.py`)"
+        parts = []
+        for method in ("oracle", "averagemil", "gigassl", "gigassl_local", "random_aggregator", "deepmil"):
+            pool = study_analysis.main_pool(table, cell, method)
+            if pool is not None:
+                r = rows[(rows.method == method) & (rows.pool == pool)].iloc[0]
+                parts.append(f"{study_analysis.NAMES.get(method, method)} {r.auc:.3f} [{r.low:.3f}, {r.high:.3f}]")
+        versus = self._verdict(cell)
+        verdict = (f"; Giga-SSL minus AverageMIL {versus.difference:+.3f}, {versus.verdict} after Holm"
+                   if versus is not None else "")
+        return f"in {cell}: " + ", ".join(parts) + verdict
+
+    def _verdict(self, cell: str, method: str = "gigassl", against: str = "averagemil"):
+        """The map's comparison row of ``method`` against ``against`` in ``cell`` (None when it did not run)."""
+        _, pairs, _ = self.map_tables()
+        rows = pairs[(pairs.cell == cell) & (pairs.method == method) & (pairs.against == against)]
+        return rows.iloc[0] if len(rows) else None
+
     def implications(self) -> str:
         """What the map implies for the demo's three tasks and for the paper's TCGA tasks (markdown): which
-        mechanism each task is, as far as the cohort's design, the paper and the field say, and what this run's
-        cells say of that mechanism (the numbers computed from the run; a mechanism not in this grid is said so)."""
-        def said(cell: str) -> str:
-            rows = self.table[(self.table.cell == cell)]
-            if rows.empty:
-                return f"{cell} is not in this grid (the full grid's: `benchmarks/study.py`)"
-            parts = []
-            for method in ("oracle", "averagemil", "gigassl", "random_aggregator", "deepmil"):
-                pool = study_analysis.main_pool(self.table, cell, method)
-                if pool is not None:
-                    r = rows[(rows.method == method) & (rows.pool == pool)].iloc[0]
-                    parts.append(f"{study_analysis.NAMES.get(method, method)} {r.auc:.3f} [{r.low:.3f}, {r.high:.3f}]")
-            versus = self.pairs[(self.pairs.cell == cell) & (self.pairs.method == "gigassl")
-                                & (self.pairs.against == "averagemil")]
-            verdict = (f"; Giga-SSL minus AverageMIL {versus.iloc[0].difference:+.3f}, {versus.iloc[0].verdict} after "
-                       "Holm" if len(versus) else "")
-            return f"in this run's {cell}: " + ", ".join(parts) + verdict
+        mechanism each task is, as far as the cohort's design, the paper and the field say, and what the map's
+        cells (the full grid's when recorded, else the book's run) say of that mechanism, computed from the tables;
+        a mechanism not in the map is said so."""
         from .paper import published
 
+        _, _, source = self.map_tables()
         table2 = published()
         table2 = table2[table2["table"].astype(str) == "2"].pivot_table(
             index=["task", "data_regime"], columns="method", values="auc_mean")
         gains = (table2["Giga-SSL"] - table2["AverageMIL"]).dropna()
         span = f"{gains.min():+.3f} to {gains.max():+.3f} AUC over {len(gains)} task-regime pairs"
+        m1 = self._verdict("M1")
+        if m1 is None:
+            m1_words = "M1 is not in this map, so it does not say whether Giga-SSL gains over the mean there"
+        elif m1.verdict == "better":
+            m1_words = (f"in this map Giga-SSL beats the mean of tiles even in M1 ({m1.difference:+.3f}, better "
+                        "after Holm), so a diffuse task can hold a gain")
+        else:
+            m1_words = (f"in this map Giga-SSL does not beat the mean of tiles in M1 ({m1.difference:+.3f}, "
+                        f"{m1.verdict} after Holm), so a task that is M1 alone should show no consistent gain")
         return "\n\n".join([
+            f"The cells quoted below are those of {source}.",
             "**The demo's three tasks** (`gigassl.cohorts.synth`: the share of glands, the cytology of half the tumour "
             "units, the lymphocyte density) are diffuse shifts of the slide's composition: mechanism M1 by "
-            "construction. There the slide mean is near-sufficient and the design predicts AverageMIL to win or "
-            f"tie ({said('M1')}). The ties and losses of Giga-SSL against AverageMIL on the demo's pages are what "
-            "this mechanism predicts, not a failure of the implementation.",
+            "construction. There the slide mean is near-sufficient and the design predicted AverageMIL to win or "
+            f"tie ({self._said('M1')}).",
             "**The paper's six TCGA tasks** (BRCA, kidney and NSCLC subtyping, BRCA molecular subtype, two HRD "
             "labels) are, by the paper's own reading of its ablation of T (Sec. 4.4: five tiles per view suffice, "
             "so \"the signal relative to these problems is distributed among most of the tiles\"), diffuse: M1-like "
             "as far as the paper says; the paper itself names a task whose signal is concentrated on a few "
             "instances (M2) as untested. Subtyping also changes the texture and arrangement of the tumour (growth "
-            "patterns: M3 and M4 components), which the paper does not separate. Where a task is M1 alone, this map "
-            "predicts no consistent gain of Giga-SSL over the mean of tiles; the paper's Table 2 finds one on every "
-            f"task and budget (Giga-SSL minus AverageMIL: {span}), so either its TCGA tasks hold something the mean "
-            "misses (an M3 or M4 component) or the gain comes from elsewhere than the aggregation. What slide-level "
-            "SSL gives where the mean cannot see the signal (M3): "
-            f"{said('M3')}. Focal tasks (M2: metastasis detection in lymph nodes, the field's CAMELYON16) are the "
-            f"attention MIL's regime: {said('M2-10')}.",
+            f"patterns: M3 and M4 components), which the paper does not separate. {m1_words[0].upper()}"
+            f"{m1_words[1:]}; the paper's Table 2 finds a gain on every task and budget (Giga-SSL minus AverageMIL: "
+            f"{span}), so either its TCGA tasks hold something the mean misses (an M3 or M4 component) or the gain "
+            "comes from elsewhere than the aggregation (the tile encoder, the augmentations, the probe). Where the "
+            f"mean cannot see the signal (M3): {self._said('M3')}. Arrangement (M4): {self._said('M4')}. Focal "
+            "tasks (M2: metastasis detection in lymph nodes, the field's CAMELYON16) are the attention MIL's "
+            f"regime by design: {self._said('M2-10')}.",
             "These are statements about mechanisms, not about TCGA's slides: no TCGA task is labelled with its "
-            "mechanism, and real tasks mix them. The full grid (every mechanism, 3 generator seeds x 2 SSL seeds) is "
-            "what would turn them into a map; until `benchmarks/study.py` has run, the cells above are the book's."])
+            "mechanism, and real tasks mix them."])
 
     def finding(self) -> str:
-        """The page's opening sentence, computed: the cells run, and per cell whether Giga-SSL beat the mean."""
+        """The page's opening sentence, computed: per cell of the book's run whether Giga-SSL beat the mean, and,
+        when the full grid is recorded, in which of its cells it did, lost, or was undecided."""
         seeds = sorted(self.scores.generator_seed.unique().tolist())
         parts = []
         for cell in self.table.cell.unique():
@@ -104,8 +203,17 @@ class MechanismsPage:
                 parts.append(f"in {cell}, Giga-SSL against AverageMIL: {r.difference:+.3f} AUC, {r.verdict} "
                              f"(Holm across the {len(self.pairs)} comparisons)")
         where = f"the book's grid ({', '.join(self.table.cell.unique())}; generator seed(s) {seeds})"
-        return (f"On {where}, " + "; ".join(parts) + "." if parts
+        text = (f"On {where}, " + "; ".join(parts) + "." if parts
                 else f"On {where}: no Giga-SSL against AverageMIL comparison ran.")
+        if self.recorded is not None:
+            pairs = self.recorded.pairs
+            mine = pairs[(pairs.method == "gigassl") & (pairs.against == "averagemil")]
+            by = {v: [r.cell for r in mine.itertuples() if r.verdict == v] for v in ("better", "worse", "undecided")}
+            text += (f" On the full grid ({self.recorded.table.cell.nunique()} cells, Holm across its "
+                     f"{len(pairs)} comparisons), Giga-SSL beats AverageMIL in "
+                     f"{', '.join(by['better']) or 'no cell'}, loses in {', '.join(by['worse']) or 'no cell'} and is "
+                     f"undecided in {', '.join(by['undecided']) or 'no cell'}.")
+        return text
 
 
 def mechanisms_page(out_dir: str | Path, design_path: str | Path = study.DESIGN, grid: str = "book",
@@ -113,14 +221,22 @@ def mechanisms_page(out_dir: str | Path, design_path: str | Path = study.DESIGN,
                     progress=print) -> MechanismsPage:
     """Run (or resume) the grid ``grid`` of the design into ``out_dir`` and analyse it (``n_bootstrap`` resamples;
     ``scale``: smoke runs only, :func:`gigassl.book.study.run_study`); ``benchmark``: the full grid's recorded
-    AUC table when the file exists."""
+    AUC table (its folder holds the other recorded files, :func:`read_recorded`), shown when it is a whole grid of
+    this design (the sha256 of ``design_path``)."""
     design, digest = study.read_design(design_path)
     scores = study.run_study(out_dir, design_path, grid, scale, progress)
     table, draws = study_analysis.bootstrap_aucs(scores, n_bootstrap)
     pairs = study_analysis.comparisons(table, draws)
-    recorded = pd.read_csv(benchmark) if benchmark is not None and Path(benchmark).is_file() else None
+    recorded = read_recorded(Path(benchmark).parent) if benchmark is not None else None
+    if recorded is not None and recorded.record.get("design_sha256") != digest:
+        if progress:
+            progress(f"The recorded full grid ({benchmark}) is of another design (sha256 "
+                     f"{recorded.record.get('design_sha256')}, this file's {digest}): not shown. Rerun "
+                     "python benchmarks/study.py (its finished cells are kept when their settings are unchanged).")
+        recorded = None
+    map_table, map_pairs = (table, pairs) if recorded is None else (recorded.table, recorded.pairs)
     return MechanismsPage(Path(design_path).read_text(), digest, grid, scores, table, pairs,
-                          study_analysis.predictions_table(design, table, pairs), recorded)
+                          study_analysis.predictions_table(design, map_table, map_pairs), recorded)
 
 
 def regime_map(table: pd.DataFrame, title: str = "AUC by mechanism and method (95% interval)"):
@@ -185,7 +301,7 @@ def optional_figures(page: MechanismsPage) -> tuple[dict, str]:
     else:
         notes.append("The full grid's table (benchmarks/results/study.csv) is not recorded on this checkout: the "
                      "full grid has not been run (python benchmarks/study.py).")
-    curves = study_pool_curves(page.table)
+    curves = study_pool_curves(page.table if page.benchmark is None else page.benchmark)
     if curves is not None:
         figures["pool_curves"] = curves
     else:
