@@ -86,7 +86,7 @@ def main(argv=None) -> int:
     if not complete:
         results = out  # a partial grid's tables stay in the work folder: the book reads only a whole grid's
     table, draws = study_analysis.bootstrap_aucs(scores)
-    pairs = study_analysis.comparisons(table, draws)
+    pairs = study_analysis.comparisons(table, draws, seeds=study_analysis.seed_points(scores))
     results.mkdir(parents=True, exist_ok=True)
     table.to_csv(results / "study.csv", index=False)
     pairs.to_csv(results / "study_pairs.csv", index=False)

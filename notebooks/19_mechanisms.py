@@ -62,7 +62,10 @@ print(page.design_text)
 # ## The regime map
 #
 # Each cell's AUC (mean over the seeds run) with its 95% interval, a bootstrap of the test slides stratified by
-# generator seed; the dashed line is chance.
+# generator seed (the design's protocol): it holds the sampling of the test slides, the runs fixed. The table also
+# gives `seed_sd` (the spread of the runs) and `seed_low`, `seed_high`: a t-interval over the generator seeds (each a
+# cohort with its own training set; the SSL seeds averaged inside), empty with one generator seed, as in the book's
+# grid. The dashed line is chance.
 
 # %%
 save_table(page.table, "mechanisms_auc", figures_dir)
@@ -85,7 +88,9 @@ print(note)
 #
 # The design's pairs, each a difference of AUC paired on the same bootstrap resamples; Holm-Bonferroni across every
 # comparison of every cell (one family); "better" or "worse" only when the adjusted p is below 0.05 and the
-# interval excludes 0.
+# interval excludes 0 (the design's rule). With several generator seeds, `seed_low` and `seed_high` are the
+# t-interval over them of the paired difference, and `seeds_agree` says whether a decided verdict also holds over
+# the seeds: the verdict is the design's, the seeds' column shows what it does not hold.
 
 # %%
 save_table(page.pairs, "mechanisms_pairs", figures_dir)

@@ -135,6 +135,24 @@ def test_the_cells_auc_is_the_mean_over_seeds_and_its_interval_holds_it():
         assert row.auc == pytest.approx(direct, abs=1e-9)
         assert row.low < row.auc < row.high and draws[("M1", 0, method)].shape == (300,)
     assert table.set_index("method").n_runs.to_dict() == {"oracle": 2, "gigassl": 4}
+    # the seed interval: a t-interval over the two generator seeds' AUCs (SSL seeds averaged inside each)
+    from scipy.stats import t
+
+    arm = scores[scores.method == "gigassl"]
+    per_g = [np.mean([roc_auc_score(r.label, r.score) for _, r in by_g.groupby("ssl_seed")])
+             for _, by_g in arm.groupby("generator_seed")]
+    half = t.ppf(0.975, 1) * np.std(per_g, ddof=1) / np.sqrt(2)
+    row = table.set_index("method").loc["gigassl"]
+    assert (row.seed_low, row.seed_high) == pytest.approx((np.mean(per_g) - half, np.mean(per_g) + half))
+    pairs = study_analysis.comparisons(table, draws, pairs=[("gigassl", "oracle")],
+                                       seeds=study_analysis.seed_points(scores))
+    oracle = [roc_auc_score(r.label, r.score) for _, r in scores[scores.method == "oracle"].groupby("generator_seed")]
+    d = np.subtract(per_g, oracle)
+    half = t.ppf(0.975, 1) * np.std(d, ddof=1) / np.sqrt(2)
+    assert (pairs.seed_low[0], pairs.seed_high[0]) == pytest.approx((d.mean() - half, d.mean() + half))
+    # seeds_agree: only for a decided verdict, True when the seed interval excludes 0 on its side too
+    assert pairs.verdict[0] == "worse" and pairs.seeds_agree[0] == bool(pairs.seed_high[0] < 0)
+    assert np.isnan(study_analysis.seed_interval([0.7])[0])
 
 
 def fake_comparisons(p_side: dict):

@@ -41,10 +41,37 @@ def resampled_auc(score: np.ndarray, label: np.ndarray, index: np.ndarray) -> np
         return ((ranks * y).sum(axis=1) - n1 * (n1 + 1) / 2) / (n1 * n0)
 
 
+def seed_points(scores: pd.DataFrame) -> dict:
+    """{(cell, pool, method): pd.Series of the AUC per generator seed (mean over its SSL seeds), indexed by
+    generator seed}: the units over which :func:`seed_interval` runs."""
+    out = {}
+    for (cell, pool, method), arm in scores.groupby(["cell", "pool", "method"], sort=False):
+        per_run = {(g, s): float(resampled_auc(run.score.to_numpy(float), run.label.to_numpy(int),
+                                               np.arange(len(run))[None])[0])
+                   for (g, s), run in arm.groupby(["generator_seed", "ssl_seed"])}
+        frame = pd.Series(per_run)
+        out[(cell, int(pool), method)] = frame.groupby(level=0).mean()
+    return out
+
+
+def seed_interval(values, level: float = 0.95) -> tuple[float, float]:
+    """The t-interval of the mean of ``values`` (one per generator seed: cohort, training set and the SSL seeds
+    averaged inside): mean -+ t(level, n - 1) sd / sqrt(n). (NaN, NaN) with fewer than 2 values."""
+    from scipy.stats import t
+
+    values = np.asarray(values, float)
+    if len(values) < 2:
+        return float("nan"), float("nan")
+    half = t.ppf(0.5 + level / 2, len(values) - 1) * values.std(ddof=1) / np.sqrt(len(values))
+    return float(values.mean() - half), float(values.mean() + half)
+
+
 def bootstrap_aucs(scores: pd.DataFrame, n_bootstrap: int = 2000, seed: int = 0) -> tuple[pd.DataFrame, dict]:
     """(the AUC table, the bootstrap draws). The table: one row per (cell, mechanism, pool, method) with ``auc``
     (mean over generator seeds of the mean over SSL seeds), ``low``, ``high`` (2.5 and 97.5 percentiles of the
-    same mean over resamples), ``seed_sd`` (sd of the per-seed AUCs; NaN with one), ``n_runs``. The draws:
+    same mean over resamples: the test slides' sampling, the runs fixed), ``seed_sd`` (sd of the per-run AUCs; NaN
+    with one), ``seed_low``, ``seed_high`` (:func:`seed_interval` over the generator seeds: the cohorts and their
+    training sets, SSL seeds averaged inside; NaN with one generator seed), ``n_runs``. The draws:
     {(cell, pool, method): (n_bootstrap,) array}. The test slides of each generator seed are resampled with
     ``rng(seed, generator seed)``, the same indices for every method and SSL seed (so differences are paired)."""
     from ..seeding import rng
@@ -72,6 +99,7 @@ def bootstrap_aucs(scores: pd.DataFrame, n_bootstrap: int = 2000, seed: int = 0)
                          "auc": float(np.mean(per_g_point)), "low": float(np.nanpercentile(draw, 2.5)),
                          "high": float(np.nanpercentile(draw, 97.5)),
                          "seed_sd": float(np.std(point, ddof=1)) if len(point) > 1 else float("nan"),
+                         **dict(zip(("seed_low", "seed_high"), seed_interval(per_g_point))),
                          "n_runs": len(point)})
     return pd.DataFrame(rows), draws
 
@@ -82,10 +110,14 @@ def main_pool(table: pd.DataFrame, cell: str, method: str) -> int | None:
     return int(rows.pool.max()) if len(rows) else None
 
 
-def comparisons(table: pd.DataFrame, draws: dict, pairs=PAIRS, alpha: float = ALPHA) -> pd.DataFrame:
+def comparisons(table: pd.DataFrame, draws: dict, pairs=PAIRS, alpha: float = ALPHA,
+                seeds: dict | None = None) -> pd.DataFrame:
     """Every pair of :data:`PAIRS` that both ran, in every cell: ``difference`` (AUC of method - AUC of against),
     ``low``, ``high`` (its paired bootstrap interval), ``p`` (two-sided bootstrap p-value, (k + 1) / (B + 1) on each
-    side), ``p_holm`` (Holm across all the rows: one family), ``verdict`` (better / worse / undecided)."""
+    side), ``p_holm`` (Holm across all the rows: one family), ``verdict`` (better / worse / undecided: the design's
+    rule). With ``seeds`` (:func:`seed_points`): ``seed_low``, ``seed_high`` (:func:`seed_interval` of the paired
+    per-generator-seed differences) and ``seeds_agree`` (a decided verdict whose seed interval also excludes 0 on
+    its side; NaN for an undecided one), descriptive: the verdict stays the design's."""
     rows = []
     for cell in table.cell.unique():
         for method, against in pairs:
@@ -99,7 +131,29 @@ def comparisons(table: pd.DataFrame, draws: dict, pairs=PAIRS, alpha: float = AL
     out = pd.DataFrame(rows, columns=["cell", "method", "against", "difference", "low", "high", "p"])
     out["p_holm"] = holm(out.p.to_numpy()) if len(out) else []
     out["verdict"] = [cell_verdict(r.difference, r.low, r.high, r.p_holm, alpha) for r in out.itertuples()]
+    if seeds is not None:
+        out = with_seed_intervals(out, table, seeds)
     return out
+
+
+def with_seed_intervals(pairs: pd.DataFrame, table: pd.DataFrame, seeds: dict) -> pd.DataFrame:
+    """``pairs`` with ``seed_low``, ``seed_high`` (the t-interval over generator seeds of the paired differences, at
+    each method's main pool; an ``against`` of the form ``"<method> in <cell>"`` names the other cell's arm) and
+    ``seeds_agree`` (see :func:`comparisons`)."""
+    low, high, agree = [], [], []
+    for r in pairs.itertuples():
+        other_cell, other = r.cell, r.against
+        if " in " in str(r.against):
+            other, other_cell = r.against.split(" in ")
+        a = seeds.get((r.cell, main_pool(table, r.cell, r.method), r.method))
+        b = seeds.get((other_cell, main_pool(table, other_cell, other), other))
+        d = (a - b).dropna() if a is not None and b is not None else pd.Series(dtype=float)
+        lo, hi = seed_interval(d.to_numpy())
+        low.append(lo)
+        high.append(hi)
+        agree.append(float("nan") if r.verdict == "undecided" or np.isnan(lo)
+                     else bool(lo > 0 if r.verdict == "better" else hi < 0))
+    return pairs.assign(seed_low=low, seed_high=high, seeds_agree=agree)
 
 
 def _paired_row(d: np.ndarray, difference: float) -> dict:
@@ -149,7 +203,7 @@ def factor_effects(scores: pd.DataFrame, varied: pd.DataFrame, n_bootstrap: int 
     out = pd.DataFrame(rows, columns=["kind", "cell", "method", "against", "difference", "low", "high", "p"])
     out["p_holm"] = holm(out.p.to_numpy()) if len(out) else []
     out["verdict"] = [cell_verdict(r.difference, r.low, r.high, r.p_holm, alpha) for r in out.itertuples()]
-    return table, out
+    return table, with_seed_intervals(out, table, seed_points(pd.concat(arms, ignore_index=True)))
 
 
 def cell_verdict(difference: float, low: float, high: float, p_holm: float, alpha: float = ALPHA) -> str:
@@ -183,8 +237,20 @@ def outcome(cell: str, table: pd.DataFrame, pairs: pd.DataFrame) -> str:
     if len(mine):
         text += "Comparisons (Holm across all the cells): " + "; ".join(
             f"{NAMES[r.method]} vs {NAMES[r.against]}: {r.difference:+.3f} [{r.low:+.3f}, {r.high:+.3f}], "
-            f"adjusted p {r.p_holm:.3g}, {r.verdict}" for r in mine.itertuples()) + "."
+            f"adjusted p {r.p_holm:.3g}, {r.verdict}{_seed_words(r)}" for r in mine.itertuples()) + "."
     return text
+
+
+def _seed_words(row) -> str:
+    """", over generator seeds [lo, hi]" for a comparison row with a seed interval, and whether the seeds agree
+    with a decided verdict; empty without one."""
+    lo, hi = getattr(row, "seed_low", float("nan")), getattr(row, "seed_high", float("nan"))
+    if pd.isna(lo):
+        return ""
+    agree = getattr(row, "seeds_agree", float("nan"))
+    said = "" if pd.isna(agree) else (" (the seeds agree)" if bool(agree) else " (the seeds do not: their "
+                                                                                 "interval holds 0)")
+    return f", over generator seeds [{lo:+.3f}, {hi:+.3f}]{said}"
 
 
 def pool_curve_text(cell: str, table: pd.DataFrame) -> str:

@@ -226,7 +226,7 @@ def mechanisms_page(out_dir: str | Path, design_path: str | Path = study.DESIGN,
     design, digest = study.read_design(design_path)
     scores = study.run_study(out_dir, design_path, grid, scale, progress)
     table, draws = study_analysis.bootstrap_aucs(scores, n_bootstrap)
-    pairs = study_analysis.comparisons(table, draws)
+    pairs = study_analysis.comparisons(table, draws, seeds=study_analysis.seed_points(scores))
     recorded = read_recorded(Path(benchmark).parent) if benchmark is not None else None
     if recorded is not None and recorded.record.get("design_sha256") != digest:
         if progress:
