@@ -54,7 +54,7 @@ def record_cells(monkeypatch) -> list:
     returned) and gives 4 oracle scores."""
     calls = []
 
-    def fake_cell(design, grid, cell, g, work, scale=None, keep=False):
+    def fake_cell(design, grid, cell, g, work, scale=None, keep=False, progress=None):
         calls.append((cell["name"], g))
         return pd.DataFrame([{**dict(zip(study.COLUMNS, [cell["name"], cell["mechanism"], g, 0, "oracle", -1])),
                               "slide_id": f"test_{i:05d}", "label": i % 2, "score": float(i)} for i in range(4)])
@@ -103,8 +103,11 @@ def test_a_cell_stopped_midway_resumes_at_its_first_unfinished_run(tmp_path, mon
     probed = []
     real = study.probe_scores
     monkeypatch.setattr(study, "probe_scores", lambda *a: probed.append(1) or real(*a))
-    again = study.run_cell(design, grid, cell, 0, tmp_path / "work", TINY)
+    said = []
+    again = study.run_cell(design, grid, cell, 0, tmp_path / "work", TINY, progress=said.append)
     assert len(probed) == 1  # only AverageMIL ran again
+    assert len(said) == 1 and said[0].startswith("  M1_g0: averagemil, pool 0, SSL seed -1: ")
+    assert said[0].endswith("(2 of 2 runs done)")
     pd.testing.assert_frame_equal(again, first, check_dtype=False)
     assert not (tmp_path / "work").exists()
 

@@ -258,11 +258,14 @@ def _embedding(features: Path, work: Path, run: Run, design: dict, ids: list, po
 
 
 def run_cell(design: dict, grid: dict, cell: dict, generator_seed: int, work: str | Path,
-             scale: dict | None = None, keep: bool = False) -> pd.DataFrame:
+             scale: dict | None = None, keep: bool = False, progress=None) -> pd.DataFrame:
     """The scores (:data:`COLUMNS`) of every run of one (cell, generator seed): one row per run and test slide.
     ``work``: the cohort, the trainings and each finished run's scores (``work/runs/``: a call on the same ``work``
     after an interruption keeps them and starts at the first unfinished run; the caller names ``work`` after the
-    settings' hash); removed at the end unless ``keep``."""
+    settings' hash); removed at the end unless ``keep``. ``progress``: called with one line per run (the run, its
+    seconds, how many of the cell's runs are done; kept runs are counted, not timed), or None."""
+    import time
+
     from ..cohorts.featsim import simulate
     from ..evaluation.baselines import average_embeddings
 
@@ -281,11 +284,12 @@ def run_cell(design: dict, grid: dict, cell: dict, generator_seed: int, work: st
     done = work / "runs"  # each finished run's scores: a cell stopped midway resumes at its next run
     done.mkdir(parents=True, exist_ok=True)
     rows = []
-    for run in runs:
+    for k, run in enumerate(runs, 1):
         finished = done / f"{run.method}_p{run.pool}_s{run.ssl_seed}.csv"
         if finished.exists():
             rows.append(pd.read_csv(finished, dtype={"slide_id": str}))
             continue
+        start = time.monotonic()
         if run.method == "deepmil":
             scores = _deepmil_scores(features, table, train, test, deepmil_config(scale.get("deepmil")))
         else:
@@ -298,6 +302,9 @@ def run_cell(design: dict, grid: dict, cell: dict, generator_seed: int, work: st
             scores = probe_scores(x[:len(train)], y_train, x[len(train):])
         rows.append(pd.DataFrame({**dataclasses.asdict(run), "slide_id": test, "label": y_test, "score": scores}))
         write_csv_atomic(rows[-1], finished)
+        if progress:
+            progress(f"  {cell['name']}_g{generator_seed}: {run.method}, pool {run.pool}, SSL seed {run.ssl_seed}: "
+                     f"{time.monotonic() - start:.0f} s ({k} of {len(runs)} runs done)")
     if not keep:
         shutil.rmtree(work, ignore_errors=True)
     return pd.concat(rows, ignore_index=True)[COLUMNS]
@@ -340,7 +347,7 @@ def run_study(out_dir: str | Path, design_path: str | Path = DESIGN, grid: str =
             continue
         start, work = time.monotonic(), Path(out_dir) / "work" / f"{name}_{digest[:12]}"
         resumed = any((work / "runs").glob("*.csv"))  # then "seconds" is this call's, not the whole cell's
-        frame = run_cell(design, chosen, cell, g, work, scale)
+        frame = run_cell(design, chosen, cell, g, work, scale, progress=progress)
         write_csv_atomic(frame, scores)
         record.write_text(json.dumps({"design_hash": digest, "seconds": time.monotonic() - start,
                                       "resumed": resumed, **(stamp or {})}, indent=1))
