@@ -119,6 +119,20 @@ glue_text("mechanism_paragraphs", page.paragraphs())
 print(page.paragraphs())
 
 # %% [markdown]
+# ## The predictions as checks that can fail
+#
+# Each claim of the predictions that the design's comparisons can test, written out in
+# `studies/mechanisms_checks.yml` (its text and sha256 below; it says when it was written and what had run by then),
+# decided on the same map: *held*, *failed*, or *undecided* (never counted as held), with the results page's margin
+# of 0.02 AUC for ties and chance.
+
+# %%
+print(page.checks_summary())
+save_table(page.checks, "mechanisms_checks", figures_dir)
+print(f"\nsha256 {page.checks_sha256}\n")
+print(page.checks_text)
+
+# %% [markdown]
 # ## What the map implies for the demo and for TCGA
 #
 # Which mechanism each of the demo's tasks and of the paper's TCGA tasks is, as far as the cohort's design, the

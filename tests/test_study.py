@@ -377,3 +377,58 @@ def dataclasses_replace(page, **changes):
     import dataclasses
 
     return dataclasses.replace(page, **changes)
+
+
+def test_each_check_can_hold_fail_or_stay_undecided_and_undecided_is_never_held():
+    m = 0.02
+    out = study_analysis.check_outcome
+    assert [out("better", lo, hi, v, m) for lo, hi, v in ((0.01, 0.05, "better"), (-0.03, 0.01, "undecided"),
+                                                         (-0.01, 0.04, "undecided"))] == ["held", "failed",
+                                                                                          "undecided"]
+    assert [out("worse", lo, hi, v, m) for lo, hi, v in ((-0.05, -0.01, "worse"), (-0.01, 0.03, "undecided"),
+                                                        (-0.04, 0.01, "undecided"))] == ["held", "failed",
+                                                                                         "undecided"]
+    assert [out("tie", lo, hi, v, m) for lo, hi, v in ((-0.01, 0.015, "undecided"), (0.01, 0.05, "better"),
+                                                      (-0.03, 0.01, "undecided"))] == ["held", "failed", "undecided"]
+    # a tie held needs equivalence: an interval holding 0 but reaching past the margin is undecided, not held
+    assert out("tie", -0.05, 0.05, "undecided", m) == "undecided"
+    assert [out("not_better", lo, hi, v, m) for lo, hi, v in ((-0.05, 0.01, "undecided"), (0.01, 0.05, "better"),
+                                                             (-0.01, 0.04, "undecided"))] == ["held", "failed",
+                                                                                              "undecided"]
+    assert [out("not_worse", lo, hi, v, m) for lo, hi, v in ((-0.01, 0.05, "undecided"), (-0.05, -0.01, "worse"),
+                                                            (-0.04, 0.01, "undecided"))] == ["held", "failed",
+                                                                                             "undecided"]
+    assert [out("chance", lo, hi, None, m) for lo, hi in ((0.49, 0.515), (0.51, 0.56), (0.47, 0.53))] == [
+        "held", "failed", "undecided"]
+    assert [out("above_chance", lo, hi, None, m) for lo, hi in ((0.51, 0.6), (0.45, 0.515), (0.48, 0.56))] == [
+        "held", "failed", "undecided"]
+    with pytest.raises(ValueError, match="mechanisms_checks.yml"):
+        out("wins", 0, 1, None, m)
+
+
+def test_the_committed_checks_read_the_design_and_decide_on_the_map():
+    from pathlib import Path
+
+    root = Path(study.__file__).parents[2]
+    checks = yaml.safe_load((root / "studies" / "mechanisms_checks.yml").read_text())["checks"]
+    design, _ = study.read_design()
+    assert set(checks) == {c["name"] for c in design["cells"]}  # a check list per cell of the design
+    pairs = set(study_analysis.PAIRS)
+    for cell_checks in checks.values():
+        for check in cell_checks:
+            assert check["kind"] in study_analysis.CHECKS
+            assert check["method"] in set(design["methods"]) | {"every", "every_pair"}
+            if "against" in check:
+                assert (check["method"], check["against"]) in pairs  # a comparison the design runs
+    table = pd.DataFrame([{"cell": "M3", "mechanism": "M3", "pool": p, "method": m, "auc": a, "low": lo, "high": hi}
+                          for m, p, a, lo, hi in (("averagemil", 0, 0.5, 0.49, 0.51), ("gigassl", 1000, 0.6, 0.57, 0.63),
+                                                  ("random_aggregator", 0, 0.55, 0.52, 0.58))])
+    pairs_table = pd.DataFrame([{"cell": "M3", "method": "gigassl", "against": "averagemil", "difference": 0.1,
+                                 "low": 0.06, "high": 0.14, "p": 0.001, "p_holm": 0.003, "verdict": "better"}])
+    got = study_analysis.check_predictions(checks, table, pairs_table).set_index(["cell", "claim"]).outcome
+    assert got[("M3", "Giga-SSL beats AverageMIL")] == "held"
+    assert got[("M3", "AverageMIL at chance")] == "held"
+    assert got[("M3", "The untrained aggregator above chance")] == "held"
+    assert got[("M3", "DeepMIL above chance")] == "not run"
+    assert got[("M3", "SSL adds to the untrained aggregator")] == "not run"  # that comparison is not in the table
+    assert (got.loc["M1"] == "not run").all()

@@ -276,3 +276,73 @@ def predictions_table(design: dict, table: pd.DataFrame, pairs: pd.DataFrame) ->
         rows.append({"cell": cell, "prediction": " ".join(str(design["predictions"].get(cell, "")).split()),
                      "outcome": text})
     return pd.DataFrame(rows)
+
+
+# ------------------------------------------------------------------------------------------------ checks
+CHECKS = ("better", "worse", "tie", "not_better", "not_worse", "chance", "above_chance")
+
+
+def check_outcome(kind: str, low: float, high: float, verdict: str | None, margin: float) -> str:
+    """held / failed / undecided for one check (studies/mechanisms_checks.yml gives the rules): ``low``, ``high``
+    the 95% interval (of a difference for a comparison, of an AUC for chance and above_chance), ``verdict`` the
+    comparison's verdict after Holm (None for chance checks). Undecided is never held."""
+    if kind == "better":
+        return "held" if verdict == "better" else "failed" if high < margin else "undecided"
+    if kind == "worse":
+        return "held" if verdict == "worse" else "failed" if low > -margin else "undecided"
+    if kind == "tie":
+        return ("held" if -margin < low and high < margin else "failed" if verdict in ("better", "worse")
+                else "undecided")
+    if kind == "not_better":
+        return "held" if high < margin else "failed" if verdict == "better" else "undecided"
+    if kind == "not_worse":
+        return "held" if low > -margin else "failed" if verdict == "worse" else "undecided"
+    if kind == "chance":
+        return ("held" if CHANCE - margin < low and high < CHANCE + margin
+                else "failed" if not low <= CHANCE <= high else "undecided")
+    if kind == "above_chance":
+        return "held" if low > CHANCE else "failed" if high < CHANCE + margin else "undecided"
+    raise ValueError(f"Check kind {kind!r} is not one of {', '.join(CHECKS)}. Fix studies/mechanisms_checks.yml.")
+
+
+def check_predictions(checks: dict, table: pd.DataFrame, pairs: pd.DataFrame, margin: float | None = None
+                      ) -> pd.DataFrame:
+    """Each check of ``checks`` (studies/mechanisms_checks.yml, ``checks``: {cell: [{claim, kind, method,
+    against?}]}) decided on the map (``table`` of :func:`bootstrap_aucs` at each method's main pool, ``pairs`` of
+    :func:`comparisons`): one row per check and method (``every`` and ``every_pair`` expanded) with ``cell``,
+    ``claim``, ``kind``, ``method``, ``against``, ``low``, ``high`` (the interval decided on), ``verdict`` (the
+    comparison's, empty for chance checks) and ``outcome`` (:func:`check_outcome`; ``not run`` when the cell or the
+    method is not in the map). ``margin``: default the results page's equivalence margin."""
+    from .verdicts import EQUIVALENCE_MARGIN
+
+    margin = EQUIVALENCE_MARGIN if margin is None else margin
+    rows = []
+    for cell, cell_checks in checks.items():
+        mine, my_pairs = table[table.cell == cell], pairs[pairs.cell == cell]
+        for check in cell_checks:
+            kind = check["kind"]
+            if check["method"] == "every_pair":
+                targets = [(r.method, r.against) for r in my_pairs.itertuples()] or [("every_pair", None)]
+            elif check["method"] == "every":
+                targets = [(m, None) for m in mine.method.unique()] or [("every", None)]
+            else:
+                targets = [(check["method"], check.get("against"))]
+            for method, against in targets:
+                row = {"cell": cell, "claim": check["claim"], "kind": kind, "method": method,
+                       "against": against or "", "low": float("nan"), "high": float("nan"), "verdict": "",
+                       "outcome": "not run"}
+                if kind in ("chance", "above_chance"):
+                    pool = main_pool(table, cell, method)
+                    if pool is not None:
+                        r = mine[(mine.method == method) & (mine.pool == pool)].iloc[0]
+                        row.update(low=float(r.low), high=float(r.high),
+                                   outcome=check_outcome(kind, r.low, r.high, None, margin))
+                else:
+                    found = my_pairs[(my_pairs.method == method) & (my_pairs.against == against)]
+                    if len(found):
+                        r = found.iloc[0]
+                        row.update(low=float(r.low), high=float(r.high), verdict=r.verdict,
+                                   outcome=check_outcome(kind, r.low, r.high, r.verdict, margin))
+                rows.append(row)
+    return pd.DataFrame(rows, columns=["cell", "claim", "kind", "method", "against", "low", "high", "verdict",
+                                       "outcome"])

@@ -77,6 +77,23 @@ class MechanismsPage:
     pairs: pd.DataFrame
     predictions: pd.DataFrame
     recorded: Recorded | None
+    checks: pd.DataFrame | None = None
+    checks_text: str = ""
+    checks_sha256: str = ""
+
+    def checks_summary(self) -> str:
+        """How many of the predictions' checks (studies/mechanisms_checks.yml) the map holds, fails, cannot decide,
+        or did not run, and which failed."""
+        if self.checks is None or self.checks.empty:
+            return "No check of the predictions was given."
+        _, _, source = self.map_tables()
+        counts = self.checks.outcome.value_counts()
+        said = ", ".join(f"{int(counts.get(k, 0))} {k}" for k in ("held", "failed", "undecided", "not run"))
+        failed = self.checks[self.checks.outcome == "failed"]
+        named = ("; failed: " + "; ".join(f"{r.cell}: {r.claim}" + (f" ({r.method})" if r.method not in r.claim
+                                                                       and r.against == "" else "")
+                                          for r in failed.itertuples())) if len(failed) else ""
+        return f"Of the {len(self.checks)} checks of the predictions on {source}: {said}{named}."
 
     @property
     def benchmark(self) -> pd.DataFrame | None:
@@ -213,16 +230,26 @@ class MechanismsPage:
                      f"{len(pairs)} comparisons), Giga-SSL beats AverageMIL in "
                      f"{', '.join(by['better']) or 'no cell'}, loses in {', '.join(by['worse']) or 'no cell'} and is "
                      f"undecided in {', '.join(by['undecided']) or 'no cell'}.")
+        if self.checks is not None and not self.checks.empty:
+            counts = self.checks.outcome.value_counts()
+            text += (f" The predictions' checks: {int(counts.get('held', 0))} held, {int(counts.get('failed', 0))} "
+                     f"failed, {int(counts.get('undecided', 0))} undecided, {int(counts.get('not run', 0))} not run.")
         return text
 
 
 def mechanisms_page(out_dir: str | Path, design_path: str | Path = study.DESIGN, grid: str = "book",
                     scale: dict | None = None, n_bootstrap: int = 2000, benchmark: str | Path | None = None,
-                    progress=print) -> MechanismsPage:
+                    progress=print, checks_path: str | Path | None = None) -> MechanismsPage:
     """Run (or resume) the grid ``grid`` of the design into ``out_dir`` and analyse it (``n_bootstrap`` resamples;
     ``scale``: smoke runs only, :func:`gigassl.book.study.run_study`); ``benchmark``: the full grid's recorded
     AUC table (its folder holds the other recorded files, :func:`read_recorded`), shown when it is a whole grid of
-    this design (the sha256 of ``design_path``)."""
+    this design (the sha256 of ``design_path``). ``checks_path``: the predictions' checks (default
+    ``mechanisms_checks.yml`` beside the design; none when that file is absent), decided on the map
+    (:func:`gigassl.book.study_analysis.check_predictions`)."""
+    import hashlib
+
+    import yaml
+
     design, digest = study.read_design(design_path)
     scores = study.run_study(out_dir, design_path, grid, scale, progress)
     table, draws = study_analysis.bootstrap_aucs(scores, n_bootstrap)
@@ -235,8 +262,15 @@ def mechanisms_page(out_dir: str | Path, design_path: str | Path = study.DESIGN,
                      "python benchmarks/study.py (its finished cells are kept when their settings are unchanged).")
         recorded = None
     map_table, map_pairs = (table, pairs) if recorded is None else (recorded.table, recorded.pairs)
+    checks_path = Path(design_path).with_name("mechanisms_checks.yml") if checks_path is None else Path(checks_path)
+    checks, checks_text, checks_sha = None, "", ""
+    if checks_path.is_file():
+        data = checks_path.read_bytes()
+        checks_text, checks_sha = data.decode(), hashlib.sha256(data).hexdigest()
+        checks = study_analysis.check_predictions(yaml.safe_load(data)["checks"], map_table, map_pairs)
     return MechanismsPage(Path(design_path).read_text(), digest, grid, scores, table, pairs,
-                          study_analysis.predictions_table(design, map_table, map_pairs), recorded)
+                          study_analysis.predictions_table(design, map_table, map_pairs), recorded, checks,
+                          checks_text, checks_sha)
 
 
 def regime_map(table: pd.DataFrame, title: str = "AUC by mechanism and method (95% interval)"):
