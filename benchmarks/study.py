@@ -7,9 +7,11 @@ current settings is kept, so it can be stopped and started again.
 
 Usage: ``python benchmarks/study.py --out /tmp/study`` writes ``OUT/cells/*.csv`` (the scores), then
 ``benchmarks/results/study.csv`` (the AUC table: cell, pool, method, auc, low, high, seed_sd, n_runs),
-``study_pairs.csv`` (the comparisons, Holm across all), ``study_sensitivity.csv`` and ``study_sensitivity_pairs.csv``
-(the design's sensitivity: the nuisance cells beside the same runs without the nuisance, their own Holm family;
-:func:`gigassl.book.study_analysis.factor_effects`) and ``study.json`` (commit, machine, the design's sha256);
+``study_pairs.csv`` (the comparisons, Holm across all), ``study_readings.csv`` (what each run's embedding
+holds, read without labels: :func:`gigassl.book.study.representation_reading`), ``study_sensitivity.csv`` and
+``study_sensitivity_pairs.csv`` (the design's sensitivity: the nuisance cells beside the same runs without the
+nuisance, their own Holm family; :func:`gigassl.book.study_analysis.factor_effects`) and ``study.json`` (commit,
+machine, the design's sha256);
 prints one line per cell and ``cells: N``. ``--dry-run``: one tiny cell (M1, two methods, a few slides) and its
 sensitivity cell (M1 with a centre shift), results written into ``--out`` only; the test suite runs it.
 
@@ -90,6 +92,7 @@ def main(argv=None) -> int:
     results.mkdir(parents=True, exist_ok=True)
     table.to_csv(results / "study.csv", index=False)
     pairs.to_csv(results / "study_pairs.csv", index=False)
+    study.read_readings(out, design_path, main_grid).to_csv(results / "study_readings.csv", index=False)
     done = set(zip(scores.cell, scores.generator_seed))  # a varied unit is analysed once its base unit is done
     varied = varied[[(study.base_cell(c), g) in done for c, g in zip(varied.cell, varied.generator_seed)]]
     if len(varied):

@@ -84,6 +84,19 @@ save_figures(figures, "mechanisms", figures_dir)
 print(note)
 
 # %% [markdown]
+# ## What the representations hold, read without the labels
+#
+# Per run with an embedding (`gigassl.book.study.representation_reading`), the mean per cell, pool and method: the
+# linear CKA of the slide embeddings with the mean of the tile features (AverageMIL's embedding; 1 when one is a
+# rotation and scaling of the other), their effective rank, and the R^2 on the test slides of a ridge regression of
+# the cohort's oracle statistic (the quantity that made the label) fitted on the training slides. The first two need
+# no label; the third uses the simulation's ground truth, which no real cohort has. They say why a method ties the
+# mean: an embedding close to a linear map of the mean can see no more than the mean does.
+
+# %%
+save_table(page.readings_table(), "mechanisms_readings", figures_dir)
+
+# %% [markdown]
 # ## Comparisons
 #
 # The design's pairs, each a difference of AUC paired on the same bootstrap resamples; Holm-Bonferroni across every

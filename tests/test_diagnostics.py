@@ -94,3 +94,24 @@ def test_centre_predictability_on_centres_smaller_than_its_folds_uses_fewer(capl
         assert 0 <= centre_predictability(x, centres) <= 1
     assert "2 folds instead of 5" in caplog.text
     assert np.isnan(centre_predictability(x[:4], list("ABCD")))
+
+
+def test_linear_cka_is_one_under_rotation_and_scaling_and_low_for_independent_rows():
+    from gigassl.evaluation.diagnostics import linear_cka
+
+    g = np.random.default_rng(0)
+    x = g.normal(size=(300, 12))
+    rotation, _ = np.linalg.qr(g.normal(size=(12, 12)))
+    assert linear_cka(x, 3.0 * x @ rotation + 5.0) == pytest.approx(1.0, abs=1e-9)  # rotation, scale, shift
+    assert linear_cka(x, g.normal(size=(300, 20))) < 0.15  # independent: near 0 (bias ~ D / S)
+    # a representation that keeps only part of x's variance lies in between, and the measure is symmetric
+    part = x[:, :6]
+    assert 0.3 < linear_cka(x, part) < 0.9 and linear_cka(x, part) == pytest.approx(linear_cka(part, x))
+    # the formula: ||Yc^T Xc||_F^2 / (||Xc^T Xc||_F ||Yc^T Yc||_F)
+    y = np.tanh(x[:, :4] * 2) + 0.1 * g.normal(size=(300, 4))
+    xc, yc = x - x.mean(0), y - y.mean(0)
+    direct = np.sum((yc.T @ xc) ** 2) / (np.linalg.norm(xc.T @ xc) * np.linalg.norm(yc.T @ yc))
+    assert linear_cka(x, y) == pytest.approx(direct)
+    with pytest.raises(Exception, match="same S"):
+        linear_cka(x, x[:10])
+    assert np.isnan(linear_cka(np.ones((5, 3)), x[:5]))

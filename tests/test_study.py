@@ -54,7 +54,7 @@ def record_cells(monkeypatch) -> list:
     returned) and gives 4 oracle scores."""
     calls = []
 
-    def fake_cell(design, grid, cell, g, work, scale=None, keep=False, progress=None):
+    def fake_cell(design, grid, cell, g, work, scale=None, keep=False, progress=None, readings=None):
         calls.append((cell["name"], g))
         return pd.DataFrame([{**dict(zip(study.COLUMNS, [cell["name"], cell["mechanism"], g, 0, "oracle", -1])),
                               "slide_id": f"test_{i:05d}", "label": i % 2, "score": float(i)} for i in range(4)])
@@ -205,6 +205,12 @@ def test_one_tiny_cell_end_to_end_through_the_commands(tmp_path):
     assert set(scores.method) == {"oracle", "averagemil", "gigassl", "random_aggregator"}
     assert scores.groupby("method").size().eq(16).all() and np.isfinite(scores.score).all()
     assert not (tmp_path / "out" / "work").exists() or not any((tmp_path / "out" / "work").iterdir())
+    # each run with an embedding has its reading; AverageMIL's embedding is the mean itself (CKA 1)
+    readings = study.read_readings(tmp_path / "out", design, "book").set_index("method")
+    assert sorted(readings.index) == ["averagemil", "gigassl", "random_aggregator"]
+    assert readings.loc["averagemil", "cka_mean"] == pytest.approx(1.0)
+    assert readings.cka_mean.between(0, 1 + 1e-9).all() and (readings.effective_rank >= 1).all()
+    assert np.isfinite(readings.statistic_r2).all()
     table, draws = study_analysis.bootstrap_aucs(scores, n_bootstrap=200)
     assert table.auc.between(0, 1).all() and len(table) == 4
     pairs = study_analysis.comparisons(table, draws)
@@ -432,3 +438,13 @@ def test_the_committed_checks_read_the_design_and_decide_on_the_map():
     assert got[("M3", "DeepMIL above chance")] == "not run"
     assert got[("M3", "SSL adds to the untrained aggregator")] == "not run"  # that comparison is not in the table
     assert (got.loc["M1"] == "not run").all()
+
+
+def test_the_representation_reading_finds_the_statistic_where_it_is_and_not_where_it_is_not():
+    g = np.random.default_rng(0)
+    mean = g.normal(size=(400, 8))
+    statistic = mean[:, 0] + 0.1 * g.normal(size=400)
+    carried = study.representation_reading(np.c_[mean, g.normal(size=(400, 4))], mean, statistic, 200)
+    missing = study.representation_reading(g.normal(size=(400, 12)), mean, statistic, 200)
+    assert carried["statistic_r2"] > 0.9 and missing["statistic_r2"] < 0.1
+    assert carried["cka_mean"] > 0.8 > 0.3 > missing["cka_mean"]

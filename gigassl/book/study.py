@@ -257,13 +257,42 @@ def _embedding(features: Path, work: Path, run: Run, design: dict, ids: list, po
     return np.asarray(x)[[order[s] for s in ids]]
 
 
+def representation_reading(x: np.ndarray, mean: np.ndarray, statistic: np.ndarray, n_train: int) -> dict:
+    """What one run's slide embeddings hold, read without the task's labels: ``cka_mean`` (linear CKA with the
+    mean of the tile features, AverageMIL's embedding: 1 when the embedding is a rotation and scaling of the mean),
+    ``effective_rank`` (RankMe) and ``statistic_r2`` (the R^2 on the test slides of a ridge regression of the
+    cohort's oracle statistic, the quantity that made the label, fitted on the training slides; the ridge penalty by
+    generalised cross-validation on them: how much of the mechanism's statistic the embedding carries linearly; it
+    uses the simulation's ground truth, which a real cohort does not have).
+    Shape: x (S, D), mean (S, F), statistic (S,), the first ``n_train`` rows the training slides."""
+    from sklearn.linear_model import RidgeCV
+    from sklearn.metrics import r2_score
+    from sklearn.preprocessing import StandardScaler
+
+    from ..evaluation.diagnostics import effective_rank, linear_cka
+
+    x = np.asarray(x, np.float64)
+    scaler = StandardScaler().fit(x[:n_train])
+    ridge = RidgeCV(alphas=np.logspace(-3, 4, 15)).fit(scaler.transform(x[:n_train]), statistic[:n_train])
+    return {"cka_mean": linear_cka(x, mean), "effective_rank": effective_rank(x),
+            "statistic_r2": float(r2_score(statistic[n_train:], ridge.predict(scaler.transform(x[n_train:]))))}
+
+
+READINGS = ["cell", "mechanism", "generator_seed", "pool", "method", "ssl_seed", "cka_mean", "effective_rank",
+            "statistic_r2"]
+
+
 def run_cell(design: dict, grid: dict, cell: dict, generator_seed: int, work: str | Path,
-             scale: dict | None = None, keep: bool = False, progress=None) -> pd.DataFrame:
+             scale: dict | None = None, keep: bool = False, progress=None,
+             readings: str | Path | None = None) -> pd.DataFrame:
     """The scores (:data:`COLUMNS`) of every run of one (cell, generator seed): one row per run and test slide.
     ``work``: the cohort, the trainings and each finished run's scores (``work/runs/``: a call on the same ``work``
     after an interruption keeps them and starts at the first unfinished run; the caller names ``work`` after the
     settings' hash); removed at the end unless ``keep``. ``progress``: called with one line per run (the run, its
-    seconds, how many of the cell's runs are done; kept runs are counted, not timed), or None."""
+    seconds, how many of the cell's runs are done; kept runs are counted, not timed), or None. ``readings``: a CSV
+    path that receives :func:`representation_reading` of every run with an embedding (:data:`READINGS`; a run
+    finished before readings were recorded has none)."""
+    import json
     import time
 
     from ..cohorts.featsim import simulate
@@ -283,7 +312,8 @@ def run_cell(design: dict, grid: dict, cell: dict, generator_seed: int, work: st
     y_train, y_test = np.array([y[s] for s in train]), np.array([y[s] for s in test])
     done = work / "runs"  # each finished run's scores: a cell stopped midway resumes at its next run
     done.mkdir(parents=True, exist_ok=True)
-    rows = []
+    rows, mean = [], None
+    statistic = table.set_index("slide_id").loc[train + test, "oracle"].to_numpy(float)
     for k, run in enumerate(runs, 1):
         finished = done / f"{run.method}_p{run.pool}_s{run.ssl_seed}.csv"
         if finished.exists():
@@ -294,20 +324,36 @@ def run_cell(design: dict, grid: dict, cell: dict, generator_seed: int, work: st
             scores = _deepmil_scores(features, table, train, test, deepmil_config(scale.get("deepmil")))
         else:
             if run.method == "oracle":
-                x = table.set_index("slide_id").loc[train + test, ["oracle"]].to_numpy(float)
+                x = statistic[:, None]
             elif run.method == "averagemil":
-                x = average_embeddings(features, train + test)[1]
+                x = mean = average_embeddings(features, train + test)[1] if mean is None else mean
             else:
                 x = _embedding(features, work, run, design, train + test, pool_ids, train, scale)
             scores = probe_scores(x[:len(train)], y_train, x[len(train):])
+            if readings is not None and run.method != "oracle":
+                mean = average_embeddings(features, train + test)[1] if mean is None else mean
+                reading = {**dataclasses.asdict(run), **representation_reading(x, mean, statistic, len(train))}
+                (done / f"{finished.stem}.reading.json").write_text(json.dumps(reading))
         rows.append(pd.DataFrame({**dataclasses.asdict(run), "slide_id": test, "label": y_test, "score": scores}))
         write_csv_atomic(rows[-1], finished)
         if progress:
             progress(f"  {cell['name']}_g{generator_seed}: {run.method}, pool {run.pool}, SSL seed {run.ssl_seed}: "
                      f"{time.monotonic() - start:.0f} s ({k} of {len(runs)} runs done)")
+    if readings is not None:
+        found = [json.loads(f.read_text()) for f in sorted(done.glob("*.reading.json"))]
+        write_csv_atomic(pd.DataFrame(found, columns=READINGS), readings)
     if not keep:
         shutil.rmtree(work, ignore_errors=True)
     return pd.concat(rows, ignore_index=True)[COLUMNS]
+
+
+def read_readings(out_dir: str | Path, design_path: str | Path = DESIGN, grid: str = "book") -> pd.DataFrame:
+    """Every finished unit's :func:`representation_reading` rows (:data:`READINGS`) of the grid ``grid`` in
+    ``out_dir/cells`` (a unit without a readings file adds none)."""
+    chosen = grid_of(read_design(design_path)[0], grid)
+    files = [Path(out_dir) / "cells" / f"{c['name']}_g{g}_readings.csv" for c, g in units(chosen)]
+    frames = [pd.read_csv(f) for f in files if f.is_file()]
+    return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=READINGS)
 
 
 def units(grid: dict) -> list[tuple[dict, int]]:
@@ -347,7 +393,8 @@ def run_study(out_dir: str | Path, design_path: str | Path = DESIGN, grid: str =
             continue
         start, work = time.monotonic(), Path(out_dir) / "work" / f"{name}_{digest[:12]}"
         resumed = any((work / "runs").glob("*.csv"))  # then "seconds" is this call's, not the whole cell's
-        frame = run_cell(design, chosen, cell, g, work, scale, progress=progress)
+        frame = run_cell(design, chosen, cell, g, work, scale, progress=progress,
+                         readings=cells / f"{name}_readings.csv")
         write_csv_atomic(frame, scores)
         record.write_text(json.dumps({"design_hash": digest, "seconds": time.monotonic() - start,
                                       "resumed": resumed, **(stamp or {})}, indent=1))

@@ -24,13 +24,16 @@ MECHANISM_WORDS = {"M0": "null: the label is independent of the slide",
 class Recorded:
     """The full grid as ``benchmarks/study.py`` recorded it (``benchmarks/results/``): ``table`` (study.csv),
     ``pairs`` (study_pairs.csv), ``sensitivity`` and ``sensitivity_pairs`` (the design's nuisance cells; None when
-    not recorded), ``record`` (study.json: commit, machine, the design's sha256, each unit's commit and seconds)."""
+    not recorded), ``record`` (study.json: commit, machine, the design's sha256, each unit's commit and seconds),
+    ``readings`` (study_readings.csv: :func:`gigassl.book.study.representation_reading` per run, None when not
+    recorded)."""
 
     table: pd.DataFrame
     pairs: pd.DataFrame
     sensitivity: pd.DataFrame | None
     sensitivity_pairs: pd.DataFrame | None
     record: dict
+    readings: pd.DataFrame | None = None
 
     def source(self) -> str:
         """Where the numbers come from, in words: the command, the commits and machines that ran the units."""
@@ -59,7 +62,8 @@ def read_recorded(folder: str | Path) -> Recorded | None:
         return pd.read_csv(folder / name) if (folder / name).is_file() else None
 
     return Recorded(pd.read_csv(table_path), pd.read_csv(folder / "study_pairs.csv"),
-                    optional("study_sensitivity.csv"), optional("study_sensitivity_pairs.csv"), record)
+                    optional("study_sensitivity.csv"), optional("study_sensitivity_pairs.csv"), record,
+                    optional("study_readings.csv"))
 
 
 @dataclass
@@ -80,6 +84,37 @@ class MechanismsPage:
     checks: pd.DataFrame | None = None
     checks_text: str = ""
     checks_sha256: str = ""
+    readings: pd.DataFrame | None = None
+
+    def readings_table(self) -> pd.DataFrame:
+        """The representation readings of the map's runs (:func:`gigassl.book.study.representation_reading`), mean
+        per (cell, pool, method) with the number of runs read: the full grid's when recorded (its runs since the
+        readings were recorded), else the book's run."""
+        readings = self.readings if self.recorded is None else self.recorded.readings
+        columns = ["cell", "pool", "method", "cka_mean", "effective_rank", "statistic_r2", "runs_read"]
+        if readings is None or readings.empty:
+            return pd.DataFrame(columns=columns)
+        grouped = readings.groupby(["cell", "pool", "method"], sort=False)
+        out = grouped[["cka_mean", "effective_rank", "statistic_r2"]].mean()
+        return out.assign(runs_read=grouped.size()).reset_index()[columns]
+
+    def reading_words(self, cell: str) -> str:
+        """One sentence on what the representations of ``cell`` hold, read without labels (empty without
+        readings): each arm's CKA with the mean of tiles and R^2 of the oracle statistic, at its main pool."""
+        table, _, _ = self.map_tables()
+        readings = self.readings_table()
+        parts = []
+        for method in ("averagemil", "gigassl", "gigassl_local", "gigassl_random16", "random_aggregator",
+                       "random_aggregator_local"):
+            pool = study_analysis.main_pool(table, cell, method)
+            row = readings[(readings.cell == cell) & (readings.method == method) & (readings.pool == pool)]
+            if len(row):
+                r = row.iloc[0]
+                parts.append(f"{study_analysis.NAMES[method]} CKA {r.cka_mean:.2f}, R^2 {r.statistic_r2:.2f}")
+        if not parts:
+            return ""
+        return ("Read without the labels (linear CKA with the mean of the tile features; R^2 of the oracle "
+                "statistic from the embedding, a ridge fitted on the training slides): " + "; ".join(parts) + ".")
 
     def checks_summary(self) -> str:
         """How many of the predictions' checks (studies/mechanisms_checks.yml) the map holds, fails, cannot decide,
@@ -113,8 +148,9 @@ class MechanismsPage:
         out = [f"On {source}:"]
         for row in self.predictions.itertuples():
             mechanism = table.loc[table.cell == row.cell, "mechanism"].iloc[0]
+            reading = self.reading_words(row.cell)
             out.append(f"**{row.cell}** ({MECHANISM_WORDS.get(mechanism, mechanism)}). {row.outcome} "
-                       f"*Predicted before any run:* {row.prediction}")
+                       + (f"{reading} " if reading else "") + f"*Predicted before any run:* {row.prediction}")
         return "\n\n".join(out)
 
     def sensitivity(self) -> str:
@@ -270,7 +306,7 @@ def mechanisms_page(out_dir: str | Path, design_path: str | Path = study.DESIGN,
         checks = study_analysis.check_predictions(yaml.safe_load(data)["checks"], map_table, map_pairs)
     return MechanismsPage(Path(design_path).read_text(), digest, grid, scores, table, pairs,
                           study_analysis.predictions_table(design, map_table, map_pairs), recorded, checks,
-                          checks_text, checks_sha)
+                          checks_text, checks_sha, study.read_readings(out_dir, design_path, grid))
 
 
 def regime_map(table: pd.DataFrame, title: str = "AUC by mechanism and method (95% interval)"):

@@ -11,6 +11,9 @@ training batch), on L2-normalised rows:
   anisotropic embedding, every row near one direction, has a mean cosine near 1 although it is not collapsed).
 - :func:`effective_rank` (Roy & Vetterli 2007; RankMe, Garrido et al. 2023): exp of the entropy of the normalised
   singular values of the (uncentred) matrix: 1 when collapsed, up to min(S, D) when every direction is used.
+- :func:`linear_cka` (Kornblith et al., ICML 2019): linear centred kernel alignment of two representations of the
+  same slides (e.g. Giga-SSL's against the mean of the tile embeddings): 1 when one is a rotation and scaling of the
+  other, near 0 when they share no linear structure.
 - :func:`centre_predictability`: cross-validated balanced accuracy of a logistic regression predicting each slide's
   centre from its embedding, against chance 1 / n_centres. High means the embedding encodes the stain and scanner
   signature that every tile of a slide shares: the shortcut of Sec. 5 ("key features linked to the slide
@@ -84,6 +87,21 @@ def effective_rank(x, eps: float = 1e-12) -> float:
     s = np.linalg.svd(_unit(x), compute_uv=False)
     p = s / max(s.sum(), eps) + eps
     return float(np.exp(-(p * np.log(p)).sum()))
+
+
+def linear_cka(x, y) -> float:
+    """Linear CKA between two representations of the same items: ``||Yc^T Xc||_F^2 / (||Xc^T Xc||_F
+    ||Yc^T Yc||_F)``, the columns centred (Kornblith et al., ICML 2019, Eq. 2 with linear kernels). Invariant to
+    rotations and isotropic scaling of either; 1 for ``y = c x R``.
+
+    Shape: x (S, D1), y (S, D2) -> float in [0, 1] (NaN when either has no variance).
+    """
+    x, y = np.asarray(x, np.float64), np.asarray(y, np.float64)
+    if x.ndim != 2 or y.ndim != 2 or len(x) != len(y):
+        raise ConfigError(f"linear_cka needs two (S, D) matrices of the same S; got shapes {x.shape} and {y.shape}.")
+    x, y = x - x.mean(0), y - y.mean(0)
+    denominator = np.linalg.norm(x.T @ x) * np.linalg.norm(y.T @ y)
+    return float(np.linalg.norm(y.T @ x) ** 2 / denominator) if denominator > 0 else float("nan")
 
 
 def centre_predictability(x, centres, groups=None, n_splits: int = 5, seed: int = 0) -> float:
