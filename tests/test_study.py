@@ -448,3 +448,27 @@ def test_the_representation_reading_finds_the_statistic_where_it_is_and_not_wher
     missing = study.representation_reading(g.normal(size=(400, 12)), mean, statistic, 200)
     assert carried["statistic_r2"] > 0.9 and missing["statistic_r2"] < 0.1
     assert carried["cka_mean"] > 0.8 > 0.3 > missing["cka_mean"]
+
+
+def test_a_run_finished_before_readings_were_kept_is_read_from_what_its_cell_still_holds(tmp_path, monkeypatch):
+    path = tiny_design(tmp_path, methods=["oracle", "averagemil", "gigassl"])
+    design = study.read_design(path)[0]
+    grid = study.grid_of(design, "book")
+    cell = grid["cells"][0]
+    first = study.run_cell(design, grid, cell, 0, tmp_path / "work", TINY, keep=True, readings=tmp_path / "r1.csv")
+    before = pd.read_csv(tmp_path / "r1.csv").set_index("method")
+    for f in (tmp_path / "work" / "runs").glob("*.reading.json"):
+        f.unlink()  # as if the runs had finished under a version that kept no readings
+    monkeypatch.setattr(study, "probe_scores", lambda *a: pytest.fail("a finished run ran again"))
+    again = study.run_cell(design, grid, cell, 0, tmp_path / "work", TINY, keep=True, readings=tmp_path / "r2.csv")
+    pd.testing.assert_frame_equal(again, first, check_dtype=False)
+    after = pd.read_csv(tmp_path / "r2.csv").set_index("method")
+    pd.testing.assert_frame_equal(after.sort_index(), before.sort_index())  # the same readings, from the kept files
+    # an arm whose folder is gone has no reading (it is not trained again for one)
+    import shutil
+
+    shutil.rmtree(tmp_path / "work" / "gigassl_p0_s0")
+    for f in (tmp_path / "work" / "runs").glob("*.reading.json"):
+        f.unlink()
+    study.run_cell(design, grid, cell, 0, tmp_path / "work", TINY, readings=tmp_path / "r3.csv")
+    assert pd.read_csv(tmp_path / "r3.csv").method.tolist() == ["averagemil"]

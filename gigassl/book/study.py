@@ -282,6 +282,23 @@ READINGS = ["cell", "mechanism", "generator_seed", "pool", "method", "ssl_seed",
             "statistic_r2"]
 
 
+def _kept_embedding(features: Path, work: Path, run: Run, ids: list) -> np.ndarray | None:
+    """The slide embeddings (len(ids), D) of a finished run, when they can be had without running it again:
+    AverageMIL's from the features, an arm's from the embeddings file its folder keeps until the cell ends; None
+    otherwise (the oracle, DeepMIL, an arm whose folder is gone)."""
+    from ..evaluation.baselines import average_embeddings
+    from ..io import read_embeddings
+
+    if run.method == "averagemil":
+        return average_embeddings(features, ids)[1]
+    path = work / f"{run.method}_p{run.pool}_s{run.ssl_seed}" / "embeddings.h5"
+    if run.method not in ARMS or not path.is_file():
+        return None
+    got_ids, x, _ = read_embeddings(path)
+    order = {s: i for i, s in enumerate(got_ids)}
+    return np.asarray(x)[[order[s] for s in ids]]
+
+
 def run_cell(design: dict, grid: dict, cell: dict, generator_seed: int, work: str | Path,
              scale: dict | None = None, keep: bool = False, progress=None,
              readings: str | Path | None = None) -> pd.DataFrame:
@@ -314,10 +331,21 @@ def run_cell(design: dict, grid: dict, cell: dict, generator_seed: int, work: st
     done.mkdir(parents=True, exist_ok=True)
     rows, mean = [], None
     statistic = table.set_index("slide_id").loc[train + test, "oracle"].to_numpy(float)
+
+    def read(run: Run, x: np.ndarray, stem: str) -> None:
+        nonlocal mean
+        mean = average_embeddings(features, train + test)[1] if mean is None else mean
+        reading = {**dataclasses.asdict(run), **representation_reading(x, mean, statistic, len(train))}
+        (done / f"{stem}.reading.json").write_text(json.dumps(reading))
+
     for k, run in enumerate(runs, 1):
         finished = done / f"{run.method}_p{run.pool}_s{run.ssl_seed}.csv"
         if finished.exists():
             rows.append(pd.read_csv(finished, dtype={"slide_id": str}))
+            if readings is not None and not (done / f"{finished.stem}.reading.json").exists():
+                kept = _kept_embedding(features, work, run, train + test)  # finished before readings were kept
+                if kept is not None:
+                    read(run, kept, finished.stem)
             continue
         start = time.monotonic()
         if run.method == "deepmil":
@@ -331,9 +359,7 @@ def run_cell(design: dict, grid: dict, cell: dict, generator_seed: int, work: st
                 x = _embedding(features, work, run, design, train + test, pool_ids, train, scale)
             scores = probe_scores(x[:len(train)], y_train, x[len(train):])
             if readings is not None and run.method != "oracle":
-                mean = average_embeddings(features, train + test)[1] if mean is None else mean
-                reading = {**dataclasses.asdict(run), **representation_reading(x, mean, statistic, len(train))}
-                (done / f"{finished.stem}.reading.json").write_text(json.dumps(reading))
+                read(run, x, finished.stem)
         rows.append(pd.DataFrame({**dataclasses.asdict(run), "slide_id": test, "label": y_test, "score": scores}))
         write_csv_atomic(rows[-1], finished)
         if progress:
