@@ -317,7 +317,7 @@ def regime_map(table: pd.DataFrame, title: str = "AUC by mechanism and method (9
     cells = list(table.cell.unique())
     methods = [m for m in study_analysis.NAMES if m in set(table.method)]
     fig, axes = plt.subplots(1, len(cells), figsize=(3.2 * len(cells) + 1.5, 0.45 * len(methods) + 1.6),
-                             sharey=True, squeeze=False)
+                             sharey=True, sharex=True, squeeze=False)  # one AUC scale: cells compare by eye
     for ax, cell in zip(axes[0], cells):
         for y, method in enumerate(methods):
             pool = study_analysis.main_pool(table, cell, method)
@@ -345,20 +345,23 @@ def study_pool_curves(table: pd.DataFrame):
     cells = sorted({cell for (cell, _), n in curves.items() if n > 1})
     if not cells:
         return None
-    fig, axes = plt.subplots(1, len(cells), figsize=(4.5 * len(cells), 3.4), squeeze=False)
+    fig, axes = plt.subplots(1, len(cells), figsize=(4.5 * len(cells), 4.2), sharey=True, squeeze=False)
+    colours = {m: f"C{i}" for i, m in enumerate(study_analysis.NAMES)}  # one colour per method on every panel
     for ax, cell in zip(axes[0], cells):
-        for method, rows in table[table.cell == cell].groupby("method"):
-            rows = rows.sort_values("pool")
+        for method, rows in table[table.cell == cell].groupby("method", sort=False):
+            rows, name = rows.sort_values("pool"), study_analysis.NAMES.get(method, method)
             if len(rows) > 1:
                 ax.errorbar(rows.pool, rows.auc, yerr=[rows.auc - rows.low, rows.high - rows.auc], marker="o",
-                            capsize=3, label=study_analysis.NAMES.get(method, method))
-            else:
-                ax.axhline(rows.auc.iloc[0], ls=":", lw=1, label=study_analysis.NAMES.get(method, method))
+                            capsize=3, color=colours.get(method), label=name)
+            else:  # a method without a pool (or at one pool only): its AUC as a level
+                ax.axhline(rows.auc.iloc[0], ls=":", lw=1.2, color=colours.get(method), label=f"{name} (no curve)")
+        ax.axhline(study_analysis.CHANCE, color="0.6", ls="--", lw=1)
         ax.set_title(cell)
         ax.set_xlabel("unlabelled pool (slides)")
         ax.set_ylabel("AUC")
-        ax.legend(fontsize=7)
-    fig.tight_layout()
+    handles, labels = axes[0][0].get_legend_handles_labels()
+    fig.legend(handles, labels, loc="lower center", ncol=3, fontsize=7, frameon=False)
+    fig.tight_layout(rect=(0, 0.2, 1, 1))
     return fig
 
 
