@@ -64,6 +64,11 @@ class Run:
     ssl_seed: int
 
 
+def run_name(run: Run) -> str:
+    """A run's name in its cell's work folder (its training folder, its finished scores): method, pool, SSL seed."""
+    return f"{run.method}_p{run.pool}_s{run.ssl_seed}"
+
+
 def read_design(path: str | Path = DESIGN) -> tuple[dict, str]:
     """(the parsed design, the sha256 of the file's bytes) of ``path``."""
     import yaml
@@ -239,10 +244,9 @@ def _embedding(features: Path, work: Path, run: Run, design: dict, ids: list, po
                train: list, scale: dict) -> np.ndarray:
     """The slide embeddings (len(ids), 512) of a Giga-SSL or untrained arm, by the commands' functions."""
     from ..embed import embed_slides
-    from ..io import read_embeddings
     from ..train import train as train_ssl, untrained_checkpoint
 
-    folder = work / f"{run.method}_p{run.pool}_s{run.ssl_seed}"
+    folder = work / run_name(run)
     config = train_config(design, run.method, run.ssl_seed, scale.get("train"))
     if ARMS[run.method][2]:
         checkpoint = train_ssl(features, folder, config, slide_ids=train + pool_ids[:run.pool], progress=False,
@@ -252,9 +256,7 @@ def _embedding(features: Path, work: Path, run: Run, design: dict, ids: list, po
     out = embed_slides(features, checkpoint, folder / "embeddings.h5", embed_config(design, run.method,
                                                                                      scale.get("embed")),
                        progress=False, slide_ids=ids)
-    got_ids, x, _ = read_embeddings(out)
-    order = {s: i for i, s in enumerate(got_ids)}
-    return np.asarray(x)[[order[s] for s in ids]]
+    return _rows(out, ids)
 
 
 def representation_reading(x: np.ndarray, mean: np.ndarray, statistic: np.ndarray, n_train: int) -> dict:
@@ -287,13 +289,17 @@ def _kept_embedding(features: Path, work: Path, run: Run, ids: list) -> np.ndarr
     AverageMIL's from the features, an arm's from the embeddings file its folder keeps until the cell ends; None
     otherwise (the oracle, DeepMIL, an arm whose folder is gone)."""
     from ..evaluation.baselines import average_embeddings
-    from ..io import read_embeddings
 
     if run.method == "averagemil":
         return average_embeddings(features, ids)[1]
-    path = work / f"{run.method}_p{run.pool}_s{run.ssl_seed}" / "embeddings.h5"
-    if run.method not in ARMS or not path.is_file():
-        return None
+    path = work / run_name(run) / "embeddings.h5"
+    return _rows(path, ids) if run.method in ARMS and path.is_file() else None
+
+
+def _rows(path: Path, ids: list) -> np.ndarray:
+    """The rows of embeddings file ``path`` in the order of ``ids``. Shape: -> (len(ids), D)."""
+    from ..io import read_embeddings
+
     got_ids, x, _ = read_embeddings(path)
     order = {s: i for i, s in enumerate(got_ids)}
     return np.asarray(x)[[order[s] for s in ids]]
@@ -339,7 +345,7 @@ def run_cell(design: dict, grid: dict, cell: dict, generator_seed: int, work: st
         (done / f"{stem}.reading.json").write_text(json.dumps(reading))
 
     for k, run in enumerate(runs, 1):
-        finished = done / f"{run.method}_p{run.pool}_s{run.ssl_seed}.csv"
+        finished = done / f"{run_name(run)}.csv"
         if finished.exists():
             rows.append(pd.read_csv(finished, dtype={"slide_id": str}))
             if readings is not None and not (done / f"{finished.stem}.reading.json").exists():
