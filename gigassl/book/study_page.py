@@ -122,13 +122,17 @@ class MechanismsPage:
         if self.checks is None or self.checks.empty:
             return "No check of the predictions was given."
         _, _, source = self.map_tables()
-        counts = self.checks.outcome.value_counts()
-        said = ", ".join(f"{int(counts.get(k, 0))} {k}" for k in ("held", "failed", "undecided", "not run"))
+        said = self._check_counts()
         failed = self.checks[self.checks.outcome == "failed"]
         named = ("; failed: " + "; ".join(f"{r.cell}: {r.claim}" + (f" ({r.method})" if r.method not in r.claim
                                                                        and r.against == "" else "")
                                           for r in failed.itertuples())) if len(failed) else ""
         return f"Of the {len(self.checks)} checks of the predictions on {source}: {said}{named}."
+
+    def _check_counts(self) -> str:
+        """"H held, F failed, U undecided, N not run" of the predictions' checks."""
+        counts = self.checks.outcome.value_counts()
+        return ", ".join(f"{int(counts.get(k, 0))} {k}" for k in ("held", "failed", "undecided", "not run"))
 
     @property
     def benchmark(self) -> pd.DataFrame | None:
@@ -267,9 +271,7 @@ class MechanismsPage:
                      f"{', '.join(by['better']) or 'no cell'}, loses in {', '.join(by['worse']) or 'no cell'} and is "
                      f"undecided in {', '.join(by['undecided']) or 'no cell'}.")
         if self.checks is not None and not self.checks.empty:
-            counts = self.checks.outcome.value_counts()
-            text += (f" The predictions' checks: {int(counts.get('held', 0))} held, {int(counts.get('failed', 0))} "
-                     f"failed, {int(counts.get('undecided', 0))} undecided, {int(counts.get('not run', 0))} not run.")
+            text += f" The predictions' checks: {self._check_counts()}."
         return text
 
 
