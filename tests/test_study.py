@@ -374,6 +374,15 @@ def test_the_page_speaks_of_the_full_grid_once_a_whole_grid_of_this_design_is_re
     assert "does not beat the mean of tiles in M1 (-0.050, worse after Holm)" in text
     assert "Giga-SSL minus AverageMIL +0.100, better after Holm" in text and "M4 is not in this grid" in text
     assert "not recorded" in page.sensitivity()
+    checks = {"M1": [{"claim": "Giga-SSL ties or loses against AverageMIL", "kind": "not_better", "method": "gigassl",
+                      "against": "averagemil"}],
+              "M3": [{"claim": "Giga-SSL beats AverageMIL", "kind": "better", "method": "gigassl",
+                      "against": "averagemil"}, {"claim": "DeepMIL above chance", "kind": "above_chance",
+                                                 "method": "deepmil"}]}
+    checked = dataclasses_replace(page, checks=study_analysis.check_predictions(checks, full, pairs))
+    assert checked.checks.outcome.tolist() == ["held", "held", "not run"]
+    assert "The predictions' checks: 2 held, 0 failed, 0 undecided, 1 not run." in checked.finding()
+    assert checked.checks_summary().startswith("Of the 3 checks of the predictions on the full grid")
     # without a recorded grid the words are the book's run's, and say so
     alone = dataclasses_replace(page, recorded=None)
     assert "the book's grid" in alone.map_tables()[2] and "M1 is not in this map" in alone.implications()
