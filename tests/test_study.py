@@ -481,3 +481,44 @@ def test_a_run_finished_before_readings_were_kept_is_read_from_what_its_cell_sti
         f.unlink()
     study.run_cell(design, grid, cell, 0, tmp_path / "work", TINY, readings=tmp_path / "r3.csv")
     assert pd.read_csv(tmp_path / "r3.csv").method.tolist() == ["averagemil"]
+
+
+def test_the_readings_say_why_giga_ssl_ties_the_mean_or_not_and_the_checks_say_how_many_chance_fails_to_expect():
+    from gigassl.book import study_page
+
+    table = pd.DataFrame([{"cell": "M1", "mechanism": "M1", "pool": p, "method": m, "auc": 0.7, "low": 0.68,
+                           "high": 0.72} for m, p in (("averagemil", 0), ("gigassl", 1000), ("oracle", 0))])
+    pairs = pd.DataFrame(columns=["cell", "method", "against", "difference", "low", "high", "verdict"])
+
+    def page_with(ssl_cka, ssl_r2, mean_r2, checks=None):
+        readings = pd.DataFrame([
+            {"cell": "M1", "pool": 0, "method": "averagemil", "cka_mean": 1.0, "effective_rank": 5.0,
+             "statistic_r2": mean_r2},
+            {"cell": "M1", "pool": 1000, "method": "gigassl", "cka_mean": ssl_cka, "effective_rank": 9.0,
+             "statistic_r2": ssl_r2},
+            {"cell": "M1", "pool": 0, "method": "gigassl", "cka_mean": 0.1, "effective_rank": 9.0,
+             "statistic_r2": 0.99}])  # another pool than the map's main one: never read
+        return study_page.MechanismsPage("", "", "book", pd.DataFrame({"generator_seed": [0]}), table, pairs,
+                                         pd.DataFrame(), None, checks, readings=readings)
+
+    same = page_with(0.97, 0.70, 0.72).reading_words("M1")
+    assert "close to the mean of tiles (linear CKA 0.97" in same and "about as much" in same
+    less = page_with(0.95, 0.20, 0.80).reading_words("M1")
+    assert "holds less of the statistic" in less and "R^2 0.20 against 0.80" in less
+    more = page_with(0.50, 0.60, 0.10).reading_words("M1")
+    assert "apart from the mean of tiles (linear CKA 0.50" in more and "holds more" in more
+    assert "neither it nor the mean holds" in page_with(0.97, 0.01, -0.02).reading_words("M1")
+    # without AverageMIL's reading there is nothing to read Giga-SSL against: no why
+    lone = page_with(0.97, 0.7, 0.7)
+    lone = dataclasses_replace(lone, readings=lone.readings[lone.readings.method != "averagemil"])
+    assert "Why" not in lone.reading_words("M1")
+    # the checks: how many of the chance checks would fail with no effect, beside how many did
+    checks = pd.DataFrame([{"cell": "M0", "claim": "at chance", "kind": "chance", "method": m, "against": "",
+                            "low": 0.5, "high": 0.5, "verdict": "", "outcome": o}
+                           for m, o in (("a", "failed"), ("b", "undecided"), ("c", "undecided"), ("d", "not run"))])
+    said = page_with(0.9, 0.5, 0.5, checks).checks_summary()
+    assert "of the 3 chance checks, about 0.2 would fail with no effect at all; 1 failed." in said
+    null = page_with(0.97, 0.70, 0.72)
+    null = dataclasses_replace(null, table=null.table.assign(cell="M0", mechanism="M0"),
+                               readings=null.readings.assign(cell="M0"))
+    assert "Read without the labels" in null.reading_words("M0") and "Why" not in null.reading_words("M0")

@@ -20,6 +20,10 @@ MECHANISM_WORDS = {"M0": "null: the label is independent of the slide",
                    "M4": "arrangement: the same composition, intermixed or segregated"}
 
 
+CLOSE_CKA = 0.9  # a linear CKA at least this: "close to the mean of tiles" (the readings' words)
+SAME_R2 = 0.05  # R^2 of the oracle statistic within this: "about as much" (the readings' words)
+
+
 @dataclass(frozen=True)
 class Recorded:
     """The full grid as ``benchmarks/study.py`` recorded it (``benchmarks/results/``): ``table`` (study.csv),
@@ -114,7 +118,39 @@ class MechanismsPage:
         if not parts:
             return ""
         return ("Read without the labels (linear CKA with the mean of the tile features; R^2 of the oracle "
-                "statistic from the embedding, a ridge fitted on the training slides): " + "; ".join(parts) + ".")
+                "statistic from the embedding, a ridge fitted on the training slides): " + "; ".join(parts) + "."
+                + self._reading_why(readings, table, cell))
+
+    @staticmethod
+    def _reading_why(readings: pd.DataFrame, table: pd.DataFrame, cell: str) -> str:
+        """One sentence that reads Giga-SSL's readings against AverageMIL's in ``cell`` (empty when either is
+        missing): whether its embedding is close to the mean of tiles (a linear CKA of at least
+        :data:`CLOSE_CKA`) and whether it holds more, about as much (within :data:`SAME_R2`) or less of the
+        oracle statistic than the mean; descriptive, the thresholds named in the sentence. Empty for the null
+        mechanism (M0), where no statistic made the label."""
+        mechanism = table.loc[table.cell == cell, "mechanism"]
+        if mechanism.empty or mechanism.iloc[0] == "M0":  # no statistic made the label: nothing to explain
+            return ""
+        got = {}
+        for method in ("averagemil", "gigassl"):
+            pool = study_analysis.main_pool(table, cell, method)
+            row = readings[(readings.cell == cell) & (readings.method == method) & (readings.pool == pool)]
+            if row.empty:
+                return ""
+            got[method] = row.iloc[0]
+        mean, ssl = got["averagemil"], got["gigassl"]
+        near = (f"close to the mean of tiles (linear CKA {ssl.cka_mean:.2f}, at least {CLOSE_CKA}: nearly a "
+                "rotation and scaling of it)" if ssl.cka_mean >= CLOSE_CKA else
+                f"apart from the mean of tiles (linear CKA {ssl.cka_mean:.2f}, below {CLOSE_CKA})")
+        if max(ssl.statistic_r2, mean.statistic_r2) < SAME_R2:
+            holds = (f"neither it nor the mean holds the statistic that made the label linearly (R^2 below "
+                     f"{SAME_R2}): what separates the classes is not a linear function of either embedding")
+        else:
+            gap = ssl.statistic_r2 - mean.statistic_r2
+            amount = ("about as much" if abs(gap) <= SAME_R2 else "more" if gap > 0 else "less")
+            holds = (f"it holds {amount} of the statistic that made the label than the mean does (R^2 "
+                     f"{ssl.statistic_r2:.2f} against {mean.statistic_r2:.2f}; about as much: within {SAME_R2})")
+        return f" Why, as the readings say it: Giga-SSL's slide embedding is {near}, and {holds}."
 
     def checks_summary(self) -> str:
         """How many of the predictions' checks (studies/mechanisms_checks.yml) the map holds, fails, cannot decide,
@@ -127,7 +163,12 @@ class MechanismsPage:
         named = ("; failed: " + "; ".join(f"{r.cell}: {r.claim}" + (f" ({r.method})" if r.method not in r.claim
                                                                        and r.against == "" else "")
                                           for r in failed.itertuples())) if len(failed) else ""
-        return f"Of the {len(self.checks)} checks of the predictions on {source}: {said}{named}."
+        chance = self.checks[(self.checks.kind == "chance") & (self.checks.outcome != "not run")]
+        expected = (f" A chance check fails when the method's unadjusted 95% interval excludes 0.5, so a method at "
+                    f"chance fails it one time in twenty: of the {len(chance)} chance checks, about "
+                    f"{0.05 * len(chance):.1f} would fail with no effect at all; "
+                    f"{int((chance.outcome == 'failed').sum())} failed." if len(chance) else "")
+        return f"Of the {len(self.checks)} checks of the predictions on {source}: {said}{named}.{expected}"
 
     def _check_counts(self) -> str:
         """"H held, F failed, U undecided, N not run" of the predictions' checks."""
