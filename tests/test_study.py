@@ -381,7 +381,8 @@ def test_the_page_speaks_of_the_full_grid_once_a_whole_grid_of_this_design_is_re
                                                  "method": "deepmil"}]}
     checked = dataclasses_replace(page, checks=study_analysis.check_predictions(checks, full, pairs))
     assert checked.checks.outcome.tolist() == ["held", "held", "not run"]
-    assert "The predictions' checks: 2 held, 0 failed, 0 undecided, 1 not run." in checked.finding()
+    assert checked.finding().startswith("On the full grid (2 cells")  # the full grid leads the page
+    assert "The predictions' checks, on the full grid: 2 held, 0 failed, 0 undecided, 1 not run." in checked.finding()
     assert checked.checks_summary().startswith("Of the 3 checks of the predictions on the full grid")
     # without a recorded grid the words are the book's run's, and say so
     alone = dataclasses_replace(page, recorded=None)

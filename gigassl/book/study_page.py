@@ -289,8 +289,9 @@ class MechanismsPage:
             "mechanism, and real tasks mix them."])
 
     def finding(self) -> str:
-        """The page's opening sentence, computed: per cell of the book's run whether Giga-SSL beat the mean, and,
-        when the full grid is recorded, in which of its cells it did, lost, or was undecided."""
+        """The page's opening sentence, computed: when the full grid is recorded, first in which of its cells Giga-SSL
+        beat the mean, lost, or was undecided; then per cell of the book's run whether it beat the mean; then the
+        predictions' checks (decided on the full grid when recorded)."""
         seeds = sorted(self.scores.generator_seed.unique().tolist())
         parts = []
         for cell in self.table.cell.unique():
@@ -303,16 +304,17 @@ class MechanismsPage:
         where = f"the book's grid ({', '.join(self.table.cell.unique())}; generator seed(s) {seeds})"
         text = (f"On {where}, " + "; ".join(parts) + "." if parts
                 else f"On {where}: no Giga-SSL against AverageMIL comparison ran.")
-        if self.recorded is not None:
+        if self.checks is not None and not self.checks.empty:
+            on = "the full grid" if self.recorded is not None else "the book's grid"
+            text += f" The predictions' checks, on {on}: {self._check_counts()}."
+        if self.recorded is not None:  # the full grid leads: it is what the page concludes from
             pairs = self.recorded.pairs
             mine = pairs[(pairs.method == "gigassl") & (pairs.against == "averagemil")]
             by = {v: [r.cell for r in mine.itertuples() if r.verdict == v] for v in ("better", "worse", "undecided")}
-            text += (f" On the full grid ({self.recorded.table.cell.nunique()} cells, Holm across its "
-                     f"{len(pairs)} comparisons), Giga-SSL beats AverageMIL in "
-                     f"{', '.join(by['better']) or 'no cell'}, loses in {', '.join(by['worse']) or 'no cell'} and is "
-                     f"undecided in {', '.join(by['undecided']) or 'no cell'}.")
-        if self.checks is not None and not self.checks.empty:
-            text += f" The predictions' checks: {self._check_counts()}."
+            text = (f"On the full grid ({self.recorded.table.cell.nunique()} cells, Holm across its "
+                    f"{len(pairs)} comparisons), Giga-SSL beats AverageMIL in "
+                    f"{', '.join(by['better']) or 'no cell'}, loses in {', '.join(by['worse']) or 'no cell'} and is "
+                    f"undecided in {', '.join(by['undecided']) or 'no cell'}. " + text)
         return text
 
 
