@@ -523,3 +523,25 @@ def test_the_readings_say_why_giga_ssl_ties_the_mean_or_not_and_the_checks_say_h
     null = dataclasses_replace(null, table=null.table.assign(cell="M0", mechanism="M0"),
                                readings=null.readings.assign(cell="M0"))
     assert "Read without the labels" in null.reading_words("M0") and "Why" not in null.reading_words("M0")
+
+
+def test_the_null_cell_names_every_verdict_it_decides_as_a_false_positive_of_the_rule():
+    from gigassl.book import study_page
+
+    table = pd.DataFrame([{"cell": "M0", "mechanism": "M0", "pool": 0, "method": m, "auc": 0.5, "low": 0.47,
+                           "high": 0.53, "seed_sd": 0.01, "n_runs": 3} for m in ("averagemil", "gigassl")])
+
+    def page(verdict, agree):
+        pairs = pd.DataFrame([{"cell": "M0", "method": "gigassl", "against": "averagemil", "difference": -0.046,
+                               "low": -0.067, "high": -0.025, "p": 0.001, "p_holm": 0.04, "verdict": verdict,
+                               "seed_low": -0.1, "seed_high": 0.005, "seeds_agree": agree}])
+        design, _ = study.read_design()
+        predictions = study_analysis.predictions_table(design, table, pairs)
+        return study_page.MechanismsPage("", "", "book", pd.DataFrame({"generator_seed": [0]}), table, pairs,
+                                         predictions, None)
+
+    words = page("worse", False).paragraphs()
+    assert "A false positive of the verdict rule" in words and "decides 1 of the cell's 1 comparisons" in words
+    assert "Giga-SSL worse than AverageMIL (-0.046)" in words and "0 of the 1 decided verdict(s) hold" in words
+    assert "1 of the 1 decided" in page("worse", True).paragraphs()
+    assert "decides none of the cell's 1 comparisons" in page("undecided", float("nan")).paragraphs()

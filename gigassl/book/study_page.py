@@ -194,9 +194,34 @@ class MechanismsPage:
         for row in self.predictions.itertuples():
             mechanism = table.loc[table.cell == row.cell, "mechanism"].iloc[0]
             reading = self.reading_words(row.cell)
+            null = self._null_words(row.cell) if mechanism == "M0" else ""
             out.append(f"**{row.cell}** ({MECHANISM_WORDS.get(mechanism, mechanism)}). {row.outcome} "
-                       + (f"{reading} " if reading else "") + f"*Predicted before any run:* {row.prediction}")
+                       + (f"{null} " if null else "") + (f"{reading} " if reading else "")
+                       + f"*Predicted before any run:* {row.prediction}")
         return "\n\n".join(out)
+
+    def _null_words(self, cell: str) -> str:
+        """What the null cell says of the verdict rule: every comparison it decides is a false positive by
+        construction (the label is independent of the slide), so each is named, with whether its generator seeds
+        agree; the test-slide bootstrap holds the test sampling, not the training set's or the SSL seed's."""
+        _, pairs, _ = self.map_tables()
+        mine = pairs[pairs.cell == cell]
+        decided = mine[mine.verdict.isin(["better", "worse"])]
+        if mine.empty:
+            return ""
+        if decided.empty:
+            return (f"The verdict rule decides none of the cell's {len(mine)} comparisons on the null, as it should.")
+        agree = decided["seeds_agree"] if "seeds_agree" in decided else pd.Series(dtype=object)
+        said = "; ".join(
+            f"{study_analysis.NAMES.get(r.method, r.method)} {r.verdict} than "
+            f"{study_analysis.NAMES.get(r.against, r.against)} ({r.difference:+.3f})" for r in decided.itertuples())
+        held = int((agree == True).sum())  # noqa: E712 (a column of True, False and NaN)
+        return (f"**A false positive of the verdict rule:** on the null, where no method can beat another, the rule "
+                f"decides {len(decided)} of the cell's {len(mine)} comparisons ({said}). Its interval is a "
+                "bootstrap of the test slides with the trained runs fixed: it holds the test sampling, not the draw "
+                "of the training slides nor the SSL seed, and on the null two fixed classifiers differ on the test "
+                f"slides by chance. Over the generator seeds, {held} of the {len(decided)} decided verdict(s) "
+                "hold (`seeds_agree`); read the other cells' verdicts with the same column.")
 
     def sensitivity(self) -> str:
         """What the design's nuisance factor (a per-centre affine change of the features) changes, in sentences
