@@ -540,6 +540,12 @@ def test_the_null_cell_names_every_verdict_it_decides_as_a_false_positive_of_the
         return study_page.MechanismsPage("", "", "book", pd.DataFrame({"generator_seed": [0]}), table, pairs,
                                          predictions, None)
 
+    null = page("worse", False)
+    recorded = study_page.Recorded(table, null.pairs, None, None, {"units": {}})
+    assert "M0 is the null, where any decision is a false positive" in dataclasses_replace(
+        null, recorded=recorded).finding()
+    assert "is the null" not in dataclasses_replace(
+        null, recorded=dataclasses_replace(recorded, pairs=null.pairs.assign(verdict="undecided"))).finding()
     words = page("worse", False).paragraphs()
     assert "A false positive of the verdict rule" in words and "decides 1 of the cell's 1 comparisons" in words
     assert "Giga-SSL worse than AverageMIL (-0.046)" in words and "0 of the 1 decided verdict(s) hold" in words

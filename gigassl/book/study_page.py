@@ -200,6 +200,14 @@ class MechanismsPage:
                        + f"*Predicted before any run:* {row.prediction}")
         return "\n\n".join(out)
 
+    def _null_caveat(self, decided_cells: list) -> str:
+        """" (M0 is the null: ...)" when a decided verdict falls on a null cell, else empty."""
+        table, _, _ = self.map_tables()
+        null = [c for c in decided_cells if (table.loc[table.cell == c, "mechanism"] == "M0").any()]
+        return (f" ({', '.join(null)} is the null, where any decision is a false positive of the verdict rule: the "
+                "rule's interval does not hold the training draw nor the SSL seed; see the seeds' column)"
+                if null else "")
+
     def _null_words(self, cell: str) -> str:
         """What the null cell says of the verdict rule: every comparison it decides is a false positive by
         construction (the label is independent of the slide), so each is named, with whether its generator seeds
@@ -339,7 +347,8 @@ class MechanismsPage:
             text = (f"On the full grid ({self.recorded.table.cell.nunique()} cells, Holm across its "
                     f"{len(pairs)} comparisons), Giga-SSL beats AverageMIL in "
                     f"{', '.join(by['better']) or 'no cell'}, loses in {', '.join(by['worse']) or 'no cell'} and is "
-                    f"undecided in {', '.join(by['undecided']) or 'no cell'}. " + text)
+                    f"undecided in {', '.join(by['undecided']) or 'no cell'}"
+                    + self._null_caveat(by["better"] + by["worse"]) + ". " + text)
         return text
 
 
