@@ -214,16 +214,15 @@ class MechanismsPage:
         agree; the test-slide bootstrap holds the test sampling, not the training set's or the SSL seed's."""
         _, pairs, _ = self.map_tables()
         mine = pairs[pairs.cell == cell]
-        decided = mine[mine.verdict.isin(["better", "worse"])]
         if mine.empty:
             return ""
+        decided = mine[mine.verdict.isin(["better", "worse"])]
         if decided.empty:
-            return (f"The verdict rule decides none of the cell's {len(mine)} comparisons on the null, as it should.")
-        agree = decided["seeds_agree"] if "seeds_agree" in decided else pd.Series(dtype=object)
+            return f"The verdict rule decides none of the cell's {len(mine)} comparisons on the null, as it should."
+        held = int(decided.get("seeds_agree", pd.Series(dtype=object)).eq(True).sum())  # True, False or NaN
         said = "; ".join(
             f"{study_analysis.NAMES.get(r.method, r.method)} {r.verdict} than "
             f"{study_analysis.NAMES.get(r.against, r.against)} ({r.difference:+.3f})" for r in decided.itertuples())
-        held = int((agree == True).sum())  # noqa: E712 (a column of True, False and NaN)
         return (f"**A false positive of the verdict rule:** on the null, where no method can beat another, the rule "
                 f"decides {len(decided)} of the cell's {len(mine)} comparisons ({said}). Its interval is a "
                 "bootstrap of the test slides with the trained runs fixed: it holds the test sampling, not the draw "
