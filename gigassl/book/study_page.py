@@ -24,6 +24,11 @@ CLOSE_CKA = 0.9  # a linear CKA at least this: "close to the mean of tiles" (the
 SAME_R2 = 0.05  # R^2 of the oracle statistic within this: "about as much" (the readings' words)
 
 
+def _is_null(table: pd.DataFrame, cell: str) -> bool:
+    """Whether ``cell`` of an AUC table is the null mechanism (M0: no statistic made the label)."""
+    return bool((table.loc[table.cell == cell, "mechanism"] == "M0").any())
+
+
 @dataclass(frozen=True)
 class Recorded:
     """The full grid as ``benchmarks/study.py`` recorded it (``benchmarks/results/``): ``table`` (study.csv),
@@ -128,8 +133,7 @@ class MechanismsPage:
         :data:`CLOSE_CKA`) and whether it holds more, about as much (within :data:`SAME_R2`) or less of the
         oracle statistic than the mean; descriptive, the thresholds named in the sentence. Empty for the null
         mechanism (M0), where no statistic made the label."""
-        mechanism = table.loc[table.cell == cell, "mechanism"]
-        if mechanism.empty or mechanism.iloc[0] == "M0":  # no statistic made the label: nothing to explain
+        if _is_null(table, cell):  # no statistic made the label: nothing to explain
             return ""
         got = {}
         for method in ("averagemil", "gigassl"):
@@ -194,7 +198,7 @@ class MechanismsPage:
         for row in self.predictions.itertuples():
             mechanism = table.loc[table.cell == row.cell, "mechanism"].iloc[0]
             reading = self.reading_words(row.cell)
-            null = self._null_words(row.cell) if mechanism == "M0" else ""
+            null = self._null_words(row.cell) if _is_null(table, row.cell) else ""
             out.append(f"**{row.cell}** ({MECHANISM_WORDS.get(mechanism, mechanism)}). {row.outcome} "
                        + (f"{null} " if null else "") + (f"{reading} " if reading else "")
                        + f"*Predicted before any run:* {row.prediction}")
@@ -203,7 +207,7 @@ class MechanismsPage:
     def _null_caveat(self, decided_cells: list) -> str:
         """" (M0 is the null: ...)" when a decided verdict falls on a null cell, else empty."""
         table, _, _ = self.map_tables()
-        null = [c for c in decided_cells if (table.loc[table.cell == c, "mechanism"] == "M0").any()]
+        null = [c for c in decided_cells if _is_null(table, c)]
         return (f" ({', '.join(null)} is the null, where any decision is a false positive of the verdict rule: the "
                 "rule's interval does not hold the training draw nor the SSL seed; see the seeds' column)"
                 if null else "")
