@@ -551,3 +551,28 @@ def test_the_null_cell_names_every_verdict_it_decides_as_a_false_positive_of_the
     assert "Giga-SSL worse than AverageMIL (-0.046)" in words and "0 of the 1 decided verdict(s) hold" in words
     assert "1 of the 1 decided" in page("worse", True).paragraphs()
     assert "decides none of the cell's 1 comparisons" in page("undecided", float("nan")).paragraphs()
+
+
+def test_a_decided_verdict_is_quoted_with_its_seeds_interval_and_the_finding_counts_those_that_hold():
+    from gigassl.book import study_page
+
+    table = pd.DataFrame([{"cell": c, "mechanism": c[:2], "pool": p, "method": m, "auc": a, "low": a - 0.02,
+                           "high": a + 0.02, "seed_sd": 0.01, "n_runs": 6}
+                          for c in ("M1", "M3") for m, p, a in (("oracle", 0, 0.85), ("averagemil", 0, 0.8),
+                                                                 ("gigassl", 1000, 0.74))])
+    pairs = pd.DataFrame([{"cell": c, "method": "gigassl", "against": "averagemil", "difference": -0.061,
+                           "low": -0.076, "high": -0.048, "p": 0.001, "p_holm": 0.04, "verdict": "worse",
+                           "seed_low": lo, "seed_high": hi, "seeds_agree": agree}
+                          for c, lo, hi, agree in (("M1", -0.149, 0.027, False), ("M3", -0.09, -0.03, True))])
+    recorded = study_page.Recorded(table, pairs, None, None, {"units": {}})
+    page = study_page.MechanismsPage("", "", "book", pd.DataFrame({"generator_seed": [0]}), table, pairs,
+                                     pd.DataFrame(), recorded)
+    text = page.implications()
+    assert ("(-0.061, worse after Holm, over the generator seeds [-0.149, +0.027] (holding 0: the seeds do not "
+            "agree))") in text
+    assert "over the generator seeds [-0.090, -0.030] (the seeds agree)" in text  # M3's, quoted in its sentence
+    assert "1 of these 2 decided verdict(s) hold (M3)" in page.finding()
+    # an undecided verdict is quoted without the seeds' words, and the finding counts nothing
+    undecided = pairs.assign(verdict="undecided")
+    quiet = dataclasses_replace(page, pairs=undecided, recorded=dataclasses_replace(recorded, pairs=undecided))
+    assert "over the generator seeds" not in quiet.implications() and "decided verdict(s) hold" not in quiet.finding()

@@ -24,6 +24,16 @@ CLOSE_CKA = 0.9  # a linear CKA at least this: "close to the mean of tiles" (the
 SAME_R2 = 0.05  # R^2 of the oracle statistic within this: "about as much" (the readings' words)
 
 
+def _seeds_words(row) -> str:
+    """", over the generator seeds [lo, hi] (the seeds agree | holding 0)" for a decided comparison row with the
+    seeds' interval; empty for an undecided one or without the seeds' columns."""
+    if row.verdict not in ("better", "worse") or pd.isna(row.get("seed_low", float("nan"))):
+        return ""
+    agree = str(row.get("seeds_agree")) == "True"  # a bool, or its text as read back from a CSV
+    return (f", over the generator seeds [{row.seed_low:+.3f}, {row.seed_high:+.3f}] "
+            + ("(the seeds agree)" if agree else "(holding 0: the seeds do not agree)"))
+
+
 def _is_null(table: pd.DataFrame, cell: str) -> bool:
     """Whether ``cell`` of an AUC table is the null mechanism (M0: no statistic made the label)."""
     return bool((table.loc[table.cell == cell, "mechanism"] == "M0").any())
@@ -153,7 +163,7 @@ class MechanismsPage:
             gap = ssl.statistic_r2 - mean.statistic_r2
             amount = ("about as much" if abs(gap) <= SAME_R2 else "more" if gap > 0 else "less")
             holds = (f"it holds {amount} of the statistic that made the label than the mean does (R^2 "
-                     f"{ssl.statistic_r2:.2f} against {mean.statistic_r2:.2f}; about as much: within {SAME_R2})")
+                     f"{ssl.statistic_r2:.2f} against {mean.statistic_r2:.2f}; \"about as much\" would be within {SAME_R2})")
         return f" Why, as the readings say it: Giga-SSL's slide embedding is {near}, and {holds}."
 
     def checks_summary(self) -> str:
@@ -257,6 +267,17 @@ class MechanismsPage:
         return ("AUC with the nuisance minus without (Holm across these comparisons: a family of its own, apart from "
                 "the map's; \"better\" means a higher AUC with the nuisance). " + " ".join(parts))
 
+    @staticmethod
+    def _seeds_hold(rows: pd.DataFrame) -> str:
+        """"; over the generator seeds, k of the n decided verdicts hold (cells)" for the decided rows of a
+        comparison table with a ``seeds_agree`` column; empty when none is decided or the column is missing."""
+        decided = rows[rows.verdict.isin(["better", "worse"])]
+        if decided.empty or "seeds_agree" not in decided:
+            return ""
+        held = [r.cell for r in decided.itertuples() if str(r.seeds_agree) == "True"]
+        return (f"; over the generator seeds (`seeds_agree`), {len(held)} of these {len(decided)} decided "
+                f"verdict(s) hold" + (f" ({', '.join(held)})" if held else ""))
+
     def _said(self, cell: str) -> str:
         """A cell of the map in numbers: each method's AUC [interval] at its main pool and Giga-SSL minus
         AverageMIL with its verdict after Holm; says so when the cell is not in the map."""
@@ -272,7 +293,7 @@ class MechanismsPage:
                 parts.append(f"{study_analysis.NAMES.get(method, method)} {r.auc:.3f} [{r.low:.3f}, {r.high:.3f}]")
         versus = self._verdict(cell)
         verdict = (f"; Giga-SSL minus AverageMIL {versus.difference:+.3f}, {versus.verdict} after Holm"
-                   if versus is not None else "")
+                   + _seeds_words(versus) if versus is not None else "")
         return f"in {cell}: " + ", ".join(parts) + verdict
 
     def _verdict(self, cell: str, method: str = "gigassl", against: str = "averagemil"):
@@ -302,7 +323,8 @@ class MechanismsPage:
                         "after Holm), so a diffuse task can hold a gain")
         else:
             m1_words = (f"in this map Giga-SSL does not beat the mean of tiles in M1 ({m1.difference:+.3f}, "
-                        f"{m1.verdict} after Holm), so a task that is M1 alone should show no consistent gain")
+                        f"{m1.verdict} after Holm{_seeds_words(m1)}), so a task that is M1 alone should show no "
+                        "consistent gain")
         return "\n\n".join([
             f"The cells quoted below are those of {source}.",
             "**The demo's three tasks** (`gigassl.cohorts.synth`: the share of glands, the cytology of half the tumour "
@@ -351,7 +373,7 @@ class MechanismsPage:
                     f"{len(pairs)} comparisons), Giga-SSL beats AverageMIL in "
                     f"{', '.join(by['better']) or 'no cell'}, loses in {', '.join(by['worse']) or 'no cell'} and is "
                     f"undecided in {', '.join(by['undecided']) or 'no cell'}"
-                    + self._null_caveat(by["better"] + by["worse"]) + ". " + text)
+                    + self._null_caveat(by["better"] + by["worse"]) + self._seeds_hold(mine) + ". " + text)
         return text
 
 
