@@ -568,11 +568,12 @@ def test_a_decided_verdict_is_quoted_with_its_seeds_interval_and_the_finding_cou
     page = study_page.MechanismsPage("", "", "book", pd.DataFrame({"generator_seed": [0]}), table, pairs,
                                      pd.DataFrame(), recorded)
     text = page.implications()
-    assert ("(-0.061, worse after Holm, over the generator seeds [-0.149, +0.027] (holding 0: the seeds do not "
-            "agree))") in text
-    assert "over the generator seeds [-0.090, -0.030] (the seeds agree)" in text  # M3's, quoted in its sentence
+    assert ("(-0.061, worse after Holm, over generator seeds [-0.149, +0.027] (the seeds do not: their interval "
+            "holds 0))") in text
+    assert "over generator seeds [-0.090, -0.030] (the seeds agree)" in text  # M3's, quoted in its sentence
     assert "1 of these 2 decided verdict(s) hold (M3)" in page.finding()
-    # an undecided verdict is quoted without the seeds' words, and the finding counts nothing
-    undecided = pairs.assign(verdict="undecided")
+    # an undecided verdict is quoted with the seeds' interval but no agreement, and the finding counts nothing
+    undecided = pairs.assign(verdict="undecided", seeds_agree=float("nan"))
     quiet = dataclasses_replace(page, pairs=undecided, recorded=dataclasses_replace(recorded, pairs=undecided))
-    assert "over the generator seeds" not in quiet.implications() and "decided verdict(s) hold" not in quiet.finding()
+    assert "undecided after Holm, over generator seeds [-0.149, +0.027])" in quiet.implications()
+    assert "agree" not in quiet.implications() and "decided verdict(s) hold" not in quiet.finding()

@@ -237,11 +237,11 @@ def outcome(cell: str, table: pd.DataFrame, pairs: pd.DataFrame) -> str:
     if len(mine):
         text += "Comparisons (Holm across all the cells): " + "; ".join(
             f"{NAMES[r.method]} vs {NAMES[r.against]}: {r.difference:+.3f} [{r.low:+.3f}, {r.high:+.3f}], "
-            f"adjusted p {r.p_holm:.3g}, {r.verdict}{_seed_words(r)}" for r in mine.itertuples()) + "."
+            f"adjusted p {r.p_holm:.3g}, {r.verdict}{seed_words(r)}" for r in mine.itertuples()) + "."
     return text
 
 
-def _seed_words(row) -> str:
+def seed_words(row) -> str:
     """", over generator seeds [lo, hi]" for a comparison row with a seed interval, and whether the seeds agree
     with a decided verdict; empty without one."""
     lo, hi = getattr(row, "seed_low", float("nan")), getattr(row, "seed_high", float("nan"))

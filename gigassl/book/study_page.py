@@ -24,16 +24,6 @@ CLOSE_CKA = 0.9  # a linear CKA at least this: "close to the mean of tiles" (the
 SAME_R2 = 0.05  # R^2 of the oracle statistic within this: "about as much" (the readings' words)
 
 
-def _seeds_words(row) -> str:
-    """", over the generator seeds [lo, hi] (the seeds agree | holding 0)" for a decided comparison row with the
-    seeds' interval; empty for an undecided one or without the seeds' columns."""
-    if row.verdict not in ("better", "worse") or pd.isna(row.get("seed_low", float("nan"))):
-        return ""
-    agree = str(row.get("seeds_agree")) == "True"  # a bool, or its text as read back from a CSV
-    return (f", over the generator seeds [{row.seed_low:+.3f}, {row.seed_high:+.3f}] "
-            + ("(the seeds agree)" if agree else "(holding 0: the seeds do not agree)"))
-
-
 def _is_null(table: pd.DataFrame, cell: str) -> bool:
     """Whether ``cell`` of an AUC table is the null mechanism (M0: no statistic made the label)."""
     return bool((table.loc[table.cell == cell, "mechanism"] == "M0").any())
@@ -163,7 +153,8 @@ class MechanismsPage:
             gap = ssl.statistic_r2 - mean.statistic_r2
             amount = ("about as much" if abs(gap) <= SAME_R2 else "more" if gap > 0 else "less")
             holds = (f"it holds {amount} of the statistic that made the label than the mean does (R^2 "
-                     f"{ssl.statistic_r2:.2f} against {mean.statistic_r2:.2f}; \"about as much\" would be within {SAME_R2})")
+                     f"{ssl.statistic_r2:.2f} against {mean.statistic_r2:.2f}; \"about as much\" would be within "
+                     f"{SAME_R2})")
         return f" Why, as the readings say it: Giga-SSL's slide embedding is {near}, and {holds}."
 
     def checks_summary(self) -> str:
@@ -274,7 +265,7 @@ class MechanismsPage:
         decided = rows[rows.verdict.isin(["better", "worse"])]
         if decided.empty or "seeds_agree" not in decided:
             return ""
-        held = [r.cell for r in decided.itertuples() if str(r.seeds_agree) == "True"]
+        held = decided.cell[decided.seeds_agree.eq(True)].tolist()  # True, False or NaN, as in _null_words
         return (f"; over the generator seeds (`seeds_agree`), {len(held)} of these {len(decided)} decided "
                 f"verdict(s) hold" + (f" ({', '.join(held)})" if held else ""))
 
@@ -293,7 +284,7 @@ class MechanismsPage:
                 parts.append(f"{study_analysis.NAMES.get(method, method)} {r.auc:.3f} [{r.low:.3f}, {r.high:.3f}]")
         versus = self._verdict(cell)
         verdict = (f"; Giga-SSL minus AverageMIL {versus.difference:+.3f}, {versus.verdict} after Holm"
-                   + _seeds_words(versus) if versus is not None else "")
+                   + study_analysis.seed_words(versus) if versus is not None else "")
         return f"in {cell}: " + ", ".join(parts) + verdict
 
     def _verdict(self, cell: str, method: str = "gigassl", against: str = "averagemil"):
@@ -323,7 +314,7 @@ class MechanismsPage:
                         "after Holm), so a diffuse task can hold a gain")
         else:
             m1_words = (f"in this map Giga-SSL does not beat the mean of tiles in M1 ({m1.difference:+.3f}, "
-                        f"{m1.verdict} after Holm{_seeds_words(m1)}), so a task that is M1 alone should show no "
+                        f"{m1.verdict} after Holm{study_analysis.seed_words(m1)}), so a task that is M1 alone should show no "
                         "consistent gain")
         return "\n\n".join([
             f"The cells quoted below are those of {source}.",
