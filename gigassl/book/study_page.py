@@ -29,6 +29,14 @@ def _is_null(table: pd.DataFrame, cell: str) -> bool:
     return bool((table.loc[table.cell == cell, "mechanism"] == "M0").any())
 
 
+def _decided(pairs: pd.DataFrame) -> tuple[pd.DataFrame, pd.Series]:
+    """(the decided rows of a comparison table, whether each also holds over the generator seeds): ``seeds_agree``
+    is True, False or NaN (all False without the column)."""
+    decided = pairs[pairs.verdict.isin(["better", "worse"])]
+    agree = decided.seeds_agree.eq(True) if "seeds_agree" in decided else pd.Series(False, index=decided.index)
+    return decided, agree
+
+
 @dataclass(frozen=True)
 class Recorded:
     """The full grid as ``benchmarks/study.py`` recorded it (``benchmarks/results/``): ``table`` (study.csv),
@@ -221,10 +229,10 @@ class MechanismsPage:
         mine = pairs[pairs.cell == cell]
         if mine.empty:
             return ""
-        decided = mine[mine.verdict.isin(["better", "worse"])]
+        decided, agree = _decided(mine)
         if decided.empty:
             return f"The verdict rule decides none of the cell's {len(mine)} comparisons on the null, as it should."
-        held = int(decided.get("seeds_agree", pd.Series(dtype=object)).eq(True).sum())  # True, False or NaN
+        held = int(agree.sum())
         said = "; ".join(
             f"{study_analysis.NAMES.get(r.method, r.method)} {r.verdict} than "
             f"{study_analysis.NAMES.get(r.against, r.against)} ({r.difference:+.3f})" for r in decided.itertuples())
@@ -262,10 +270,10 @@ class MechanismsPage:
     def _seeds_hold(rows: pd.DataFrame) -> str:
         """"; over the generator seeds, k of the n decided verdicts hold (cells)" for the decided rows of a
         comparison table with a ``seeds_agree`` column; empty when none is decided or the column is missing."""
-        decided = rows[rows.verdict.isin(["better", "worse"])]
+        decided, agree = _decided(rows)
         if decided.empty or "seeds_agree" not in decided:
             return ""
-        held = decided.cell[decided.seeds_agree.eq(True)].tolist()  # True, False or NaN, as in _null_words
+        held = decided.cell[agree].tolist()
         return (f"; over the generator seeds (`seeds_agree`), {len(held)} of these {len(decided)} decided "
                 f"verdict(s) hold" + (f" ({', '.join(held)})" if held else ""))
 
@@ -314,8 +322,8 @@ class MechanismsPage:
                         "after Holm), so a diffuse task can hold a gain")
         else:
             m1_words = (f"in this map Giga-SSL does not beat the mean of tiles in M1 ({m1.difference:+.3f}, "
-                        f"{m1.verdict} after Holm{study_analysis.seed_words(m1)}), so a task that is M1 alone should show no "
-                        "consistent gain")
+                        f"{m1.verdict} after Holm{study_analysis.seed_words(m1)}), so a task that is M1 alone "
+                        "should show no consistent gain")
         return "\n\n".join([
             f"The cells quoted below are those of {source}.",
             "**The demo's three tasks** (`gigassl.cohorts.synth`: the share of glands, the cytology of half the tumour "
